@@ -1,0 +1,37 @@
+# `make demo` and `make test` do all the set-up themselves, from a fresh clone.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# A CPU build of torch is enough for everything here and much smaller than the
+# default CUDA build; pyproject.toml itself asks only for torch>=2.3.
+TORCH  ?= torch==2.13.0
+
+.PHONY: install test test-slow demo bench docs clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+test: install
+	$(BIN)/python -m pytest -m "not slow"
+
+test-slow: install
+	$(BIN)/python -m pytest -m slow
+
+demo: install
+	$(BIN)/dagnet check specs/resnet50.yaml
+	$(BIN)/dagnet summary specs/resnet50.yaml --dim H=224 --dim W=224 | tail -n 3
+	$(BIN)/python examples/demo.py
+
+bench: install
+	$(BIN)/python bench/bench_compile.py --out docs/benchmarks.md
+
+docs: install
+	$(BIN)/python -m dagnet.docs > /dev/null
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

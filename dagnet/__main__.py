@@ -1,0 +1,5 @@
+import sys
+
+from dagnet.cli import main
+
+sys.exit(main())

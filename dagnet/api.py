@@ -1,0 +1,43 @@
+"""The library entry points: ``dagnet.load`` and ``dagnet.compile``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch.fx as fx
+
+from dagnet.check import check
+from dagnet.emit import emit
+from dagnet.errors import ErrorLog, SpecError
+from dagnet.ir import IR, expand
+from dagnet.spec.yaml_loader import load_yaml_spec, read_source
+
+
+def parse(source):
+    """Parse a spec (path or text) with the front end its suffix or content calls for."""
+    text, file = read_source(source)
+    if file.endswith(".dag"):
+        try:
+            from dagnet.spec.dsl import load_dsl_spec
+        except ImportError:  # pragma: no cover - the DSL front end ships separately
+            raise SpecError("the text DSL front end is not available in this build", None) from None
+        return load_dsl_spec(source)
+    return load_yaml_spec(source)
+
+
+def load(source, overrides: dict | None = None) -> IR:
+    """Parse, expand and check a spec; return the checked IR (shapes filled in).
+
+    ``source`` is a path (``.yaml``/``.yml``/``.dag``) or spec text;
+    ``overrides`` sets parameters like the CLI's ``--set k=v``.
+    """
+    spec = parse(Path(source) if isinstance(source, Path) else source)
+    errors = ErrorLog()
+    return check(expand(spec, overrides, errors), errors)
+
+
+def compile(spec, outputs: list[str] | None = None, as_dict: bool | None = None,
+            overrides: dict | None = None) -> fx.GraphModule:
+    """Compile a spec (path, text, or checked IR) to a ``torch.fx.GraphModule``."""
+    ir = spec if isinstance(spec, IR) else load(spec, overrides)
+    return emit(ir, outputs=outputs, as_dict=as_dict)

@@ -1,0 +1,171 @@
+"""Emission: checked IR -> ``torch.fx.GraphModule`` whose code reads like hand-written PyTorch.
+
+Every op node becomes one line of ``forward``: a call of the submodule that
+owns its parameters (``self.c1(image)``, so ``state_dict`` keys follow node
+paths: ``layer3.1.conv2.weight``) or a plain function call
+(``torch.relu(c1)``). torch.fx frees each value after its last use in the
+generated code (``c1 = None``), so a forward message lives exactly as long as
+its consumers need it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import keyword
+import re
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from dagnet import ops
+from dagnet.ir import IR, Node
+from dagnet.ops.registry import FunctionCall, ModuleCall
+
+
+def var_name(path: str) -> str:
+    """A Python identifier for a node path: ``layer3.1.conv2`` -> ``layer3_1_conv2``."""
+    name = re.sub(r"\W", "_", path)
+    if name[0].isdigit() or keyword.iskeyword(name):
+        name = "_" + name
+    return name
+
+
+def build_call(ir: IR, node: Node):
+    """The op's ModuleCall / FunctionCall for this node (None for identity)."""
+    in_shapes = [ir.node(i).shape for i in node.inputs]
+    return ops.get(node.op).build(in_shapes, node.args)
+
+
+def _function_kwargs(node: Node, call: FunctionCall) -> dict:
+    """Drop arguments equal to the function's own default, so the code says only what matters.
+
+    Where the function hides its signature (``F.max_pool2d`` takes ``*args,
+    **kwargs``) the registry's default, which mirrors PyTorch's, decides; a
+    builtin without any signature keeps every argument.
+    """
+    try:
+        params = inspect.signature(call.fn).parameters
+    except (TypeError, ValueError):
+        return dict(call.kwargs)
+    opdef = ops.get(node.op)
+    out = {}
+    for key, value in call.kwargs.items():
+        if key in params:
+            default = params[key].default
+            keep = default is inspect.Parameter.empty or default != value
+        else:
+            arg = opdef.arg(key)
+            keep = arg is None or arg.required or arg.default != value
+        if keep:
+            out[key] = value
+    return out
+
+
+def emit(ir: IR, outputs: list[str] | None = None, as_dict: bool | None = None) -> fx.GraphModule:
+    """Build the module. ``outputs`` (names or node paths) overrides the spec's outputs.
+
+    One output returns a tensor and several a dict, unless ``as_dict`` says otherwise.
+    """
+    graph = fx.Graph()
+    values: dict[str, fx.Node] = {}
+    modules: dict[str, nn.Module] = {}
+    for name in ir.inputs:
+        values[name] = graph.placeholder(var_name(name))
+    for node in ir.order():
+        if node.op == "input":
+            continue
+        ins = [values[i] for i in node.inputs]
+        call = build_call(ir, node)
+        if call is None:
+            values[node.name] = ins[0]
+        elif isinstance(call, ModuleCall):
+            modules[node.name] = call.cls(**call.kwargs)
+            values[node.name] = graph.create_node("call_module", node.name, tuple(ins), {},
+                                                  name=var_name(node.name))
+        else:
+            args = (ins,) if call.inputs_as_list else tuple(ins)
+            values[node.name] = graph.create_node("call_function", call.fn, args,
+                                                  _function_kwargs(node, call), name=var_name(node.name))
+    wanted = _outputs(ir, outputs)
+    if as_dict is None:
+        as_dict = len(wanted) > 1
+    graph.output({k: values[v] for k, v in wanted.items()} if as_dict else values[next(iter(wanted.values()))])
+    graph.lint()
+    class_name = "".join(p.capitalize() for p in re.split(r"\W+|_", ir.name) if p) or "Model"
+    root = nn.Module()              # a module root (not a dict) keeps state_dict in graph order
+    for path, sub in modules.items():
+        _install(root, path, sub)
+    module = fx.GraphModule(root, graph, class_name=class_name)
+    module.dagnet_ir = ir           # for summaries, rendering and losses
+    return module
+
+
+def _outputs(ir: IR, outputs) -> dict[str, str]:
+    if outputs is None:
+        return dict(ir.outputs)
+    wanted = {}
+    for name in outputs:
+        path = ir.outputs.get(name, name)
+        if path not in ir.graph:
+            raise KeyError(f"no node or output named `{name}`")
+        wanted[name] = path
+    return wanted
+
+
+# -- standalone source ---------------------------------------------------------
+
+def standalone_source(module: fx.GraphModule, header: str = "") -> str:
+    """A Python file defining the model with ``import torch`` as its only dependency."""
+    ir: IR = module.dagnet_ir
+    code = module.graph.python_code(root_module="self")
+    helpers, aliases = [], []
+    for name, obj in sorted(code.globals.items()):
+        if getattr(obj, "__module__", "") == "dagnet.ops.functional":
+            helpers.append(inspect.getsource(obj))
+            if name != obj.__name__:
+                aliases.append(f"{name} = {obj.__name__}")
+    installs, classes = [], set()
+    for node in ir.order():
+        if node.op != "input" and isinstance(call := build_call(ir, node), ModuleCall):
+            installs.append(f"        _install(self, {node.name!r}, {_module_source(call)})")
+            if call.cls.__module__ == "dagnet.ops.functional":
+                classes.add(call.cls)
+    helpers += [inspect.getsource(c) for c in sorted(classes, key=lambda c: c.__name__)]
+    forward = "\n".join("    " + line if line.strip() else "" for line in code.src.strip("\n").splitlines())
+    parts = [
+        f'"""{header or ir.name}"""' if header else f'"""{ir.name}: generated by dagnet."""',
+        "import torch\nimport torch.nn as nn\nimport torch.nn.functional as F\n",
+        *helpers, *aliases,
+        _INSTALL,
+        f"class {type(module).__name__}(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        + ("\n".join(installs) or "        pass") + "\n\n" + forward + "\n",
+    ]
+    return "\n\n\n".join(p.strip("\n") for p in parts if p) + "\n"
+
+
+def _install(root: nn.Module, path: str, module: nn.Module) -> None:
+    """Register ``module`` at a dotted path, creating parent containers as needed."""
+    *parents, leaf = path.split(".")
+    for name in parents:
+        if not hasattr(root, name):
+            root.add_module(name, nn.Module())
+        root = getattr(root, name)
+    root.add_module(leaf, module)
+
+
+_INSTALL = inspect.getsource(_install)
+
+
+def _module_source(call: ModuleCall) -> str:
+    cls = call.cls
+    prefix = "nn." if cls.__module__.startswith("torch.nn") else ""
+    params = inspect.signature(cls.__init__).parameters
+    positional, keywords = [], []
+    for key, value in call.kwargs.items():
+        p = params.get(key)
+        if p is not None and p.default is inspect.Parameter.empty:
+            positional.append(repr(value))
+        elif p is None or p.default != value:
+            keywords.append(f"{key}={value!r}")
+    return f"{prefix}{cls.__name__}({', '.join(positional + keywords)})"

@@ -1,0 +1,292 @@
+"""The IR and ``expand``: Spec -> a flat DAG of :class:`Node` records.
+
+Expansion inlines blocks, unrolls ``repeat`` and ``seq``, applies the
+``residual``/``dense`` connection sugar, evaluates parameter arithmetic and
+resolves every reference to a full node path such as ``layer3.1.conv2``.
+Shapes are not known yet; :mod:`dagnet.check` infers them.
+
+Naming: an op node is named by its path. A block use ``b`` puts the block's
+nodes under ``b.``; a repeated node puts repetition ``k`` under ``b.k``; a
+``seq`` puts item ``i`` under ``b.i``. Merge nodes made by the sugar are
+``b.k_add`` (residual) and ``b.k_in`` / ``b.cat`` (dense). A name that is not a
+node (a block use, a ``seq``, a node switched off by ``when``) is an *alias*
+that resolves to the node producing its value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+
+from dagnet import expr
+from dagnet.errors import ErrorLog, Loc, SpecError, did_you_mean
+from dagnet.spec.model import BlockSpec, NodeSpec, Spec
+from dagnet.values import Resolver
+
+MAX_NODES = 200_000
+UNKNOWN_OP = "?"            # a node whose op or inputs are unknown (already reported)
+MISSING = "?missing"        # stands for a reference that did not resolve (already reported)
+MAX_REPEAT = 10_000
+MAX_BLOCK_DEPTH = 64
+
+
+@dataclass
+class Node:
+    """One operation of the expanded graph."""
+
+    name: str                       # full path, also the state_dict prefix
+    op: str                         # an op name, or "input"
+    inputs: list[str]
+    args: dict[str, Any]
+    loc: Loc
+    block: str | None = None        # the innermost block this node came from
+    checkpoint: str | None = None   # path of the enclosing `checkpoint: true` node
+    shape: tuple | None = None      # per-example output shape, set by check
+    dtype: str = "float32"
+
+
+@dataclass
+class IR:
+    """A flat DAG: ``graph`` holds Node records under attribute ``node``."""
+
+    name: str
+    file: str
+    graph: nx.DiGraph
+    inputs: list[str]
+    outputs: dict[str, str]         # output name as written -> node producing it
+    losses: list[dict] = field(default_factory=list)
+    train: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)
+    output_locs: dict[str, Loc] = field(default_factory=dict)
+
+    def node(self, name: str) -> Node:
+        return self.graph.nodes[name]["node"]
+
+    def order(self) -> list[Node]:
+        """Nodes in a deterministic topological order (declaration order breaks ties)."""
+        index = {n: i for i, n in enumerate(self.graph.nodes)}
+        return [self.node(n) for n in nx.lexicographical_topological_sort(self.graph, key=index.get)]
+
+
+class _Expander:
+    def __init__(self, spec: Spec, errors: ErrorLog):
+        self.spec = spec
+        self.errors = errors
+        self.nodes: dict[str, Node] = {}
+        self.alias: dict[str, tuple[str, Loc]] = {}
+        self.block_stack: list[str] = []
+
+    # -- bookkeeping -------------------------------------------------------
+    def add_node(self, node: Node) -> None:
+        if node.name in self.nodes or node.name in self.alias:
+            self.errors.add(f"two nodes are both named `{node.name}`", node.loc,
+                            "rename one; sugar names end in `_add`, `_in` and `.cat`")
+            return
+        if len(self.nodes) >= MAX_NODES:
+            raise SpecError(f"the expanded graph exceeds {MAX_NODES:,} nodes", node.loc,
+                            "check `repeat` counts and recursive blocks")
+        self.nodes[node.name] = node
+
+    def add_alias(self, name: str, target: str, loc: Loc) -> None:
+        self.alias[name] = (target, loc)
+
+    # -- scopes ------------------------------------------------------------
+    def scope(self, prefix: str, nodes: dict[str, NodeSpec], env: dict, bound: dict[str, str],
+              ctx: dict) -> dict[str, str]:
+        """Expand a mapping of named nodes; ``bound`` maps visible outside names to paths."""
+        local = dict(bound)
+        for name in nodes:
+            local[name] = prefix + name
+        for name, ns in nodes.items():
+            ins = [self.local_ref(r.name, r.loc, local, nodes) for r in ns.inputs]
+            if not ns.inputs:
+                self.errors.add(f"node `{name}` has no input", ns.loc, "add `in: <node>`")
+            self.node(prefix + name, ns, [i or MISSING for i in ins], env, ctx)
+        return local
+
+    def local_ref(self, name: str, loc: Loc, local: dict[str, str], nodes: dict[str, NodeSpec]):
+        if name in local:
+            return local[name]
+        head, _, tail = name.partition(".")
+        if tail and head in nodes and nodes[head].kind == "block":
+            block = self.spec.blocks.get(nodes[head].target)
+            outs = [r.name for r in block.outputs] if block else []
+            if block and tail not in outs:
+                self.errors.add(f"block `{block.name}` has no output `{tail}`", loc,
+                                did_you_mean(tail, outs) or f"its outputs: {', '.join(outs)}")
+                return None
+            return local[head] + "." + tail
+        self.errors.add(f"unknown node `{name}`", loc,
+                        did_you_mean(name, local) or f"visible here: {', '.join(sorted(local))}")
+        return None
+
+    # -- one node ------------------------------------------------------------
+    def node(self, path: str, ns: NodeSpec, ins: list[str], env: dict, ctx: dict) -> None:
+        resolver = Resolver(env, self.errors)
+        if ns.checkpoint and not ctx.get("checkpoint"):
+            ctx = {**ctx, "checkpoint": path}
+        if ns.when is not None and not resolver.boolean(ns.when, ns.loc, "`when`"):
+            if len(ins) != 1:
+                self.errors.add(f"`{ns.name}` is switched off by `when` but has {len(ins)} inputs",
+                                ns.loc, "a node that can be switched off must have exactly one input")
+            elif ins:
+                self.add_alias(path, ins[0], ns.loc)
+            return
+        repeat = resolver.integer(ns.repeat, ns.loc, "`repeat`", low=0, high=MAX_REPEAT)
+        if repeat is None:
+            return
+        if repeat == 0:
+            if len(ins) == 1:
+                self.add_alias(path, ins[0], ns.loc)
+            else:
+                self.errors.add("`repeat: 0` needs exactly one input", ns.loc)
+            return
+        if repeat == 1 and ns.connect == "sequential":
+            out = self.body(path, ns, ins, env, ctx)
+            if out and out != path:
+                self.add_alias(path, out, ns.loc)
+            return
+        if len(ins) != 1 and repeat > 1:
+            self.errors.add(f"a repeated node takes one input, `{ns.name}` has {len(ins)}", ns.loc)
+            return
+        self.add_alias(path, self.repeated(path, ns, ins, env, ctx, repeat), ns.loc)
+
+    def repeated(self, path, ns, ins, env, ctx, repeat) -> str:
+        """Unroll ``repeat`` with sequential, residual or dense connections."""
+        x, features = ins[0] if ins else None, list(ins)
+        for k in range(repeat):
+            rep_env = {**env, "i": k}
+            rep_in = [x] if ns.connect != "dense" else self.merge(f"{path}.{k}_in", "concat", features, ns.loc, ctx)
+            y = self.body(f"{path}.{k}", ns, rep_in if x is not None else ins, rep_env, ctx)
+            if y is None:
+                return path
+            if ns.connect == "residual":
+                x = self.merge(f"{path}.{k}_add", "add", [x, y], ns.loc, ctx)[0]
+            elif ns.connect == "dense":
+                features.append(y)
+            else:
+                x = y
+        if ns.connect == "dense":
+            return self.merge(f"{path}.cat", "concat", features, ns.loc, ctx)[0]
+        return x
+
+    def merge(self, name, op, inputs, loc, ctx) -> list[str]:
+        if len(inputs) == 1:
+            return list(inputs)
+        self.add_node(Node(name, op, list(inputs), {"dim": 1} if op == "concat" else {}, loc,
+                           block=self.block_stack[-1] if self.block_stack else None,
+                           checkpoint=ctx.get("checkpoint")))
+        return [name]
+
+    def body(self, path: str, ns: NodeSpec, ins: list[str], env: dict, ctx: dict) -> str | None:
+        """Expand one repetition of a node; return the path producing its value."""
+        if ns.kind == "seq":
+            x = ins
+            for i, item in enumerate(ns.items):
+                self.node(f"{path}.{i}", item, x, env, ctx)
+                x = [f"{path}.{i}"]
+            return x[0]
+        if ns.kind == "block":
+            return self.block(path, ns, ins, env, ctx)
+        return self.op(path, ns, ins, env, ctx)
+
+    def op(self, path, ns, ins, env, ctx) -> str:
+        from dagnet import ops
+        opdef = ops.get(ns.target)
+        if opdef is None:
+            self.errors.add(f"unknown op `{ns.target}`", ns.loc,
+                            did_you_mean(ns.target, list(ops.OPS) + list(self.spec.blocks))
+                            or "run `dagnet ops` for the list")
+            self.add_node(Node(path, UNKNOWN_OP, list(ins), {}, ns.loc))   # keeps the graph whole
+            return path
+        before = len(self.errors.errors)
+        args = Resolver(env, self.errors).op_args(opdef, ns)
+        broken = len(self.errors.errors) > before       # bad arguments: no shape to infer
+        self.add_node(Node(path, UNKNOWN_OP if broken else opdef.name, list(ins), args, ns.loc,
+                           block=self.block_stack[-1] if self.block_stack else None,
+                           checkpoint=ctx.get("checkpoint")))
+        return path
+
+    def block(self, path, ns, ins, env, ctx) -> str | None:
+        block = self.spec.blocks.get(ns.target)
+        if block is None:
+            from dagnet import ops
+            hint = did_you_mean(ns.target, self.spec.blocks)
+            if ops.get(ns.target):
+                hint = f"`{ns.target}` is an op: write `op: {ns.target}`"
+            self.errors.add(f"unknown block `{ns.target}`", ns.loc, hint or "define it under `blocks:` or import it")
+            return None
+        if ns.target in self.block_stack or len(self.block_stack) >= MAX_BLOCK_DEPTH:
+            chain = " -> ".join(self.block_stack + [ns.target])
+            raise SpecError(f"recursive block: {chain}", ns.loc, "a block cannot use itself")
+        if len(ins) != len(block.inputs):
+            self.errors.add(f"block `{block.name}` takes {len(block.inputs)} input(s) "
+                            f"({', '.join(block.inputs)}), `{ns.name}` gives {len(ins)}", ns.loc)
+            return None
+        inner_env = Resolver(env, self.errors).block_params(block, ns)
+        self.block_stack.append(block.name)
+        try:
+            local = self.scope(path + ".", block.nodes, inner_env, dict(zip(block.inputs, ins)), ctx)
+        finally:
+            self.block_stack.pop()
+        outs = []
+        for ref in block.outputs:
+            target = self.local_ref(ref.name, ref.loc, local, block.nodes)
+            if target:                  # `path.out` is already the inner node `out` if it is one
+                if target != f"{path}.{ref.name}":
+                    self.add_alias(f"{path}.{ref.name}", target, ref.loc)
+                outs.append(target)
+        return outs[0] if outs else None
+
+    # -- resolution ----------------------------------------------------------
+    def resolve(self, name: str, loc: Loc) -> str | None:
+        seen = []
+        while name in self.alias:
+            if name in seen:
+                self.errors.add(f"cycle through `{' -> '.join(seen + [name])}`", loc)
+                return None
+            seen.append(name)
+            name = self.alias[name][0]
+        return name
+
+
+def expand(spec: Spec, overrides: dict | None = None, errors: ErrorLog | None = None) -> IR:
+    """Inline blocks and resolve names.
+
+    Raises SpecErrors listing every problem found, unless an ``errors`` log is
+    given: then problems are logged and the IR is returned as far as it could be
+    built, so that the checker can report its own findings in the same run.
+    """
+    own_log = errors is None
+    errors = errors if errors is not None else ErrorLog()
+    env = Resolver({}, errors).spec_params(spec, overrides or {})
+    exp = _Expander(spec, errors)
+    graph = nx.DiGraph()
+    for name, inp in spec.inputs.items():
+        shape = Resolver(env, errors).input_shape(inp)
+        node = Node(name, "input", [], {}, inp.loc, shape=shape, dtype=inp.dtype)
+        exp.nodes[name] = node
+    exp.scope("", spec.nodes, env, {n: n for n in spec.inputs}, {})
+    for node in exp.nodes.values():
+        graph.add_node(node.name, node=node)
+    for node in exp.nodes.values():
+        resolved = [exp.resolve(i, node.loc) for i in node.inputs]
+        if any(r not in exp.nodes for r in resolved):
+            node.op = UNKNOWN_OP        # its input is missing: reported where the name was written
+        node.inputs = [r for r in resolved if r in exp.nodes]
+        for r in node.inputs:
+            graph.add_edge(r, node.name)
+    outputs, output_locs = {}, {}
+    top_local = {**{n: n for n in spec.inputs}, **{n: n for n in spec.nodes}}
+    for ref in spec.outputs:
+        target = exp.local_ref(ref.name, ref.loc, top_local, spec.nodes)
+        target = exp.resolve(target, ref.loc) if target else None
+        if target in exp.nodes:
+            outputs[ref.name] = target
+            output_locs[ref.name] = ref.loc
+    if own_log:
+        errors.raise_if_any()
+    return IR(spec.name, spec.file, graph, list(spec.inputs), outputs, spec.losses, spec.train,
+              dict(env), output_locs)

@@ -1,0 +1,176 @@
+"""Convolutions, transposed convolutions, pooling and upsampling (1-d and 2-d)."""
+
+from __future__ import annotations
+
+import torch.nn as nn
+import torch.nn.functional as F
+
+from dagnet.dims import ceildiv, floordiv, product
+from dagnet.ops import functional
+from dagnet.ops._util import expect_known, expect_rank, tuple_of
+from dagnet.ops.registry import Arg, FunctionCall, ModuleCall, OpDef, ShapeError, register
+
+
+def _window_out(size, k, s, p, d, ceil_mode=False):
+    """floor((L + 2p - d(k-1) - 1) / s) + 1, PyTorch's output size of a window op."""
+    span = size + 2 * p - d * (k - 1) - 1
+    if not ceil_mode:
+        return floordiv(span, s) + 1
+    out = ceildiv(span, s) + 1
+    if isinstance(out, int) and (out - 1) * s >= size + p:   # last window must start inside
+        out -= 1
+    return out
+
+
+def _conv_args(transposed: bool):
+    args = [Arg("out_channels", "int", doc="output channels"),
+            Arg("kernel_size", "ints"), Arg("stride", "ints", 1), Arg("padding", "ints", 0)]
+    if transposed:
+        args.append(Arg("output_padding", "ints", 0))
+    args += [Arg("dilation", "ints", 1), Arg("groups", "int", 1), Arg("bias", "bool", True),
+             Arg("padding_mode", "str", "zeros", ("zeros", "reflect", "replicate", "circular"))]
+    return tuple(args)
+
+
+def _conv(nd: int, transposed: bool):
+    name = f"conv_transpose{nd}d" if transposed else f"conv{nd}d"
+    cls = getattr(nn, f"ConvTranspose{nd}d" if transposed else f"Conv{nd}d")
+
+    def shape(ins, a):
+        (x,) = ins
+        expect_rank(x, nd + 1, name)
+        c_in = expect_known(x[0], "channel count", name)
+        for g_name, c in (("in", c_in), ("out", a["out_channels"])):
+            if c % a["groups"]:
+                raise ShapeError(f"`{name}`: {g_name} channels {c} not divisible by groups {a['groups']}")
+        k, s, p, d = (tuple_of(a[n], nd, n) for n in ("kernel_size", "stride", "padding", "dilation"))
+        if transposed:
+            op = tuple_of(a["output_padding"], nd, "output_padding")
+            spatial = [(L - 1) * s_ - 2 * p_ + d_ * (k_ - 1) + o + 1
+                       for L, k_, s_, p_, d_, o in zip(x[1:], k, s, p, d, op)]
+        else:
+            spatial = [_window_out(L, *t) for L, t in zip(x[1:], zip(k, s, p, d))]
+        _positive(spatial, x, name)
+        return (a["out_channels"], *spatial)
+
+    def build(ins, a):
+        kwargs = {"in_channels": ins[0][0], **{k: _tuple(v) for k, v in a.items()}}
+        return ModuleCall(cls, kwargs)
+
+    def macs(ins, out, a):
+        k = product(tuple_of(a["kernel_size"], nd, "kernel_size"))
+        per_out = (ins[0][0] // a["groups"]) * k
+        if transposed:   # every input element scatters into out_channels/groups * k outputs
+            return product(ins[0]) * (a["out_channels"] // a["groups"]) * k
+        return product(out) * per_out
+
+    doc = (f"{nd}-d {'transposed ' if transposed else ''}convolution (`nn.{cls.__name__}`); "
+           "`in_channels` is inferred.")
+    register(OpDef(name, "conv", doc, _conv_args(transposed), shape, build, macs=macs))
+
+
+def _positive(spatial, x, name):
+    for s in spatial:
+        if isinstance(s, int) and s < 1:
+            raise ShapeError(f"`{name}` makes an empty output from input {list(x)}",
+                             "the input is too small for this kernel, stride and padding")
+
+
+def _tuple(v):
+    return tuple(v) if isinstance(v, list) else v
+
+
+def _pool(nd: int, kind: str):
+    name = f"{kind}_pool{nd}d"
+    args = [Arg("kernel_size", "ints"), Arg("stride", "ints_or_none", None), Arg("padding", "ints", 0)]
+    if kind == "max":
+        args.append(Arg("dilation", "ints", 1))
+    args.append(Arg("ceil_mode", "bool", False))
+    if kind == "avg":
+        args.append(Arg("count_include_pad", "bool", True))
+
+    def shape(ins, a):
+        (x,) = ins
+        expect_rank(x, nd + 1, name)
+        k = tuple_of(a["kernel_size"], nd, "kernel_size")
+        s = tuple_of(a["stride"] if a["stride"] is not None else a["kernel_size"], nd, "stride")
+        p = tuple_of(a["padding"], nd, "padding")
+        d = tuple_of(a.get("dilation", 1), nd, "dilation")
+        spatial = [_window_out(L, *t, ceil_mode=a["ceil_mode"]) for L, t in zip(x[1:], zip(k, s, p, d))]
+        _positive(spatial, x, name)
+        return (x[0], *spatial)
+
+    def build(ins, a):
+        return FunctionCall(getattr(F, name), {k: _tuple(v) for k, v in a.items()})
+
+    register(OpDef(name, "pool", f"{nd}-d {kind} pooling (`F.{name}`).", tuple(args), shape, build))
+
+
+def _adaptive(nd: int, kind: str):
+    name = f"adaptive_{kind}_pool{nd}d"
+
+    def shape(ins, a):
+        (x,) = ins
+        expect_rank(x, nd + 1, name)
+        out = tuple_of(a["output_size"], nd, "output_size")
+        return (x[0], *[L if o is None else o for L, o in zip(x[1:], out)])
+
+    register(OpDef(name, "pool", f"{nd}-d adaptive {kind} pooling (`F.{name}`).",
+                   (Arg("output_size", "ints"),), shape,
+                   lambda ins, a: FunctionCall(getattr(F, name), {"output_size": _tuple(a["output_size"])})))
+
+
+def _interpolate_shape(name):
+    def shape(ins, a):
+        x = ins[0]
+        if len(x) < 2:
+            raise ShapeError(f"`{name}` expects [C, L] or [C, H, W], found {list(x)}")
+        nd = len(x) - 1
+        if len(ins) == 2:          # resize to the spatial size of a second input
+            if len(ins[1]) != len(x):
+                raise ShapeError(f"`{name}`: reference rank {len(ins[1])} differs from input rank {len(x)}")
+            return (x[0], *ins[1][1:])
+        if (a["size"] is None) == (a["scale_factor"] is None):
+            raise ShapeError(f"`{name}` needs exactly one of `size` or `scale_factor` "
+                             "(or a second input whose size to match)")
+        if a["size"] is not None:
+            return (x[0], *tuple_of(a["size"], nd, "size"))
+        scale = tuple_of(a["scale_factor"], nd, "scale_factor")
+        return (x[0], *[_scaled(L, f) for L, f in zip(x[1:], scale)])
+    return shape
+
+
+def _scaled(size, factor):
+    if float(factor).is_integer():
+        return size * int(factor)
+    if isinstance(size, int):
+        return int(size * factor)       # PyTorch floors the scaled size
+    return floordiv(size * int(round(factor * 1000)), 1000)
+
+
+def _interpolate_build(ins, a):
+    kwargs = {"mode": a["mode"]}
+    if a["mode"] in ("linear", "bilinear", "bicubic", "trilinear"):
+        kwargs["align_corners"] = a["align_corners"]
+    if len(ins) == 2:
+        return FunctionCall(functional.interpolate_like, kwargs)
+    kwargs.update(size=_tuple(a["size"]), scale_factor=_tuple(a["scale_factor"]))
+    return FunctionCall(F.interpolate, kwargs)
+
+
+_INTERP_ARGS = (Arg("size", "ints_or_none", None), Arg("scale_factor", "any", None),
+                Arg("mode", "str", "nearest", ("nearest", "linear", "bilinear", "bicubic", "trilinear")),
+                Arg("align_corners", "bool", False))
+
+for _name in ("interpolate", "upsample"):
+    register(OpDef(_name, "upsample",
+                   "Resize by `size` or `scale_factor`, or to the spatial size of a second input "
+                   "(`F.interpolate`).", _INTERP_ARGS, _interpolate_shape(_name), _interpolate_build,
+                   arity=(1, 2)))
+
+for _nd in (1, 2):
+    _conv(_nd, transposed=False)
+    _conv(_nd, transposed=True)
+    for _kind in ("max", "avg"):
+        _pool(_nd, _kind)
+        _adaptive(_nd, _kind)

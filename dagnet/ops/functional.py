@@ -1,0 +1,51 @@
+"""Pure-torch helpers that emitted code calls.
+
+Everything here imports only torch, so `dagnet compile -o model.py` can copy
+these definitions verbatim into a standalone file.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def crop(x: torch.Tensor, like: torch.Tensor, offset=None) -> torch.Tensor:
+    """Crop the trailing spatial dims of ``x`` to those of ``like`` (centred unless ``offset``)."""
+    nd = like.dim() - 2
+    for axis in range(2, 2 + nd):
+        size, target = x.shape[axis], like.shape[axis]
+        start = (size - target) // 2 if offset is None else offset
+        x = x.narrow(axis, start, target)
+    return x
+
+
+def interpolate_like(x: torch.Tensor, like: torch.Tensor, mode: str = "nearest", align_corners=None):
+    """Resize ``x`` to the spatial size of ``like``."""
+    return F.interpolate(x, size=like.shape[2:], mode=mode, align_corners=align_corners)
+
+
+def reshape(x: torch.Tensor, shape) -> torch.Tensor:
+    """Reshape every example to ``shape`` (the batch dimension is kept)."""
+    return x.reshape(x.shape[0], *shape)
+
+
+def add(*xs: torch.Tensor) -> torch.Tensor:
+    """Sum of several tensors (a residual merge of more than two branches)."""
+    out = xs[0]
+    for x in xs[1:]:
+        out = out + x
+    return out
+
+
+class LSTM(nn.LSTM):
+    """A batch-first ``nn.LSTM`` that returns only the output sequence."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x)[0]
+
+
+class GRU(nn.GRU):
+    """A batch-first ``nn.GRU`` that returns only the output sequence."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x)[0]

@@ -1,0 +1,35 @@
+"""Recurrent layers over [T, F] sequences (batch-first), returning the output sequence."""
+
+from __future__ import annotations
+
+from dagnet.ops import functional
+from dagnet.ops._util import expect_known, expect_rank
+from dagnet.ops.registry import Arg, ModuleCall, OpDef, register
+
+_ARGS = (Arg("hidden_size", "int"), Arg("num_layers", "int", 1), Arg("bidirectional", "bool", False),
+         Arg("dropout", "float", 0.0), Arg("bias", "bool", True))
+
+
+def _recurrent(name, cls, gates):
+    def shape(ins, a):
+        expect_rank(ins[0], 2, name, "[T, F]")
+        expect_known(ins[0][1], "feature size", name)
+        return (ins[0][0], a["hidden_size"] * (2 if a["bidirectional"] else 1))
+
+    def build(ins, a):
+        return ModuleCall(cls, {"input_size": ins[0][1], "batch_first": True, **a})
+
+    def macs(ins, out, a):
+        dirs = 2 if a["bidirectional"] else 1
+        T, F, H = ins[0][0], ins[0][1], a["hidden_size"]
+        first = gates * (F * H + H * H)
+        later = gates * (dirs * H * H + H * H) * (a["num_layers"] - 1)
+        return T * dirs * (first + later)
+
+    register(OpDef(name, "recurrent",
+                   f"{name.upper()} over a batch-first [T, F] sequence; returns the [T, H*dirs] outputs.",
+                   _ARGS, shape, build, macs=macs))
+
+
+_recurrent("lstm", functional.LSTM, 4)
+_recurrent("gru", functional.GRU, 3)

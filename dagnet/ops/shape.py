@@ -1,0 +1,60 @@
+"""Shape-only ops: flatten, reshape, permute, identity."""
+
+from __future__ import annotations
+
+import torch
+
+from dagnet.dims import fmt_shape, known, product
+from dagnet.ops import functional
+from dagnet.ops._util import batch_dim
+from dagnet.ops.registry import Arg, FunctionCall, OpDef, ShapeError, register
+
+
+def _flatten_shape(ins, a):
+    x = ins[0]
+    start, end = batch_dim(a["start_dim"], len(x), "flatten"), batch_dim(a["end_dim"], len(x), "flatten")
+    if end < start:
+        raise ShapeError(f"`flatten`: end_dim {a['end_dim']} comes before start_dim {a['start_dim']}")
+    return (*x[:start], product(x[start:end + 1]), *x[end + 1:])
+
+
+register(OpDef("flatten", "shape", "Flatten dims `start_dim..end_dim` (dims count the batch).",
+               (Arg("start_dim", "int", 1), Arg("end_dim", "int", -1)), _flatten_shape,
+               lambda ins, a: FunctionCall(torch.flatten, dict(a))))
+
+
+def _reshape_shape(ins, a):
+    x, target = ins[0], list(a["shape"])
+    if target.count(-1) > 1:
+        raise ShapeError("`reshape`: at most one -1 in `shape`")
+    total = product(x)
+    rest = product([d for d in target if d != -1])
+    if -1 in target:
+        if known(total) and known(rest) and int(total) % int(rest):
+            raise ShapeError(f"`reshape`: cannot reshape {fmt_shape(x)} into {target}")
+        target[target.index(-1)] = total // rest if known(total) else total / rest
+    elif known(total) and int(total) != int(rest):
+        raise ShapeError(f"`reshape`: {fmt_shape(x)} has {total} elements, {target} has {rest}",
+                         "use -1 for the dimension to infer")
+    return tuple(target)
+
+
+register(OpDef("reshape", "shape", "Reshape each example to `shape` (-1 infers one dim).",
+               (Arg("shape", "shape"),), _reshape_shape,
+               lambda ins, a: FunctionCall(functional.reshape, {"shape": tuple(a["shape"])})))
+
+
+def _permute_shape(ins, a):
+    x, dims = ins[0], list(a["dims"])
+    if sorted(dims) != list(range(len(x) + 1)) or dims[0] != 0:
+        raise ShapeError(f"`permute`: dims {dims} must be a permutation of 0..{len(x)} keeping 0 "
+                         "(the batch) first")
+    return tuple(x[d - 1] for d in dims[1:])
+
+
+register(OpDef("permute", "shape", "Permute dims (`torch.permute`; dims count the batch, which stays 0).",
+               (Arg("dims", "shape"),), _permute_shape,
+               lambda ins, a: FunctionCall(torch.permute, {"dims": tuple(a["dims"])})))
+
+register(OpDef("identity", "shape", "Pass the input through unchanged.", (),
+               lambda ins, a: ins[0], lambda ins, a: None))

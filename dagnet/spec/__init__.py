@@ -1,0 +1,6 @@
+"""Spec front ends: text in, :class:`~dagnet.spec.model.Spec` out."""
+
+from dagnet.spec.model import BlockSpec, InputSpec, NodeSpec, Ref, Spec
+from dagnet.spec.yaml_loader import load_yaml_spec
+
+__all__ = ["BlockSpec", "InputSpec", "NodeSpec", "Ref", "Spec", "load_yaml_spec"]

@@ -1,0 +1,404 @@
+"""The YAML front end: spec text -> :class:`Spec`, keeping every source location.
+
+PyYAML is used in safe mode only (no python tags, nothing executed) with a
+loader that records where each key and value came from and rejects duplicate
+keys, which plain PyYAML silently overwrites.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+from pathlib import Path
+
+import yaml
+
+from dagnet.errors import ErrorLog, Loc, SpecError, did_you_mean
+from dagnet.spec.model import CONNECT_MODES, SPEC_VERSION, BlockSpec, InputSpec, NodeSpec, Ref, Spec
+
+TOP_KEYS = ("dagnet", "name", "doc", "params", "imports", "blocks", "inputs", "nodes",
+            "outputs", "loss", "losses", "train")
+NODE_KEYS = ("op", "block", "seq", "in", "repeat", "connect", "when", "checkpoint", "doc")
+BLOCK_KEYS = ("params", "inputs", "nodes", "outputs", "doc")
+INPUT_KEYS = ("shape", "dtype", "doc")
+MAX_DEPTH = 200
+
+
+class LocMap(dict):
+    """A dict that remembers where each key and value was written."""
+
+    def __init__(self, loc: Loc):
+        super().__init__()
+        self.loc = loc
+        self.key_locs: dict = {}
+        self.value_locs: dict = {}
+
+    def key_loc(self, key) -> Loc:
+        return self.key_locs.get(key, self.loc)
+
+    def value_loc(self, key) -> Loc:
+        return self.value_locs.get(key, self.key_loc(key))
+
+
+class LocList(list):
+    """A list that remembers where each item was written."""
+
+    def __init__(self, loc: Loc):
+        super().__init__()
+        self.loc = loc
+        self.locs: list[Loc] = []
+
+    def item_loc(self, i: int) -> Loc:
+        return self.locs[i] if i < len(self.locs) else self.loc
+
+
+def _loader_for(file: str, errors: ErrorLog):
+    """A SafeLoader subclass bound to ``file`` that builds LocMap/LocList."""
+
+    class Loader(yaml.SafeLoader):
+        def mark(self, node) -> Loc:
+            return Loc(file, node.start_mark.line + 1, node.start_mark.column + 1)
+
+        def construct_located_map(self, node):
+            self.flatten_mapping(node)
+            result = LocMap(self.mark(node))
+            for key_node, value_node in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if not isinstance(key, (str, int, float, bool)):
+                    errors.add("mapping keys must be plain names", self.mark(key_node))
+                    continue
+                if key in result:
+                    first = result.key_locs[key]
+                    errors.add(f"duplicate key `{key}` (first written at line {first.line})",
+                               self.mark(key_node), "give each key once; YAML keeps only the last")
+                    continue
+                result[key] = self.construct_object(value_node, deep=True)
+                result.key_locs[key] = self.mark(key_node)
+                result.value_locs[key] = self.mark(value_node)
+            return result
+
+        def construct_located_seq(self, node):
+            result = LocList(self.mark(node))
+            for child in node.value:
+                result.append(self.construct_object(child, deep=True))
+                result.locs.append(self.mark(child))
+            return result
+
+    Loader.add_constructor("tag:yaml.org,2002:map", Loader.construct_located_map)
+    Loader.add_constructor("tag:yaml.org,2002:seq", Loader.construct_located_seq)
+    return Loader
+
+
+def parse_yaml(text: str, file: str, errors: ErrorLog):
+    """Parse YAML text into LocMap/LocList/scalars; syntax errors become SpecErrors."""
+    try:
+        return yaml.load(text, Loader=_loader_for(file, errors))  # noqa: S506 - SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        loc = Loc(file, mark.line + 1, mark.column + 1) if mark else Loc(file, 1, 1)
+        raise SpecError(f"invalid YAML: {exc.problem or exc.context}", loc) from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"invalid YAML: {exc}", Loc(file, 1, 1)) from None
+    except RecursionError:
+        raise SpecError("YAML nested too deeply", Loc(file, 1, 1)) from None
+
+
+def parse_call(text: str, loc: Loc) -> tuple[str, list, dict]:
+    """Parse the call form ``conv2d(64, 3, stride=2)`` (or a bare ``relu``).
+
+    Argument values stay as source text (expressions are evaluated later, in
+    their scope); literals become Python values.
+    """
+    try:
+        tree = ast.parse(text.strip(), mode="eval").body
+    except SyntaxError as exc:
+        hint = "write an op as `name` or `name(arg, key=value, ...)`"
+        if text.count("(") != text.count(")"):
+            hint = ("inside `{...}` or `[...]` YAML splits at commas: write this node in block "
+                    "style (one key per line) or quote the text")
+        raise SpecError(f"cannot parse `{text}`: {exc.msg}", loc, hint) from None
+    if isinstance(tree, ast.Name):
+        return tree.id, [], {}
+    if not (isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name)):
+        raise SpecError(f"`{text}` is not an op call", loc,
+                        "write an op as `name` or `name(arg, key=value, ...)`")
+    posargs = [_literal(a) for a in tree.args]
+    kwargs = {}
+    for kw in tree.keywords:
+        if kw.arg is None:
+            raise SpecError(f"`**` is not allowed in `{text}`", loc)
+        kwargs[kw.arg] = _literal(kw.value)
+    return tree.func.id, posargs, kwargs
+
+
+def _literal(node):
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Name) and node.id in ("true", "false", "True", "False"):
+        return node.id.lower() == "true"
+    if isinstance(node, (ast.List, ast.Tuple)):
+        return [_literal(e) for e in node.elts]
+    return ast.unparse(node)
+
+
+class _Builder:
+    """Turns parsed YAML into a Spec, reporting every problem it finds."""
+
+    def __init__(self, file: str, errors: ErrorLog, import_stack: tuple[str, ...]):
+        self.file = file
+        self.errors = errors
+        self.import_stack = import_stack
+
+    # -- helpers -----------------------------------------------------------
+    def expect_map(self, value, what: str, loc: Loc) -> LocMap | None:
+        if isinstance(value, LocMap):
+            return value
+        if value is not None:
+            self.errors.add(f"{what} must be a mapping, found {type(value).__name__}", loc)
+        return None
+
+    def check_keys(self, mapping: LocMap, allowed, what: str) -> None:
+        for key in mapping:
+            if key not in allowed:
+                self.errors.add(f"unknown key `{key}` in {what}", mapping.key_loc(key),
+                                did_you_mean(key, allowed) or f"allowed keys: {', '.join(allowed)}")
+
+    def names(self, value, loc: Loc, what: str) -> list[Ref]:
+        """``x`` or ``[x, y]`` -> Refs."""
+        if isinstance(value, str):
+            return [Ref(value.strip(), loc)]
+        if isinstance(value, LocList) and all(isinstance(v, str) for v in value):
+            return [Ref(v.strip(), value.item_loc(i)) for i, v in enumerate(value)]
+        self.errors.add(f"{what} must be a node name or a list of names", loc)
+        return []
+
+    # -- sections ----------------------------------------------------------
+    def spec(self, data) -> Spec:
+        top = self.expect_map(data, "a spec", Loc(self.file, 1, 1))
+        if top is None:
+            raise SpecError("a spec must be a YAML mapping with `dagnet: 1`", Loc(self.file, 1, 1))
+        self.check_keys(top, TOP_KEYS, "the spec")
+        version = top.get("dagnet")
+        if version != SPEC_VERSION:
+            self.errors.add(f"unsupported or missing format version `dagnet: {version}`",
+                            top.value_loc("dagnet") if "dagnet" in top else top.loc,
+                            f"start the spec with `dagnet: {SPEC_VERSION}`")
+        spec = Spec(name=str(top.get("name", Path(self.file).stem)), file=self.file, loc=top.loc,
+                    doc=str(top.get("doc", "")))
+        params = self.expect_map(top.get("params"), "`params`", top.value_loc("params"))
+        if params is not None:
+            spec.params = dict(params)
+            spec.param_locs = {k: params.key_loc(k) for k in params}
+        for path, loc in self.import_list(top):
+            self.import_blocks(spec, path, loc)
+        blocks = self.expect_map(top.get("blocks"), "`blocks`", top.value_loc("blocks"))
+        for name, body in (blocks or {}).items():
+            if name in spec.blocks:
+                self.errors.add(f"block `{name}` is defined here and imported", blocks.key_loc(name))
+            spec.blocks[name] = self.block(name, body, blocks.key_loc(name))
+        inputs = self.expect_map(top.get("inputs"), "`inputs`", top.value_loc("inputs"))
+        if not inputs:
+            self.errors.add("the spec declares no inputs", top.loc,
+                            "add e.g. `inputs: {image: {shape: [3, H, W]}}`")
+        for name, body in (inputs or {}).items():
+            spec.inputs[name] = self.input(name, body, inputs.key_loc(name))
+        spec.nodes = self.nodes(top, "the spec")
+        spec.outputs = self.outputs(top)
+        spec.losses = self.losses(top)
+        train = self.expect_map(top.get("train"), "`train`", top.value_loc("train"))
+        spec.train = _plain(train) if train else {}
+        return spec
+
+    def import_list(self, top: LocMap):
+        value = top.get("imports")
+        if value is None:
+            return []
+        if not isinstance(value, LocList) or not all(isinstance(v, str) for v in value):
+            self.errors.add("`imports` must be a list of spec file paths", top.value_loc("imports"))
+            return []
+        return [(v, value.item_loc(i)) for i, v in enumerate(value)]
+
+    def import_blocks(self, spec: Spec, path: str, loc: Loc) -> None:
+        base = Path(self.file).parent if self.file and not self.file.startswith("<") else Path.cwd()
+        target = (base / path).resolve()
+        if str(target) in self.import_stack:
+            chain = " -> ".join(list(self.import_stack) + [str(target)])
+            self.errors.add(f"import cycle: {chain}", loc, "remove one of the imports")
+            return
+        if not target.is_file():
+            self.errors.add(f"cannot import `{path}`: no such file ({target})", loc)
+            return
+        try:
+            shown = Path(os.path.relpath(target)) if not os.path.relpath(target).startswith("..") else target
+            other = load_yaml_spec(shown, _stack=self.import_stack + (str(target),), library=True)
+        except SpecError as exc:
+            self.errors.extend(exc)
+            return
+        for name, block in other.blocks.items():
+            if name in spec.blocks:
+                self.errors.add(f"block `{name}` is imported twice", loc)
+            spec.blocks[name] = block
+
+    def block(self, name: str, body, loc: Loc) -> BlockSpec:
+        body = self.expect_map(body, f"block `{name}`", loc) or LocMap(loc)
+        self.check_keys(body, BLOCK_KEYS, f"block `{name}`")
+        params = self.expect_map(body.get("params"), "`params`", body.value_loc("params")) or LocMap(loc)
+        inputs = [r.name for r in self.names(body.get("inputs", "x"), body.value_loc("inputs"), "`inputs`")]
+        if "outputs" not in body:
+            self.errors.add(f"block `{name}` declares no outputs", loc, "add `outputs: [name]`")
+        return BlockSpec(name=name, loc=loc, params=dict(params),
+                         param_locs={k: params.key_loc(k) for k in params}, inputs=inputs,
+                         nodes=self.nodes(body, f"block `{name}`"), outputs=self.outputs(body),
+                         doc=str(body.get("doc", "")))
+
+    def input(self, name: str, body, loc: Loc) -> InputSpec:
+        body = self.expect_map(body, f"input `{name}`", loc) or LocMap(loc)
+        self.check_keys(body, INPUT_KEYS, f"input `{name}`")
+        shape = body.get("shape")
+        if not isinstance(shape, LocList):
+            self.errors.add(f"input `{name}` needs `shape: [...]` (one example, no batch dim)",
+                            body.value_loc("shape") if "shape" in body else loc)
+            shape = []
+        return InputSpec(name=name, shape=list(shape), loc=loc, dtype=str(body.get("dtype", "float32")))
+
+    def nodes(self, parent: LocMap, what: str) -> dict[str, NodeSpec]:
+        nodes = self.expect_map(parent.get("nodes"), "`nodes`", parent.value_loc("nodes"))
+        if not nodes:
+            self.errors.add(f"{what} has no nodes", parent.loc)
+            return {}
+        return {str(name): self.node(str(name), body, nodes.key_loc(name)) for name, body in nodes.items()}
+
+    def node(self, name: str, body, loc: Loc) -> NodeSpec:
+        if "." in name:
+            self.errors.add(f"node name `{name}` contains a dot", loc,
+                            "dots separate block paths; use `_` instead")
+        if isinstance(body, str):       # `a1: relu(c1)` is not a node; keep YAML explicit
+            self.errors.add(f"node `{name}` must be a mapping such as `{{op: relu, in: x}}`", loc)
+            return NodeSpec(name, loc, "op", "identity")
+        body = self.expect_map(body, f"node `{name}`", loc) or LocMap(loc)
+        kinds = [k for k in ("op", "block", "seq") if k in body]
+        if len(kinds) != 1:
+            self.errors.add(f"node `{name}` needs exactly one of `op`, `block` or `seq`"
+                            + (f" (found {', '.join(kinds)})" if kinds else ""), loc)
+            kinds = kinds or ["op"]
+        kind = kinds[0]
+        node = NodeSpec(name=name, loc=loc, kind=kind)
+        if "in" in body:
+            node.inputs = self.names(body["in"], body.value_loc("in"), f"`in` of `{name}`")
+        node.repeat = body.get("repeat", 1)
+        node.when = body.get("when")
+        node.checkpoint = bool(body.get("checkpoint", False))
+        node.connect = str(body.get("connect", "sequential"))
+        if node.connect not in CONNECT_MODES:
+            self.errors.add(f"unknown connect mode `{node.connect}`", body.value_loc("connect"),
+                            did_you_mean(node.connect, CONNECT_MODES) or f"use one of {', '.join(CONNECT_MODES)}")
+        if kind == "seq":
+            items = body.get("seq")
+            if isinstance(items, str):      # `conv2d(64, 3) -> batch_norm -> relu`
+                items = _split_chain(items, body.value_loc("seq"))
+            if not isinstance(items, LocList) or not items:
+                self.errors.add(f"`seq` of `{name}` must be a non-empty list", body.value_loc("seq"))
+                items = LocList(loc)
+            node.items = [self.seq_item(name, i, v, items.item_loc(i)) for i, v in enumerate(items)]
+        else:
+            target = body.get(kind)
+            if isinstance(target, str) and "(" in target:
+                target, node.posargs, kwargs = self.call(target, body.value_loc(kind))
+                node.args.update(kwargs)
+                node.arg_locs.update({k: body.value_loc(kind) for k in kwargs})
+            node.target = str(target)
+        for key, value in body.items():
+            if key not in NODE_KEYS:
+                node.args[str(key)] = _plain(value)
+                node.arg_locs[str(key)] = body.key_loc(key)
+        return node
+
+    def call(self, text: str, loc: Loc):
+        try:
+            return parse_call(text, loc)
+        except SpecError as exc:
+            self.errors.extend(exc)
+            return "identity", [], {}
+
+    def seq_item(self, parent: str, index: int, value, loc: Loc) -> NodeSpec:
+        name = str(index)
+        if isinstance(value, str):
+            target, posargs, kwargs = self.call(value, loc)
+            return NodeSpec(name=name, loc=loc, kind="op", target=target, args=kwargs, posargs=posargs,
+                      arg_locs={k: loc for k in kwargs})
+        item = self.node(name, value, loc)
+        if item.inputs:
+            self.errors.add(f"items of `seq` in `{parent}` take no `in`: each feeds the next",
+                            loc, "move `in` to the seq node itself")
+        return item
+
+    def outputs(self, parent: LocMap) -> list[Ref]:
+        if "outputs" not in parent:
+            self.errors.add("no `outputs` declared", parent.loc, "add `outputs: [name]`")
+            return []
+        return self.names(parent["outputs"], parent.value_loc("outputs"), "`outputs`")
+
+    def losses(self, top: LocMap) -> list[dict]:
+        if "loss" in top and "losses" in top:
+            self.errors.add("give either `loss` or `losses`, not both", top.key_loc("losses"))
+        value = top.get("losses", top.get("loss"))
+        if value is None:
+            return []
+        items = [value] if isinstance(value, LocMap) else value
+        if not isinstance(items, list) or not all(isinstance(v, LocMap) for v in items):
+            self.errors.add("`losses` must be a mapping or a list of mappings", top.value_loc("losses"))
+            return []
+        return [dict(_plain(v), _loc=v.loc) for v in items]
+
+
+def _split_chain(text: str, loc: Loc) -> LocList:
+    """Split ``a(1, 2) -> b -> c`` at top-level arrows (not inside parentheses)."""
+    items, depth, start = LocList(loc), 0, 0
+    for i, ch in enumerate(text):
+        depth += {"(": 1, "[": 1, ")": -1, "]": -1}.get(ch, 0)
+        if depth == 0 and text.startswith("->", i):
+            items.append(text[start:i].strip())
+            start = i + 2
+    items.append(text[start:].strip())
+    items.locs = [loc] * len(items)
+    return items
+
+
+def _plain(value):
+    """LocMap/LocList -> plain dict/list (for values whose locations are not needed)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def read_source(source) -> tuple[str, str]:
+    """``source`` is a path or spec text; return (text, file name for messages)."""
+    if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source
+                                    and source.endswith((".yaml", ".yml", ".dag"))):
+        path = Path(source)
+        try:
+            return path.read_text(encoding="utf-8"), str(source)
+        except OSError as exc:
+            raise SpecError(f"cannot read spec: {exc.strerror}", Loc(str(source), 0, 0)) from None
+    return str(source), "<spec>"
+
+
+def load_yaml_spec(source, *, _stack: tuple[str, ...] = (), library: bool = False) -> Spec:
+    """Load a YAML spec from a path or text. ``library`` specs may hold only blocks."""
+    text, file = read_source(source)
+    errors = ErrorLog()
+    data = parse_yaml(text, file, errors)
+    builder = _Builder(file, errors, _stack or (str(Path(file).resolve()),))
+    if library and isinstance(data, LocMap) and "nodes" not in data:
+        spec = Spec(name=str(data.get("name", Path(file).stem)), file=file)
+        builder.check_keys(data, ("dagnet", "name", "doc", "imports", "blocks"), "a block library")
+        for path, loc in builder.import_list(data):
+            builder.import_blocks(spec, path, loc)
+        for name, body in (data.get("blocks") or {}).items():
+            spec.blocks[name] = builder.block(name, body, data["blocks"].key_loc(name))
+    else:
+        spec = builder.spec(data)
+    errors.raise_if_any()
+    return spec

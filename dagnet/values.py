@@ -1,0 +1,215 @@
+"""Turning raw spec values into typed Python values, in a parameter scope.
+
+A raw value is a number, a bool, a list, or a string. Where a number is
+expected, a string is an expression over the scope (``channels * 4``),
+evaluated by :mod:`dagnet.expr`. Where a string is expected, a bare name bound
+in the scope is replaced by its value; anything else is taken literally.
+"""
+
+from __future__ import annotations
+
+import yaml
+
+from dagnet import expr
+from dagnet.dims import symbol
+from dagnet.errors import ErrorLog, Loc, did_you_mean
+from dagnet.ops.registry import REQUIRED, Arg, OpDef
+
+_INVALID = object()
+
+
+class Resolver:
+    def __init__(self, env: dict, errors: ErrorLog):
+        self.env = env
+        self.errors = errors
+
+    # -- scalars -----------------------------------------------------------
+    def evaluate(self, raw, loc: Loc, what: str):
+        """Evaluate an expression string (numbers pass through); errors are logged."""
+        if not isinstance(raw, str):
+            return raw
+        try:
+            return expr.evaluate(raw, self.env)
+        except expr.ExprError as exc:
+            hint = did_you_mean(exc.unknown, self.env) if exc.unknown else None
+            self.errors.add(f"{what}: {exc}", loc, hint)
+            return _INVALID
+
+    def integer(self, raw, loc: Loc, what: str, low=None, high=None):
+        value = self.evaluate(raw, loc, what)
+        if value is _INVALID:
+            return None
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.errors.add(f"{what} must be an integer, found `{value}`", loc)
+            return None
+        if (low is not None and value < low) or (high is not None and value > high):
+            self.errors.add(f"{what} must be between {low} and {high}, found {value}", loc)
+            return None
+        return value
+
+    def boolean(self, raw, loc: Loc, what: str) -> bool:
+        value = self.evaluate(raw, loc, what)
+        return bool(value) if value is not _INVALID else True
+
+    def literal_or_param(self, raw):
+        """A bare name bound in scope is that value; other strings are literals."""
+        if isinstance(raw, str) and raw.isidentifier() and raw in self.env:
+            return self.env[raw]
+        if isinstance(raw, str) and (raw.isidentifier() or not expr.names_in(raw) <= set(self.env)):
+            return raw
+        return raw if not isinstance(raw, str) else self.evaluate(raw, Loc(), "value")
+
+    # -- typed op arguments -------------------------------------------------
+    def typed(self, arg: Arg, raw, loc: Loc, op: str):
+        what = f"`{arg.name}` of `{op}`"
+        kind = arg.kind
+        if kind.endswith("_or_none"):
+            if raw is None or raw == "none":
+                return None
+            kind = kind[: -len("_or_none")]
+        if kind == "any":
+            return self.any(raw, loc, what)
+        if kind in ("ints", "shape"):
+            items = raw if isinstance(raw, list) else [raw]
+            if kind == "shape" and not isinstance(raw, list):
+                self.errors.add(f"{what} must be a list of integers", loc)
+                return _INVALID
+            values = [None if (v is None and arg.kind == "ints") else self.integer(v, loc, what) for v in items]
+            if any(v is None for v in values) and not (arg.kind == "ints" and None in items):
+                return _INVALID
+            return values if isinstance(raw, list) else values[0]
+        if kind == "int":
+            value = self.integer(raw, loc, what)
+            return _INVALID if value is None else value
+        if kind == "float":
+            value = self.evaluate(raw, loc, what)
+            if value is _INVALID:
+                return value
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                self.errors.add(f"{what} must be a number, found `{value}`", loc)
+                return _INVALID
+            return float(value)
+        if kind == "bool":
+            value = self.evaluate(raw, loc, what)
+            if not isinstance(value, bool):
+                if value is not _INVALID:
+                    self.errors.add(f"{what} must be true or false, found `{value}`", loc)
+                return _INVALID
+            return value
+        value = self.literal_or_param(raw)           # kind == "str"
+        if not isinstance(value, str):
+            self.errors.add(f"{what} must be a name, found `{value}`", loc)
+            return _INVALID
+        if arg.choices and value not in arg.choices:
+            self.errors.add(f"{what} must be one of {', '.join(arg.choices)}, found `{value}`", loc,
+                            did_you_mean(value, arg.choices))
+            return _INVALID
+        return value
+
+    def any(self, raw, loc, what):
+        if isinstance(raw, list):
+            return [self.any(v, loc, what) for v in raw]
+        if isinstance(raw, str):
+            return self.literal_or_param(raw)
+        return raw
+
+    def op_args(self, opdef: OpDef, ns) -> dict:
+        """Bind positional and keyword arguments to the op's schema, typed and defaulted."""
+        given = dict(ns.args)
+        locs = dict(ns.arg_locs)
+        names = opdef.positional
+        if len(ns.posargs) > len(names):
+            self.errors.add(f"`{opdef.name}` takes at most {len(names)} positional arguments "
+                            f"({', '.join(names) or 'none'}), found {len(ns.posargs)}", ns.loc)
+        for name, value in zip(names, ns.posargs):
+            if name in given:
+                self.errors.add(f"`{name}` of `{opdef.name}` given twice", ns.loc)
+            given[name] = value
+            locs.setdefault(name, ns.loc)
+        out = {}
+        for name, raw in given.items():
+            arg = opdef.arg(name)
+            if arg is None:
+                hint = did_you_mean(name, names)
+                if name.startswith("in_") or name in ("input_size", "num_features", "num_channels"):
+                    hint = f"`{name}` is inferred from the input shape; remove it"
+                self.errors.add(f"`{opdef.name}` has no argument `{name}`", locs.get(name, ns.loc),
+                                hint or f"its arguments: {', '.join(names) or 'none'}")
+                continue
+            value = self.typed(arg, raw, locs.get(name, ns.loc), opdef.name)
+            if value is not _INVALID:
+                out[name] = value
+        for arg in opdef.args:
+            if arg.name not in out and arg.name not in given:
+                if arg.default is REQUIRED:
+                    self.errors.add(f"`{opdef.name}` needs `{arg.name}`", ns.loc,
+                                    f"add `{arg.name}: ...` ({arg.doc or arg.kind})")
+                else:
+                    out[arg.name] = arg.default
+        return out
+
+    # -- scopes --------------------------------------------------------------
+    def spec_params(self, spec, overrides: dict) -> dict:
+        """The top-level parameter scope, with ``--set`` overrides applied."""
+        raw = dict(spec.params)
+        for key, value in overrides.items():
+            if key not in raw:
+                self.errors.add(f"--set {key}: the spec has no parameter `{key}`", Loc("<command line>", 1, 1),
+                                did_you_mean(key, raw) or f"parameters: {', '.join(raw) or 'none'}")
+                continue
+            raw[key] = yaml.safe_load(value) if isinstance(value, str) else value
+        return self.bind(raw, spec.param_locs)
+
+    def bind(self, raw: dict, locs: dict) -> dict:
+        """Evaluate parameters in order; each may use those before it."""
+        for name, value in raw.items():
+            loc = locs.get(name, Loc())
+            if isinstance(value, str) and not value.isidentifier():
+                value = self.evaluate(value, loc, f"parameter `{name}`")
+            elif isinstance(value, str) and value in self.env:
+                value = self.env[value]
+            if value is not _INVALID:
+                self.env = {**self.env, name: value}
+        return self.env
+
+    def block_params(self, block, ns) -> dict:
+        """Parameters of a block use: defaults, overridden by the call's arguments."""
+        names = list(block.params)
+        given = dict(zip(names, ns.posargs))
+        if len(ns.posargs) > len(names):
+            self.errors.add(f"block `{block.name}` takes {len(names)} parameters, "
+                            f"found {len(ns.posargs)} positional", ns.loc)
+        for key, value in ns.args.items():
+            if key not in block.params:
+                self.errors.add(f"block `{block.name}` has no parameter `{key}`",
+                                ns.arg_locs.get(key, ns.loc),
+                                did_you_mean(key, names) or f"its parameters: {', '.join(names) or 'none'}")
+                continue
+            given[key] = value
+        call = {}
+        for key, value in given.items():
+            value = self.any(value, ns.arg_locs.get(key, ns.loc), f"`{key}` of `{ns.name}`")
+            if isinstance(value, str) and not value.isidentifier():
+                value = self.evaluate(value, ns.arg_locs.get(key, ns.loc), f"`{key}` of `{ns.name}`")
+            call[key] = value
+        inner = Resolver({"i": self.env.get("i", 0)}, self.errors)
+        defaults = {k: v for k, v in block.params.items() if k not in call}
+        for key, value in defaults.items():
+            if value is None:
+                self.errors.add(f"block `{block.name}` needs parameter `{key}`", ns.loc,
+                                f"add `{key}: ...` to `{ns.name}`")
+        inner.env.update(call)
+        return inner.bind(defaults, block.param_locs)
+
+    def input_shape(self, inp) -> tuple:
+        """Input dims: integers, parameter expressions, or new symbolic names (``H``)."""
+        dims = []
+        for raw in inp.shape:
+            if isinstance(raw, str) and raw.isidentifier() and raw not in self.env:
+                dims.append(symbol(raw))
+                continue
+            value = self.integer(raw, inp.loc, f"a dim of input `{inp.name}`", low=1)
+            dims.append(value if value is not None else 1)
+        return tuple(dims)

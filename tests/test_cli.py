@@ -1,0 +1,61 @@
+"""The CLI end to end: exit codes, messages, outputs."""
+
+import subprocess
+import sys
+
+from dagnet.cli import main
+from tests.conftest import SPECS
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "dagnet", *map(str, args)], capture_output=True, text=True)
+
+
+def test_summary_prints_resnet50_parameters(capsys):
+    assert main(["summary", str(SPECS / "resnet50.yaml"), "--dim", "H=224", "--dim", "W=224"]) == 0
+    out = capsys.readouterr().out
+    assert "total parameters: 25,557,032" in out
+    assert "MACs per example: 4,089,184,256" in out
+    assert "layer3.5.body.6" in out
+
+
+def test_summary_asks_for_symbolic_dims(capsys):
+    main(["summary", str(SPECS / "resnet18.yaml")])
+    assert "give --dim H=... W=..." in capsys.readouterr().out
+
+
+def test_cycle_exits_1_with_lines(spec_file):
+    path = spec_file("dagnet: 1\ninputs:\n  x: {shape: [4]}\nnodes:\n  a: {op: relu, in: b}\n"
+                     "  b: {op: tanh, in: a}\n  c: {op: add, in: [a, x]}\noutputs: [c]\n")
+    result = run("check", path)
+    assert result.returncode == 1
+    assert f"{path}:5:3: error: cycle: `a` (line 5) -> `b` (line 6) -> `a`" in result.stderr
+
+
+def test_check_ok_and_set(spec_file, capsys):
+    assert main(["check", str(SPECS / "resnet18.yaml"), "--set", "classes=5"]) == 0
+    assert "ok" in capsys.readouterr().out
+    assert main(["check", str(SPECS / "resnet18.yaml"), "--set", "clases=5"]) == 1
+    assert "did you mean `classes`?" in capsys.readouterr().err
+
+
+def test_compile_writes_a_standalone_file(tmp_path, capsys):
+    out = tmp_path / "lenet.py"
+    assert main(["compile", str(SPECS / "lenet.yaml"), "-o", str(out)]) == 0
+    source = out.read_text()
+    assert "class Lenet(nn.Module):" in source and "import dagnet" not in source
+    assert main(["compile", str(SPECS / "lenet.yaml")]) == 0
+    assert "def forward(self, image):" in capsys.readouterr().out
+
+
+def test_ops_lists_every_op(capsys):
+    from dagnet import ops
+    assert main(["ops"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ops.OPS)
+
+
+def test_version_and_help():
+    assert run("--version").stdout.startswith("dagnet ")
+    result = run("summary", "--help")
+    assert result.returncode == 0 and "--dim" in result.stdout

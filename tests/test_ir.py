@@ -1,0 +1,132 @@
+"""Expansion: blocks, repeat, seq, residual/dense sugar, when, imports."""
+
+import pytest
+import torch
+
+import dagnet
+from dagnet.errors import SpecError
+
+HEAD = "dagnet: 1\nname: t\ninputs:\n  x: {shape: [4, 6, 6]}\n"
+
+
+def names(ir):
+    return [n.name for n in ir.order()]
+
+
+def test_repeat_gives_each_repetition_its_own_weights_and_index():
+    ir = dagnet.load(HEAD + "nodes:\n  c:\n    op: conv2d\n    in: x\n    repeat: 3\n"
+                     "    out_channels: 4 * (i + 1)\n    kernel_size: 1\noutputs: [c]\n")
+    assert names(ir) == ["x", "c.0", "c.1", "c.2"]
+    assert [ir.node(f"c.{k}").shape[0] for k in range(3)] == [4, 8, 12]
+    assert ir.outputs == {"c": "c.2"}
+
+
+def test_residual_connect_adds_each_output_to_its_input():
+    ir = dagnet.load(HEAD + "nodes:\n  r:\n    in: x\n    seq: conv2d(4, 3, padding=1) -> relu\n"
+                     "    repeat: 2\n    connect: residual\noutputs: [r]\n")
+    assert ir.node("r.0_add").inputs == ["x", "r.0.1"]
+    assert ir.node("r.1_add").inputs == ["r.0_add", "r.1.1"]
+    assert ir.outputs["r"] == "r.1_add"
+
+
+def test_dense_connect_concatenates_all_earlier_features():
+    ir = dagnet.load(HEAD + "nodes:\n  d:\n    in: x\n    seq: conv2d(2, 1) -> relu\n    repeat: 3\n"
+                     "    connect: dense\noutputs: [d]\n")
+    assert ir.node("d.1_in").inputs == ["x", "d.0.1"]
+    assert ir.node("d.2_in").inputs == ["x", "d.0.1", "d.1.1"]
+    assert ir.node("d.cat").shape == (4 + 3 * 2, 6, 6)
+
+
+BLOCKS = """
+blocks:
+  unit:
+    params: {channels: null, gate: true}
+    nodes:
+      conv: {op: conv2d, in: x, out_channels: channels, kernel_size: 1}
+      act: {op: relu, in: conv, when: gate}
+    outputs: [act]
+  split:
+    inputs: [a, b]
+    nodes:
+      s: {op: add, in: [a, b]}
+      t: {op: tanh, in: s}
+    outputs: [s, t]
+"""
+
+
+def test_blocks_inline_with_parameters_and_when():
+    ir = dagnet.load(HEAD + BLOCKS + "nodes:\n  u: {block: unit, in: x, channels: 4, gate: false}\n"
+                     "  v: {block: unit, in: u, channels: 2 * 4}\noutputs: [v]\n")
+    assert names(ir) == ["x", "u.conv", "v.conv", "v.act"]
+    assert ir.node("v.conv").inputs == ["u.conv"]     # `u.act` is switched off: an alias of u.conv
+
+
+def test_multi_input_multi_output_block():
+    ir = dagnet.load(HEAD + BLOCKS + "nodes:\n  p: {block: split, in: [x, x]}\n"
+                     "  q: {op: mul, in: [p.s, p.t]}\noutputs: [q]\n")
+    assert ir.node("q").inputs == ["p.s", "p.t"]
+
+
+def test_block_errors():
+    with pytest.raises(SpecError) as info:
+        dagnet.load(HEAD + BLOCKS + "nodes:\n  u: {block: unit, in: x, chanels: 4}\n"
+                    "  p: {block: split, in: x}\n  q: {op: relu, in: p.z}\n  w: {block: unti, in: x}\n"
+                    "outputs: [u, q, w]\n")
+    text = str(info.value)
+    assert "block `unit` has no parameter `chanels`" in text and "did you mean `channels`?" in text
+    assert "block `unit` needs parameter `channels`" in text
+    assert "block `split` takes 2 input(s) (a, b), `p` gives 1" in text
+    assert "block `split` has no output `z`" in text
+    assert "unknown block `unti`" in text
+
+
+def test_recursive_block_is_reported():
+    text = HEAD + ("blocks:\n  loop:\n    nodes:\n      y: {block: loop, in: x}\n    outputs: [y]\n"
+                   "nodes:\n  a: {block: loop, in: x}\noutputs: [a]\n")
+    with pytest.raises(SpecError, match="recursive block: loop -> loop"):
+        dagnet.load(text)
+
+
+def test_runaway_repeat_is_bounded():
+    with pytest.raises(SpecError, match="`repeat` must be between 0 and 10000"):
+        dagnet.load(HEAD + "nodes:\n  a: {op: relu, in: x, repeat: 10 ** 9}\noutputs: [a]\n")
+
+
+def test_imports_and_import_cycles(tmp_path):
+    (tmp_path / "lib.yaml").write_text("dagnet: 1\nblocks:\n  act:\n    nodes:\n"
+                                       "      y: {op: relu, in: x}\n    outputs: [y]\n")
+    main = tmp_path / "main.yaml"
+    main.write_text(HEAD + "imports: [lib.yaml]\nnodes:\n  a: {block: act, in: x}\noutputs: [a]\n")
+    assert names(dagnet.load(main)) == ["x", "a.y"]
+    (tmp_path / "a.yaml").write_text("dagnet: 1\nimports: [b.yaml]\nblocks: {}\n")
+    (tmp_path / "b.yaml").write_text("dagnet: 1\nimports: [a.yaml]\nblocks: {}\n")
+    main.write_text(HEAD + "imports: [a.yaml]\nnodes:\n  a: {op: relu, in: x}\noutputs: [a]\n")
+    with pytest.raises(SpecError, match="import cycle"):
+        dagnet.load(main)
+
+
+def test_call_form_binds_positional_arguments_in_pytorch_order():
+    ir = dagnet.load(HEAD + "nodes:\n  c:\n    in: x\n    op: conv2d(8, 3, 2, 1, bias=false)\noutputs: [c]\n")
+    args = ir.node("c").args
+    assert (args["out_channels"], args["kernel_size"], args["stride"], args["padding"], args["bias"]) \
+        == (8, 3, 2, 1, False)
+    assert ir.node("c").shape == (8, 3, 3)
+
+
+def test_set_overrides_parameters():
+    text = HEAD.replace("name: t", "params: {width: 4}") + \
+        "nodes:\n  c: {op: conv2d, in: x, out_channels: width * 2, kernel_size: 1}\noutputs: [c]\n"
+    assert dagnet.load(text).node("c").shape[0] == 8
+    assert dagnet.load(text, {"width": "5"}).node("c").shape[0] == 10
+
+
+def test_symbolic_input_sizes_flow_through():
+    ir = dagnet.load("dagnet: 1\ninputs:\n  x: {shape: [3, H, W]}\nnodes:\n"
+                     "  c: {op: conv2d, in: x, out_channels: 4, kernel_size: 3, stride: 2, padding: 1}\n"
+                     "outputs: [c]\n")
+    shape = ir.node("c").shape
+    assert str(shape) == "(4, floor(H/2 - 1/2) + 1, floor(W/2 - 1/2) + 1)"
+    from dagnet.dims import substitute
+    assert substitute(shape, {"H": 9, "W": 10}) == (4, 5, 5)
+    model = dagnet.compile(ir)
+    assert model(x=torch.randn(1, 3, 9, 10)).shape == (1, 4, 5, 5)
