@@ -37,7 +37,12 @@ def load(source, overrides: dict | None = None) -> IR:
 
 
 def compile(spec, outputs: list[str] | None = None, as_dict: bool | None = None,
-            overrides: dict | None = None) -> fx.GraphModule:
-    """Compile a spec (path, text, or checked IR) to a ``torch.fx.GraphModule``."""
+            overrides: dict | None = None, checkpoint: str | None = None) -> fx.GraphModule:
+    """Compile a spec (path, text, or checked IR) to a ``torch.fx.GraphModule``.
+
+    ``checkpoint="blocks"`` recomputes every top-level block in the backward
+    pass instead of storing its activations (parts marked ``checkpoint: true``
+    in the spec always are).
+    """
     ir = spec if isinstance(spec, IR) else load(spec, overrides)
-    return emit(ir, outputs=outputs, as_dict=as_dict)
+    return emit(ir, outputs=outputs, as_dict=as_dict, checkpoint=checkpoint)

@@ -42,11 +42,14 @@ def _check_cycles(ir: IR, errors: ErrorLog) -> bool:
 
 def _cycles(graph: nx.DiGraph):
     """One cycle per strongly connected component, ordered along the edges."""
+    position = None
     for component in nx.strongly_connected_components(graph):
-        start = min(component, key=list(graph.nodes).index)
-        if len(component) > 1 or graph.has_edge(start, start):
-            edges = nx.find_cycle(graph.subgraph(component), source=start)
-            yield [u for u, _ in edges]
+        if len(component) == 1 and not graph.has_edge(*component, *component):
+            continue
+        position = position or {n: i for i, n in enumerate(graph.nodes)}
+        start = min(component, key=position.get)       # start at the first node declared
+        edges = nx.find_cycle(graph.subgraph(component), source=start)
+        yield [u for u, _ in edges]
 
 
 def _check_reach(ir: IR, errors: ErrorLog) -> None:

@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import inspect
 import keyword
+import operator
 import re
 
+import networkx as nx
 import torch
 import torch.fx as fx
+import torch.utils.checkpoint
 from torch import nn
 
 from dagnet import ops
+from dagnet.errors import SpecError
 from dagnet.ir import IR, Node
 from dagnet.ops.registry import FunctionCall, ModuleCall
 
@@ -62,43 +66,119 @@ def _function_kwargs(node: Node, call: FunctionCall) -> dict:
     return out
 
 
-def emit(ir: IR, outputs: list[str] | None = None, as_dict: bool | None = None) -> fx.GraphModule:
+def emit(ir: IR, outputs: list[str] | None = None, as_dict: bool | None = None,
+         checkpoint: str | None = None) -> fx.GraphModule:
     """Build the module. ``outputs`` (names or node paths) overrides the spec's outputs.
 
-    One output returns a tensor and several a dict, unless ``as_dict`` says otherwise.
+    One output returns a tensor and several a dict, unless ``as_dict`` says
+    otherwise. Parts marked ``checkpoint: true`` in the spec (or, with
+    ``checkpoint="blocks"``, every top-level block, seq and repeat) become
+    submodules run under ``torch.utils.checkpoint``: their messages are
+    recomputed in the backward pass instead of being stored.
     """
+    wanted = _outputs(ir, outputs)
+    groups = checkpoint_groups(ir, checkpoint)
     graph = fx.Graph()
     values: dict[str, fx.Node] = {}
     modules: dict[str, nn.Module] = {}
     for name in ir.inputs:
         values[name] = graph.placeholder(var_name(name))
-    for node in ir.order():
-        if node.op == "input":
-            continue
-        ins = [values[i] for i in node.inputs]
-        call = build_call(ir, node)
-        if call is None:
-            values[node.name] = ins[0]
-        elif isinstance(call, ModuleCall):
-            modules[node.name] = call.cls(**call.kwargs)
-            values[node.name] = graph.create_node("call_module", node.name, tuple(ins), {},
-                                                  name=var_name(node.name))
+    for item in _contracted_order(ir, groups):
+        if isinstance(item, Node):
+            _emit_node(graph, ir, item, values, modules)
         else:
-            args = (ins,) if call.inputs_as_list else tuple(ins)
-            values[node.name] = graph.create_node("call_function", call.fn, args,
-                                                  _function_kwargs(node, call), name=var_name(node.name))
-    wanted = _outputs(ir, outputs)
+            _emit_checkpointed(graph, ir, *item, values, modules, set(wanted.values()))
     if as_dict is None:
         as_dict = len(wanted) > 1
     graph.output({k: values[v] for k, v in wanted.items()} if as_dict else values[next(iter(wanted.values()))])
     graph.lint()
     class_name = "".join(p.capitalize() for p in re.split(r"\W+|_", ir.name) if p) or "Model"
-    root = nn.Module()              # a module root (not a dict) keeps state_dict in graph order
-    for path, sub in modules.items():
-        _install(root, path, sub)
-    module = fx.GraphModule(root, graph, class_name=class_name)
+    module = fx.GraphModule(_root(modules), graph, class_name=class_name)
     module.dagnet_ir = ir           # for summaries, rendering and losses
     return module
+
+
+def _root(modules: dict[str, nn.Module]) -> nn.Module:
+    """A module root (not a dict, which fx sorts by depth) keeps state_dict in graph order."""
+    root = nn.Module()
+    for path, sub in modules.items():
+        _install(root, path, sub)
+    return root
+
+
+def _emit_node(graph: fx.Graph, ir: IR, node: Node, values: dict, modules: dict, prefix: str = "") -> None:
+    """Append one node's call to ``graph``; module targets are relative to ``prefix``."""
+    ins = [values[i] for i in node.inputs]
+    call = build_call(ir, node)
+    if call is None:
+        values[node.name] = ins[0]
+    elif isinstance(call, ModuleCall):
+        target = node.name[len(prefix):]
+        modules[target] = call.cls(**call.kwargs)
+        values[node.name] = graph.create_node("call_module", target, tuple(ins), {}, name=var_name(node.name))
+    else:
+        args = (ins,) if call.inputs_as_list else tuple(ins)
+        values[node.name] = graph.create_node("call_function", call.fn, args,
+                                              _function_kwargs(node, call), name=var_name(node.name))
+
+
+def checkpoint_groups(ir: IR, mode: str | None = None) -> dict[str, str]:
+    """Node name -> path of the checkpointed part it belongs to."""
+    groups = {}
+    for node in ir.order():
+        if node.op == "input":
+            continue
+        if mode == "blocks" and "." in node.name:
+            groups[node.name] = node.name.split(".")[0]
+        elif node.checkpoint and node.name.startswith(node.checkpoint + "."):
+            groups[node.name] = node.checkpoint
+    return groups
+
+
+def _contracted_order(ir: IR, groups: dict[str, str]):
+    """Nodes and checkpointed parts (path, nodes) in a topological order of the contracted DAG."""
+    order = [n for n in ir.order() if n.op != "input"]
+    if not groups:
+        return order
+    key = {n.name: groups.get(n.name, n.name) for n in order}
+    members: dict[str, list[Node]] = {}
+    contracted = nx.DiGraph()
+    for n in order:
+        members.setdefault(key[n.name], []).append(n)
+        contracted.add_node(key[n.name])
+        contracted.add_edges_from((key[i], key[n.name]) for i in n.inputs if i in key and key[i] != key[n.name])
+    try:
+        first = {k: i for i, k in enumerate(members)}
+        sequence = list(nx.lexicographical_topological_sort(contracted, key=first.get))
+    except nx.NetworkXUnfeasible:
+        path = next(k for k in members if k in groups.values())
+        raise SpecError(f"checkpointed part `{path}` has a path leaving and re-entering it",
+                        members[path][0].loc, "checkpoint a part with one entry and one exit") from None
+    return [members[k][0] if k not in groups.values() else (k, members[k]) for k in sequence]
+
+
+def _emit_checkpointed(graph, ir, path, nodes, values, modules, graph_outputs) -> None:
+    """Emit ``nodes`` as a submodule at ``path``, called through ``torch.utils.checkpoint``."""
+    inside = {n.name for n in nodes}
+    inputs = list(dict.fromkeys(i for n in nodes for i in n.inputs if i not in inside))
+    exits = [n.name for n in nodes
+             if n.name in graph_outputs or any(s not in inside for s in ir.graph.successors(n.name))]
+    sub, sub_values, sub_modules = fx.Graph(), {}, {}
+    for name in inputs:
+        sub_values[name] = sub.placeholder(var_name(name))
+    for node in nodes:
+        _emit_node(sub, ir, node, sub_values, sub_modules, prefix=path + ".")
+    sub.output(sub_values[exits[0]] if len(exits) == 1 else tuple(sub_values[e] for e in exits))
+    modules[path] = fx.GraphModule(_root(sub_modules), sub, class_name="Checkpointed")
+    part = graph.create_node("get_attr", path, name=var_name(path) + "_part")
+    call = graph.create_node("call_function", torch.utils.checkpoint.checkpoint,
+                             (part, *[values[i] for i in inputs]), {"use_reentrant": False},
+                             name=var_name(path))
+    if len(exits) == 1:
+        values[exits[0]] = call
+    else:
+        for k, name in enumerate(exits):
+            values[name] = graph.call_function(operator.getitem, (call, k))
 
 
 def _outputs(ir: IR, outputs) -> dict[str, str]:
@@ -118,6 +198,8 @@ def _outputs(ir: IR, outputs) -> dict[str, str]:
 def standalone_source(module: fx.GraphModule, header: str = "") -> str:
     """A Python file defining the model with ``import torch`` as its only dependency."""
     ir: IR = module.dagnet_ir
+    if any(n.op == "get_attr" for n in module.graph.nodes):
+        raise ValueError("a standalone file cannot hold checkpointed parts; emit without checkpointing")
     code = module.graph.python_code(root_module="self")
     helpers, aliases = [], []
     for name, obj in sorted(code.globals.items()):
