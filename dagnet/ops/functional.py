@@ -1,15 +1,18 @@
 """Pure-torch helpers that emitted code calls.
 
 Everything here imports only torch, so `dagnet compile -o model.py` can copy
-these definitions verbatim into a standalone file.
+these definitions verbatim into a standalone file. Arguments are annotated
+with ``typing`` types so that TorchScript can compile them.
 """
+
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
-def crop(x: torch.Tensor, like: torch.Tensor, offset=None) -> torch.Tensor:
+def crop(x: torch.Tensor, like: torch.Tensor, offset: Optional[int] = None) -> torch.Tensor:
     """Crop the trailing spatial dims of ``x`` to those of ``like`` (centred unless ``offset``)."""
     nd = like.dim() - 2
     for axis in range(2, 2 + nd):
@@ -19,21 +22,22 @@ def crop(x: torch.Tensor, like: torch.Tensor, offset=None) -> torch.Tensor:
     return x
 
 
-def interpolate_like(x: torch.Tensor, like: torch.Tensor, mode: str = "nearest", align_corners=None):
+def interpolate_like(x: torch.Tensor, like: torch.Tensor, mode: str = "nearest",
+                     align_corners: Optional[bool] = None) -> torch.Tensor:
     """Resize ``x`` to the spatial size of ``like``."""
     return F.interpolate(x, size=like.shape[2:], mode=mode, align_corners=align_corners)
 
 
-def reshape(x: torch.Tensor, shape) -> torch.Tensor:
+def reshape(x: torch.Tensor, shape: List[int]) -> torch.Tensor:
     """Reshape every example to ``shape`` (the batch dimension is kept)."""
-    return x.reshape(x.shape[0], *shape)
+    return x.reshape([x.shape[0]] + shape)
 
 
-def add(*xs: torch.Tensor) -> torch.Tensor:
-    """Sum of several tensors (a residual merge of more than two branches)."""
-    out = xs[0]
-    for x in xs[1:]:
-        out = out + x
+def add(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, *more: torch.Tensor) -> torch.Tensor:
+    """Sum of three or more tensors (a merge of several residual branches)."""
+    out = x + y + z
+    for t in more:
+        out = out + t
     return out
 
 

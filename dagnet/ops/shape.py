@@ -41,7 +41,7 @@ def _reshape_shape(ins, a):
 
 register(OpDef("reshape", "shape", "Reshape each example to `shape` (-1 infers one dim).",
                (Arg("shape", "shape"),), _reshape_shape,
-               lambda ins, a: FunctionCall(functional.reshape, {"shape": tuple(a["shape"])})))
+               lambda ins, a: FunctionCall(functional.reshape, {"shape": list(a["shape"])})))
 
 
 def _permute_shape(ins, a):

@@ -1,0 +1,47 @@
+"""Exported models give the compiled model's outputs, at sizes other than the example's."""
+
+import numpy as np
+import pytest
+import torch
+
+import dagnet
+from dagnet.export import export
+from tests.conftest import SPECS
+
+
+@pytest.fixture(scope="module")
+def unet():
+    torch.manual_seed(0)
+    return dagnet.compile(SPECS / "unet.yaml", overrides={"width": 4}).eval()
+
+
+def test_torchscript(tmp_path, unet):
+    export(unet, tmp_path / "m.pt")
+    loaded = torch.jit.load(str(tmp_path / "m.pt"))
+    x = torch.randn(3, 3, 40, 56)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), unet(image=x))
+
+
+def test_torch_export_keeps_symbolic_sizes_dynamic(tmp_path, unet):
+    export(unet, tmp_path / "m.pt2")
+    program = torch.export.load(str(tmp_path / "m.pt2"))
+    x = torch.randn(1, 3, 72, 48)               # batch and size differ from the example's
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(image=x), unet(image=x))
+
+
+def test_onnx(tmp_path, unet):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    export(unet, tmp_path / "m.onnx")
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    x = torch.randn(2, 3, 48, 40)
+    (got,) = session.run(None, {"image": x.numpy()})
+    with torch.no_grad():
+        np.testing.assert_allclose(got, unet(image=x).numpy(), atol=1e-5)
+
+
+def test_unknown_suffix(tmp_path, unet):
+    with pytest.raises(ValueError, match="use one of .pt, .pt2, .onnx"):
+        export(unet, tmp_path / "m.bin")
