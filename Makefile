@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # default CUDA build; pyproject.toml itself asks only for torch>=2.3.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install test test-slow demo bench docs clean
+.PHONY: install test test-slow fuzz demo bench docs clean
 
 install: $(VENV)/.installed
 
@@ -21,6 +21,9 @@ test: install
 
 test-slow: install
 	$(BIN)/python -m pytest -m slow
+
+fuzz: install
+	$(BIN)/python tests/fuzz_specs.py --cases 20000
 
 demo: install
 	$(BIN)/dagnet check specs/resnet50.yaml

@@ -203,7 +203,9 @@ class _Expander:
             return path
         before = len(self.errors.errors)
         args = Resolver(env, self.errors).op_args(opdef, ns)
-        broken = len(self.errors.errors) > before       # bad arguments: no shape to infer
+        # bad arguments (reported here or where a parameter failed): no shape to infer
+        broken = len(self.errors.errors) > before or any(a.required and a.name not in args
+                                                          for a in opdef.args)
         self.add_node(Node(path, UNKNOWN_OP if broken else opdef.name, list(ins), args, ns.loc,
                            block=self.block_stack[-1] if self.block_stack else None,
                            checkpoint=ctx.get("checkpoint")))

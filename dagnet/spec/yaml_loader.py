@@ -22,6 +22,8 @@ NODE_KEYS = ("op", "block", "seq", "in", "repeat", "connect", "when", "checkpoin
 BLOCK_KEYS = ("params", "inputs", "nodes", "outputs", "doc")
 INPUT_KEYS = ("shape", "dtype", "doc")
 MAX_DEPTH = 200
+MAX_ALIASES = 100
+MAX_VALUES = 100_000
 
 
 class LocMap(dict):
@@ -56,6 +58,19 @@ def _loader_for(file: str, errors: ErrorLog):
     """A SafeLoader subclass bound to ``file`` that builds LocMap/LocList."""
 
     class Loader(yaml.SafeLoader):
+        aliases = 0
+
+        def compose_node(self, parent, index):
+            # YAML aliases can nest into exponentially large documents ("billion
+            # laughs"); a spec has no need for many of them.
+            if self.check_event(yaml.AliasEvent):
+                Loader.aliases += 1
+                if Loader.aliases > MAX_ALIASES:
+                    event = self.peek_event()
+                    raise yaml.MarkedYAMLError(problem=f"more than {MAX_ALIASES} YAML aliases",
+                                               problem_mark=event.start_mark)
+            return super().compose_node(parent, index)
+
         def mark(self, node) -> Loc:
             return Loc(file, node.start_mark.line + 1, node.start_mark.column + 1)
 
@@ -364,12 +379,21 @@ def _split_chain(text: str, loc: Loc) -> LocList:
     return items
 
 
-def _plain(value):
-    """LocMap/LocList -> plain dict/list (for values whose locations are not needed)."""
+def _plain(value, budget: list | None = None):
+    """LocMap/LocList -> plain dict/list (for values whose locations are not needed).
+
+    YAML aliases share structure, so expanding them can blow up exponentially;
+    the ``budget`` of values bounds the work.
+    """
+    budget = budget if budget is not None else [MAX_VALUES]
+    budget[0] -= 1
+    if budget[0] < 0:
+        loc = getattr(value, "loc", Loc())
+        raise SpecError(f"a value expands to more than {MAX_VALUES:,} items (through YAML aliases?)", loc)
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: _plain(v, budget) for k, v in value.items()}
     if isinstance(value, list):
-        return [_plain(v) for v in value]
+        return [_plain(v, budget) for v in value]
     return value
 
 

@@ -1,0 +1,42 @@
+"""Hostile and mutated specs never raise anything but a located SpecError, and never hang."""
+
+import pytest
+
+import dagnet
+from dagnet.errors import SpecError
+from tests.fuzz_specs import check_one, run
+
+BILLION_LAUGHS = "dagnet: 1\n" + "\n".join(
+    [f"l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    + [f"l{k}: &l{k} [" + ", ".join([f"*l{k - 1}"] * 9) + "]" for k in range(1, 10)]
+) + "\ninputs: {x: {shape: [1]}}\nnodes: {a: {op: relu, in: x}}\noutputs: [a]\ntrain: {data: *l9}\n"
+
+ATTACKS = {
+    "python object": "dagnet: 1\nname: !!python/object/apply:os.system ['touch /tmp/dagnet-pwned']\n",
+    "python name": "dagnet: 1\nname: !!python/name:os.system\n",
+    "billion laughs": BILLION_LAUGHS,
+    "expression escape": ("dagnet: 1\nparams: {w: \"__import__('os').system('touch /tmp/dagnet-pwned')\"}\n"
+                          "inputs: {x: {shape: [3]}}\nnodes: {a: {op: linear, in: x, out_features: w}}\n"
+                          "outputs: [a]\n"),
+    "dunder walk": ("dagnet: 1\nparams: {w: ().__class__.__bases__[0].__subclasses__()}\n"
+                    "inputs: {x: {shape: [3]}}\nnodes: {a: {op: linear, in: x, out_features: w}}\n"
+                    "outputs: [a]\n"),
+    "huge repeat": ("dagnet: 1\ninputs: {x: {shape: [3]}}\n"
+                    "nodes: {a: {op: relu, in: x, repeat: 99999999}}\noutputs: [a]\n"),
+    "deep nesting": "dagnet: 1\nname: " + "[" * 5000 + "]" * 5000 + "\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+def test_attacks_are_located_errors_and_run_nothing(name, tmp_path):
+    marker = tmp_path / "nothing-ran"
+    text = ATTACKS[name].replace("/tmp/dagnet-pwned", str(marker))
+    assert check_one(text, seconds=20) is None
+    with pytest.raises(SpecError):
+        dagnet.load(text)
+    assert not marker.exists()
+
+
+def test_mutated_example_specs():
+    failures = run(cases=300, seed=12345)
+    assert not failures, failures[0]
