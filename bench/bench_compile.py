@@ -76,12 +76,12 @@ def main():
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
-        _write_section(args.out, text)
+        write_section(args.out, "bench_compile", text)
 
 
-def _write_section(path: Path, text: str) -> None:
-    """Replace this benchmark's section of the benchmarks page, keeping the others."""
-    begin, end = "<!-- bench_compile:begin -->", "<!-- bench_compile:end -->"
+def write_section(path: Path, name: str, text: str) -> None:
+    """Replace one benchmark's section of the benchmarks page, keeping the others."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     old = path.read_text() if path.exists() else "# Benchmarks\n\n"
     block = f"{begin}\n{text}{end}"
     if begin in old:

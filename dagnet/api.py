@@ -37,12 +37,21 @@ def load(source, overrides: dict | None = None) -> IR:
 
 
 def compile(spec, outputs: list[str] | None = None, as_dict: bool | None = None,
-            overrides: dict | None = None, checkpoint: str | None = None) -> fx.GraphModule:
+            overrides: dict | None = None, checkpoint: str | None = None,
+            backward: str = "autograd") -> fx.GraphModule:
     """Compile a spec (path, text, or checked IR) to a ``torch.fx.GraphModule``.
 
     ``checkpoint="blocks"`` recomputes every top-level block in the backward
     pass instead of storing its activations (parts marked ``checkpoint: true``
-    in the spec always are).
+    in the spec always are). ``backward="messages"`` runs the backward pass
+    with dagnet's explicit message-passing engine instead of autograd's
+    (same gradients; see docs/backend.md for when each is faster).
     """
     ir = spec if isinstance(spec, IR) else load(spec, overrides)
-    return emit(ir, outputs=outputs, as_dict=as_dict, checkpoint=checkpoint)
+    module = emit(ir, outputs=outputs, as_dict=as_dict, checkpoint=checkpoint)
+    if backward == "messages":
+        from dagnet.backward import use_message_passing
+        return use_message_passing(module)
+    if backward != "autograd":
+        raise ValueError(f"backward must be 'autograd' or 'messages', not {backward!r}")
+    return module
