@@ -1,0 +1,78 @@
+"""Examples as dicts of tensors: an in-memory data set, batching with padding, seeded splits."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
+from torch.utils.data import Dataset, Subset
+
+
+class DataError(ValueError):
+    """A data set does not match what the config or the model expects."""
+
+
+class ArrayDataset(Dataset):
+    """Examples stored column by column.
+
+    Each column is a tensor whose first dimension indexes examples, or a list of
+    tensors when examples have different lengths (sequences). `inputs` names the
+    columns a model reads (what `standardize: true` normalises); the rest are targets.
+    """
+
+    def __init__(self, columns: dict[str, Tensor | list[Tensor]], inputs: tuple[str, ...] = ()):
+        sizes = {key: len(column) for key, column in columns.items()}
+        if len(set(sizes.values())) != 1:
+            raise DataError(f"columns hold different numbers of examples: {sizes}")
+        unknown = [name for name in inputs if name not in columns]
+        if unknown:
+            raise DataError(f"input {unknown[0]!r} is not a column (columns: {', '.join(columns)})")
+        self.columns = columns
+        self.inputs = tuple(inputs)
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values())))
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        return {key: column[index] for key, column in self.columns.items()}
+
+
+def collate(examples: list[dict]) -> dict[str, Tensor]:
+    """Stack a list of examples into one batch dict.
+
+    Keys whose examples differ in their first dimension (sequence length) are
+    right-padded with zeros (False for boolean masks), so a `mask` column marks
+    the real positions.
+    """
+    return {key: _stack(key, [torch.as_tensor(e[key]) for e in examples]) for key in examples[0]}
+
+
+def _stack(key: str, values: list[Tensor]) -> Tensor:
+    if all(v.shape == values[0].shape for v in values):
+        return torch.stack(values)
+    shapes = sorted({tuple(v.shape) for v in values})
+    if not all(shape and shape[1:] == shapes[0][1:] for shape in shapes):
+        raise DataError(
+            f"cannot batch {key!r}: examples may differ only in their first dimension, found shapes {shapes}"
+        )
+    return pad_sequence(values, batch_first=True)
+
+
+def split_dataset(dataset: Dataset, val_fraction: float, seed: int) -> tuple[Dataset, Dataset | None]:
+    """Split into (train, val) by a permutation seeded with `seed`; val is None for a zero fraction."""
+    if not 0 <= val_fraction < 1:
+        raise DataError(f"val_split must be in [0, 1), got {val_fraction}")
+    n = len(dataset)
+    n_val = max(1, round(n * val_fraction)) if val_fraction > 0 else 0
+    if n_val >= n:
+        raise DataError(f"val_split {val_fraction} leaves no training examples out of {n}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    train = Subset(dataset, sorted(order[n_val:]))
+    return train, (Subset(dataset, sorted(order[:n_val])) if n_val else None)
+
+
+def input_names(dataset: Dataset) -> tuple[str, ...]:
+    """The columns a data set declares as model inputs, looking through wrappers (Subset, Augmented, ...)."""
+    while not hasattr(dataset, "inputs") and hasattr(dataset, "dataset"):
+        dataset = dataset.dataset
+    return getattr(dataset, "inputs", ())

@@ -1,0 +1,188 @@
+"""Checkpoints that survive crashes and load with `torch.load(weights_only=True)`.
+
+A checkpoint is a dict of tensors, plain containers and numbers only (RNG states
+included, as tensors), written to a temporary file in the same directory, flushed
+and fsynced, then renamed over the old one: a crash leaves the old or the new
+file, never half of one (after a power cut the rename itself may be undone,
+leaving the previous checkpoint). meta.sha256 is a digest of everything else,
+checked on load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import random
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FORMAT = "dagnet-checkpoint/1"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, of another format, or corrupt."""
+
+
+def save_checkpoint(path: str | Path, payload: dict) -> str:
+    """Write payload plus meta {format, sha256, time, torch version} atomically; return the digest."""
+    data, sha256 = _serialize(payload)
+    _write_atomic(Path(path), data)
+    return sha256
+
+
+class CheckpointWriter:
+    """Saves checkpoints from a background thread.
+
+    The caller pays only for copying the tensors (a snapshot, so training may go
+    on changing them); hashing, serialising, writing and the fsync overlap the
+    next epoch. `wait` blocks until the last save is on disk and re-raises its error.
+    """
+
+    def __init__(self):
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def save(self, path: str | Path, payload: dict, links: tuple = ()) -> None:
+        """Save to `path`, then point every path in `links` at the same file (hard link, or copy)."""
+        snapshot = _snapshot(payload)
+        self.wait()
+        self._thread = threading.Thread(target=self._write, args=(Path(path), snapshot, links))
+        self._thread.start()
+
+    def _write(self, path: Path, payload: dict, links: tuple) -> None:
+        try:
+            save_checkpoint(path, payload)
+            for link in links:
+                _link_atomic(path, Path(link))
+        except BaseException as error:  # handed to the training thread by wait()
+            self._error = error
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+
+def _snapshot(obj):
+    """A copy of every tensor in a nested structure; plain values are immutable or not reused."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return {key: _snapshot(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_snapshot(value) for value in obj)
+    return obj
+
+
+def _serialize(payload: dict) -> tuple[bytes, str]:
+    sha256 = digest(payload)
+    meta = {"format": FORMAT, "sha256": sha256, "time": time.time(), "torch": str(torch.__version__)}
+    buffer = io.BytesIO()
+    torch.save({**payload, "meta": meta}, buffer)
+    return buffer.getvalue(), sha256
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Temporary file in the same directory, flush and fsync, rename over `path`."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _link_atomic(source: Path, target: Path) -> None:
+    """Make `target` name the file `source` names. Checkpoints are only ever replaced, never
+    rewritten in place, so the link keeps these contents when `source` is next replaced."""
+    tmp = target.with_name(f".{target.name}.link.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:  # a file system without hard links
+        _write_atomic(target, source.read_bytes())
+        return
+    os.replace(tmp, target)
+
+
+def load_checkpoint(path: str | Path, map_location="cpu", verify: bool = True) -> dict:
+    """Load with weights_only=True and check the format and, if verify, the sha256 of the payload."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    payload = torch.load(path, map_location=map_location, weights_only=True)
+    meta = payload.pop("meta", None) if isinstance(payload, dict) else None
+    if not meta or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a {FORMAT} checkpoint")
+    if verify and digest(payload) != meta["sha256"]:
+        raise CheckpointError(f"{path} is corrupt: its contents do not match the sha256 in its metadata")
+    payload["meta"] = meta
+    return payload
+
+
+def load_weights(model: torch.nn.Module, path: str | Path, strict: bool = True) -> dict:
+    """Load a checkpoint's model weights into `model` (verified); return the checkpoint's metadata."""
+    state = load_checkpoint(path)
+    model.load_state_dict(state["model"], strict=strict)
+    return state["meta"]
+
+
+def digest(obj) -> str:
+    """sha256 over a nested structure of tensors and plain values, independent of device and pickling."""
+    h = hashlib.sha256()
+    _feed(h, obj)
+    return h.hexdigest()
+
+
+def _feed(h, obj) -> None:
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"tensor {t.dtype} {tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(obj, dict):
+        h.update(f"dict {len(obj)};".encode())
+        for key in sorted(obj, key=repr):
+            h.update(f"{key!r}:".encode())
+            _feed(h, obj[key])
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"{type(obj).__name__} {len(obj)};".encode())
+        for item in obj:
+            _feed(h, item)
+    else:
+        h.update(f"{obj!r};".encode())
+
+
+def rng_state() -> dict:
+    """The torch, CUDA, numpy and python generator states, as tensors and numbers."""
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    version, python_state, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss,
+                  "cached": cached},
+        "python": {"version": version, "state": torch.tensor(python_state), "gauss_next": gauss_next},
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"].tolist()), p["gauss_next"]))

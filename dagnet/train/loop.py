@@ -1,0 +1,386 @@
+"""`fit`: the training loop, with exact resume, a graceful Ctrl-C, divergence checks and data parallelism.
+
+Exact resume rests on three choices: the data order of an epoch is a permutation
+seeded by (seed, epoch), so it can be recomputed and entered mid-way; augmentation
+is seeded per example (see dagnet.data.Augmented); and every generator state
+(torch, CUDA, numpy, python) of every process is stored in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import math
+import os
+import random
+import signal
+import threading
+import time
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from dagnet.data import collate
+from dagnet.train.checkpoint import CheckpointWriter, load_checkpoint, rng_state, set_rng_state
+from dagnet.train.config import ConfigError, TrainConfig
+from dagnet.train.distributed import all_gather, all_reduce_sum, local_rank, world
+from dagnet.train.evaluate import check_inputs, forward, model_inputs, run_evaluation, to_device
+from dagnet.train.metrics import Task
+from dagnet.train.objective import Objective
+from dagnet.train.optim import EarlyStopping, Schedule, build_optimizer
+from dagnet.train.run import Progress, RunDir, format_record
+
+# Settings a resumed run may change without a warning.
+RESUMABLE_CHANGES = {"epochs", "device", "num_workers", "compile", "early_stopping"}
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
+
+
+def fit(
+    model: nn.Module,
+    objective: Objective,
+    train_set: Dataset,
+    val_set: Dataset | None,
+    config: TrainConfig | dict,
+    run_dir,
+    metrics: Task | None = None,
+    *,
+    resume: bool = False,
+    collate_fn: Callable = collate,
+    data_stats: dict | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train `model` (called as model(**inputs) -> dict of outputs) to minimise `objective`.
+
+    Each epoch appends a line to run_dir/metrics.jsonl and rewrites last.pt (and
+    best.pt when `config.early_stopping.metric` improves); `metrics` picks the task
+    metrics computed on `val_set`. With resume=True the run continues from last.pt
+    exactly as if it had not stopped. batch_size is the global batch: inside a
+    process group each process takes an equal share. Returns the summary, also
+    written to run_dir/summary.json. Raises KeyboardInterrupt after saving on
+    Ctrl-C, and TrainingDiverged on a non-finite loss.
+    """
+    config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+    with _determinism(config.deterministic):
+        trainer = Trainer(
+            model, objective, train_set, val_set, config, run_dir, metrics, collate_fn, progress, data_stats or {}
+        )
+        return trainer.run(resume)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (all devices), numpy and python's random."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+@contextlib.contextmanager
+def _determinism(enabled: bool):
+    """Deterministic kernels for the duration of the run only (the setting is process-global)."""
+    before = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.benchmark = before[1]
+
+
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler (an order seeded by seed + epoch, dealt out to the processes) that can start mid-epoch."""
+
+    start = 0
+
+    def epoch_order(self) -> list[int]:
+        return list(super().__iter__())
+
+    def __iter__(self):
+        return iter(self.epoch_order()[self.start :])
+
+    def __len__(self) -> int:
+        return self.num_samples - self.start
+
+
+def _ignore_sigint(worker_id: int) -> None:
+    """Data workers leave Ctrl-C to the main process, which stops at the next step boundary."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class Trainer:
+    """The state of one run and the steps that advance it; `fit` is the way in."""
+
+    def __init__(
+        self, model, objective, train_set, val_set, config, run_dir, task, collate_fn, progress, data_stats
+    ):
+        self.rank, self.world = world()
+        self.config, self.model, self.objective, self.task = config, model, objective, task
+        self.train_set, self.data_stats = train_set, data_stats
+        self.device = _resolve_device(config.device, self.world)
+        self.autocast = _autocast(self.device, config.precision)
+        seed_everything(config.seed + self.rank)
+        self.run_dir = RunDir(run_dir, writer=self.rank == 0)
+        self.progress = Progress(progress and self.rank == 0)
+        self.inputs = model_inputs(model)
+        check_inputs(self.inputs, train_set[0])
+        model.to(self.device)
+        if config.batch_size % self.world:
+            raise ConfigError("batch_size", f"{config.batch_size} does not split evenly into {self.world} processes")
+        self.sampler = ResumableSampler(train_set, num_replicas=self.world, rank=self.rank, seed=config.seed)
+        self.loader = self._loader(train_set, self.sampler, collate_fn)
+        self.val_loader = None
+        if val_set is not None:  # a strided shard, without DistributedSampler's padding: each example counts once
+            self.val_loader = self._loader(val_set, range(self.rank, len(val_set), self.world), collate_fn)
+        self.steps_per_epoch = math.ceil(self.sampler.num_samples / self.loader.batch_size)
+        self.optimizer = build_optimizer(model, config)
+        self.l1_params = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+        self.schedule = Schedule(config.schedule, config.lr, config.epochs, self.steps_per_epoch)
+        monitor = config.early_stopping
+        if val_set is None and monitor.metric == "val_loss":
+            monitor = dataclasses.replace(monitor, metric="train_loss")
+        self.stopper = EarlyStopping(monitor)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
+        self.epoch, self.step, self.seen, self.sums = 0, 0, 0, {}  # position in the run, running loss sums
+        self.stop_requested, self.last_eval = False, {}
+        self.writer = CheckpointWriter()
+
+    def _loader(self, dataset: Dataset, sampler, collate_fn: Callable) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.config.batch_size // self.world,
+            sampler=sampler,
+            collate_fn=collate_fn,
+            num_workers=self.config.num_workers,
+            pin_memory=self.device.type == "cuda",
+            worker_init_fn=_ignore_sigint,
+            generator=torch.Generator(),  # its own: starting an epoch must not draw from the global stream
+        )
+
+    def run(self, resume: bool) -> dict:
+        self.run_dir.start(self.config.to_dict(), resume)
+        history = self._restore() if resume else []
+        self.net = self._wrap()
+        started = time.time()
+        with self._graceful_sigint():
+            try:
+                while self.epoch < self.config.epochs and not self.stopper.should_stop:
+                    history.append(self._run_epoch())
+            except KeyboardInterrupt:
+                self._save([self.run_dir.last])
+                self.writer.wait()
+                self.progress.line(f"interrupted in epoch {self.epoch + 1} after step {self.step}: "
+                                   f"saved {self.run_dir.last}")
+                self._finish("interrupted", history, time.time() - started)
+                raise
+            except TrainingDiverged as error:
+                self._finish("diverged", history, time.time() - started, str(error))
+                raise
+            finally:
+                self.writer.wait()
+        status = "early_stopped" if self.stopper.should_stop else "completed"
+        return self._finish(status, history, time.time() - started)
+
+    def _wrap(self) -> nn.Module:
+        net = self.model
+        if self.world > 1:
+            devices = [self.device.index] if self.device.type == "cuda" else None
+            net = DistributedDataParallel(net, device_ids=devices)
+        if self.config.compile:
+            net = torch.compile(net, backend="inductor" if self.config.compile is True else self.config.compile)
+        return net
+
+    def _run_epoch(self) -> dict:
+        started = time.time()
+        record = {"epoch": self.epoch + 1, **_prefixed("train_", self._train_epoch())}
+        if self.val_loader is not None:
+            # The plain module evaluates: a DDP wrapper would synchronise on every (uneven) batch.
+            evaluator = self.net if self.world == 1 else self.model
+            self.last_eval = run_evaluation(
+                evaluator, self.val_loader, self.objective, self.task, self.device, self.autocast, self.model
+            )
+            record |= _prefixed("val_", {k: v for k, v in self.last_eval.items() if k != "confusion"})
+        record |= {"lr": self.optimizer.param_groups[0]["lr"], "time": time.time() - started}
+        improved = self.stopper.update(record)
+        self.schedule.end_epoch(improved)
+        self.epoch, self.step, self.seen, self.sums = self.epoch + 1, 0, 0, {}
+        self.run_dir.log_epoch(record)
+        self._save([self.run_dir.last, self.run_dir.best] if improved else [self.run_dir.last])
+        self.progress.line(format_record(record, self.config.epochs))
+        return record
+
+    def _train_epoch(self) -> dict[str, float]:
+        self.net.train()
+        self.sampler.set_epoch(self.epoch)
+        self.sampler.start = self.step * self.loader.batch_size
+        self.loader.generator.manual_seed(self.config.seed + self.epoch)  # seeds of data workers
+        if hasattr(self.train_set, "set_epoch"):
+            self.train_set.set_epoch(self.epoch)
+        self.progress.start_epoch(self.epoch + 1, self.config.epochs, self.steps_per_epoch, self.step)
+        try:
+            for batch in self.loader:
+                parts = self._train_step(to_device(batch, self.device))
+                n = len(next(iter(batch.values())))
+                for key, value in parts.items():
+                    self.sums[key] = self.sums.get(key, 0.0) + value * n
+                self.seen += n
+                self.step += 1
+                self.progress.step(parts["loss"])
+                self._check_flags(parts)
+        finally:
+            self.progress.end_epoch()
+        totals = torch.tensor([*self.sums.values(), self.seen], dtype=torch.float64, device=self.device)
+        totals = all_reduce_sum(totals).tolist()
+        return {key: total / totals[-1] for key, total in zip(self.sums, totals)}
+
+    def _train_step(self, batch: dict) -> dict[str, float]:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.schedule(self.epoch, self.step)
+        with self.autocast():
+            loss, parts = self.objective(forward(self.net, batch, self.inputs), batch)
+            if self.config.l1:
+                loss = loss + self.config.l1 * sum(p.abs().sum() for p in self.l1_params)
+                parts["loss_with_l1"] = loss.item()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.config.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return parts
+
+    def _check_flags(self, parts: dict) -> None:
+        """After a step: stop on a non-finite loss, or at a Ctrl-C, consistently across processes.
+
+        A non-finite step has already been applied, but only in memory: the
+        checkpoints on disk stay those of the last good epoch.
+        """
+        diverged = not all(math.isfinite(v) for v in parts.values())
+        flags = [float(diverged), float(self.stop_requested)]
+        if self.world > 1:
+            flags = all_reduce_sum(torch.tensor(flags, device=self.device)).tolist()
+        if flags[0]:
+            raise TrainingDiverged(self._divergence_message(parts))
+        if flags[1]:
+            raise KeyboardInterrupt
+
+    def _divergence_message(self, parts: dict) -> str:
+        size, step = self.loader.batch_size, self.step - 1
+        samples = self.sampler.epoch_order()[step * size : (step + 1) * size]
+        values = ", ".join(f"{key} {value}" for key, value in parts.items())
+        self.writer.wait()
+        last = self.run_dir.last
+        kept = f"the last good checkpoint is {last}" if last.exists() else "no epoch finished, so no checkpoint"
+        return (
+            f"the loss became non-finite ({values}) at epoch {self.epoch + 1}, step {step + 1} of "
+            f"{self.steps_per_epoch}, on the batch of samples {samples}; {kept}"
+        )
+
+    @contextlib.contextmanager
+    def _graceful_sigint(self):
+        """The first Ctrl-C asks the loop to stop after the current step (and save); a second one aborts."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def request_stop(signum, frame):
+            if os.getpid() != owner:  # a forked data worker before its worker_init_fn ran
+                return
+            self.stop_requested = True
+            signal.signal(signal.SIGINT, previous)
+            self.progress.line("stopping after this step to save a checkpoint (Ctrl-C again to abort)")
+
+        owner = os.getpid()
+        previous = signal.signal(signal.SIGINT, request_stop)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _state(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "early_stopping": self.stopper.state_dict(),
+            "progress": {"epoch": self.epoch, "step": self.step, "seen": self.seen, "sums": self.sums},
+            "config": self.config.to_dict(),
+            "data_stats": self.data_stats,
+        }
+
+    def _save(self, paths: list) -> None:
+        rng = all_gather(rng_state())  # every process's generators, so that each resumes its own stream
+        if self.rank == 0:
+            self.writer.save(paths[0], self._state() | {"rng": rng}, links=tuple(paths[1:]))
+
+    def _restore(self) -> list[dict]:
+        state = load_checkpoint(self.run_dir.last)  # on the CPU: generator states must be CPU tensors
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["scaler"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.stopper.load_state_dict(state["early_stopping"])
+        progress = state["progress"]
+        self.epoch, self.step = progress["epoch"], progress["step"]
+        self.seen, self.sums = progress["seen"], progress["sums"]
+        changed = sorted(k for k, v in self.config.to_dict().items() if state["config"].get(k) != v)
+        if set(changed) - RESUMABLE_CHANGES:
+            warnings.warn(f"resuming {self.run_dir.path} with changed settings: {', '.join(changed)}", stacklevel=4)
+        if self.rank < len(state["rng"]):
+            set_rng_state(state["rng"][self.rank])
+        return self.run_dir.history(self.epoch)
+
+    def _finish(self, status: str, history: list[dict], seconds: float, message: str | None = None) -> dict:
+        summary = {
+            "status": status,
+            "epochs_completed": self.epoch,
+            "best_epoch": self.stopper.best_epoch,
+            "best": {self.stopper.config.metric: self.stopper.best},
+            "last": history[-1] if history else None,
+            "confusion": self.last_eval.get("confusion"),
+            "data_stats": self.data_stats,
+            "seconds": seconds,
+            "message": message,
+        }
+        self.run_dir.write_summary(summary)
+        self.run_dir.plot(history)
+        return summary
+
+
+def _prefixed(prefix: str, values: dict) -> dict:
+    return {prefix + key: value for key, value in values.items()}
+
+
+def _resolve_device(name: str, processes: int) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device", f"{name} asked for, but CUDA is not available")
+    if name == "cuda" and processes > 1:
+        name = f"cuda:{local_rank()}"
+    return torch.device(name)
+
+
+def _autocast(device: torch.device, precision: str) -> Callable[[], contextlib.AbstractContextManager]:
+    """A factory of autocast contexts for the precision; fp32 runs without one."""
+    if precision == "fp32":
+        return contextlib.nullcontext
+    if not torch.amp.is_autocast_available(device.type):
+        raise ConfigError("precision", f"{precision} needs autocast, which {device.type} does not offer")
+    if device.type == "cuda" and precision == "bf16" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("precision", "this GPU does not support bf16; use fp16")
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return functools.partial(torch.autocast, device.type, dtype=dtype)

@@ -1,0 +1,117 @@
+"""Task metrics from one confusion matrix: accuracy, per-class IoU and mIoU, macro F1."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from dagnet.data import DataError
+from dagnet.train.objective import class_dim
+
+
+@dataclass(frozen=True)
+class Task:
+    """What to score: an output of class scores (or a CRF node's potentials) against target labels.
+
+    kind is classification (one label per example), segmentation (per pixel),
+    sequence (per position) or auto (from the target's dims: 1, 3+, 2). With a
+    CRF `node`, predictions are its MAP decode rather than an argmax.
+    """
+
+    output: str
+    target: str
+    kind: str = "auto"
+    mask: str | None = None
+    node: str | None = None
+    ignore_index: int | None = None
+
+    def resolve_kind(self, scores: Tensor, target: Tensor | None = None) -> str:
+        if self.kind != "auto":
+            return self.kind
+        dims = target.dim() if target is not None else scores.dim() - 1
+        return {1: "classification", 2: "sequence"}.get(dims, "segmentation")
+
+    def class_dim(self, scores: Tensor, target: Tensor | None = None) -> int:
+        """Dim of the classes in `scores`; without labels, sequences are taken as (N, T, C)."""
+        if target is not None:
+            return class_dim(scores, target)
+        return scores.dim() - 1 if self.resolve_kind(scores) == "sequence" else 1
+
+    def predict(self, model: nn.Module, outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> Tensor:
+        """Predicted labels, shaped like the target; the target itself need not be in the batch."""
+        scores, target = outputs[self.output], batch.get(self.target)
+        if self.node is None:
+            return scores.argmax(self.class_dim(scores, target))
+        mask = batch[self.mask] if self.mask else None
+        decoded = model.get_submodule(self.node).decode(scores, mask=mask)
+        if isinstance(decoded, Tensor):
+            return decoded.to(scores.device)
+        labels = torch.zeros(scores.shape[:-1], dtype=torch.long, device=scores.device)
+        for row, path in enumerate(decoded):  # a list of per-sequence label lists, as pytorch-crf returns
+            labels[row, : len(path)] = torch.as_tensor(path)
+        return labels
+
+    def valid(self, batch: dict[str, Tensor]) -> Tensor:
+        """Which target positions count: not ignore_index, and inside the mask."""
+        target = batch[self.target]
+        valid = torch.ones_like(target, dtype=torch.bool)
+        if self.ignore_index is not None:
+            valid &= target != self.ignore_index
+        if self.mask:
+            valid &= batch[self.mask].bool()
+        return valid
+
+    def num_classes(self, outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> int:
+        scores = outputs[self.output]
+        return scores.shape[self.class_dim(scores, batch.get(self.target))]
+
+
+def infer_task(losses: list[dict]) -> Task | None:
+    """The Task scored by the first classification-like loss (cross_entropy or crf_nll), if any."""
+    for loss in losses:
+        if loss["op"] == "crf_nll":
+            return Task(loss["potentials"], loss["target"], mask=loss.get("mask"), node=loss["node"])
+        if loss["op"] == "cross_entropy":
+            ignore_index = loss.get("ignore_index", -100)  # the loss's default, as in PyTorch
+            return Task(loss["output"], loss["target"], mask=loss.get("mask"), ignore_index=ignore_index)
+    return None
+
+
+class ConfusionMatrix:
+    """Counts of (true class, predicted class) pairs over the valid positions seen so far."""
+
+    def __init__(self, num_classes: int, device: torch.device | str = "cpu"):
+        self.counts = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
+
+    def update(self, predicted: Tensor, target: Tensor, valid: Tensor) -> None:
+        c = len(self.counts)
+        truth, guess = target[valid], predicted[valid].to(target.dtype)
+        if truth.numel() and (truth.min() < 0 or truth.max() >= c):
+            bad = truth[(truth < 0) | (truth >= c)].unique()[:5].tolist()
+            raise DataError(f"labels {bad} are outside 0..{c - 1} for a model with {c} classes")
+        self.counts += torch.bincount(truth * c + guess, minlength=c * c).view(c, c)
+
+    def summary(self, kind: str) -> dict:
+        """Metrics that fit the task; NaN (no example of a class) becomes None so the result is valid JSON."""
+        counts = self.counts.double().cpu()
+        hits, true, predicted = counts.diag(), counts.sum(1), counts.sum(0)
+        accuracy = (hits.sum() / counts.sum().clamp_min(1)).item()
+        if kind == "classification":
+            return {"accuracy": accuracy}
+        if kind == "segmentation":
+            iou = hits / (true + predicted - hits)  # NaN for a class absent from both truth and prediction
+            return {"pixel_accuracy": accuracy, "miou": _nanmean(iou), "iou": _nan_to_none(iou)}
+        f1 = 2 * hits / (true + predicted)
+        return {"accuracy": accuracy, "macro_f1": _nanmean(f1)}
+
+
+def _nanmean(values: Tensor) -> float | None:
+    mean = values.nanmean().item()
+    return None if math.isnan(mean) else mean
+
+
+def _nan_to_none(values: Tensor) -> list[float | None]:
+    return [None if math.isnan(v) else v for v in values.tolist()]
