@@ -27,8 +27,11 @@ fuzz: install
 
 demo: install
 	$(BIN)/dagnet check specs/resnet50.yaml
-	$(BIN)/dagnet summary specs/resnet50.yaml --dim H=224 --dim W=224 | tail -n 3
-	$(BIN)/python examples/demo.py
+	$(BIN)/dagnet summary specs/resnet50.yaml --dim H=224 --dim W=224 | tail -n 2
+	rm -rf runs/demo
+	$(BIN)/dagnet train specs/digits_cnn.yaml --out runs/demo
+	$(BIN)/dagnet eval runs/demo
+	@echo "curves: runs/demo/loss.png runs/demo/metrics.png"
 
 bench: install
 	$(BIN)/python bench/bench_compile.py --out docs/benchmarks.md

@@ -14,6 +14,11 @@ from dagnet import __version__
 from dagnet.errors import SpecError
 
 
+# errors about the user's data, settings or files: printed as one line, no traceback
+USER_ERRORS = {"DataError", "ConfigError", "CheckpointError", "ObjectiveError", "FileNotFoundError",
+               "TrainingDiverged"}
+
+
 def _overrides(pairs: list[str]) -> dict:
     out = {}
     for pair in pairs or []:
@@ -78,6 +83,59 @@ def cmd_compile(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from dagnet.train.from_spec import train
+    if not args.spec and not args.resume:
+        raise SystemExit("dagnet train: give a SPEC, or --resume RUN_DIR")
+    out = args.resume or args.out or f"runs/{Path(args.spec).stem}"
+    flags = list(args.option or [])
+    for key in ("lr", "batch_size", "device", "seed", "optimizer", "precision"):
+        value = getattr(args, key)
+        if value is not None:
+            flags.append(f"{key}={value}")
+    if args.compile:
+        flags.append("compile=true")
+    if args.nproc > 1:
+        from dagnet.train.distributed import launch
+        launch(args.nproc, _train_worker, args.spec, out, args.data, args.epochs, args.config, flags,
+               _overrides(args.set), bool(args.resume))
+        print(f"run written to {out}")
+        return 0
+    summary = train(args.spec, out, data=args.data, epochs=args.epochs, config_file=args.config,
+                    flags=flags, params=_overrides(args.set), resume=bool(args.resume))
+    print(f"{summary['status']}: {summary['epochs_completed']} epochs in {summary['seconds']:.1f} s; "
+          f"best {_fmt(summary['best'])} (epoch {summary['best_epoch']}); run in {out}")
+    return 0
+
+
+def _train_worker(spec, out, data, epochs, config, flags, params, resume):
+    from dagnet.train.from_spec import train
+    train(spec, out, data=data, epochs=epochs, config_file=config, flags=flags, params=params, resume=resume)
+
+
+def _fmt(values: dict) -> str:
+    return ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items())
+
+
+def cmd_eval(args) -> int:
+    from dagnet.train.from_spec import evaluate_run
+    result = evaluate_run(args.run, args.data, args.out)
+    for key, value in result.items():
+        if key not in ("confusion", "per_class_iou", "per_class_f1"):
+            print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
+    if "confusion" in result:
+        print("confusion (rows: truth, columns: prediction):")
+        for row in result["confusion"]:
+            print("  " + " ".join(f"{v:5d}" for v in row))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from dagnet.train.from_spec import predict_run
+    print(f"wrote {predict_run(args.run, args.data, args.out)}")
+    return 0
+
+
 def cmd_ops(args) -> int:
     from dagnet.docs import op_table
     print(op_table(markdown=False, family=args.family))
@@ -115,6 +173,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", choices=["blocks"],
                    help="recompute every top-level block in the backward pass (activation checkpointing)")
     p.add_argument("--dim", action="append", metavar="NAME=N", help="symbolic input size, e.g. --dim H=224")
+    p = sub.add_parser("train", help="Train a spec on built-in or user data.",
+                       description="Train a spec. Settings come from the spec's `train:` section, then "
+                                   "--config FILE, then flags.")
+    p.add_argument("spec", nargs="?", help="spec file (.yaml or .dag); omit with --resume")
+    p.add_argument("--data", help="built-in data set (digits, shapes, gestures, photos) or a file/folder")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--out", metavar="RUN_DIR", help="run directory (default runs/<spec name>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly where it stopped")
+    p.add_argument("--config", metavar="FILE", help="training settings (YAML), overriding the spec's")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--batch-size", dest="batch_size", type=int)
+    p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--nproc", type=int, default=1, help="train with N processes (DistributedDataParallel)")
+    p.add_argument("-o", "--option", action="append", metavar="KEY=VALUE",
+                   help="any training setting, e.g. -o schedule.name=cosine (repeatable)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a spec parameter")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="Evaluate a trained run or checkpoint.",
+                       description="Print and write the metrics that fit the task.")
+    p.add_argument("run", metavar="RUN_DIR|CHECKPOINT")
+    p.add_argument("--data", help="data to evaluate on (default: the training data)")
+    p.add_argument("--out", metavar="FILE.json", help="also write the metrics here")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="Write predictions of a trained run.",
+                       description="Write PNG masks, label sequences or class probabilities.")
+    p.add_argument("run", metavar="RUN_DIR|CHECKPOINT")
+    p.add_argument("--data", required=True, help="data to predict for")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.set_defaults(func=cmd_predict)
+
     p = sub.add_parser("ops", help="List every op with its arguments.",
                        description="List every op with its arguments.")
     p.add_argument("--family", help="only ops of this family (conv, pool, dense, ...)")
@@ -132,6 +226,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except SpecError as exc:
         print(str(exc), file=sys.stderr)
+        return 1
+    except (ValueError, RuntimeError, FileNotFoundError) as exc:   # DataError, ConfigError, ...
+        if type(exc).__name__ not in USER_ERRORS:
+            raise
+        print(f"dagnet {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except BrokenPipeError:         # `dagnet ops | head`
         sys.stderr.close()
