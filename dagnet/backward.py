@@ -50,6 +50,8 @@ class _MessagePassing(torch.autograd.Function):
                     env[node] = _leaf(inputs[node.target])
                 elif node.op == "output":
                     output = node.args[0]
+                elif node.op == "get_attr":             # a CRF module whose method the next node calls
+                    env[node] = engine.root.get_submodule(node.target)
                 else:
                     args, kwargs = _map(node.args, env), _map(node.kwargs, env)
                     # every parent message enters as a fresh leaf: the node's local graph
@@ -57,6 +59,10 @@ class _MessagePassing(torch.autograd.Function):
                     if node.op == "call_module":
                         module = engine.root.get_submodule(node.target)
                         out = module(*leaves, **kwargs)
+                        params = [p for p in module.parameters() if p.requires_grad]
+                    elif node.op == "call_method":
+                        module = leaves[0]
+                        out = getattr(module, node.target)(*leaves[1:], **kwargs)
                         params = [p for p in module.parameters() if p.requires_grad]
                     else:
                         flat = [_leaf(t) if isinstance(t, torch.Tensor) else t for t in leaves[0]] \

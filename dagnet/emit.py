@@ -115,7 +115,13 @@ def _emit_node(graph: fx.Graph, ir: IR, node: Node, values: dict, modules: dict,
     elif isinstance(call, ModuleCall):
         target = node.name[len(prefix):]
         modules[target] = call.cls(**call.kwargs)
-        values[node.name] = graph.create_node("call_module", target, tuple(ins), {}, name=var_name(node.name))
+        if call.method is None:
+            values[node.name] = graph.create_node("call_module", target, tuple(ins), {},
+                                                  name=var_name(node.name))
+        else:                       # crf = self.crf.marginals(emissions), as two fx nodes
+            field = graph.create_node("get_attr", target, name=var_name(node.name) + "_field")
+            values[node.name] = graph.create_node("call_method", call.method, (field, *ins), {},
+                                                  name=var_name(node.name))
     else:
         args = (ins,) if call.inputs_as_list else tuple(ins)
         values[node.name] = graph.create_node("call_function", call.fn, args,
@@ -198,8 +204,12 @@ def _outputs(ir: IR, outputs) -> dict[str, str]:
 def standalone_source(module: fx.GraphModule, header: str = "") -> str:
     """A Python file defining the model with ``import torch`` as its only dependency."""
     ir: IR = module.dagnet_ir
-    if any(n.op == "get_attr" for n in module.graph.nodes):
+    if any(n.op == "get_attr" and n.name.endswith("_part") for n in module.graph.nodes):
         raise ValueError("a standalone file cannot hold checkpointed parts; emit without checkpointing")
+    fields = [n.name for n in ir.order() if n.op != "input" and ops.get(n.op).stochastic]
+    if fields:
+        raise ValueError(f"a standalone file holds deterministic ops only; `{fields[0]}` needs "
+                         "dagnet.fields: export to .pt2 or .onnx instead")
     code = module.graph.python_code(root_module="self")
     helpers, aliases = [], []
     for name, obj in sorted(code.globals.items()):

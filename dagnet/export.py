@@ -24,7 +24,9 @@ def example_inputs(ir: IR, batch: int = 2, dims: dict | None = None) -> dict[str
     for name in ir.inputs:
         node = ir.node(name)
         shape = [int(d) if known(d) else dims.get(str(d), 64) for d in node.shape]
-        if node.dtype.startswith("int"):
+        if node.dtype == "bool":
+            inputs[name] = torch.ones(batch, *shape, dtype=torch.bool)
+        elif node.dtype.startswith("int"):
             inputs[name] = torch.zeros(batch, *shape, dtype=getattr(torch, node.dtype))
         else:
             inputs[name] = torch.randn(batch, *shape)

@@ -4,6 +4,8 @@ import pytest
 import torch
 
 import dagnet
+from dagnet.dims import substitute
+from dagnet.export import example_inputs
 from dagnet.summary import summarize
 from tests.conftest import SPECS
 
@@ -25,19 +27,15 @@ def test_parameter_counts_match_torchvision(name, count):
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
 def test_example_compiles_and_runs(path):
-    small = {"fcn8s": {"width": 4, "fc": 16}, "vgg16": {"classes": 10}}.get(path.stem, {})
+    small = {"fcn8s": {"width": 4, "fc": 16}, "vgg16": {"classes": 10}, "unet": {"width": 4}}.get(path.stem, {})
     ir = dagnet.load(path, small)
     model = dagnet.compile(ir).eval()
-    inputs = {}
-    for name in ir.inputs:
-        shape = [d if isinstance(d, int) else 64 for d in ir.node(name).shape]
-        inputs[name] = torch.randn(2, *shape)
+    sizes = {"H": 40, "W": 48, "T": 12}
     with torch.no_grad():
-        out = model(**inputs)
+        out = model(**example_inputs(ir, batch=2, dims=sizes))
     outs = out if isinstance(out, dict) else {next(iter(ir.outputs)): out}
     for key, value in outs.items():
-        from dagnet.dims import substitute
-        expected = substitute(ir.node(ir.outputs[key]).shape, {"H": 64, "W": 64})
+        expected = substitute(ir.node(ir.outputs[key]).shape, sizes)
         assert tuple(value.shape) == (2, *expected)
 
 

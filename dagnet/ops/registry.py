@@ -38,10 +38,15 @@ class Arg:
 
 @dataclass(frozen=True)
 class ModuleCall:
-    """Build ``cls(**kwargs)``; the node's parameters live in that module."""
+    """Build ``cls(**kwargs)``; the node's parameters live in that module.
+
+    The node's value is ``module(*inputs)``, or ``module.<method>(*inputs)``
+    when ``method`` is given (a CRF's ``marginals``).
+    """
 
     cls: type
     kwargs: dict
+    method: str | None = None
 
 
 @dataclass(frozen=True)

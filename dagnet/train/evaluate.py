@@ -72,7 +72,7 @@ def run_evaluation(
         if task is not None:
             scores, target = outputs[task.output], batch[task.target]
             kind = kind or task.resolve_kind(scores, target)
-            confusion = confusion or ConfusionMatrix(task.num_classes(outputs, batch), device)
+            confusion = confusion or ConfusionMatrix(task.num_classes(outputs, batch, scorer), device)
             confusion.update(task.predict(scorer, outputs, batch), target, task.valid(batch))
     totals = all_reduce_sum(torch.tensor([*sums.values(), count], dtype=torch.float64, device=device)).tolist()
     result = {key: total / max(totals[-1], 1) for key, total in zip(sums, totals)}
@@ -130,8 +130,12 @@ def predict(
         writer = writer or _WRITERS[kind](out_dir)
         labels = task.predict(model, outputs, batch).cpu()
         probabilities = None
-        if kind == "classification":
+        if kind == "classification" and task.node is None:
             probabilities = scores.float().softmax(task.class_dim(scores, batch.get(task.target))).cpu()
+        elif kind == "classification":      # a CRF's potentials are not class scores; ask the node
+            node = model.get_submodule(task.node)
+            mask = batch[task.mask] if task.mask else None
+            probabilities = node.log_prob(scores, mask).exp().float().cpu()
         mask = batch[task.mask].cpu() if task.mask and task.mask in batch else None
         for row in range(len(labels)):
             writer.write(index, labels[row], probabilities[row] if probabilities is not None else None,

@@ -7,6 +7,7 @@ evaluated, used for prediction or resumed without the original file.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -24,6 +25,9 @@ from dagnet.train.loop import fit, seed_everything
 from dagnet.train.metrics import infer_task
 from dagnet.train.objective import ObjectiveError, build_objective
 
+# what a structured node predicts, for metrics and prediction files
+FIELD_TASKS = {"chain_crf": "sequence", "latent_dynamic_crf": "sequence", "tree_crf": "sequence",
+               "hidden_crf": "classification", "grid_crf": "segmentation", "dense_crf": "segmentation"}
 LOSS_KEYS = ("op", "output", "node", "target", "weight", "name", "ignore_index", "mask", "label_smoothing")
 
 
@@ -57,6 +61,14 @@ def _node(ir: IR, name, loc: Loc, key: str) -> str:
     from dagnet.errors import did_you_mean
     raise SpecError(f"a loss's `{key}` names no node: `{name}`", loc,
                     did_you_mean(name, list(ir.outputs) + list(ir.graph)))
+
+
+def task_of(ir: IR, losses: list[dict]):
+    """The metrics' Task, told what a CRF node predicts (its potentials alone do not say)."""
+    task = infer_task(losses)
+    if task is not None and task.node is not None:
+        task = dataclasses.replace(task, kind=FIELD_TASKS.get(ir.node(task.node).op, task.kind))
+    return task
 
 
 def input_shapes(ir: IR) -> dict[str, tuple]:
@@ -101,7 +113,7 @@ def train(spec, out, *, data=None, epochs=None, config_file=None, flags=(), para
     check_example_shapes(split.train, input_shapes(ir), limit=256)
     if not resume:
         _store_spec(Path(spec), params, out)
-    return fit(model, objective, split.train, split.val, config, out, metrics=infer_task(losses),
+    return fit(model, objective, split.train, split.val, config, out, metrics=task_of(ir, losses),
                resume=resume, data_stats=split.stats, progress=progress)
 
 
@@ -159,7 +171,7 @@ def evaluate_run(run_or_checkpoint, data=None, out: Path | None = None) -> dict:
             raise DataError("the run kept no validation split (val_split: 0); give --data")
     else:
         dataset = _data(data, state, input_shapes(ir))
-    result = evaluate(model, dataset, infer_task(losses), objective=objective, batch_size=config.batch_size)
+    result = evaluate(model, dataset, task_of(ir, losses), objective=objective, batch_size=config.batch_size)
     if out:
         Path(out).write_text(json.dumps(result, indent=2) + "\n")
     return result
@@ -168,7 +180,7 @@ def evaluate_run(run_or_checkpoint, data=None, out: Path | None = None) -> dict:
 def predict_run(run_or_checkpoint, data, out) -> Path:
     """Write predictions of a trained model for every example of ``data``."""
     ir, model, _, losses, state = restore(run_or_checkpoint)
-    task = infer_task(losses)
+    task = task_of(ir, losses)
     if task is None:
         raise DataError("predict needs a classification, segmentation or sequence loss in the spec")
     return predict(model, _data(data, state, input_shapes(ir)), task, out)

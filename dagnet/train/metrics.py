@@ -46,7 +46,10 @@ class Task:
         if self.node is None:
             return scores.argmax(self.class_dim(scores, target))
         mask = batch[self.mask] if self.mask else None
-        decoded = model.get_submodule(self.node).decode(scores, mask=mask)
+        node = model.get_submodule(self.node)
+        decoded = node.decode(scores, mask=mask) if mask is not None else node.decode(scores)
+        if isinstance(decoded, tuple):      # (labels, scores), as ChainCRF.decode returns
+            decoded = decoded[0]
         if isinstance(decoded, Tensor):
             return decoded.to(scores.device)
         labels = torch.zeros(scores.shape[:-1], dtype=torch.long, device=scores.device)
@@ -60,11 +63,16 @@ class Task:
         valid = torch.ones_like(target, dtype=torch.bool)
         if self.ignore_index is not None:
             valid &= target != self.ignore_index
-        if self.mask:
-            valid &= batch[self.mask].bool()
+        if self.mask and batch[self.mask].shape == target.shape:   # a sequence mask of a per-sequence label
+            valid &= batch[self.mask].bool()                          # (hidden CRF) masks the input only
         return valid
 
-    def num_classes(self, outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> int:
+    def num_classes(self, outputs: dict[str, Tensor], batch: dict[str, Tensor], model: nn.Module | None = None) -> int:
+        if self.node is not None and model is not None:     # a CRF knows its labels; its potentials may not
+            node = model.get_submodule(self.node)
+            for attr in ("num_labels", "num_tags"):
+                if isinstance(getattr(node, attr, None), int):
+                    return getattr(node, attr)
         scores = outputs[self.output]
         return scores.shape[self.class_dim(scores, batch.get(self.target))]
 

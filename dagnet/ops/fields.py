@@ -1,0 +1,162 @@
+"""Stochastic nodes: CRFs and latent-variable models as ops.
+
+Each takes potentials from deterministic nodes and owns its pairwise
+parameters (a module from :mod:`dagnet.fields`). In the forward graph a node's
+value is what downstream layers and predictions use: marginals for the
+chain, tree, grid and latent-dynamic CRFs, refined log-marginals for the
+dense CRF, and log p(y | x) for the hidden CRF. Training losses (``crf_nll``)
+call the module's ``nll`` on the node's potentials; decoding calls ``decode``.
+"""
+
+from __future__ import annotations
+
+from dagnet.dims import fmt_shape, same
+from dagnet.ops._util import expect_known, expect_rank
+from dagnet.ops.registry import Arg, ModuleCall, OpDef, ShapeError, register
+
+
+def _mask_check(op, ins, length_dim=0):
+    """An optional second input is a boolean mask over the positions: shape [T]."""
+    if len(ins) == 2:
+        mask, (length, *_) = ins[1], ins[0]
+        if len(mask) != 1 or not same(mask[0], length):
+            raise ShapeError(f"`{op}`: the mask must have shape [{length}], found {fmt_shape(mask)}")
+
+
+def _chain_shape(ins, a):
+    expect_rank(ins[0], 2, "chain_crf", "[T, K] (positions x tags)")
+    expect_known(ins[0][1], "number of tags", "chain_crf")
+    _mask_check("chain_crf", ins)
+    return ins[0]
+
+
+def _chain_build(ins, a):
+    from dagnet.fields.chain import ChainCRF
+    return ModuleCall(ChainCRF, {"num_tags": ins[0][1], "method": a["method"]}, method="marginals")
+
+
+register(OpDef(
+    "chain_crf", "field",
+    "Linear-chain CRF over [T, K] emission scores (+ optional [T] mask); value: tag marginals [T, K].",
+    (Arg("method", "str", "auto", ("auto", "linear", "parallel")),),
+    _chain_shape, _chain_build, arity=(1, 2), stochastic=True))
+
+
+def _tree_shape(ins, a):
+    expect_rank(ins[0], 2, "tree_crf", "[N, K] (tree nodes x states)")
+    expect_known(ins[0][1], "number of states", "tree_crf")
+    parents = a["parents"]
+    if isinstance(ins[0][0], int) and len(parents) != ins[0][0]:
+        raise ShapeError(f"`tree_crf`: `parents` has {len(parents)} entries for {ins[0][0]} nodes")
+    if sum(1 for p in parents if p < 0) < 1 or any(p >= len(parents) for p in parents):
+        raise ShapeError("`tree_crf`: `parents` must hold a parent index per node and -1 for a root")
+    return ins[0]
+
+
+def _tree_build(ins, a):
+    from dagnet.fields.tree import TreeCRF
+    return ModuleCall(TreeCRF, {"num_tags": ins[0][1], "parents": list(a["parents"])}, method="marginals")
+
+
+register(OpDef(
+    "tree_crf", "field",
+    "Tree CRF over [N, K] node scores, the tree given by `parents` (-1 for the root); "
+    "value: node marginals [N, K].",
+    (Arg("parents", "shape"),), _tree_shape, _tree_build, stochastic=True))
+
+
+def _grid_shape(ins, a):
+    expect_rank(ins[0], 3, "grid_crf", "[L, H, W] (labels x height x width)")
+    expect_known(ins[0][0], "number of labels", "grid_crf")
+    return ins[0]
+
+
+def _grid_build(ins, a):
+    from dagnet.fields.grid import GridCRF
+    return ModuleCall(GridCRF, {"num_labels": ins[0][0], **a}, method="marginals")
+
+
+register(OpDef(
+    "grid_crf", "field",
+    "Potts (or full-compatibility) CRF on the 4-connected pixel grid of [L, H, W] unary scores, "
+    "by loopy BP or mean field; value: marginals [L, H, W].",
+    (Arg("pairwise", "str", "potts", ("potts", "full")), Arg("weight", "float", 1.0),
+     Arg("inference", "str", "bp", ("bp", "mean_field")), Arg("iterations", "int", 30),
+     Arg("damping", "float", 0.5), Arg("schedule", "str", "checkerboard", ("checkerboard", "parallel"))),
+    _grid_shape, _grid_build, stochastic=True))
+
+
+def _dense_shape(ins, a):
+    logits, image = ins
+    expect_rank(logits, 3, "dense_crf", "[L, H, W] unary scores")
+    expect_known(logits[0], "number of labels", "dense_crf")
+    if len(image) != 3 or image[0] != 3:
+        raise ShapeError(f"`dense_crf`: the second input must be an RGB image [3, H, W], found {fmt_shape(image)}")
+    for d, e in zip(logits[1:], image[1:]):
+        if not same(d, e):
+            raise ShapeError(f"`dense_crf`: scores {fmt_shape(logits)} and image {fmt_shape(image)} differ in size",
+                             "upsample the scores to the image: `interpolate` with the image as second input")
+    return logits
+
+
+def _dense_build(ins, a):
+    from dagnet.fields.dense_crf import DenseCRF
+    return ModuleCall(DenseCRF, {"num_labels": ins[0][0], **a})
+
+
+register(OpDef(
+    "dense_crf", "field",
+    "Fully connected CRF (DeepLab, CRF-as-RNN): mean field with spatial and bilateral Gaussian kernels "
+    "on a permutohedral lattice, over [L, H, W] scores and the [3, H, W] image (0-255); "
+    "value: refined log-marginals [L, H, W].",
+    (Arg("iterations", "int", 5), Arg("spatial_sxy", "float", 3.0), Arg("spatial_weight", "float", 3.0),
+     Arg("bilateral_sxy", "float", 80.0), Arg("bilateral_srgb", "float", 13.0),
+     Arg("bilateral_weight", "float", 10.0), Arg("compatibility", "str", "potts"),
+     Arg("method", "str", "lattice", ("lattice", "exact")), Arg("learn_bandwidths", "bool", False)),
+    _dense_shape, _dense_build, arity=(2, 2), stochastic=True))
+
+
+def _hidden_shape(ins, a):
+    expect_rank(ins[0], 2, "hidden_crf", "[T, H] (positions x hidden states)")
+    expect_known(ins[0][1], "number of hidden states", "hidden_crf")
+    _mask_check("hidden_crf", ins)
+    return (a["num_labels"],)
+
+
+def _hidden_build(ins, a):
+    from dagnet.fields.latent import HiddenCRF
+    return ModuleCall(HiddenCRF, {"num_labels": a["num_labels"], "num_hidden": ins[0][1],
+                                  "method": a["method"]}, method="log_prob")
+
+
+register(OpDef(
+    "hidden_crf", "field",
+    "Hidden CRF (Quattoni et al.): one label per sequence, a latent chain of part states scored by "
+    "[T, H] inputs; value: log p(y | x) [num_labels].",
+    (Arg("num_labels", "int"), Arg("method", "str", "auto", ("auto", "linear", "parallel"))),
+    _hidden_shape, _hidden_build, arity=(1, 2), stochastic=True))
+
+
+def _ldcrf_shape(ins, a):
+    expect_rank(ins[0], 2, "latent_dynamic_crf", "[T, L * hidden_per_label]")
+    states = expect_known(ins[0][1], "number of hidden states", "latent_dynamic_crf")
+    if states % a["num_labels"]:
+        raise ShapeError(f"`latent_dynamic_crf`: {states} hidden-state scores do not split evenly "
+                         f"over {a['num_labels']} labels", "give num_labels * hidden_per_label scores")
+    _mask_check("latent_dynamic_crf", ins)
+    return (ins[0][0], a["num_labels"])
+
+
+def _ldcrf_build(ins, a):
+    from dagnet.fields.latent import LatentDynamicCRF
+    return ModuleCall(LatentDynamicCRF, {"num_labels": a["num_labels"],
+                                         "hidden_per_label": ins[0][1] // a["num_labels"],
+                                         "method": a["method"]}, method="marginals")
+
+
+register(OpDef(
+    "latent_dynamic_crf", "field",
+    "Latent-dynamic CRF (Morency et al.): a label per position, each label owning its own hidden "
+    "states, scored by [T, L * h] inputs; value: label marginals [T, L].",
+    (Arg("num_labels", "int"), Arg("method", "str", "auto", ("auto", "linear", "parallel"))),
+    _ldcrf_shape, _ldcrf_build, arity=(1, 2), stochastic=True))
