@@ -92,6 +92,9 @@ class Resolver:
                 return _INVALID
             return float(value)
         if kind == "bool":
+            if isinstance(raw, str) and raw.isidentifier() and raw not in self.env and raw not in ("true", "false"):
+                self.errors.add(f"{what} must be true or false, found `{raw}`", loc)
+                return _INVALID
             value = self.evaluate(raw, loc, what)
             if not isinstance(value, bool):
                 if value is not _INVALID:
