@@ -146,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dagnet", description="Compile declarative graph specs into trainable PyTorch models.")
     parser.add_argument("--version", action="version", version=f"dagnet {__version__}")
+    parser.add_argument("--plugin", action="append", metavar="MODULE",
+                        help="import MODULE first, to register custom ops (off unless given; repeatable)")
+    parser.add_argument("--entry-point-plugins", action="store_true",
+                        help="also load every installed `dagnet.ops` entry point")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def spec_command(name, func, help_text):
@@ -223,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if args.plugin or args.entry_point_plugins:
+            from dagnet.plugins import load_plugins
+            load_plugins(args.plugin or (), args.entry_point_plugins)
         return args.func(args)
     except SpecError as exc:
         print(str(exc), file=sys.stderr)

@@ -198,7 +198,7 @@ class _Expander:
         if opdef is None:
             self.errors.add(f"unknown op `{ns.target}`", ns.loc,
                             did_you_mean(ns.target, list(ops.OPS) + list(self.spec.blocks))
-                            or "run `dagnet ops` for the list")
+                            or "run `dagnet ops` for the list; custom ops load with --plugin MODULE")
             self.add_node(Node(path, UNKNOWN_OP, list(ins), {}, ns.loc))   # keeps the graph whole
             return path
         before = len(self.errors.errors)
