@@ -7,6 +7,9 @@ exported once accepts any image size, as its spec says.
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -14,7 +17,7 @@ import torch
 from dagnet.dims import known
 from dagnet.ir import IR
 
-FORMATS = {".pt": "torchscript", ".pt2": "torch.export", ".onnx": "onnx"}
+FORMATS = {".pt": "torchscript", ".pt2": "torch.export", ".onnx": "onnx", ".safetensors": "safetensors"}
 
 
 def example_inputs(ir: IR, batch: int = 2, dims: dict | None = None) -> dict[str, torch.Tensor]:
@@ -51,6 +54,9 @@ def export(module: torch.nn.Module, path, dims: dict | None = None) -> str:
         raise ValueError(f"cannot export to `{path.suffix}`: use one of {', '.join(FORMATS)} (or .py)")
     ir: IR = module.dagnet_ir
     module = module.eval()
+    if fmt == "safetensors":
+        save_safetensors(module, path)
+        return fmt
     inputs = example_inputs(ir, dims=dims)
     if fmt == "torchscript":
         torch.jit.save(torch.jit.script(module), str(path))
@@ -67,3 +73,61 @@ def export(module: torch.nn.Module, path, dims: dict | None = None) -> str:
                                     dynamo=True, verbose=False)
         program.save(str(path))
     return fmt
+
+
+# -- spec + weights, without pickle ---------------------------------------------
+
+def spec_files(path: Path) -> dict[str, str]:
+    """The spec and every file it imports, transitively: {path relative to their common folder: text}.
+
+    The spec comes first.
+    """
+    from dagnet.api import parse
+    from dagnet.spec.yaml_loader import load_yaml_spec
+    found, todo = {}, [Path(path).resolve()]
+    while todo:
+        current = todo.pop()
+        if current in found:
+            continue
+        found[current] = current.read_text()
+        spec = parse(current) if current.suffix == ".dag" else load_yaml_spec(current, library=True)
+        todo += [(current.parent / p).resolve() for p in spec.imports]
+    root = Path(os.path.commonpath([p.parent for p in found]))
+    return {str(p.relative_to(root)): text for p, text in found.items()}
+
+
+def save_safetensors(module: torch.nn.Module, path) -> None:
+    """Weights as safetensors, with the spec (and its imports) and parameters in the metadata.
+
+    The file is self-contained and loads without unpickling anything:
+    :func:`load_safetensors` rebuilds the model from the embedded spec.
+    """
+    from safetensors.torch import save_file
+    ir: IR = module.dagnet_ir
+    files = spec_files(Path(ir.file))
+    meta = {"dagnet.format": "1", "dagnet.main": next(iter(files)), "dagnet.files": json.dumps(files),
+            "dagnet.params": json.dumps(ir.params)}
+    state = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
+    save_file(state, str(path), metadata=meta)
+
+
+def load_safetensors(path) -> torch.nn.Module:
+    """The model saved by :func:`save_safetensors`, weights loaded (nothing is unpickled)."""
+    from safetensors import safe_open
+
+    import dagnet
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    if meta.get("dagnet.format") != "1":
+        raise ValueError(f"{path} holds no dagnet spec (was it written by `dagnet compile -o`?)")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, text in json.loads(meta["dagnet.files"]).items():
+            target = Path(tmp) / name
+            if not target.resolve().is_relative_to(Path(tmp).resolve()):
+                raise ValueError(f"{path}: an embedded file would be written outside its folder: {name}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+        model = dagnet.compile(Path(tmp) / meta["dagnet.main"], overrides=json.loads(meta["dagnet.params"]))
+    model.load_state_dict(state)
+    return model

@@ -45,3 +45,16 @@ def test_onnx(tmp_path, unet):
 def test_unknown_suffix(tmp_path, unet):
     with pytest.raises(ValueError, match="use one of .pt, .pt2, .onnx"):
         export(unet, tmp_path / "m.bin")
+
+
+def test_safetensors_holds_spec_and_weights(tmp_path):
+    pytest.importorskip("safetensors")
+    from dagnet.export import load_safetensors
+    torch.manual_seed(1)
+    model = dagnet.compile(SPECS / "resnet18.yaml", overrides={"classes": 7}).eval()   # imports a block file
+    export(model, tmp_path / "m.safetensors")
+    loaded = load_safetensors(tmp_path / "m.safetensors").eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(image=x), model(image=x))
+    assert loaded(image=x).shape == (1, 7)

@@ -84,3 +84,4 @@ class Spec:
     doc: str = ""
     version: int = SPEC_VERSION
     loc: Loc = field(default_factory=Loc)
+    imports: list[str] = field(default_factory=list)    # paths as written; their blocks are in `blocks`

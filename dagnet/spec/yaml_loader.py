@@ -205,6 +205,7 @@ class _Builder:
             spec.params = dict(params)
             spec.param_locs = {k: params.key_loc(k) for k in params}
         for path, loc in self.import_list(top):
+            spec.imports.append(path)
             self.import_blocks(spec, path, loc)
         blocks = self.expect_map(top.get("blocks"), "`blocks`", top.value_loc("blocks"))
         for name, body in (blocks or {}).items():
@@ -419,6 +420,7 @@ def load_yaml_spec(source, *, _stack: tuple[str, ...] = (), library: bool = Fals
         spec = Spec(name=str(data.get("name", Path(file).stem)), file=file)
         builder.check_keys(data, ("dagnet", "name", "doc", "imports", "blocks"), "a block library")
         for path, loc in builder.import_list(data):
+            spec.imports.append(path)
             builder.import_blocks(spec, path, loc)
         for name, body in (data.get("blocks") or {}).items():
             spec.blocks[name] = builder.block(name, body, data["blocks"].key_loc(name))
