@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # default CUDA build; pyproject.toml itself asks only for torch>=2.3.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install test test-slow fuzz demo bench docs clean
+.PHONY: install test test-slow fuzz demo bench docs gallery clean
 
 install: $(VENV)/.installed
 
@@ -35,6 +35,9 @@ demo: install
 
 bench: install
 	$(BIN)/python bench/bench_compile.py --out docs/benchmarks.md
+
+gallery: install
+	$(BIN)/python -m dagnet.render.gallery
 
 docs: install
 	$(BIN)/python -m dagnet.docs > /dev/null

@@ -213,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR")
     p.set_defaults(func=cmd_predict)
 
+    from dagnet.render.cli import add_commands as add_render_commands
+    add_render_commands(sub)
+
     p = sub.add_parser("ops", help="List every op with its arguments.",
                        description="List every op with its arguments.")
     p.add_argument("--family", help="only ops of this family (conv, pool, dense, ...)")

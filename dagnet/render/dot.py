@@ -1,0 +1,187 @@
+"""Figure -> DOT text, deterministic: the same spec gives the same bytes.
+
+Labels are HTML-like (a bold title, regular op text, small grey details). Each
+node's size is measured here with the fonts' own metrics (metrics.py) and given
+to Graphviz as a minimum, so a box holds its text even where Graphviz's built-in
+estimate is short (it counts a non-ASCII character such as × as a space).
+"""
+
+from __future__ import annotations
+
+import html
+
+from dagnet.render.figure import FCluster, Figure, FNode
+from dagnet.render.labels import Line
+from dagnet.render.metrics import text_width
+from dagnet.render.styles import Theme
+
+LINE_SPACING = 1.2          # Graphviz's line height is 1.2 x the font size
+PAD_X, PAD_Y = 4.0, 2.5     # points between a label and its box
+LEGEND_SWATCH = (14, 9)     # points
+
+
+def q(text: str) -> str:
+    """A quoted DOT id or string."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def fmt(x: float) -> str:
+    return f"{x:.4f}".rstrip("0").rstrip(".")
+
+
+class DotWriter:
+    def __init__(self, fig: Figure, theme: Theme, rankdir: str = "TB", text_scale: float = 1.0):
+        self.fig = fig
+        self.theme = theme
+        self.rankdir = rankdir
+        self.text_scale = text_scale        # > 1 leaves room for LaTeX's wider fonts (.tex)
+
+    # -- text -----------------------------------------------------------------
+    def size_of(self, line: Line) -> float:
+        t = self.theme
+        return {"title": t.title_size, "op": t.title_size, "mark": t.title_size,
+                "detail": t.detail_size, "cluster": t.cluster_size}.get(line.role, t.title_size)
+
+    def width(self, line: Line) -> float:
+        bold = line.role == "title"
+        return text_width(line.text, self.theme.font, self.size_of(line), bold=bold) * self.text_scale
+
+    def html_line(self, line: Line) -> str:
+        text = line.html if line.html is not None else html.escape(line.text, quote=False)
+        if line.role == "title":
+            return f"<B>{text}</B>"
+        if line.role == "detail":
+            return (f'<FONT POINT-SIZE="{fmt(self.theme.detail_size)}" '
+                    f'COLOR="{self.theme.detail_color}">{text}</FONT>')
+        if line.role == "cluster":
+            return f'<FONT POINT-SIZE="{fmt(self.theme.cluster_size)}">{text}</FONT>'
+        return text
+
+    def label(self, lines: list[Line]) -> str:
+        if not any(ln.text for ln in lines):
+            return '""'             # old Graphviz rejects an empty HTML label
+        return "<" + "<BR/>".join(self.html_line(ln) for ln in lines) + ">"
+
+    def box_size(self, node: FNode) -> tuple[float, float]:
+        """(width, height) in points: the label plus padding (Graphviz adds a slant's room itself)."""
+        if node.size:
+            return node.size
+        w = max((self.width(ln) for ln in node.lines), default=0) + 2 * PAD_X
+        h = sum(self.size_of(ln) * LINE_SPACING for ln in node.lines) + 2 * PAD_Y
+        if self.theme.look(node.kind).shape == "box3d":
+            w, h = w + 4, h + 4
+        return w, h
+
+    # -- the graph --------------------------------------------------------------
+    def node_stmt(self, node: FNode) -> str:
+        look = self.theme.look(node.kind)
+        w, h = self.box_size(node)
+        styles = (["filled"] if look.fill != "none" else []) + [s for s in look.style.split(",")
+                                                                if s and s != "bold"]
+        attrs = {"id": node.id, "label": self.label(node.lines), "shape": look.shape,
+                 "style": ",".join(styles), "fillcolor": look.fill if look.fill != "none" else "white",
+                 "width": fmt(w / 72), "height": fmt(h / 72)}
+        if node.size and look.shape != "plaintext":
+            attrs["fixedsize"] = "true"
+            if look.shape == "doublecircle":    # the outer ring is drawn 4 pt outside the size
+                attrs["width"], attrs["height"] = fmt((w - 8) / 72), fmt((h - 8) / 72)
+        if "bold" in look.style:           # an explicit penwidth: `style=bold` would not beat it
+            attrs["penwidth"] = fmt(max(1.2, 2 * self.theme.pen))
+        if node.output:
+            attrs["peripheries"] = "2"
+        if node.pos is not None:
+            attrs["pos"] = f"{fmt(node.pos[0])},{fmt(node.pos[1])}!"
+        return f"{q(node.id)} [{self.attrs(attrs)}];"
+
+    @staticmethod
+    def attrs(attrs: dict) -> str:
+        parts = []
+        for k, v in attrs.items():
+            html_label = isinstance(v, str) and v.startswith("<") and v.endswith(">")
+            value = v if html_label or v == '""' else q(str(v))
+            parts.append(f"{k}={value}")
+        return ", ".join(parts)
+
+    def cluster_stmts(self, cluster: FCluster, indent: str) -> list[str]:
+        t = self.theme
+        style = "rounded" if cluster.kind == "group" else "solid"
+        out = [f"{indent}subgraph {q(cluster.id)} {{",
+               f"{indent}  graph [label={self.label([cluster.label])}, labeljust=l, labelloc=t, "
+               f"style={q(style)}, color={q(t.cluster_color)}, fontsize={fmt(t.cluster_size)}, "
+               f"penwidth={fmt(t.pen)}, margin=6];"]
+        out += [f"{indent}  {q(n)};" for n in cluster.nodes]
+        for sub in cluster.clusters:
+            out += self.cluster_stmts(sub, indent + "  ")
+        out.append(f"{indent}}}")
+        return out
+
+    def legend_label(self) -> str:
+        """The legend as an HTML table: a swatch drawn as the family is, and its words."""
+        t = self.theme
+        cols = 2 if self.rankdir in ("TB", "BT") else 4
+        cells = []
+        for key, words in self.fig.legend:
+            width = text_width(words, t.font, t.detail_size) * self.text_scale + 2
+            cells.append(self.swatch(key) + f'<TD ALIGN="LEFT" WIDTH="{width:.0f}">'
+                         f'<FONT POINT-SIZE="{fmt(t.detail_size)}">{html.escape(words, quote=False)}</FONT></TD>')
+        rows = ["<TR>" + "".join(cells[i:i + cols]) + "</TR>" for i in range(0, len(cells), cols)]
+        return ('<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="1" CELLPADDING="1">'
+                + "".join(rows) + "</TABLE>>")
+
+    def swatch(self, key: str) -> str:
+        w, h = LEGEND_SWATCH
+        if key.startswith("mark:"):
+            return (f'<TD BORDER="1" STYLE="rounded" WIDTH="{h + 1}" HEIGHT="{h + 1}" FIXEDSIZE="TRUE">'
+                    f'<FONT POINT-SIZE="{fmt(self.theme.detail_size)}">{html.escape(key[5:])}</FONT></TD>')
+        if key == "note":
+            return f'<TD WIDTH="{w}" HEIGHT="{h}" FIXEDSIZE="TRUE"></TD>'
+        if key == "output":
+            return (f'<TD BORDER="1" CELLPADDING="1"><TABLE BORDER="1" CELLBORDER="0" CELLSPACING="0" '
+                    f'WIDTH="{w - 4}" HEIGHT="{h - 4}" FIXEDSIZE="TRUE"><TR><TD></TD></TR></TABLE></TD>')
+        look = self.theme.look(key)
+        style = ' STYLE="rounded"' if "rounded" in look.style or look.shape in ("ellipse", "circle") \
+            else ' STYLE="dashed"' if "dashed" in look.style else ""
+        return (f'<TD BORDER="1" BGCOLOR="{look.fill}"{style} WIDTH="{w}" HEIGHT="{h}" '
+                f'FIXEDSIZE="TRUE"></TD>')
+
+    def write(self) -> str:
+        t = self.theme
+        fig = self.fig
+        graph = {"rankdir": self.rankdir, "fontname": t.font, "fontsize": fmt(t.detail_size),
+                 "nodesep": fmt(t.nodesep), "ranksep": fmt(t.ranksep), "newrank": "true",
+                 "outputorder": "edgesfirst", "pad": "0.04", "bgcolor": "white"}
+        if fig.pinned:
+            graph = {"fontname": t.font, "fontsize": fmt(t.detail_size), "outputorder": "edgesfirst",
+                     "pad": "0.04", "bgcolor": "white", "splines": "false"}
+        if t.size:
+            graph["size"] = t.size[1] if self.rankdir in ("LR", "RL") else t.size[0]
+        if len(fig.edges) > 1.5 * len(fig.nodes):
+            graph["concentrate"] = "true"   # dense edges: bundle each fan-out (and lay out 10x faster)
+        if fig.legend:
+            graph.update(label=self.legend_label(), labelloc="b", labeljust="r")
+        kind = "graph" if fig.pinned else "digraph"
+        out = [f"// {fig.name}: {fig.view} view, drawn by `dagnet render`",
+               f"{kind} {q(fig.name)} {{",
+               f"  graph [{self.attrs(graph)}];",
+               f"  node [fontname={q(t.font)}, fontsize={fmt(t.title_size)}, penwidth={fmt(t.pen)}, "
+               f'margin="0.02,0.01"];',
+               f"  edge [penwidth={fmt(t.pen)}, arrowsize=0.5, color={q(t.edge_color)}];"]
+        out += ["  " + self.node_stmt(n) for n in fig.nodes.values()]
+        for cluster in fig.clusters:
+            out += self.cluster_stmts(cluster, "  ")
+        arrow = "--" if fig.pinned else "->"
+        for e in fig.edges:
+            attrs = {}
+            if e.kind == "arrow":
+                attrs["dir"] = "forward"
+            elif e.kind == "skip":
+                attrs.update(color=t.skip_color, weight="1")
+            elif e.kind == "data":
+                attrs["weight"] = "4"
+            out.append(f"  {q(e.tail)} {arrow} {q(e.head)}" + (f" [{self.attrs(attrs)}]" if attrs else "") + ";")
+        out.append("}")
+        return "\n".join(out) + "\n"
+
+
+def to_dot(fig: Figure, theme: Theme, rankdir: str = "TB", text_scale: float = 1.0) -> str:
+    return DotWriter(fig, theme, rankdir, text_scale).write()

@@ -1,0 +1,59 @@
+"""Render the gallery of example figures: ``python -m dagnet.render.gallery [--out docs/gallery]``.
+
+Uses graphviz-pure, so the files are the same bytes on every machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# (spec, output file, options)
+FIGURES = [
+    ("resnet50", "resnet50.svg", {}),
+    ("resnet50", "resnet50_depth1.svg", {"depth": 1}),
+    ("resnet18", "resnet18_depth2.svg", {"depth": 2}),
+    ("resnet18", "resnet18_depth2.tex", {"depth": 2}),
+    ("resnet18", "resnet18_slides_lr.svg", {"theme": "slides", "rankdir": "LR", "depth": 1}),
+    ("densenet121", "densenet121.svg", {}),
+    ("vgg16", "vgg16_lr.svg", {"rankdir": "LR", "dims": {"H": 224, "W": 224}}),
+    ("unet", "unet_depth1.svg", {"depth": 1}),
+    ("fcn8s", "fcn8s.svg", {}),
+    ("lenet", "lenet_expanded.svg", {"expand": True}),
+    ("mlp", "mlp.svg", {}),
+    ("cnf_tagger", "cnf_tagger.svg", {}),
+    ("cnf_tagger", "cnf_tagger.tex", {}),
+    ("cnf_tagger", "cnf_tagger_arch.svg", {"view": "arch", "depth": 1}),
+    ("hcrf_gestures", "hcrf_gestures.svg", {}),
+    ("ldcrf_gestures", "ldcrf_gestures.svg", {}),
+    ("grid_segmenter", "grid_segmenter.svg", {}),
+    ("fcn_densecrf", "fcn_densecrf.svg", {}),
+    ("fcn_densecrf", "fcn_densecrf_bw.svg", {"bw": True}),
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    import dagnet
+    from dagnet.render import render
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", default=str(ROOT / "docs" / "gallery"))
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for spec, name, options in FIGURES:
+        path = ROOT / "specs" / f"{spec}.yaml"
+        if not path.exists():
+            print(f"skip {name}: no {path.name}")
+            continue
+        start = time.perf_counter()
+        render(dagnet.load(path), out / name, engine="graphviz-pure", **options)
+        print(f"{name:32s} {time.perf_counter() - start:6.2f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,147 @@
+"""Layout engines, run as subprocesses: Graphviz's ``dot`` when installed, else ``graphviz-pure``.
+
+graphviz-pure (a PyPI wheel, a self-contained port of Graphviz's dot) comes with
+``pip install dagnet``, so rendering works without a system Graphviz; it writes
+svg, png and json but not pdf. Converters for PDF are found here too: system
+``dot -Tpdf``, LaTeX (for the TikZ route) and ``rsvg-convert``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+
+TIMEOUT = 120           # seconds; an expanded densenet121 lays out in a few
+
+INSTALL_GRAPHVIZ = ("install Graphviz (`apt-get install graphviz`, `brew install graphviz` or "
+                    "`conda install -c conda-forge graphviz`) or the layout engine that dagnet "
+                    "depends on (`pip install graphviz-pure`)")
+INSTALL_PDF = ("PDF needs one of: Graphviz's own dot (`apt-get install graphviz`, "
+               "`brew install graphviz`), a LaTeX with TikZ for the TikZ route (`apt-get install "
+               "texlive-latex-base texlive-pictures`, or TeX Live / MiKTeX), or rsvg-convert "
+               "(`apt-get install librsvg2-bin`, `brew install librsvg`); or write .svg or .tex instead")
+
+
+class RenderError(Exception):
+    """A figure could not be written: a tool is missing or failed. Says what to install."""
+
+
+@dataclass(frozen=True)
+class Engine:
+    name: str           # "dot" or "graphviz-pure"
+    path: str
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        if self.name == "graphviz-pure":
+            return ("svg", "png", "json", "dot")
+        return ("svg", "png", "pdf", "json", "dot")
+
+
+def _script(name: str) -> str | None:
+    """A console script: on PATH, or beside this Python (a venv that is not activated)."""
+    found = shutil.which(name)
+    if found:
+        return found
+    for folder in (Path(sys.executable).parent, Path(sysconfig.get_path("scripts"))):
+        for candidate in (folder / name, folder / (name + ".exe")):
+            if candidate.is_file() and os.access(candidate, os.X_OK):
+                return str(candidate)
+    return None
+
+
+def find_engine(prefer: str = "auto") -> Engine:
+    """``auto``: system dot when on PATH, else graphviz-pure; or the one asked for."""
+    if prefer not in ("auto", "dot", "graphviz-pure"):
+        raise RenderError(f"unknown layout engine `{prefer}`; choose auto, dot or graphviz-pure")
+    names = ["dot", "graphviz-pure"] if prefer == "auto" else [prefer]
+    for name in names:
+        path = os.environ.get("DAGNET_DOT") if name == "dot" and os.environ.get("DAGNET_DOT") else None
+        path = path or (shutil.which(name) if name == "dot" else _script(name))
+        if path:
+            return Engine(name, path)
+    raise RenderError(f"no layout engine found: {INSTALL_GRAPHVIZ}")
+
+
+def reproducible_env() -> dict:
+    """No dates in the output: tools that stamp one take it from SOURCE_DATE_EPOCH."""
+    env = dict(os.environ)
+    env.update(SOURCE_DATE_EPOCH="0", FORCE_SOURCE_DATE="1")
+    return env
+
+
+def run_engine(engine: Engine, dot_text: str, fmt: str, pinned: bool = False,
+               extra: tuple = ()) -> bytes:
+    """Lay out ``dot_text`` and return the output of ``-T<fmt>``."""
+    if fmt not in engine.formats:
+        raise RenderError(f"{engine.name} cannot write {fmt}")
+    cmd = [engine.path, f"-T{fmt}", *extra]
+    if pinned:
+        cmd[1:1] = ["-Kneato", "-n2"]
+    try:
+        proc = subprocess.run(cmd, input=dot_text.encode(), capture_output=True, timeout=TIMEOUT,
+                              env=reproducible_env())
+    except subprocess.TimeoutExpired:
+        raise RenderError(f"{engine.name} took longer than {TIMEOUT} s to lay out the graph; "
+                          "try a smaller --depth") from None
+    except OSError as exc:
+        raise RenderError(f"could not run {engine.path}: {exc}") from None
+    if proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace").strip()
+        raise RenderError(f"{engine.name} failed (exit {proc.returncode}): {err}")
+    return proc.stdout
+
+
+def layout_json(engine: Engine, dot_text: str, pinned: bool = False) -> dict:
+    """Graphviz's own layout: positions, sizes and drawing operations (xdot) of everything."""
+    return json.loads(run_engine(engine, dot_text, "json", pinned))
+
+
+def find_latex() -> str | None:
+    """A LaTeX that can compile the standalone TikZ figure to PDF."""
+    for name in ("pdflatex", "lualatex", "xelatex"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def latex_to_pdf(tex: str, latex: str) -> bytes:
+    """Compile a standalone .tex in a scratch folder; return the PDF."""
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="dagnet-tex-") as tmp:
+        src = Path(tmp) / "figure.tex"
+        src.write_text(tex, encoding="utf-8")
+        try:
+            proc = subprocess.run([latex, "-interaction=nonstopmode", "-halt-on-error", src.name],
+                                  cwd=tmp, capture_output=True, timeout=TIMEOUT, env=reproducible_env())
+        except subprocess.TimeoutExpired:
+            raise RenderError(f"{Path(latex).name} took longer than {TIMEOUT} s") from None
+        pdf = Path(tmp) / "figure.pdf"
+        if proc.returncode != 0 or not pdf.exists():
+            log = proc.stdout.decode(errors="replace")
+            first = next((ln for ln in log.splitlines() if ln.startswith("!")), log[-400:])
+            raise RenderError(f"{Path(latex).name} failed on the TikZ figure: {first}\n"
+                              "  hint: the figure needs the LaTeX packages tikz and standalone")
+        return pdf.read_bytes()
+
+
+def svg_to_pdf(svg: bytes) -> bytes | None:
+    """Convert with rsvg-convert (embeds the fonts), or cairosvg if importable; None if neither."""
+    rsvg = shutil.which("rsvg-convert")
+    if rsvg:
+        proc = subprocess.run([rsvg, "-f", "pdf"], input=svg, capture_output=True, timeout=TIMEOUT,
+                              env=reproducible_env())
+        if proc.returncode == 0:
+            return proc.stdout
+    try:
+        import cairosvg             # optional: needs the Cairo library
+    except (ImportError, OSError):
+        return None
+    return cairosvg.svg2pdf(bytestring=svg)

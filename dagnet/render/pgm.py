@@ -1,0 +1,321 @@
+"""The graphical-model view: the stochastic part of a model drawn as a factor graph.
+
+Random variables are circles (labels solid, hidden states dashed), observed
+ones shaded (or bold in black-and-white line art), deterministic nodes are
+diamonds (the network f_θ) and double circles (the potentials φ it computes),
+factors are small black squares, and the model sits in a plate over the N
+examples. Each CRF is drawn as its structure, unrolled a few steps: a chain
+(y₁ y₂ y₃ … y_T), a 3×3 lattice, a binary tree, a clique of five pixels. The
+geometry is fixed here (points) and Graphviz only draws it (neato -n2), so the
+figures are as regular as a hand-drawn one.
+"""
+
+from __future__ import annotations
+
+import math
+
+from dagnet import ops
+from dagnet.ir import IR, Node
+from dagnet.render.figure import Figure, FNode
+from dagnet.render.labels import FIELD_TITLES, Line, nominal_dim, params_text, tex_escape
+from dagnet.render.metrics import text_width
+
+R = 10.0            # variable radius, points
+PHI = 7.5           # radius of a potential (double circle)
+FACTOR = 6.5        # factor square side
+DX = 56.0           # spacing of a chain
+CHAIN = ("1", "2", "3", "\u2026", "T")
+SUB_SIZE = 6
+MAX_TREE = 15       # a larger tree is drawn as a binary tree of 7
+SEQUENCE_FIELDS = ("chain_crf", "hidden_crf", "latent_dynamic_crf")
+
+
+def is_field(node: Node) -> bool:
+    opdef = ops.get(node.op)
+    return (opdef is not None and (opdef.family == "field" or opdef.stochastic)) or node.op in FIELD_TITLES
+
+
+def var_line(name: str, index: str = "") -> Line:
+    """``y`` with subscript ``index``: HTML for Graphviz (a smaller index, lowered where the
+    viewer honours SVG's baseline-shift), math for LaTeX."""
+    greek = {"phi": ("\u03c6", "\\phi"), "f": ("f", "f"), "theta": ("\u03b8", "\\theta")}
+    text, tex = greek.get(name, (name, name))
+    if not index:
+        return Line(text, f"${tex}$", "var", f"<I>{text}</I>")
+    if index == "\u2026":
+        return Line(text + index, f"${tex}_{{\\cdots}}$", "var", f"<I>{text}</I>{_sub(index)}")
+    sub_tex = index.replace("\u03b8", "\\theta")
+    return Line(text + index, f"${tex}_{{{sub_tex}}}$", "var", f"<I>{text}</I>{_sub(index)}")
+
+
+def _sub(index: str) -> str:
+    italic = index.isalpha() and index.isascii()
+    body = f"<I>{index}</I>" if italic else index
+    return f'<FONT POINT-SIZE="{SUB_SIZE}"><SUB>{body}</SUB></FONT>'
+
+
+class ModelBuilder:
+    def __init__(self, ir: IR, font: str = "Times-Roman", size: float = 7.5):
+        self.ir = ir
+        self.font, self.size = font, size
+        self.fig = Figure(ir.name, "model", pinned=True)
+
+    # -- primitives ---------------------------------------------------------------
+    def var(self, node_id: str, kind: str, line: Line, x: float, y: float, r: float = R) -> str:
+        self.fig.add(FNode(node_id, kind, [line], pos=(x, y), size=(2 * r, 2 * r), tooltip=line.text))
+        return node_id
+
+    def factor(self, node_id: str, x: float, y: float, *neighbours: str) -> str:
+        self.fig.add(FNode(node_id, "factor", [Line("", "", "mark")], pos=(x, y),
+                           size=(FACTOR, FACTOR), tooltip="factor"))
+        for n in neighbours:
+            self.fig.link(n, node_id, "link")
+        return node_id
+
+    def text(self, node_id: str, line: Line, x: float, y: float, w: float = 14, h: float = 14) -> str:
+        self.fig.add(FNode(node_id, "text", [line], pos=(x, y), size=(w, h)))
+        return node_id
+
+    # -- structures -----------------------------------------------------------------
+    def chain(self, prefix: str, var: str, kind: str, y: float) -> list[str]:
+        """y₁ ■ y₂ ■ y₃ ■ … ■ y_T: variables with pairwise factors between neighbours."""
+        ids = []
+        for i, index in enumerate(CHAIN):
+            x = i * DX
+            if index == "\u2026":
+                ids.append(self.text(f"{prefix}{var}.dots", Line("\u2026", "$\\cdots$", "var"), x, y))
+            else:
+                ids.append(self.var(f"{prefix}{var}.{index}", kind, var_line(var, index), x, y))
+        for i in range(len(ids) - 1):
+            self.factor(f"{prefix}{var}.pair.{i}", (i + 0.5) * DX, y, ids[i], ids[i + 1])
+        return ids
+
+    def network(self, prefix: str, x: float, y: float, targets: list[str]) -> None:
+        """x (observed) -> f_θ (deterministic) -> each target (a unary factor or a potential)."""
+        xid = self.var(f"{prefix}x", "observed", var_line("x"), x, y - 42)
+        theta = "\u03b8"
+        fid = self.var(f"{prefix}f", "network", Line("f" + theta, "$f_\\theta$", "var", "<I>f</I>" + _sub(theta)),
+                       x, y, r=13)
+        self.fig.link(xid, fid, "arrow")
+        for t in targets:
+            self.fig.link(fid, t, "arrow")
+
+    def unaries(self, prefix: str, variables: list[str], dy: float = -32) -> list[str]:
+        out = []
+        for v in variables:
+            node = self.fig.nodes.get(v)
+            if node is None or node.kind == "text":
+                continue
+            x, y = node.pos
+            out.append(self.factor(f"{v}.unary", x, y + dy, v))
+        return out
+
+    def attach_potential(self, v: str, dx: float, dy: float) -> None:
+        """v ■ φ_v: a unary factor to a deterministic potential computed by the network."""
+        x, y = self.fig.nodes[v].pos
+        phi = self.var(f"{v}.phi", "deterministic", var_line("phi"), x + 2 * dx, y + 2 * dy, r=PHI)
+        self.factor(f"{v}.unary", x + dx, y + dy, v, phi)
+
+    # -- one field node ----------------------------------------------------------------
+    def field(self, node: Node, prefix: str) -> None:
+        op = node.op
+        if op in SEQUENCE_FIELDS:
+            self.sequence(node, prefix)
+        elif op == "grid_crf":
+            self.grid(prefix)
+        elif op == "tree_crf":
+            self.tree(node, prefix)
+        elif op == "dense_crf":
+            self.clique(prefix)
+        else:
+            self.sequence(node, prefix)
+
+    def sequence(self, node: Node, prefix: str) -> None:
+        centre = 2 * DX
+        if node.op == "chain_crf":
+            labels = self.chain(prefix, "y", "label", 0)
+            self.network(prefix, centre, -70, self.unaries(prefix, labels))
+            return
+        hidden = self.chain(prefix, "h", "hidden", 0)
+        self.network(prefix, centre, -70, self.unaries(prefix, hidden))
+        if node.op == "hidden_crf":          # one label per sequence, in every transition factor
+            y = self.var(f"{prefix}y", "label", var_line("y"), centre, 64)
+            for i in range(len(CHAIN) - 1):
+                self.fig.link(y, f"{prefix}h.pair.{i}", "link")
+        else:                                # latent-dynamic: y_t owns a disjoint set of h_t
+            for i, index in enumerate(CHAIN):
+                if index == "\u2026":
+                    self.text(f"{prefix}y.dots", Line("\u2026", "$\\cdots$", "var"), i * DX, 64)
+                    continue
+                y = self.var(f"{prefix}y.{index}", "label", var_line("y", index), i * DX, 64)
+                self.factor(f"{prefix}y.{index}.member", i * DX, 32, y, f"{prefix}h.{index}")
+
+    def grid(self, prefix: str) -> None:
+        step = 64.0
+        ids = {}
+        for i in range(3):
+            for j in range(3):
+                ids[i, j] = self.var(f"{prefix}y.{i + 1}{j + 1}", "label", var_line("y", f"{i + 1},{j + 1}"),
+                                     j * step, -i * step)
+        for (i, j), v in sorted(ids.items()):
+            if j < 2:
+                self.factor(f"{v}.right", (j + 0.5) * step, -i * step, v, ids[i, j + 1])
+            if i < 2:
+                self.factor(f"{v}.down", j * step, -(i + 0.5) * step, v, ids[i + 1, j])
+        for v in ids.values():
+            self.attach_potential(v, 16, -16)
+        self.inset(prefix, -70, -step)
+
+    def tree(self, node: Node, prefix: str) -> None:
+        """The spec's own tree (``parents``) when it is small, else a binary tree of 7."""
+        parents = list(node.args.get("parents") or [])
+        if not parents or len(parents) > MAX_TREE:
+            parents = [-1, 0, 0, 1, 1, 2, 2]
+        children: dict[int, list[int]] = {}
+        for k, p in enumerate(parents):
+            children.setdefault(p, []).append(k)
+        leaf, level = 64.0, 70.0
+        xs: dict[int, float] = {}
+        next_leaf = [0.0]
+
+        def place(k: int, depth: int) -> None:          # tidy: leaves in order, parents centred
+            for c in children.get(k, []):
+                place(c, depth + 1)
+            kids = children.get(k, [])
+            xs[k] = (xs[kids[0]] + xs[kids[-1]]) / 2 if kids else next_leaf[0]
+            if not kids:
+                next_leaf[0] += leaf
+            ids[k] = self.var(f"{prefix}y.{k + 1}", "label", var_line("y", str(k + 1)), xs[k], -depth * level)
+
+        ids: dict[int, str] = {}
+        for root in children.get(-1, []):
+            place(root, 0)
+        for k, p in enumerate(parents):
+            if p >= 0:
+                (x0, y0), (x1, y1) = self.fig.nodes[ids[p]].pos, self.fig.nodes[ids[k]].pos
+                self.factor(f"{ids[k]}.parent", (x0 + x1) / 2, (y0 + y1) / 2, ids[p], ids[k])
+        for k in range(len(parents)):
+            self.attach_potential(ids[k], 17, 0)
+        self.inset(prefix, -70, -level)
+
+    def clique(self, prefix: str) -> None:
+        radius, n = 62.0, 5
+        ids = []
+        for k in range(n):
+            a = math.pi / 2 + 2 * math.pi * k / n
+            ids.append(self.var(f"{prefix}y.{k + 1}", "label", var_line("y", str(k + 1)),
+                                radius * math.cos(a), radius * math.sin(a)))
+        for a in range(n):
+            for b in range(a + 1, n):
+                (x0, y0), (x1, y1) = self.fig.nodes[ids[a]].pos, self.fig.nodes[ids[b]].pos
+                self.factor(f"{prefix}pair.{a + 1}{b + 1}", (x0 + x1) / 2, (y0 + y1) / 2, ids[a], ids[b])
+        for k, v in enumerate(ids):
+            a = math.pi / 2 + 2 * math.pi * k / n
+            self.attach_potential(v, 17 * math.cos(a), 17 * math.sin(a))
+        self.inset(prefix, -radius - 88, 0)
+
+    def inset(self, prefix: str, x: float, y: float) -> None:
+        """Where the potentials come from: x -> f_θ -> φ, beside a 2-d structure."""
+        phi = self.var(f"{prefix}phi", "deterministic", var_line("phi"), x, y + 40, r=PHI)
+        self.network(prefix, x, y, [phi])
+
+    # -- the figure ------------------------------------------------------------------------
+    def build(self, fields: list[Node]) -> Figure:
+        offset = 0.0
+        for k, node in enumerate(fields):
+            prefix = f"{node.name}:" if len(fields) > 1 else ""
+            before = set(self.fig.nodes)
+            self.field(node, prefix)
+            new = [n for n in self.fig.nodes if n not in before]
+            if offset:
+                for n in new:
+                    x, y = self.fig.nodes[n].pos
+                    self.fig.nodes[n].pos = (x + offset, y)
+            xs = [self.fig.nodes[n].pos[0] for n in new]
+            offset = max(xs) + 90
+        self.normalise()
+        self.plate()
+        self.caption(fields)
+        self.legend()
+        return self.fig
+
+    def bounds(self, kinds_out=("text-legend",)) -> tuple[float, float, float, float]:
+        xs0, ys0, xs1, ys1 = [], [], [], []
+        for n in self.fig.nodes.values():
+            w, h = n.size
+            xs0.append(n.pos[0] - w / 2)
+            xs1.append(n.pos[0] + w / 2)
+            ys0.append(n.pos[1] - h / 2)
+            ys1.append(n.pos[1] + h / 2)
+        return min(xs0), min(ys0), max(xs1), max(ys1)
+
+    def normalise(self) -> None:
+        """Move everything to positive coordinates with room for the plate and legend."""
+        x0, y0, _, _ = self.bounds()
+        for n in self.fig.nodes.values():
+            n.pos = (round(n.pos[0] - x0 + 14, 2), round(n.pos[1] - y0 + 50, 2))
+
+    def plate(self) -> None:
+        x0, y0, x1, y1 = self.bounds()
+        w, h = x1 - x0 + 20, y1 - y0 + 24
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2 - 2
+        plate = FNode("plate", "plate", [Line("", "", "mark")], pos=(cx, cy), size=(w, h),
+                      tooltip="plate over the N examples")
+        self.fig.nodes = {"plate": plate, **self.fig.nodes}     # drawn first, behind the rest
+        self.text("plate.N", Line("N", "$N$", "var", "<I>N</I>"), cx + w / 2 - 10, cy - h / 2 + 9)
+
+    def caption(self, fields: list[Node]) -> None:
+        parts = []
+        for node in fields:
+            pot = self.ir.node(node.inputs[0]) if node.inputs else None
+            what = FIELD_TITLES.get(node.op, node.op)
+            shape = pot.shape if pot is not None and pot.shape else ()
+            sizes = [nominal_dim(d)[0] for d in shape]
+            count = {"hidden_crf": "hidden states", "latent_dynamic_crf": "hidden states"}.get(node.op, "labels")
+            if node.op in SEQUENCE_FIELDS and len(sizes) == 2:
+                length = sizes[0] if sizes[0] == "T" else f"T = {sizes[0]}"
+                what += f" over {length} positions, {sizes[1]} {count}"
+            elif node.op == "tree_crf" and len(sizes) == 2:
+                what += f" over {sizes[0]} nodes, {sizes[1]} labels"
+            elif len(sizes) == 3:
+                what += f" over {sizes[1]}\u00d7{sizes[2]} pixels, {sizes[0]} labels"
+            parts.append(what)
+        net = [n for n in self.ir.order() if n.op != "input" and not is_field(n)]
+        params = 0
+        from dagnet.summary import count_params
+        for n in net:
+            params += count_params(self.ir, n) if ops.get(n.op) else 0
+        layers = f"{len(net)} layer" + ("s" if len(net) != 1 else "")
+        text = "; ".join(parts) + f"; f\u03b8: {layers}, {params_text(params)} params"
+        tex = tex_escape("; ".join(parts)) + f"; $f_\\theta$: {layers}, {params_text(params)} params"
+        self.fig.caption = Line(text, tex, "detail")
+
+    def legend(self) -> None:
+        """A row of samples under the plate: what each mark means."""
+        entries = [("observed", "observed"), ("label", "label"), ("hidden", "hidden state"),
+                   ("deterministic", "deterministic"), ("network", "network"), ("factor", "factor")]
+        kinds = {n.kind for n in self.fig.nodes.values()}
+        x = 14.0
+        for kind, words in entries:
+            if kind not in kinds:
+                continue
+            size = FACTOR if kind == "factor" else 15.0 if kind == "deterministic" else 12.0
+            self.fig.add(FNode(f"legend.{kind}", kind, [Line("", "", "mark")], pos=(x + 6, 20),
+                               size=(size, size)))
+            width = text_width(words, self.font, self.size) * 1.15 + 6
+            self.fig.add(FNode(f"legend.{kind}.text", "legend-text", [Line(words, tex_escape(words), "detail")],
+                               pos=(x + 16 + width / 2, 20), size=(width, 10)))
+            x += 26 + width
+        if self.fig.caption is not None:
+            cap = self.fig.caption
+            width = text_width(cap.text, self.font, self.size) + 6
+            self.fig.add(FNode("caption", "legend-text", [cap], pos=(14 + width / 2, 6), size=(width, 10)))
+
+
+def model_figure(ir: IR, font: str = "Times-Roman", detail_size: float = 7.5) -> Figure:
+    fields = [n for n in ir.order() if is_field(n)]
+    if not fields:
+        from dagnet.render.layout import RenderError
+        raise RenderError(f"{ir.name} has no stochastic node (CRF) to draw as a graphical model; "
+                          "use --view arch")
+    return ModelBuilder(ir, font, detail_size).build(fields)
