@@ -214,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
 
     from dagnet.render.cli import add_commands as add_render_commands
+    from dagnet.spec.cli import add_commands as add_spec_commands
+    add_spec_commands(sub)
     add_render_commands(sub)
 
     p = sub.add_parser("ops", help="List every op with its arguments.",
@@ -235,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
             load_plugins(args.plugin or (), args.entry_point_plugins)
         return args.func(args)
     except SpecError as exc:
-        print(str(exc), file=sys.stderr)
+        from dagnet.spec.cli import render_error       # the message, the source line and a caret
+        print(render_error(exc), file=sys.stderr)
         return 1
     except (ValueError, RuntimeError, FileNotFoundError) as exc:   # DataError, ConfigError, ...
         if type(exc).__name__ not in USER_ERRORS:

@@ -82,7 +82,7 @@ def spec_files(path: Path) -> dict[str, str]:
 
     The spec comes first.
     """
-    from dagnet.api import parse
+    from dagnet.spec.dsl import load_dsl_spec
     from dagnet.spec.yaml_loader import load_yaml_spec
     found, todo = {}, [Path(path).resolve()]
     while todo:
@@ -90,7 +90,8 @@ def spec_files(path: Path) -> dict[str, str]:
         if current in found:
             continue
         found[current] = current.read_text()
-        spec = parse(current) if current.suffix == ".dag" else load_yaml_spec(current, library=True)
+        load = load_dsl_spec if current.suffix == ".dag" else load_yaml_spec
+        spec = load(current, library=True)
         todo += [(current.parent / p).resolve() for p in spec.imports]
     root = Path(os.path.commonpath([p.parent for p in found]))
     return {str(p.relative_to(root)): text for p, text in found.items()}
