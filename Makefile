@@ -34,7 +34,7 @@ demo: install
 	@echo "curves: runs/demo/loss.png runs/demo/metrics.png"
 
 bench: install
-	$(BIN)/python bench/bench_compile.py --out docs/benchmarks.md
+	$(BIN)/python bench/run_all.py
 
 gallery: install
 	$(BIN)/python -m dagnet.render.gallery
