@@ -279,3 +279,10 @@ def test_sequence_crf_training_and_label_predictions(tmp_path):
     path = predict(model, val_set, infer_task(losses), tmp_path / "out")
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert [len(line["labels"]) for line in lines] == [len(val_set[i]["labels"]) for i in range(len(val_set))]
+
+
+def test_nan_loss_batch_is_skipped_when_asked(tmp_path, data):
+    model = Sabotaged(at_call=9, action=lambda out: {"logits": out["logits"] * float("nan")})
+    train(tmp_path, data, model=model, on_nonfinite="skip")
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "completed"
+    assert all(torch.isfinite(p).all() for p in model.parameters())   # the bad batch changed nothing

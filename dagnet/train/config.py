@@ -90,6 +90,7 @@ class TrainConfig:
     l1: float = 0.0
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     grad_clip: float | None = None
+    on_nonfinite: str = field(default="stop", metadata=_choices("stop", "skip"))
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     precision: str = field(default="fp32", metadata=_choices("fp32", "bf16", "fp16"))
     compile: bool | str = False

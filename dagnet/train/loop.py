@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
@@ -230,6 +230,9 @@ class Trainer:
         try:
             for batch in self.loader:
                 parts = self._train_step(to_device(batch, self.device))
+                if parts is None:                       # a non-finite loss, skipped as asked
+                    self.step += 1
+                    continue
                 n = len(next(iter(batch.values())))
                 for key, value in parts.items():
                     self.sums[key] = self.sums.get(key, 0.0) + value * n
@@ -251,6 +254,10 @@ class Trainer:
             if self.config.l1:
                 loss = loss + self.config.l1 * sum(p.abs().sum() for p in self.l1_params)
                 parts["loss_with_l1"] = loss.item()
+        if self.config.on_nonfinite == "skip" and self._nonfinite_anywhere(loss):
+            self.progress.line(f"skipped a batch with a non-finite loss at epoch {self.epoch + 1}, "
+                               f"step {self.step + 1} (on_nonfinite: skip)")
+            return None
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.config.grad_clip:
@@ -259,6 +266,11 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return parts
+
+    def _nonfinite_anywhere(self, loss: Tensor) -> bool:
+        """True if the loss is NaN or infinite in any process (all must skip together)."""
+        bad = torch.tensor([0.0 if torch.isfinite(loss).all() else 1.0], device=self.device)
+        return bool(all_reduce_sum(bad).item() if self.world > 1 else bad.item())
 
     def _check_flags(self, parts: dict) -> None:
         """After a step: stop on a non-finite loss, or at a Ctrl-C, consistently across processes.
