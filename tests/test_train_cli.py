@@ -50,3 +50,11 @@ def test_data_that_does_not_fit_names_the_sample(tmp_path, capsys):
     assert main(["train", str(spec), "--data", "digits", "--out", str(tmp_path / "r")]) == 1
     err = capsys.readouterr().err
     assert "sample 0: 'image' has shape (1, 8, 8), expected (1, 28, 28)" in err
+
+
+def test_out_of_range_labels_name_the_sample(tmp_path, capsys):
+    spec = tmp_path / "five.yaml"
+    spec.write_text((SPECS / "digits_cnn.yaml").read_text().replace("classes: 10", "classes: 5"))
+    assert main(["train", str(spec), "--out", str(tmp_path / "r"), "--epochs", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "sample" in err and "'label' holds labels" in err and "outside 0..4" in err

@@ -12,6 +12,8 @@ import json
 import shutil
 from pathlib import Path
 
+import torch
+
 from dagnet.api import load
 from dagnet.data import DataError, Standardized, check_example_shapes, load_dataset, prepare_data
 from dagnet.dims import known
@@ -72,8 +74,29 @@ def task_of(ir: IR, losses: list[dict]):
 
 
 def input_shapes(ir: IR) -> dict[str, tuple]:
-    """What each example must hold: the spec's input shapes, symbolic sizes free."""
-    return {name: tuple(int(d) if known(d) else None for d in ir.node(name).shape) for name in ir.inputs}
+    """What each example must hold: the spec's input shapes; a symbolic size (``T``) must
+    agree across the inputs of one example, a size computed from one is free."""
+    def dim(d):
+        return int(d) if known(d) else (str(d) if getattr(d, "is_Symbol", False) else None)
+    return {name: tuple(dim(d) for d in ir.node(name).shape) for name in ir.inputs}
+
+
+def input_dtypes(ir: IR) -> dict:
+    return {name: "float" if ir.node(name).dtype.startswith(("float", "bfloat")) else
+            getattr(torch, ir.node(name).dtype) for name in ir.inputs}
+
+
+def check_data(dataset, ir: IR, losses: list[dict], limit: int = 256) -> None:
+    """Shapes and dtypes of the inputs, and class labels within the range the outputs score."""
+    check_example_shapes(dataset, input_shapes(ir), dtypes=input_dtypes(ir), limit=limit)
+    for loss in losses:
+        if loss.get("op") != "cross_entropy":
+            continue
+        shape = ir.node(ir.outputs.get(loss["output"], loss["output"])).shape
+        classes = shape[-1] if len(shape) == 2 else shape[0]      # [T, K] sequences, else [K, ...]
+        if known(classes):
+            check_example_shapes(dataset, {}, ranges={loss["target"]: (0, int(classes) - 1)},
+                                 ignore_index=loss.get("ignore_index", -100), limit=limit)
 
 
 def build_model(ir: IR):
@@ -110,7 +133,7 @@ def train(spec, out, *, data=None, epochs=None, config_file=None, flags=(), para
                         "give --data NAME|FILE or `train: {data: {name: digits}}` in the spec")
     split = prepare_data(config.data, val_split=config.val_split, seed=config.seed,
                          standardize=config.standardize, augment=config.augment)
-    check_example_shapes(split.train, input_shapes(ir), limit=256)
+    check_data(split.train, ir, losses)
     if not resume:
         _store_spec(Path(spec), params, out)
     return fit(model, objective, split.train, split.val, config, out, metrics=task_of(ir, losses),
