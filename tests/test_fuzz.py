@@ -40,3 +40,31 @@ def test_attacks_are_located_errors_and_run_nothing(name, tmp_path):
 def test_mutated_example_specs():
     failures = run(cases=300, seed=12345)
     assert not failures, failures[0]
+
+
+def test_mutated_dsl_specs():
+    failures = run(cases=200, seed=54321, suffix=".dag")
+    assert not failures, failures[0]
+
+
+def test_a_pickle_payload_in_a_checkpoint_runs_nothing(tmp_path):
+    import os
+    import pickle
+
+    from dagnet.train.checkpoint import load_checkpoint
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "last.pt"
+    path.write_bytes(pickle.dumps({"model": Payload()}))
+    with pytest.raises(Exception):
+        load_checkpoint(path)                   # torch.load(weights_only=True) refuses the global
+    import torch
+    torch.save({"model": Payload()}, tmp_path / "best.pt")
+    with pytest.raises(Exception):
+        load_checkpoint(tmp_path / "best.pt")
+    assert not marker.exists()
