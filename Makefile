@@ -23,7 +23,8 @@ test-slow: install
 	$(BIN)/python -m pytest -m slow
 
 fuzz: install
-	$(BIN)/python tests/fuzz_specs.py --cases 20000
+	$(BIN)/python tests/fuzz_specs.py --cases 20000 --format yaml
+	$(BIN)/python tests/fuzz_specs.py --cases 20000 --format dag
 
 demo: install
 	$(BIN)/dagnet check specs/resnet50.yaml
