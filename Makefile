@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # default CUDA build; pyproject.toml itself asks only for torch>=2.3.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install test test-slow fuzz demo bench docs gallery clean
+.PHONY: install test test-slow fuzz demo bench zoo docs gallery clean
 
 install: $(VENV)/.installed
 
@@ -36,6 +36,9 @@ demo: install
 
 bench: install
 	$(BIN)/python bench/run_all.py
+
+zoo: install
+	OMP_NUM_THREADS=1 $(BIN)/python bench/zoo.py
 
 gallery: install
 	$(BIN)/python -m dagnet.render.gallery

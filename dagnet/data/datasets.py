@@ -17,13 +17,20 @@ from dagnet.data.synthetic import gestures, shapes
 from dagnet.data.transforms import AugmentConfig, Augmented, Standardized, channel_stats
 
 
-def digits() -> ArrayDataset:
-    """scikit-learn's bundled 8x8 handwritten digits (1797 real scans): "image" (1, 8, 8) in [0, 1], "label"."""
+def digits(onehot: bool = False) -> ArrayDataset:
+    """scikit-learn's bundled 8x8 handwritten digits (1797 real scans): "image" (1, 8, 8) in [0, 1], "label".
+
+    onehot: also give "onehot" (10,) float, the label as a one-hot vector: a target
+    for networks trained with squared error.
+    """
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     images = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16
-    return ArrayDataset({"image": images, "label": torch.tensor(bunch.target)}, inputs=("image",))
+    columns = {"image": images, "label": torch.tensor(bunch.target)}
+    if onehot:
+        columns["onehot"] = torch.nn.functional.one_hot(columns["label"], 10).float()
+    return ArrayDataset(columns, inputs=("image",))
 
 
 def photos(patch: int = 32, stride: int | None = None, segments: int = 4, seed: int = 0) -> ArrayDataset:

@@ -11,7 +11,13 @@ SHAPE_CLASSES = ("background", "disc", "square", "triangle")
 
 
 def shapes(
-    num: int = 512, size: int = 32, max_shapes: int = 3, noise: float = 0.1, seed: int = 0, task: str = "segment"
+    num: int = 512,
+    size: int = 32,
+    max_shapes: int = 3,
+    noise: float = 0.1,
+    seed: int = 0,
+    task: str = "segment",
+    points: bool = False,
 ) -> ArrayDataset:
     """Images (3, size, size) with discs, squares and triangles on textured noisy backgrounds.
 
@@ -19,6 +25,10 @@ def shapes(
     and 1/2/3 for disc/square/triangle (later shapes cover earlier ones).
     task "localise": one shape per image, plus "box" (x0, y0, x1, y1) as fractions of
     the image side and "label" (0/1/2 for disc/square/triangle).
+    points: also give "points" (size, size), sparse labels for point supervision: one
+    labelled pixel per visible object and one background pixel per image, carrying
+    the mask's class, and POINT_IGNORE (255) everywhere else. The images and masks
+    are the same as without `points` (the points are drawn from their own generator).
     """
     if task not in ("segment", "localise"):
         raise DataError(f"shapes: task must be 'segment' or 'localise', got {task!r}")
@@ -30,7 +40,9 @@ def shapes(
     masks = np.zeros((num, size, size), np.int64)
     boxes = np.empty((num, 4), np.float32)
     labels = np.empty(num, np.int64)
+    regions: list[list[np.ndarray]] = []
     for i in range(num):
+        regions.append([])
         images[i] = _texture(rng, xx / size, yy / size)
         count = 1 if task == "localise" else rng.integers(1, max_shapes + 1)
         for _ in range(count):
@@ -40,13 +52,40 @@ def shapes(
             inside = _shape_mask(cls, xx - cx, yy - cy, r)
             images[i][:, inside] = rng.uniform(0, 1, (3, 1))
             masks[i][inside] = cls
+            regions[i].append(inside)
         boxes[i] = np.array([cx - r, cy - r, cx + r, cy + r]) / size
         labels[i] = cls - 1
     images += rng.normal(0, noise, images.shape).astype(np.float32)
     columns = {"image": torch.from_numpy(images), "mask": torch.from_numpy(masks)}
     if task == "localise":
         columns |= {"box": torch.from_numpy(boxes), "label": torch.from_numpy(labels)}
+    if points:
+        columns["points"] = torch.from_numpy(_points(masks, regions, seed))
     return ArrayDataset(columns, inputs=("image",))
+
+
+POINT_IGNORE = 255
+
+
+def _points(masks: np.ndarray, regions: list[list[np.ndarray]], seed: int) -> np.ndarray:
+    """One random pixel of each object's visible part and one background pixel per image; POINT_IGNORE elsewhere."""
+    rng = np.random.default_rng([seed, 1])
+    sparse = np.full_like(masks, POINT_IGNORE)
+    for i, mask in enumerate(masks):
+        for pixels in _visible(mask, regions[i]):
+            if len(pixels):
+                sparse[i].flat[rng.choice(pixels)] = mask.flat[pixels[0]]
+    return sparse
+
+
+def _visible(mask: np.ndarray, inside: list[np.ndarray]) -> list[np.ndarray]:
+    """Flat indices of each object's uncovered pixels, then of the background."""
+    covered = np.zeros(mask.shape, bool)
+    parts = []
+    for region in reversed(inside):  # later shapes cover earlier ones
+        parts.append(np.flatnonzero(region & ~covered))
+        covered |= region
+    return parts + [np.flatnonzero(mask == 0)]
 
 
 def _texture(rng: np.random.Generator, x: np.ndarray, y: np.ndarray) -> np.ndarray:
