@@ -88,7 +88,7 @@ def model_rows(names, x, repeats, compiled: bool):
         rows.append(f"| {name} | {med['dagnet'] * 1e3:.0f} | {med['hand'] * 1e3:.0f} | "
                     f"{med['dagnet'] / med['hand']:.3f} | {memory[0] / 2**20:.0f} | {memory[1] / 2**20:.0f} | "
                     f"{memory[0] / memory[1]:.3f} |")
-        print(rows[-1], flush=True)
+        print(rows[-1], file=sys.stderr, flush=True)
     return rows
 
 
@@ -103,7 +103,7 @@ def checkpoint_rows(x):
     med = timing(calls, x, 3)
     row = (f"| resnet50 | {memory['plain'] / 2**20:.0f} | {memory['checkpointed'] / 2**20:.0f} | "
            f"{1 - memory['checkpointed'] / memory['plain']:.0%} | {med['checkpointed'] / med['plain']:.2f} |")
-    print(row, flush=True)
+    print(row, file=sys.stderr, flush=True)
     return [row]
 
 
@@ -119,7 +119,7 @@ def scaling_rows(sizes):
         dagnet.compile(ir)
         done = time.perf_counter()
         rows.append(f"| {len(ir.graph) - 1:,} | {checked - start:.2f} | {done - checked:.2f} | {done - start:.2f} |")
-        print(rows[-1], flush=True)
+        print(rows[-1], file=sys.stderr, flush=True)
     return rows
 
 

@@ -10,6 +10,7 @@ installed here if it builds, and its column is skipped if it does not.
 from __future__ import annotations
 
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -60,6 +61,9 @@ def main() -> None:
         result = subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True)
         body = result.stdout.strip() if result.returncode == 0 else (
             f"(failed with exit code {result.returncode})\n\n```\n{result.stderr.strip()[-2000:]}\n```")
+        body = re.sub(r"^#{1,2} ", "### ", body, flags=re.M)   # nest the benchmark's own headings
+        if "|---" not in body:                                  # plain text output: keep its lines
+            body = f"```text\n{body}\n```"
         print(body, flush=True)
         sections.append(f"## {title}\n\n`python {' '.join(command)}` ({time.time() - start:.0f} s)\n\n{body}\n")
     (ROOT / "docs" / "benchmarks.md").write_text("\n".join(sections))
