@@ -68,6 +68,9 @@ def _run(fn: Callable, args: tuple, backend: str | None) -> None:
     dist.init_process_group(backend, init_method="env://")
     try:
         fn(*args)
+        # Leave together: a rank that tears down gloo while a peer is still finishing
+        # (rank 0 writes the summary and plots) can abort the peer's transport thread.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
