@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dagnet.data.synthetic import disc_scene
 from dagnet.fields.dense_crf import DenseCRF
 
 LABELS, ITERATIONS = 21, 5
@@ -56,15 +57,7 @@ def photographs(size: int, batch: int) -> torch.Tensor:
 def synthetic_scenes(size: int, batch: int, seed: int = 0) -> torch.Tensor:
     """Discs of flat colour plus noise: the stand-in when scikit-learn is absent."""
     g = torch.Generator().manual_seed(seed)
-    ys, xs = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
-    images = []
-    for _ in range(batch):
-        segment = torch.zeros(size, size, dtype=torch.long)
-        for disc in range(1, 5):
-            cy, cx, r = (torch.rand(3, generator=g) * torch.tensor([size, size, size / 3])).tolist()
-            segment[(ys - cy) ** 2 + (xs - cx) ** 2 < (r + size / 8) ** 2] = disc
-        colours = torch.rand(5, 3, generator=g) * 255
-        images.append((colours[segment].permute(2, 0, 1) + 8 * torch.randn(3, size, size, generator=g)).clamp(0, 255))
+    images = [disc_scene(size, g)[0] for _ in range(batch)]
     return torch.stack(images).round()
 
 

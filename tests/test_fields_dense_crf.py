@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dagnet.data.synthetic import disc_scene
 from dagnet.fields.dense_crf import DenseCRF
 from dagnet.fields.permutohedral import (_barycentric, _elevation_matrix, _enclosing_simplex,
                                          build_lattice, lattice_filter)
@@ -22,15 +23,10 @@ def synthetic_scene(batch: int, size: int, labels: int, seed: int):
     bilinearly: blurry at boundaries, which is what a dense CRF is for.
     """
     g = torch.Generator().manual_seed(seed)
-    ys, xs = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
     images, truths = [], []
     for _ in range(batch):
-        segment = torch.zeros(size, size, dtype=torch.long)
-        for disc in range(1, 5):
-            cy, cx, r = (torch.rand(3, generator=g) * torch.tensor([size, size, size / 3])).tolist()
-            segment[(ys - cy) ** 2 + (xs - cx) ** 2 < (r + size / 8) ** 2] = disc
-        colours = torch.rand(5, 3, generator=g) * 255
-        images.append((colours[segment].permute(2, 0, 1) + 8 * torch.randn(3, size, size, generator=g)).clamp(0, 255))
+        image, segment = disc_scene(size, g)
+        images.append(image)
         truths.append(torch.randperm(labels, generator=g)[:5][segment])
     truth = torch.stack(truths)
     coarse = F.avg_pool2d(4.0 * F.one_hot(truth, labels).permute(0, 3, 1, 2).float(), 8)

@@ -172,3 +172,16 @@ def _background(rng: np.random.Generator, dim: int, noise: float) -> tuple[list,
     """3 to 8 frames of zero-mean noise labelled background (0)."""
     length = int(rng.integers(3, 9))
     return [rng.normal(0, noise, (length, dim))], [np.zeros(length, np.int64)]
+
+
+def disc_scene(size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One image (3, size, size) in 0-255 of four flat-coloured discs with pixel noise, and its
+    segment map (size, size) with 0 for the background: the test scene of the dense CRF."""
+    ys, xs = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
+    segment = torch.zeros(size, size, dtype=torch.long)
+    for disc in range(1, 5):
+        cy, cx, r = (torch.rand(3, generator=generator) * torch.tensor([size, size, size / 3])).tolist()
+        segment[(ys - cy) ** 2 + (xs - cx) ** 2 < (r + size / 8) ** 2] = disc
+    colours = torch.rand(5, 3, generator=generator) * 255
+    noise = 8 * torch.randn(3, size, size, generator=generator)
+    return (colours[segment].permute(2, 0, 1) + noise).clamp(0, 255), segment

@@ -15,6 +15,10 @@ from dagnet.ops._util import expect_known, expect_rank
 from dagnet.ops.registry import Arg, ModuleCall, OpDef, ShapeError, register
 
 
+# how a chain's messages are computed: chosen from the shape, or a linear or log-depth scan
+SCAN = Arg("method", "str", "auto", ("auto", "linear", "parallel"))
+
+
 def _mask_check(op, ins, length_dim=0):
     """An optional second input is a boolean mask over the positions: shape [T]."""
     if len(ins) == 2:
@@ -38,7 +42,7 @@ def _chain_build(ins, a):
 register(OpDef(
     "chain_crf", "field",
     "Linear-chain CRF over [T, K] emission scores (+ optional [T] mask); value: tag marginals [T, K].",
-    (Arg("method", "str", "auto", ("auto", "linear", "parallel")),),
+    (SCAN,),
     _chain_shape, _chain_build, arity=(1, 2), stochastic=True))
 
 
@@ -133,7 +137,7 @@ register(OpDef(
     "hidden_crf", "field",
     "Hidden CRF (Quattoni et al.): one label per sequence, a latent chain of part states scored by "
     "[T, H] inputs; value: log p(y | x) [num_labels].",
-    (Arg("num_labels", "int"), Arg("method", "str", "auto", ("auto", "linear", "parallel"))),
+    (Arg("num_labels", "int"), SCAN),
     _hidden_shape, _hidden_build, arity=(1, 2), stochastic=True))
 
 
@@ -158,5 +162,5 @@ register(OpDef(
     "latent_dynamic_crf", "field",
     "Latent-dynamic CRF (Morency et al.): a label per position, each label owning its own hidden "
     "states, scored by [T, L * h] inputs; value: label marginals [T, L].",
-    (Arg("num_labels", "int"), Arg("method", "str", "auto", ("auto", "linear", "parallel"))),
+    (Arg("num_labels", "int"), SCAN),
     _ldcrf_shape, _ldcrf_build, arity=(1, 2), stochastic=True))

@@ -254,14 +254,7 @@ def node_lines(name: str, node: NodeSpec, indent: str = "") -> list[str]:
     source = refs[0] if len(refs) == 1 else "[" + ", ".join(refs) + "]"
     parts = ([item_text(i) for i in node.items] if plain and node.kind == "seq" and len(node.items) > 1
              else [item_text(node)])
-    lines, current = [], f"{indent}{name} = {source} -> {parts[0]}"
-    for part in parts[1:]:
-        if len(current) + 4 + len(part) > WIDTH:
-            lines.append(current)
-            current = f"{indent}{INDENT}-> {part}"
-        else:
-            current += " -> " + part
-    return lines + [current]
+    return _wrap_chain(f"{indent}{name} = {source} -> {parts[0]}", parts[1:], f"{indent}{INDENT}-> ")
 
 
 def _doc_lines(keyword: str, doc: str, indent: str) -> list[str]:
@@ -498,11 +491,16 @@ def _yaml_node_lines(name: str, node: NodeSpec, indent: str) -> list[str]:
 def _chain_lines(chain: str, indent: str) -> list[str]:
     """``seq: a -> b`` broken before ``->`` (a plain YAML scalar folds line breaks to spaces)."""
     parts = chain.split(" -> ")
-    lines, current = [], f"{indent}seq: {parts[0]}"
-    for part in parts[1:]:
+    return _wrap_chain(f"{indent}seq: {parts[0]}", parts[1:], f"{indent}     -> ")
+
+
+def _wrap_chain(first: str, parts: list[str], continuation: str) -> list[str]:
+    """``first -> part -> ...`` in lines of at most WIDTH, each break made before an arrow."""
+    lines, current = [], first
+    for part in parts:
         if len(current) + 4 + len(part) > WIDTH:
             lines.append(current)
-            current = f"{indent}     -> {part}"
+            current = continuation + part
         else:
             current += " -> " + part
     return lines + [current]
