@@ -73,7 +73,7 @@ class _MessagePassing(torch.autograd.Function):
                         params = []
                     env[node] = out
                     steps.append(_Step(node, leaves, out, params))
-        ctx.engine, ctx.steps, ctx.env, ctx.names = engine, steps, env, names
+        ctx.engine, ctx.steps, ctx.names = engine, steps, names
         outs = output if isinstance(output, dict) else {"": output}
         ctx.keys = list(outs)
         ctx.out_nodes = [outs[k] for k in ctx.keys]
@@ -81,7 +81,7 @@ class _MessagePassing(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grads):
-        engine, env = ctx.engine, ctx.env
+        engine = ctx.engine
         messages: dict[fx.Node, torch.Tensor] = {}       # V_c, accumulated over children
         for node, grad in zip(ctx.out_nodes, grads):
             _accumulate(messages, node, grad)

@@ -20,9 +20,8 @@ from typing import Any
 
 import networkx as nx
 
-from dagnet import expr
 from dagnet.errors import ErrorLog, Loc, SpecError, did_you_mean
-from dagnet.spec.model import BlockSpec, NodeSpec, Spec
+from dagnet.spec.model import NodeSpec, Spec
 from dagnet.values import Resolver
 
 MAX_NODES = 200_000

@@ -7,7 +7,7 @@ from dagnet.errors import SpecError
 from tests.fuzz_specs import check_one, run
 
 BILLION_LAUGHS = "dagnet: 1\n" + "\n".join(
-    [f"l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    ["l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
     + [f"l{k}: &l{k} [" + ", ".join([f"*l{k - 1}"] * 9) + "]" for k in range(1, 10)]
 ) + "\ninputs: {x: {shape: [1]}}\nnodes: {a: {op: relu, in: x}}\noutputs: [a]\ntrain: {data: *l9}\n"
 

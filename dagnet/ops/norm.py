@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import torch.nn as nn
-import torch.nn.functional as F
 
 from dagnet.ops._util import expect_known
-from dagnet.ops.registry import Arg, FunctionCall, ModuleCall, OpDef, ShapeError, register
+from dagnet.ops.registry import Arg, ModuleCall, OpDef, ShapeError, register
 
 _BATCH_NORM = {1: nn.BatchNorm1d, 2: nn.BatchNorm1d, 3: nn.BatchNorm2d, 4: nn.BatchNorm3d}
 
@@ -68,5 +67,3 @@ for _name, _cls, _doc in (("dropout", nn.Dropout, "Element-wise dropout (`nn.Dro
                           ("dropout2d", nn.Dropout2d, "Channel-wise dropout (`nn.Dropout2d`).")):
     register(OpDef(_name, "norm", _doc, (Arg("p", "float", 0.5),),
                    lambda ins, a: ins[0], lambda ins, a, c=_cls: ModuleCall(c, dict(a))))
-
-del F
