@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-
-import torch.fx as fx
+from typing import TYPE_CHECKING
 
 from dagnet.check import check
-from dagnet.emit import emit
 from dagnet.errors import ErrorLog, SpecError
 from dagnet.ir import IR, expand
 from dagnet.spec.yaml_loader import load_yaml_spec, read_source
+
+if TYPE_CHECKING:
+    import torch.fx as fx
 
 
 def parse(source):
@@ -47,6 +48,7 @@ def compile(spec, outputs: list[str] | None = None, as_dict: bool | None = None,
     with dagnet's explicit message-passing engine instead of autograd's
     (same gradients; see docs/backend.md for when each is faster).
     """
+    from dagnet.emit import emit    # torch is imported here, not by reading or checking a spec
     ir = spec if isinstance(spec, IR) else load(spec, overrides)
     module = emit(ir, outputs=outputs, as_dict=as_dict, checkpoint=checkpoint)
     if backward == "messages":

@@ -24,6 +24,7 @@ from torch import nn
 from dagnet import ops
 from dagnet.errors import SpecError
 from dagnet.ir import IR, Node
+from dagnet.ops import build_call
 from dagnet.ops.registry import FunctionCall, ModuleCall
 
 
@@ -33,12 +34,6 @@ def var_name(path: str) -> str:
     if name[0].isdigit() or keyword.iskeyword(name):
         name = "_" + name
     return name
-
-
-def build_call(ir: IR, node: Node):
-    """The op's ModuleCall / FunctionCall for this node (None for identity)."""
-    in_shapes = [ir.node(i).shape for i in node.inputs]
-    return ops.get(node.op).build(in_shapes, node.args)
 
 
 def _function_kwargs(node: Node, call: FunctionCall) -> dict:

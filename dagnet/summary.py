@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from dagnet import ops
 from dagnet.dims import fmt_shape, known, substitute
-from dagnet.emit import build_call
 from dagnet.ir import IR
-from dagnet.ops.registry import ModuleCall
+from dagnet.ops import count_params
 
 
 @dataclass
@@ -20,18 +17,6 @@ class Row:
     shape: tuple
     params: int
     macs: object        # int, or None when a dim is still symbolic
-
-
-def count_params(ir: IR, node) -> int:
-    """Parameters of a node, counted on a module built on the meta device (no memory)."""
-    if node.op == "input":
-        return 0
-    call = build_call(ir, node)
-    if not isinstance(call, ModuleCall):
-        return 0
-    with torch.device("meta"):
-        module = call.cls(**call.kwargs)
-    return sum(p.numel() for p in module.parameters())
 
 
 def summarize(ir: IR, dims: dict | None = None) -> list[Row]:

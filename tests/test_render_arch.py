@@ -8,7 +8,7 @@ from dagnet.dims import symbol
 from dagnet.render import RenderError, figure
 from dagnet.render.labels import nominal_dim, op_title, params_text, shape_line
 from dagnet.render.styles import FAMILY_ORDER, THEMES, luminance
-from dagnet.summary import count_params
+from dagnet.ops import count_params
 from tests.conftest import SPECS
 from tests.test_render_fixtures import TINY
 

@@ -2,40 +2,43 @@
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-
+from dagnet._lazy import lazy
 from dagnet.ops._util import batch_dim
-from dagnet.ops.registry import Arg, FunctionCall, OpDef, register
+from dagnet.ops.registry import Arg, FunctionCall, OpDef, no_params, register
+
+torch = lazy("torch")
+F = lazy("torch.nn.functional")
 
 
 def _same(ins, a):
     return ins[0]
 
 
-def _activation(name, fn, doc, args=()):
+def _activation(name, module, doc, args=()):
     register(OpDef(name, "activation", doc, tuple(args), _same,
-                   lambda ins, a: FunctionCall(fn, dict(a))))
+                   lambda ins, a: FunctionCall(getattr(module, name), dict(a)), params=no_params))
 
 
-_activation("relu", torch.relu, "max(0, x).")
-_activation("sigmoid", torch.sigmoid, "Logistic sigmoid.")
-_activation("tanh", torch.tanh, "Hyperbolic tangent.")
-_activation("leaky_relu", F.leaky_relu, "max(0, x) + negative_slope * min(0, x).",
+_activation("relu", torch, "max(0, x).")
+_activation("sigmoid", torch, "Logistic sigmoid.")
+_activation("tanh", torch, "Hyperbolic tangent.")
+_activation("leaky_relu", F, "max(0, x) + negative_slope * min(0, x).",
             [Arg("negative_slope", "float", 0.01)])
-_activation("gelu", F.gelu, "Gaussian error linear unit.",
+_activation("gelu", F, "Gaussian error linear unit.",
             [Arg("approximate", "str", "none", ("none", "tanh"))])
 
 
-def _softmax(name, fn):
+def _softmax(name):
     def shape(ins, a):
         batch_dim(a["dim"], len(ins[0]), name)
         return ins[0]
 
     register(OpDef(name, "activation",
-                   f"`{fn.__module__}.{fn.__name__}` along `dim` (dims count the batch: 1 = channels).",
-                   (Arg("dim", "int"),), shape, lambda ins, a: FunctionCall(fn, {"dim": a["dim"]})))
+                   f"`torch.{name}` along `dim` (dims count the batch: 1 = channels).",
+                   (Arg("dim", "int"),), shape,
+                   lambda ins, a: FunctionCall(getattr(torch, name), {"dim": a["dim"]}),
+                   params=no_params))
 
 
-_softmax("softmax", torch.softmax)
-_softmax("log_softmax", torch.log_softmax)
+_softmax("softmax")
+_softmax("log_softmax")

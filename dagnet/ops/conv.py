@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import torch.nn as nn
-import torch.nn.functional as F
-
+from dagnet._lazy import lazy
 from dagnet.dims import ceildiv, floordiv, product
-from dagnet.ops import functional
 from dagnet.ops._util import expect_known, expect_rank, tuple_of
-from dagnet.ops.registry import Arg, FunctionCall, ModuleCall, OpDef, ShapeError, register
+from dagnet.ops.registry import Arg, FunctionCall, ModuleCall, OpDef, ShapeError, no_params, register
+
+nn = lazy("torch.nn")
+F = lazy("torch.nn.functional")
+functional = lazy("dagnet.ops.functional")
 
 
 def _window_out(size, k, s, p, d, ceil_mode=False):
@@ -34,7 +35,7 @@ def _conv_args(transposed: bool):
 
 def _conv(nd: int, transposed: bool):
     name = f"conv_transpose{nd}d" if transposed else f"conv{nd}d"
-    cls = getattr(nn, f"ConvTranspose{nd}d" if transposed else f"Conv{nd}d")
+    cls_name = f"ConvTranspose{nd}d" if transposed else f"Conv{nd}d"
 
     def shape(ins, a):
         (x,) = ins
@@ -55,7 +56,7 @@ def _conv(nd: int, transposed: bool):
 
     def build(ins, a):
         kwargs = {"in_channels": ins[0][0], **{k: _tuple(v) for k, v in a.items()}}
-        return ModuleCall(cls, kwargs)
+        return ModuleCall(getattr(nn, cls_name), kwargs)
 
     def macs(ins, out, a):
         k = product(tuple_of(a["kernel_size"], nd, "kernel_size"))
@@ -64,9 +65,14 @@ def _conv(nd: int, transposed: bool):
             return product(ins[0]) * (a["out_channels"] // a["groups"]) * k
         return product(out) * per_out
 
-    doc = (f"{nd}-d {'transposed ' if transposed else ''}convolution (`nn.{cls.__name__}`); "
+    def params(ins, a):   # weight [out, in / groups, *k] (transposed: [in, out / groups, *k]) + bias
+        k = product(tuple_of(a["kernel_size"], nd, "kernel_size"))
+        return ins[0][0] * a["out_channels"] // a["groups"] * k + (a["out_channels"] if a["bias"] else 0)
+
+    doc = (f"{nd}-d {'transposed ' if transposed else ''}convolution (`nn.{cls_name}`); "
            "`in_channels` is inferred.")
-    register(OpDef(name, "conv", doc, _conv_args(transposed), shape, build, macs=macs))
+    register(OpDef(name, "conv", doc, _conv_args(transposed), shape, build, macs=macs,
+                   params=params))
 
 
 def _positive(spatial, x, name):
@@ -103,7 +109,8 @@ def _pool(nd: int, kind: str):
     def build(ins, a):
         return FunctionCall(getattr(F, name), {k: _tuple(v) for k, v in a.items()})
 
-    register(OpDef(name, "pool", f"{nd}-d {kind} pooling (`F.{name}`).", tuple(args), shape, build))
+    register(OpDef(name, "pool", f"{nd}-d {kind} pooling (`F.{name}`).", tuple(args), shape, build,
+                   params=no_params))
 
 
 def _adaptive(nd: int, kind: str):
@@ -117,7 +124,8 @@ def _adaptive(nd: int, kind: str):
 
     register(OpDef(name, "pool", f"{nd}-d adaptive {kind} pooling (`F.{name}`).",
                    (Arg("output_size", "ints"),), shape,
-                   lambda ins, a: FunctionCall(getattr(F, name), {"output_size": _tuple(a["output_size"])})))
+                   lambda ins, a: FunctionCall(getattr(F, name), {"output_size": _tuple(a["output_size"])}),
+                   params=no_params))
 
 
 def _interpolate_shape(name):
@@ -166,7 +174,7 @@ for _name in ("interpolate", "upsample"):
     register(OpDef(_name, "upsample",
                    "Resize by `size` or `scale_factor`, or to the spatial size of a second input "
                    "(`F.interpolate`).", _INTERP_ARGS, _interpolate_shape(_name), _interpolate_build,
-                   arity=(1, 2)))
+                   arity=(1, 2), params=no_params))
 
 for _nd in (1, 2):
     _conv(_nd, transposed=False)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import torch.nn as nn
-
+from dagnet._lazy import lazy
 from dagnet.dims import product
 from dagnet.ops._util import expect_known
 from dagnet.ops.registry import Arg, ModuleCall, OpDef, ShapeError, register
+
+nn = lazy("torch.nn")
 
 
 def _linear_shape(ins, a):
@@ -23,6 +24,7 @@ register(OpDef(
     _linear_shape,
     lambda ins, a: ModuleCall(nn.Linear, {"in_features": ins[0][-1], **a}),
     macs=lambda ins, out, a: product(out) * ins[0][-1],
+    params=lambda ins, a: (ins[0][-1] + a["bias"]) * a["out_features"],
 ))
 
 register(OpDef(
@@ -30,4 +32,5 @@ register(OpDef(
     (Arg("num_embeddings", "int"), Arg("embedding_dim", "int"), Arg("padding_idx", "int_or_none", None)),
     lambda ins, a: (*ins[0], a["embedding_dim"]),
     lambda ins, a: ModuleCall(nn.Embedding, dict(a)),
+    params=lambda ins, a: a["num_embeddings"] * a["embedding_dim"],
 ))

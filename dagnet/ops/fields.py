@@ -43,7 +43,8 @@ register(OpDef(
     "chain_crf", "field",
     "Linear-chain CRF over [T, K] emission scores (+ optional [T] mask); value: tag marginals [T, K].",
     (SCAN,),
-    _chain_shape, _chain_build, arity=(1, 2), stochastic=True))
+    _chain_shape, _chain_build, arity=(1, 2), stochastic=True,
+    params=lambda ins, a: ins[0][1] * (ins[0][1] + 2)))      # transitions, start, end
 
 
 def _tree_shape(ins, a):
@@ -66,7 +67,8 @@ register(OpDef(
     "tree_crf", "field",
     "Tree CRF over [N, K] node scores, the tree given by `parents` (-1 for the root); "
     "value: node marginals [N, K].",
-    (Arg("parents", "shape"),), _tree_shape, _tree_build, stochastic=True))
+    (Arg("parents", "shape"),), _tree_shape, _tree_build, stochastic=True,
+    params=lambda ins, a: ins[0][1] ** 2))       # one pairwise table shared by every edge
 
 
 def _grid_shape(ins, a):
@@ -87,7 +89,8 @@ register(OpDef(
     (Arg("pairwise", "str", "potts", ("potts", "full")), Arg("weight", "float", 1.0),
      Arg("inference", "str", "bp", ("bp", "mean_field")), Arg("iterations", "int", 30),
      Arg("damping", "float", 0.5), Arg("schedule", "str", "checkerboard", ("checkerboard", "parallel"))),
-    _grid_shape, _grid_build, stochastic=True))
+    _grid_shape, _grid_build, stochastic=True,
+    params=lambda ins, a: 1 if a["pairwise"] == "potts" else ins[0][0] ** 2))
 
 
 def _dense_shape(ins, a):
@@ -117,7 +120,9 @@ register(OpDef(
      Arg("bilateral_sxy", "float", 80.0), Arg("bilateral_srgb", "float", 13.0),
      Arg("bilateral_weight", "float", 10.0), Arg("compatibility", "str", "potts"),
      Arg("method", "str", "lattice", ("lattice", "exact")), Arg("learn_bandwidths", "bool", False)),
-    _dense_shape, _dense_build, arity=(2, 2), stochastic=True))
+    _dense_shape, _dense_build, arity=(2, 2), stochastic=True,
+    # compatibility [L, L], two kernel weights, three bandwidths if learnt
+    params=lambda ins, a: ins[0][0] ** 2 + 2 + (3 if a["learn_bandwidths"] else 0)))
 
 
 def _hidden_shape(ins, a):
@@ -138,7 +143,9 @@ register(OpDef(
     "Hidden CRF (Quattoni et al.): one label per sequence, a latent chain of part states scored by "
     "[T, H] inputs; value: log p(y | x) [num_labels].",
     (Arg("num_labels", "int"), SCAN),
-    _hidden_shape, _hidden_build, arity=(1, 2), stochastic=True))
+    _hidden_shape, _hidden_build, arity=(1, 2), stochastic=True,
+    # per label: a bias, start/end/state scores over the hidden states, hidden transitions
+    params=lambda ins, a: a["num_labels"] * (1 + 3 * ins[0][1] + ins[0][1] ** 2)))
 
 
 def _ldcrf_shape(ins, a):
@@ -163,4 +170,5 @@ register(OpDef(
     "Latent-dynamic CRF (Morency et al.): a label per position, each label owning its own hidden "
     "states, scored by [T, L * h] inputs; value: label marginals [T, L].",
     (Arg("num_labels", "int"), SCAN),
-    _ldcrf_shape, _ldcrf_build, arity=(1, 2), stochastic=True))
+    _ldcrf_shape, _ldcrf_build, arity=(1, 2), stochastic=True,
+    params=lambda ins, a: ins[0][1] * (ins[0][1] + 2)))      # a chain CRF over the hidden states

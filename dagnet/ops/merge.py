@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import operator
 
-import torch
-
+from dagnet._lazy import lazy
 from dagnet.dims import differ, fmt_shape, may_differ_at, same
-from dagnet.ops import functional
 from dagnet.ops._util import batch_dim
-from dagnet.ops.registry import Arg, FunctionCall, OpDef, ShapeError, register
+from dagnet.ops.registry import Arg, FunctionCall, OpDef, ShapeError, no_params, register
+
+torch = lazy("torch")
+functional = lazy("dagnet.ops.functional")
 
 
 def _mismatch(op, shapes, i, extra=""):
@@ -47,7 +48,7 @@ def _add_build(ins, a):
 
 
 register(OpDef("add", "merge", "Element-wise sum of two or more inputs of one shape: a residual edge.",
-               (), _add_shape, _add_build, arity=(2, None)))
+               (), _add_shape, _add_build, arity=(2, None), params=no_params))
 
 
 def _mul_shape(ins, a):
@@ -64,7 +65,7 @@ def _mul_shape(ins, a):
 
 
 register(OpDef("mul", "merge", "Element-wise product with broadcasting (gates, attention).",
-               (), _mul_shape, lambda ins, a: FunctionCall(operator.mul), arity=(2, 2)))
+               (), _mul_shape, lambda ins, a: FunctionCall(operator.mul), arity=(2, 2), params=no_params))
 
 
 def _concat_shape(ins, a):
@@ -84,7 +85,7 @@ def _concat_shape(ins, a):
 register(OpDef("concat", "merge", "Concatenation along `dim` (default 1, the channels): a dense edge.",
                (Arg("dim", "int", 1),), _concat_shape,
                lambda ins, a: FunctionCall(torch.cat, {"dim": a["dim"]}, inputs_as_list=True),
-               arity=(2, None)))
+               arity=(2, None), params=no_params))
 
 
 def _crop_shape(ins, a):
@@ -103,4 +104,4 @@ register(OpDef("crop", "merge",
                "Crop the spatial dims of the first input to those of the second "
                "(centred, or from `offset`), as FCN skip connections need.",
                (Arg("offset", "int_or_none", None),), _crop_shape,
-               lambda ins, a: FunctionCall(functional.crop, dict(a)), arity=(2, 2)))
+               lambda ins, a: FunctionCall(functional.crop, dict(a)), arity=(2, 2), params=no_params))

@@ -69,6 +69,9 @@ class OpDef:
     arity: tuple = (1, 1)  # (min, max); max None = unbounded
     macs: Callable | None = None   # (in_shapes, out_shape, args) -> int | expr
     stochastic: bool = False
+    # (in_shapes, args) -> parameter count, without building anything; None: count the
+    # parameters of the module ``build`` returns (which imports torch)
+    params: Callable | None = None
 
     def arg(self, name: str) -> Arg | None:
         return next((a for a in self.args if a.name == name), None)
@@ -77,6 +80,11 @@ class OpDef:
     def positional(self) -> tuple[str, ...]:
         """Argument names in the order the call form ``op(a, b)`` binds them."""
         return tuple(a.name for a in self.args)
+
+
+def no_params(ins, a) -> int:
+    """The ``params`` rule of an op emitted as a plain function call."""
+    return 0
 
 
 OPS: dict[str, OpDef] = {}

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import torch
-
+from dagnet._lazy import lazy
 from dagnet.dims import fmt_shape, known, product
-from dagnet.ops import functional
 from dagnet.ops._util import batch_dim
-from dagnet.ops.registry import Arg, FunctionCall, OpDef, ShapeError, register
+from dagnet.ops.registry import Arg, FunctionCall, OpDef, ShapeError, no_params, register
+
+torch = lazy("torch")
+functional = lazy("dagnet.ops.functional")
 
 
 def _flatten_shape(ins, a):
@@ -20,7 +21,7 @@ def _flatten_shape(ins, a):
 
 register(OpDef("flatten", "shape", "Flatten dims `start_dim..end_dim` (dims count the batch).",
                (Arg("start_dim", "int", 1), Arg("end_dim", "int", -1)), _flatten_shape,
-               lambda ins, a: FunctionCall(torch.flatten, dict(a))))
+               lambda ins, a: FunctionCall(torch.flatten, dict(a)), params=no_params))
 
 
 def _reshape_shape(ins, a):
@@ -41,7 +42,7 @@ def _reshape_shape(ins, a):
 
 register(OpDef("reshape", "shape", "Reshape each example to `shape` (-1 infers one dim).",
                (Arg("shape", "shape"),), _reshape_shape,
-               lambda ins, a: FunctionCall(functional.reshape, {"shape": list(a["shape"])})))
+               lambda ins, a: FunctionCall(functional.reshape, {"shape": list(a["shape"])}), params=no_params))
 
 
 def _permute_shape(ins, a):
@@ -54,7 +55,7 @@ def _permute_shape(ins, a):
 
 register(OpDef("permute", "shape", "Permute dims (`torch.permute`; dims count the batch, which stays 0).",
                (Arg("dims", "shape"),), _permute_shape,
-               lambda ins, a: FunctionCall(torch.permute, {"dims": tuple(a["dims"])})))
+               lambda ins, a: FunctionCall(torch.permute, {"dims": tuple(a["dims"])}), params=no_params))
 
 register(OpDef("identity", "shape", "Pass the input through unchanged.", (),
-               lambda ins, a: ins[0], lambda ins, a: None))
+               lambda ins, a: ins[0], lambda ins, a: None, params=no_params))

@@ -99,8 +99,7 @@ class ArchBuilder:
 
     def params(self, node: Node) -> int:
         if node.name not in self._params:
-            from dagnet.summary import count_params
-            self._params[node.name] = count_params(self.ir, node) if ops.get(node.op) else 0
+            self._params[node.name] = ops.count_params(self.ir, node) if ops.get(node.op) else 0
         return self._params[node.name]
 
     @staticmethod
