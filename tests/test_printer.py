@@ -142,11 +142,35 @@ def test_yaml_printer_styles():
                      "a = x -> linear(4) -> relu\nb = a -> (relu -> b(2)) * 2 residual\n"
                      "c = a -> linear(out_features=4)\nd = [a, c] -> concat\noutput b, d\n", "m.dag")
     text = to_yaml(spec)
-    assert "  a:\n    in: x\n    seq: linear(4) -> relu\n" in text
+    assert "  a: {in: x, seq: linear(4) -> relu}\n" in text
     assert "  c: {op: linear, in: a, out_features: 4}\n" in text
-    assert "    - {block: b(2)}\n" in text                      # a block item needs a mapping
+    assert "  b: {in: a, seq: [relu, {block: b(2)}], repeat: 2, connect: residual}\n" in text
     assert "  d: {op: concat, in: [a, c]}\n" in text
     assert signature(dagnet.load(text)) == signature(load_ir(spec))
+
+
+def test_yaml_printer_breaks_what_does_not_fit(tmp_path):
+    doc = "A " + "long " * 30 + "description."
+    text = ("dagnet: 1\nname: m\ndoc: " + doc + "\ninputs:\n  x: {shape: [3, H, W]}\nnodes:\n"
+            "  wide: {op: conv2d, in: x, out_channels: 8, kernel_size: 3, padding: 1, dilation: 1,\n"
+            "         groups: 1, bias: false}  # two lines, aligned under the first key\n"
+            "  conv: {in: wide, seq: batch_norm -> relu -> max_pool2d(2)}\n"
+            "  deep:   # three lines would not be a one-liner any more\n"
+            "    in: conv\n    seq: conv2d(8, 3, padding=1) -> batch_norm -> relu -> conv2d(8, 3, padding=1)\n"
+            "         -> batch_norm -> relu -> conv2d(8, 3, padding=1) -> batch_norm -> relu\n"
+            "outputs: [deep]\nloss: {op: mse, output: deep, target: y}\n")
+    path = tmp_path / "m.yaml"
+    path.write_text(text)
+    out = format_text(text, path)
+    assert out.startswith("dagnet: 1\nname: m\ndoc: >-\n  A long long")       # folded, read back equal
+    assert ("  wide: {op: conv2d, in: x, out_channels: 8, kernel_size: 3, padding: 1, dilation: 1,\n"
+            "         groups: 1, bias: false}  # two lines, aligned under the first key\n") in out
+    assert "  conv: {in: wide, seq: batch_norm -> relu -> max_pool2d(2)}\n" in out
+    assert "  deep:  # three lines would not be a one-liner any more\n    in: conv\n    seq: " in out
+    assert "\nloss: {op: mse, output: deep, target: y}\n" in out
+    path.write_text(out)
+    assert format_text(out, path) == out
+    assert load_yaml_spec(out).doc == doc
 
 
 def test_yaml_comments_carry_over_to_the_dsl():
@@ -230,3 +254,10 @@ def test_help_texts():
     add_commands(sub)
     assert "canonical" in sub.choices["fmt"].format_help()
     assert ".yaml <-> .dag" in sub.choices["convert"].format_help()
+
+
+@pytest.mark.parametrize("path", sorted(p for p in SPECS.rglob("*") if p.suffix in (".yaml", ".dag")),
+                         ids=lambda p: str(p.relative_to(SPECS)))
+def test_shipped_specs_are_in_canonical_form(path):
+    """`dagnet fmt --check specs/...` passes: the examples look as the formatter writes them."""
+    assert format_text(path.read_text(), path) == path.read_text()

@@ -16,6 +16,7 @@ import keyword
 import math
 import os
 import re
+import textwrap
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -85,7 +86,7 @@ class _Attach:
     def __init__(self, notes: Notes | None, anchors: list[int]):
         self.notes = notes or Notes()
         self.leading: dict[int, list[tuple[int, str]]] = {}
-        self.trailing: dict[int, list[str]] = {}
+        self.trailing: dict[int, list[tuple[int, str]]] = {}
         self.rest: list[str] = []
         lines = sorted(set(a for a in anchors if a > 0))
         for line, text, own in self.notes.comments:
@@ -98,7 +99,7 @@ class _Attach:
             else:
                 k = bisect.bisect_right(lines, line) - 1
                 target = lines[k] if k >= 0 else (lines[0] if lines else 0)
-                self.trailing.setdefault(target, []).append(text)
+                self.trailing.setdefault(target, []).append((line, text))
 
     def blank_before(self, line: int) -> bool:
         first = min([line] + [n for n, _ in self.leading.get(line, [])])
@@ -109,8 +110,10 @@ class _Attach:
         out.extend(indent + text for _, text in self.leading.pop(line, []))
         start = len(out)
         out.extend(lines)
-        for text in self.trailing.pop(line, []):
-            out[-1 if len(out) > start else start - 1] += "  " + text
+        for source_line, text in self.trailing.pop(line, []):
+            # a comment on the construct's own first line stays there; a later one ends it
+            at = start if source_line == line and len(out) > start else -1 if len(out) > start else start - 1
+            out[at] += "  " + text
 
 
 def _node_line(node: NodeSpec) -> int:
@@ -355,7 +358,7 @@ def to_dsl(spec: Spec, notes: Notes | None = None, imports: list[str] | None = N
     sections.append(tail)
     if spec.train:
         sections.append(["train {"] + _mapping_lines(spec.train, INDENT) + ["}"])
-    sections.append(attach.rest + [t for ts in attach.trailing.values() for t in ts])
+    sections.append(attach.rest + [t for ts in attach.trailing.values() for _, t in ts])
     return "\n\n".join("\n".join(s) for s in sections if s) + "\n"
 
 
@@ -477,14 +480,46 @@ def _yaml_items(items: list[NodeSpec]):
 
 def _yaml_node_lines(name: str, node: NodeSpec, indent: str) -> list[str]:
     data = yaml_node(node)
-    flow = _dump(name) + ": " + _dump(data, flow=True, width=10**6)
-    call = "(" in str(data.get("op", "")) + str(data.get("block", ""))
-    if "seq" not in data and not call and "\n" not in flow and len(indent) + len(flow) <= 100:
-        return [indent + flow]
+    flow = _flow_lines(f"{indent}{_dump(name)}: ", data)
+    if flow is not None:
+        return flow
     lines = [indent + _dump(name) + ":"]
     for key, value in data.items():
         chain = key == "seq" and isinstance(value, str) and _dump(value, width=10**6) == value
         lines += _chain_lines(value, indent + "  ") if chain else _kv(key, value, indent + "  ")
+    return lines
+
+
+def _flow_lines(head: str, data: dict, max_lines: int = 2) -> list[str] | None:
+    """``head{k: v, ...}`` in at most ``max_lines`` lines of WIDTH, broken after commas
+    and aligned under the first key; None if it does not fit or PyYAML would quote
+    a value (as it must a call with a comma in it, ``conv2d(64, 3)``)."""
+    items = [_dump({k: v}, flow=True, width=10**6)[1:-1] for k, v in data.items()]
+    if any(q in item for item in items for q in "'\"\n"):
+        return None
+    lines, current, pad = [], head + "{", " " * (len(head) + 1)
+    for i, item in enumerate(items):
+        text = item + ("}" if i == len(items) - 1 else ",")
+        if current.endswith(",") and len(current) + 1 + len(text) > WIDTH:
+            lines.append(current)
+            current = pad + text
+        else:
+            current += ("" if current.endswith("{") else " ") + text
+    lines.append(current)
+    fits = all(len(line) <= WIDTH for line in lines)
+    return lines if fits and len(lines) <= max_lines else None
+
+
+def _yaml_doc_lines(doc: str) -> list[str]:
+    """``doc: text`` on one line, or a folded paragraph (``>``) when it is longer;
+    anything else (several paragraphs, odd spacing) as PyYAML quotes it."""
+    text = doc[:-1] if doc.endswith("\n") else doc
+    lines = _kv("doc", doc, "")
+    if len(lines) > 1 and text and "\n" not in text and text == " ".join(text.split()):
+        wrapped = textwrap.wrap(text, WIDTH - 2, break_long_words=False, break_on_hyphens=False)
+        folded = ["doc: >" + ("" if doc.endswith("\n") else "-")] + ["  " + w for w in wrapped]
+        if yaml.safe_load("\n".join(folded) + "\n") == {"doc": doc}:
+            return folded
     return lines
 
 
@@ -532,7 +567,7 @@ def to_yaml(spec: Spec, notes: Notes | None = None, imports: list[str] | None = 
     attach.emit(head, spec.loc.line, "", ["dagnet: 1"])
     head += _kv("name", spec.name, "")
     if spec.doc:
-        head += _kv("doc", spec.doc, "")
+        head += _yaml_doc_lines(spec.doc)
     imports = spec_imports(spec) if imports is None else imports
     if imports:
         head += _kv("imports", imports, "")
@@ -569,9 +604,11 @@ def to_yaml(spec: Spec, notes: Notes | None = None, imports: list[str] | None = 
     if spec.outputs:
         attach.emit(tail, spec.outputs[0].loc.line, "", _kv("outputs", [r.name for r in spec.outputs], ""))
     if spec.losses:
-        tail += _kv("losses", [{k: v for k, v in loss.items() if k != "_loc"} for loss in spec.losses], "")
+        losses = [{k: v for k, v in loss.items() if k != "_loc"} for loss in spec.losses]
+        single = _flow_lines("loss: ", losses[0], max_lines=1) if len(losses) == 1 else None
+        tail += single or _kv("losses", losses, "")
     if spec.train:
         tail += _kv("train", spec.train, "")
     sections.append(tail)
-    sections.append(attach.rest + [t for ts in attach.trailing.values() for t in ts])
+    sections.append(attach.rest + [t for ts in attach.trailing.values() for _, t in ts])
     return "\n\n".join("\n".join(s) for s in sections if s) + "\n"
