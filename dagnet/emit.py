@@ -10,6 +10,7 @@ its consumers need it.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import keyword
 import operator
@@ -172,14 +173,41 @@ def _emit_checkpointed(graph, ir, path, nodes, values, modules, graph_outputs) -
     sub.output(sub_values[exits[0]] if len(exits) == 1 else tuple(sub_values[e] for e in exits))
     modules[path] = fx.GraphModule(_root(sub_modules), sub, class_name="Checkpointed")
     part = graph.create_node("get_attr", path, name=var_name(path) + "_part")
-    call = graph.create_node("call_function", torch.utils.checkpoint.checkpoint,
-                             (part, *[values[i] for i in inputs]), {"use_reentrant": False},
+    call = graph.create_node("call_function", checkpointed, (part, *[values[i] for i in inputs]),
                              name=var_name(path))
     if len(exits) == 1:
         values[exits[0]] = call
     else:
         for k, name in enumerate(exits):
             values[name] = graph.call_function(operator.getitem, (call, k))
+
+
+def checkpointed(part: nn.Module, *inputs):
+    """``part(*inputs)`` under ``torch.utils.checkpoint`` (non-reentrant).
+
+    The backward pass runs ``part`` a second time to recompute its messages;
+    batch norm would then fold the same batch into its running statistics
+    twice. The recomputation runs with those statistics saved and put back,
+    so a checkpointed model's buffers end each step exactly as a plain one's.
+    """
+    return torch.utils.checkpoint.checkpoint(
+        part, *inputs, use_reentrant=False,
+        context_fn=lambda: (contextlib.nullcontext(), _statistics_kept(part)))
+
+
+@contextlib.contextmanager
+def _statistics_kept(module: nn.Module):
+    norms = [m for m in module.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats]
+    saved = [[b.clone() for b in (m.running_mean, m.running_var, m.num_batches_tracked)] for m in norms]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, (mean, var, count) in zip(norms, saved):
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
+                m.num_batches_tracked.copy_(count)
 
 
 def _outputs(ir: IR, outputs) -> dict[str, str]:

@@ -56,12 +56,28 @@ def test_checkpointing_blocks_keeps_gradients_and_cuts_saved_memory():
         torch.testing.assert_close(p.grad, q.grad, atol=1e-5, rtol=1e-4, msg=name)
 
 
+def test_checkpointing_leaves_batch_norm_statistics_as_a_plain_model_does():
+    """The backward pass recomputes each part; its batch norms must not count the batch twice."""
+    ir = dagnet.load(SPECS / "resnet18.yaml", {"classes": 10})
+    torch.manual_seed(0)
+    plain, ckpt = emit(ir), emit(ir, checkpoint="blocks")
+    ckpt.load_state_dict(plain.state_dict())
+    for step in range(2):
+        x = torch.randn(2, 3, 32, 32)
+        for model in (plain, ckpt):
+            model(image=x).sum().backward()
+    buffers = dict(ckpt.named_buffers())
+    for name, value in plain.named_buffers():
+        torch.testing.assert_close(buffers[name], value, rtol=1e-5, atol=1e-6, msg=name)
+    assert int(buffers["stem.1.num_batches_tracked"]) == 2
+
+
 def test_checkpoint_key_in_spec():
     text = ("dagnet: 1\ninputs:\n  x: {shape: [4, 8]}\nnodes:\n  body:\n    in: x\n"
             "    seq: conv1d(4, 3, padding=1) -> relu -> conv1d(4, 3, padding=1)\n    checkpoint: true\n"
             "  out: {op: add, in: [body, x]}\noutputs: [out]\n")
     model = dagnet.compile(text)
-    assert "torch.utils.checkpoint.checkpoint(body_part, x" in model.code
+    assert "dagnet_emit_checkpointed(body_part, x" in model.code
     x = torch.randn(3, 4, 8, requires_grad=True)
     model(x=x).sum().backward()
     assert x.grad is not None and "body.0.weight" in model.state_dict()
