@@ -48,6 +48,14 @@ def test_compile_writes_a_standalone_file(tmp_path, capsys):
     assert "def forward(self, image):" in capsys.readouterr().out
 
 
+def test_compile_refuses_to_export_checkpointing(tmp_path, capsys):
+    assert main(["compile", str(SPECS / "lenet.yaml"), "--checkpoint", "blocks",
+                 "-o", str(tmp_path / "lenet.pt")]) == 1
+    assert "leave --checkpoint out" in capsys.readouterr().err and not (tmp_path / "lenet.pt").exists()
+    assert main(["compile", str(SPECS / "lenet.yaml"), "--checkpoint", "blocks"]) == 0
+    assert "dagnet_emit_checkpointed(" in capsys.readouterr().out
+
+
 def test_ops_lists_every_op(capsys):
     from dagnet import ops
     assert main(["ops"]) == 0
