@@ -90,6 +90,17 @@ def test_an_op_without_a_rule_is_counted_on_its_module():
         ops.OPS["conv2d"] = saved
 
 
+def test_a_module_that_cannot_be_built_on_meta_is_counted_on_the_cpu():
+    from dataclasses import replace
+    ir = dagnet.load(f"dagnet: 1\n{FIELD_CASES['tree_crf'][0]}outputs: [crf]\n")
+    saved = ops.OPS["tree_crf"]
+    ops.OPS["tree_crf"] = replace(saved, params=None)     # TreeCRF copies its parents in
+    try:
+        assert ops.count_params(ir, ir.node("crf")) == 3 * 3
+    finally:
+        ops.OPS["tree_crf"] = saved
+
+
 def test_reading_checking_and_drawing_do_not_import_torch(tmp_path):
     script = f"""
 import sys, contextlib, io

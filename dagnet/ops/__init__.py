@@ -24,6 +24,9 @@ def count_params(ir, node) -> int:
     if not isinstance(call, ModuleCall):
         return 0
     import torch
-    with torch.device("meta"):
+    try:
+        with torch.device("meta"):                 # no memory, however large
+            module = call.cls(**call.kwargs)
+    except NotImplementedError:                    # a module that copies data in as it is built
         module = call.cls(**call.kwargs)
     return sum(p.numel() for p in module.parameters())
