@@ -13,7 +13,8 @@ from pathlib import Path
 import yaml
 
 from dagnet.errors import Loc, SpecError, SpecErrors
-from dagnet.spec.dsl import excerpt, load_dsl_spec, parse_dsl
+from dagnet.spec.dsl import load_dsl_spec, parse_dsl
+from dagnet.spec.dsl_errors import excerpt
 from dagnet.spec.printer import scan_notes, spec_imports, to_dsl, to_yaml
 from dagnet.spec.yaml_loader import load_yaml_spec
 

@@ -24,7 +24,8 @@ from pathlib import Path
 import yaml
 
 from dagnet.errors import Loc, SpecError
-from dagnet.spec.dsl import CONSTANTS, OPERATOR_KEYWORDS, parse_value
+from dagnet.spec.dsl import parse_value
+from dagnet.spec.dsl_lexer import CONSTANTS, OPERATOR_KEYWORDS
 from dagnet.spec.model import BlockSpec, NodeSpec, Ref, Spec
 from dagnet.spec.yaml_loader import NODE_KEYS, _literal as call_literal, _split_chain
 
