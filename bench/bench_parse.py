@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 import dagnet  # noqa: E402
 from dagnet.spec.dsl import load_dsl_spec  # noqa: E402
-from dagnet.spec.printer import to_yaml  # noqa: E402
+from dagnet.spec.yaml_printer import to_yaml  # noqa: E402
 from dagnet.spec.yaml_loader import load_yaml_spec  # noqa: E402
 
 

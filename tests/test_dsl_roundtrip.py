@@ -19,7 +19,8 @@ from dagnet.ir import expand
 from dagnet.spec.dsl import parse_dsl
 from dagnet.spec.model import BlockSpec, InputSpec, NodeSpec, Ref, Spec
 from dagnet.spec.cli import convert
-from dagnet.spec.printer import to_dsl, to_yaml
+from dagnet.spec.printer import to_dsl
+from dagnet.spec.yaml_printer import to_yaml
 from dagnet.spec.yaml_loader import load_yaml_spec
 from tests.conftest import SPECS
 

@@ -12,7 +12,8 @@ from dagnet.errors import Loc, SpecError
 from dagnet.spec.cli import add_commands, format_text, render_error
 from dagnet.spec.dsl import parse_dsl, parse_value
 from dagnet.spec.model import InputSpec, NodeSpec, Ref, Spec
-from dagnet.spec.printer import _call_text, scan_notes, to_dsl, to_yaml, value_text
+from dagnet.spec.printer import scan_notes, to_dsl, value_text
+from dagnet.spec.yaml_printer import _call_text, to_yaml
 from dagnet.spec.yaml_loader import _literal, load_yaml_spec
 from tests.conftest import SPECS
 from tests.test_dsl_roundtrip import load_ir, signature

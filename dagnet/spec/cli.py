@@ -15,7 +15,8 @@ import yaml
 from dagnet.errors import Loc, SpecError, SpecErrors
 from dagnet.spec.dsl import load_dsl_spec, parse_dsl
 from dagnet.spec.dsl_errors import excerpt
-from dagnet.spec.printer import scan_notes, spec_imports, to_dsl, to_yaml
+from dagnet.spec.printer import scan_notes, spec_imports, to_dsl
+from dagnet.spec.yaml_printer import to_yaml
 from dagnet.spec.yaml_loader import load_yaml_spec
 
 FORMATS = {".dag": "dag", ".yaml": "yaml", ".yml": "yaml"}
