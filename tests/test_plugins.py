@@ -39,3 +39,22 @@ def test_spec_alone_imports_nothing(plugin_dir, capsys):
 def test_plugin_flag_registers_ops(plugin_dir, capsys):
     assert main(["--plugin", "my_dagnet_ops", "check", str(plugin_dir / "model.yaml")]) == 0
     assert (plugin_dir / "imported").read_text() == "yes"
+
+
+def test_entry_points_load_only_with_the_flag(tmp_path, monkeypatch, capsys):
+    """An installed package's `dagnet.ops` entry point, as pip would leave it."""
+    (tmp_path / "my_dagnet_ops.py").write_text(PLUGIN)
+    (tmp_path / "model.yaml").write_text(SPEC)
+    info = tmp_path / "my_dagnet_ops-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-dagnet-ops\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[dagnet.ops]\nswish = my_dagnet_ops\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        assert main(["check", str(tmp_path / "model.yaml")]) == 1
+        assert not (tmp_path / "imported").exists()
+        assert main(["--entry-point-plugins", "check", str(tmp_path / "model.yaml")]) == 0
+        assert (tmp_path / "imported").read_text() == "yes"
+    finally:
+        ops.OPS.pop("swish_test", None)
+        sys.modules.pop("my_dagnet_ops", None)
