@@ -130,7 +130,7 @@ def _flow_lines(head: str, data: dict, max_lines: int = 2) -> list[str] | None:
     and aligned under the first key; None if it does not fit or PyYAML would quote
     a value (as it must a call with a comma in it, ``conv2d(64, 3)``)."""
     items = [_dump({k: v}, flow=True, width=10**6)[1:-1] for k, v in data.items()]
-    if any(q in item for item in items for q in "'\"\n"):
+    if not items or any(q in item for item in items for q in "'\"\n"):
         return None
     lines, current, pad = [], head + "{", " " * (len(head) + 1)
     for i, item in enumerate(items):
