@@ -170,10 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dim", action="append", metavar="NAME=N",
                    help="give a symbolic input size for MACs, e.g. --dim H=224 (repeatable)")
     p = spec_command("compile", cmd_compile,
-                     "Print the generated forward code, or write a standalone model file with -o.")
+                     "Print the generated forward code, or write the model with -o.")
     p.add_argument("-o", "--output", metavar="FILE",
-                   help="write the model: .py (a standalone module that imports only torch), "
-                        ".pt (TorchScript), .pt2 (torch.export) or .onnx")
+                   help="write the model: .py (a standalone module that imports only torch, and "
+                        "plugins), .pt (TorchScript), .pt2 (torch.export), .onnx, or .safetensors "
+                        "(weights with the spec embedded)")
     p.add_argument("--weights", metavar="CHECKPOINT", help="load trained weights before exporting")
     p.add_argument("--schedule", action="store_true",
                    help="print the forward and backward message schedules, lifetimes and peak memory")
