@@ -67,3 +67,25 @@ def test_version_and_help():
     assert run("--version").stdout.startswith("dagnet ")
     result = run("summary", "--help")
     assert result.returncode == 0 and "--dim" in result.stdout
+
+
+def test_help_and_fmt_start_without_the_checker():
+    """`dagnet --help` and `dagnet fmt` (an editor's format-on-save) never load sympy,
+    networkx or torch: the checker, the render pipeline and the ops load on first use."""
+    script = f"""
+import sys, contextlib, io
+from dagnet.cli import main
+with contextlib.redirect_stdout(io.StringIO()):
+    try:
+        main(["--help"])
+    except SystemExit:
+        pass
+    for spec in ("resnet50.dag", "resnet50.yaml", "blocks/resnet.yaml"):
+        assert main(["fmt", "--check", r"{SPECS}/" + spec]) == 0
+    assert main(["convert", r"{SPECS}/lenet.yaml"]) == 0
+heavy = sorted(m for m in ("sympy", "networkx", "torch") if m in sys.modules)
+print(heavy)
+sys.exit(1 if heavy else 0)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]

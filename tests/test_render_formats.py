@@ -61,8 +61,8 @@ def test_pdf_or_a_message_that_says_what_to_install(tiny, tmp_path, monkeypatch)
         data = render(tiny, tmp_path / "tiny.pdf", engine=PURE).read_bytes()
         assert data.startswith(b"%PDF")
     monkeypatch.setattr(layout_mod.shutil, "which", lambda name: None)
-    monkeypatch.setattr("dagnet.render.find_latex", lambda: None)
-    monkeypatch.setattr("dagnet.render.svg_to_pdf", lambda svg: None)
+    monkeypatch.setattr("dagnet.render.pipeline.find_latex", lambda: None)
+    monkeypatch.setattr("dagnet.render.pipeline.svg_to_pdf", lambda svg: None)
     with pytest.raises(RenderError, match="apt-get install graphviz.*texlive.*librsvg2-bin"):
         render(tiny, tmp_path / "none.pdf", engine=PURE)
 

@@ -20,7 +20,7 @@ import networkx as nx
 
 from dagnet import ops
 from dagnet.ir import IR, Node
-from dagnet.render.figure import FCluster, FEdge, Figure, FNode
+from dagnet.render.drawing import FCluster, FEdge, Figure, FNode
 from dagnet.render.labels import (TIMES, Line, op_title, params_line, plain, shape_line,
                                   split_title, tex_escape)
 

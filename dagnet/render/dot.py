@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 
-from dagnet.render.figure import FCluster, Figure, FNode
+from dagnet.render.drawing import FCluster, Figure, FNode
 from dagnet.render.labels import Line
 from dagnet.render.metrics import text_width
 from dagnet.render.styles import Theme

@@ -16,7 +16,7 @@ import math
 
 from dagnet import ops
 from dagnet.ir import IR, Node
-from dagnet.render.figure import Figure, FNode
+from dagnet.render.drawing import Figure, FNode
 from dagnet.render.labels import FIELD_TITLES, Line, nominal_dim, params_text, tex_escape
 from dagnet.render.metrics import text_width
 
