@@ -227,6 +227,10 @@ SEMANTIC_ERRORS = [
     ("block b {\n  y = x -> relu\n}\n" + HEAD + "z = x -> b\noutput z\n",
      "block `b` declares no outputs", None),
     ("train {a: 1, a: 2}\n" + HEAD + "y = x -> relu\noutput y\n", "duplicate key `a`", None),
+    # escapes are Python's; one it cannot read (found by the fuzzer as a bare SyntaxError)
+    ('doc "short \\x0"\n' + HEAD + "y = x -> relu\noutput y\n", "cannot read this string", "\\xHH"),
+    ('doc "a\\n\x00"\n' + HEAD + "y = x -> relu\noutput y\n", "cannot read this string", None),
+    (HEAD + 'y = x -> relu\noutput y\ntrain {data: {name: "\\N{nope}"}}\n', "cannot read this string", None),
 ]
 
 

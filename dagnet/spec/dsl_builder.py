@@ -67,6 +67,16 @@ def _literal(node):
     return ast.unparse(node)
 
 
+def _unquoted(src, tok: Token) -> str:
+    """A string token's value; a bad escape (``"\\x0"``) is reported at the token."""
+    try:
+        return unquote(tok.value)
+    except (SyntaxError, ValueError):        # what Python's string reader raises
+        src.error("cannot read this string: it holds an escape Python does not know, or a NUL",
+                  tok, "escapes are Python's: \\n \\t \\\\ \\\" \\xHH \\uHHHH \\N{NAME}")
+        return tok.value[1:-1]
+
+
 class Source:
     """The text being parsed: turns tokens and spans into locations, values and errors."""
 
@@ -116,7 +126,7 @@ class Builder(Transformer):
         return _Piece(value, tok.start_pos, tok.end_pos)
 
     def string(self, *toks):
-        return _Piece("".join(unquote(t.value) for t in toks), toks[0].start_pos, toks[-1].end_pos)
+        return _Piece("".join(_unquoted(self.src, t) for t in toks), toks[0].start_pos, toks[-1].end_pos)
 
     def unary(self, sign, operand):
         if operand.literal and type(operand.value) in (int, float):
