@@ -93,7 +93,7 @@ def cmd_train(args) -> int:
         raise SystemExit("dagnet train: give a SPEC, or --resume RUN_DIR")
     out = args.resume or args.out or f"runs/{Path(args.spec).stem}"
     flags = list(args.option or [])
-    for key in ("lr", "batch_size", "device", "seed", "optimizer", "precision"):
+    for key in ("lr", "batch_size", "device", "seed", "optimizer", "precision", "checkpoint"):
         value = getattr(args, key)
         if value is not None:
             flags.append(f"{key}={value}")
@@ -195,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", dest="batch_size", type=int)
     p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--checkpoint", choices=["none", "blocks"],
+                   help="blocks: recompute each top-level block's activations in the backward pass "
+                        "(less memory, about one more forward)")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int)
     p.add_argument("--compile", action="store_true", help="torch.compile the model")

@@ -40,6 +40,18 @@ def test_resume_from_the_cli_equals_an_uninterrupted_run(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_training_with_checkpointing_ends_where_plain_training_does(tmp_path):
+    """--checkpoint blocks trades memory for a recomputation, nothing else: the same
+    weights and batch-norm statistics after two epochs (dropout masks are replayed)."""
+    plain, recomputed = tmp_path / "a", tmp_path / "b"
+    assert main(["train", SPEC, "--epochs", "2", "--out", str(plain), *FAST]) == 0
+    assert main(["train", SPEC, "--epochs", "2", "--out", str(recomputed), "--checkpoint", "blocks", *FAST]) == 0
+    a, b = load_checkpoint(plain / "last.pt")["model"], load_checkpoint(recomputed / "last.pt")["model"]
+    assert list(a) == list(b) and any("running_mean" in k for k in a)
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
 def test_data_that_does_not_fit_names_the_sample(tmp_path, capsys):
     assert main(["train", str(SPECS / "lenet.yaml"), "--data", "digits", "--out", str(tmp_path / "r")]) == 1
     err = capsys.readouterr().err

@@ -93,6 +93,7 @@ class TrainConfig:
     on_nonfinite: str = field(default="stop", metadata=_choices("stop", "skip"))
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     precision: str = field(default="fp32", metadata=_choices("fp32", "bf16", "fp16"))
+    checkpoint: str = field(default="none", metadata=_choices("none", "blocks"))
     compile: bool | str = False
     device: str = "auto"
     seed: int = 0

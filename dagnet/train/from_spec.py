@@ -99,12 +99,14 @@ def check_data(dataset, ir: IR, losses: list[dict], limit: int = 256) -> None:
                                  ignore_index=loss.get("ignore_index", -100), limit=limit)
 
 
-def build_model(ir: IR):
+def build_model(ir: IR, checkpoint: str | None = None):
+    """The training module (the outputs the losses read) and its objective;
+    ``checkpoint="blocks"`` recomputes each top-level block in the backward pass."""
     losses, needed = spec_losses(ir)
     if not losses:
         raise SpecError("the spec declares no loss to train", Loc(ir.file, 1, 1),
                         "add e.g. `loss: {op: cross_entropy, output: logits, target: label}`")
-    model = emit(ir, outputs=needed, as_dict=True)
+    model = emit(ir, outputs=needed, as_dict=True, checkpoint=checkpoint)
     try:
         objective = build_objective(losses, model)
     except ObjectiveError as exc:
@@ -125,7 +127,7 @@ def train(spec, out, *, data=None, epochs=None, config_file=None, flags=(), para
     else:
         config = resolve_config(ir.train, config_file, flags)
     seed_everything(config.seed)        # before the weights are initialised
-    model, objective, losses = build_model(ir)
+    model, objective, losses = build_model(ir, None if config.checkpoint == "none" else config.checkpoint)
     if data is not None:
         config.data = {"path": str(data)} if Path(str(data)).exists() else {"name": str(data)}
     if not config.data:
