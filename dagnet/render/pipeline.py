@@ -82,8 +82,11 @@ def tikz_source(ir: IR, theme: str = "paper", bw: bool = False, engine: str = "a
                 **options) -> str:
     """A TikZ picture laid out by Graphviz, with text left to LaTeX (standalone or \\input-able)."""
     fig = figure(ir, theme=theme, **options)
-    t = _theme(theme, bw)
-    dot = to_dot(fig, t, options.get("rankdir", "TB"), TEX_TEXT_SCALE)
+    return _tikz(fig, _theme(theme, bw), options.get("rankdir", "TB"), engine)
+
+
+def _tikz(fig: Figure, t, rankdir: str, engine: str) -> str:
+    dot = to_dot(fig, t, rankdir, TEX_TEXT_SCALE)
     layout = layout_json(find_engine(engine), dot, pinned=fig.pinned)
     return to_tikz(layout, tex_map(fig), fig.name, t.tex_family, node_tex(fig))
 
@@ -114,14 +117,14 @@ def render(ir: IR, path, *, view: str = "auto", depth: int = 0, expand: bool = F
     if fmt == "dot":
         data = to_dot(fig, t, rankdir).encode()
     elif fmt == "tex":
-        data = tikz_source(ir, theme=theme, bw=bw, engine=engine, **options).encode()
+        data = _tikz(fig, t, rankdir, engine).encode()
     else:
-        data = _graphviz_output(ir, fig, t, fmt, rankdir, engine, options, theme, bw)
+        data = _graphviz_output(fig, t, fmt, rankdir, engine)
     path.write_bytes(data)
     return path
 
 
-def _graphviz_output(ir, fig, t, fmt, rankdir, engine_name, options, theme, bw) -> bytes:
+def _graphviz_output(fig: Figure, t, fmt: str, rankdir: str, engine_name: str) -> bytes:
     engine = find_engine(engine_name)
     dot = to_dot(fig, t, rankdir)
     if fmt in engine.formats:
@@ -137,7 +140,7 @@ def _graphviz_output(ir, fig, t, fmt, rankdir, engine_name, options, theme, bw) 
             pass
     latex = find_latex()
     if latex:
-        return latex_to_pdf(tikz_source(ir, theme=theme, bw=bw, engine=engine_name, **options), latex)
+        return latex_to_pdf(_tikz(fig, t, rankdir, engine_name), latex)
     pdf = svg_to_pdf(run_engine(engine, dot, "svg", fig.pinned))
     if pdf is None:
         raise RenderError(f"cannot write {fmt}: {INSTALL_PDF}")
