@@ -4,7 +4,7 @@ from dagnet.ops.registry import OPS, REQUIRED, Arg, FunctionCall, ModuleCall, Op
 from dagnet.ops import activation, conv, dense, fields, merge, norm, recurrent, shape  # noqa: F401  (registration)
 
 __all__ = ["OPS", "REQUIRED", "Arg", "FunctionCall", "ModuleCall", "OpDef", "ShapeError", "get", "register",
-           "build_call", "count_params"]
+           "build_call", "count_params", "module_params"]
 
 
 def build_call(ir, node):
@@ -20,13 +20,18 @@ def count_params(ir, node) -> int:
         return 0
     if opdef.params is not None:
         return int(opdef.params([ir.node(i).shape for i in node.inputs], node.args))
-    call = build_call(ir, node)
+    return module_params(build_call(ir, node))
+
+
+def module_params(call) -> int:
+    """Parameters of the module a ModuleCall builds (0 for a function call), built on the
+    meta device (no memory, however large) unless it copies data in as it is built."""
     if not isinstance(call, ModuleCall):
         return 0
     import torch
     try:
-        with torch.device("meta"):                 # no memory, however large
+        with torch.device("meta"):
             module = call.cls(**call.kwargs)
-    except NotImplementedError:                    # a module that copies data in as it is built
+    except NotImplementedError:
         module = call.cls(**call.kwargs)
     return sum(p.numel() for p in module.parameters())

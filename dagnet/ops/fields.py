@@ -34,6 +34,11 @@ def _chain_shape(ins, a):
     return ins[0]
 
 
+def _chain_params(ins, a):
+    """Transitions [K, K], start and end scores [K] over the K states of [T, K] inputs."""
+    return ins[0][1] * (ins[0][1] + 2)
+
+
 def _chain_build(ins, a):
     from dagnet.fields.chain import ChainCRF
     return ModuleCall(ChainCRF, {"num_tags": ins[0][1], "method": a["method"]}, method="marginals")
@@ -44,7 +49,7 @@ register(OpDef(
     "Linear-chain CRF over [T, K] emission scores (+ optional [T] mask); value: tag marginals [T, K].",
     (SCAN,),
     _chain_shape, _chain_build, arity=(1, 2), stochastic=True,
-    params=lambda ins, a: ins[0][1] * (ins[0][1] + 2)))      # transitions, start, end
+    params=_chain_params))
 
 
 def _tree_shape(ins, a):
@@ -171,4 +176,4 @@ register(OpDef(
     "states, scored by [T, L * h] inputs; value: label marginals [T, L].",
     (Arg("num_labels", "int"), SCAN),
     _ldcrf_shape, _ldcrf_build, arity=(1, 2), stochastic=True,
-    params=lambda ins, a: ins[0][1] * (ins[0][1] + 2)))      # a chain CRF over the hidden states
+    params=_chain_params))      # its parameters are a chain CRF's over the hidden states

@@ -99,7 +99,7 @@ class ArchBuilder:
 
     def params(self, node: Node) -> int:
         if node.name not in self._params:
-            self._params[node.name] = ops.count_params(self.ir, node) if ops.get(node.op) else 0
+            self._params[node.name] = ops.count_params(self.ir, node)
         return self._params[node.name]
 
     @staticmethod

@@ -283,7 +283,7 @@ class ModelBuilder:
         net = [n for n in self.ir.order() if n.op != "input" and not is_field(n)]
         params = 0
         for n in net:
-            params += ops.count_params(self.ir, n) if ops.get(n.op) else 0
+            params += ops.count_params(self.ir, n)
         layers = f"{len(net)} layer" + ("s" if len(net) != 1 else "")
         text = "; ".join(parts) + f"; f\u03b8: {layers}, {params_text(params)} params"
         tex = tex_escape("; ".join(parts)) + f"; $f_\\theta$: {layers}, {params_text(params)} params"
