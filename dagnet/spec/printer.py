@@ -108,9 +108,15 @@ class Attach:
         start = len(out)
         out.extend(lines)
         for source_line, text in self.trailing.pop(line, []):
-            # a comment on the construct's own first line stays there; a later one ends it
-            at = start if source_line == line and len(out) > start else -1 if len(out) > start else start - 1
+            if len(out) == start:           # nothing written: the line before carries it
+                at = start - 1
+            else:                           # on the construct's own first line, or ending it
+                at = start if source_line == line else -1
             out[at] += "  " + text
+
+    def leftover(self) -> list[str]:
+        """Comments no construct took (after the last one, or at unprinted lines)."""
+        return self.rest + [text for texts in self.trailing.values() for _, text in texts]
 
 
 def node_line(node: NodeSpec) -> int:
@@ -367,7 +373,7 @@ def to_dsl(spec: Spec, notes: Notes | None = None, imports: list[str] | None = N
     sections.append(tail)
     if spec.train:
         sections.append(["train {"] + _mapping_lines(spec.train, INDENT) + ["}"])
-    sections.append(attach.rest + [t for ts in attach.trailing.values() for _, t in ts])
+    sections.append(attach.leftover())
     return "\n\n".join("\n".join(s) for s in sections if s) + "\n"
 
 

@@ -233,5 +233,5 @@ def to_yaml(spec: Spec, notes: Notes | None = None, imports: list[str] | None = 
     if spec.train:
         tail += _kv("train", spec.train, "")
     sections.append(tail)
-    sections.append(attach.rest + [t for ts in attach.trailing.values() for _, t in ts])
+    sections.append(attach.leftover())
     return "\n\n".join("\n".join(s) for s in sections if s) + "\n"
