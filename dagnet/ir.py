@@ -22,6 +22,7 @@ import networkx as nx
 
 from dagnet.errors import ErrorLog, Loc, SpecError, did_you_mean
 from dagnet.spec.model import NodeSpec, Spec
+from dagnet.spec.names import check_names
 from dagnet.values import Resolver
 
 MAX_NODES = 200_000
@@ -262,6 +263,7 @@ def expand(spec: Spec, overrides: dict | None = None, errors: ErrorLog | None = 
     """
     own_log = errors is None
     errors = errors if errors is not None else ErrorLog()
+    check_names(spec, errors)
     env = Resolver({}, errors).spec_params(spec, overrides or {})
     exp = _Expander(spec, errors)
     graph = nx.DiGraph()

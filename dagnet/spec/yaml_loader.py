@@ -285,9 +285,6 @@ class _Builder:
         return {str(name): self.node(str(name), body, nodes.key_loc(name)) for name, body in nodes.items()}
 
     def node(self, name: str, body, loc: Loc) -> NodeSpec:
-        if "." in name:
-            self.errors.add(f"node name `{name}` contains a dot", loc,
-                            "dots separate block paths; use `_` instead")
         if isinstance(body, str):       # `a1: relu(c1)` is not a node; keep YAML explicit
             self.errors.add(f"node `{name}` must be a mapping such as `{{op: relu, in: x}}`", loc)
             return NodeSpec(name, loc, "op", "identity")
