@@ -119,7 +119,9 @@ def latex_to_pdf(tex: str, latex: str) -> bytes:
         src = Path(tmp) / "figure.tex"
         src.write_text(tex, encoding="utf-8")
         try:
-            proc = subprocess.run([latex, "-interaction=nonstopmode", "-halt-on-error", src.name],
+            # -no-shell-escape: \write18 stays off even where a texmf.cnf enables it
+            proc = subprocess.run([latex, "-no-shell-escape", "-interaction=nonstopmode", "-halt-on-error",
+                                   src.name],
                                   cwd=tmp, capture_output=True, timeout=TIMEOUT, env=reproducible_env())
         except subprocess.TimeoutExpired:
             raise RenderError(f"{Path(latex).name} took longer than {TIMEOUT} s") from None
