@@ -21,7 +21,7 @@ from typing import Any
 import networkx as nx
 
 from dagnet.errors import ErrorLog, Loc, SpecError, did_you_mean
-from dagnet.spec.model import NodeSpec, Spec
+from dagnet.spec.model import DTYPES, NodeSpec, Spec
 from dagnet.spec.names import check_names
 from dagnet.values import Resolver
 
@@ -269,6 +269,9 @@ def expand(spec: Spec, overrides: dict | None = None, errors: ErrorLog | None = 
     graph = nx.DiGraph()
     for name, inp in spec.inputs.items():
         shape = Resolver(env, errors).input_shape(inp)
+        if inp.dtype not in DTYPES:     # later stages look the name up on `torch`
+            errors.add(f"input `{name}` has unknown dtype `{inp.dtype}`", inp.loc,
+                       did_you_mean(inp.dtype, DTYPES) or f"use one of {', '.join(DTYPES)}")
         node = Node(name, "input", [], {}, inp.loc, shape=shape, dtype=inp.dtype)
         exp.nodes[name] = node
     exp.scope("", spec.nodes, env, {n: n for n in spec.inputs}, {})

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from dagnet import ops
 from dagnet.dims import known, product, substitute
 from dagnet.ir import IR
+from dagnet.spec.model import DTYPES
 
-DTYPE_BYTES = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4, "bool": 1}
 
 # What a node keeps for its backward pass: its inputs, its output, or nothing.
 SAVES_INPUTS = {"conv", "dense", "norm", "pool", "recurrent", "field", "upsample"}
@@ -69,7 +69,7 @@ def forward_schedule(ir: IR, batch: int = 1, dims: dict | None = None) -> list[M
         last = end if node.name in outputs else max(consumers, default=t)
         shape = substitute(node.shape, dims or {})
         numel = product(shape) if shape else 1
-        size = int(numel) * batch * DTYPE_BYTES.get(node.dtype, 4) if known(numel) else None
+        size = int(numel) * batch * DTYPES.get(node.dtype, 4) if known(numel) else None
         # backward runs in reverse: consumer at forward step c runs at backward step end-1-c
         keepers = [step[c] for c in ir.graph.successors(node.name) if saves(ir.node(c).op) == "inputs"]
         if saves(node.op) == "output":

@@ -208,3 +208,11 @@ def test_an_export_with_a_tampered_embedded_spec_is_checked_again_on_load(tmp_pa
     with pytest.raises(SpecError, match="is not an ASCII identifier"):
         load_safetensors(tmp_path / "evil.safetensors")
     assert not (tmp_path / MARKER).exists()
+
+
+def test_an_input_dtype_is_one_of_the_known_element_types():
+    """Later stages look the dtype up on `torch`: only known names may get there."""
+    with pytest.raises(SpecError, match="input `x` has unknown dtype `load`"):
+        dagnet.load(tiny().replace("{shape: [4]}", "{shape: [4], dtype: load}"))
+    with pytest.raises(SpecError, match="did you mean `int64`"):
+        dagnet.load(tiny().replace("{shape: [4]}", "{shape: [4], dtype: int46}"))

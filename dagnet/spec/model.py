@@ -14,6 +14,9 @@ from dagnet.errors import Loc
 
 SPEC_VERSION = 1
 CONNECT_MODES = ("sequential", "residual", "dense")
+# the element types an input may declare, with their sizes in bytes
+DTYPES = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4, "int16": 2,
+          "int8": 1, "uint8": 1, "bool": 1}
 
 
 @dataclass(frozen=True)
