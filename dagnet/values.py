@@ -82,6 +82,11 @@ class Resolver:
             word = self.word_choice(arg, raw, loc, what)
             if word is not None:
                 return word
+        if arg.name == "padding" and raw in ("same", "valid") and raw not in self.env:
+            self.errors.add(f"{what} must be a number, found `{raw}`", loc,
+                            f"PyTorch takes padding `{raw}` only in conv1d and conv2d: give the padding "
+                            "in positions (kernel_size // 2 keeps the size of an odd kernel at stride 1)")
+            return _INVALID
         if kind in ("ints", "shape"):
             items = raw if isinstance(raw, list) else [raw]
             if kind == "shape" and not isinstance(raw, list):

@@ -128,7 +128,7 @@ register(OpDef(
     (Arg("iterations", "int", 5, range=ITERATIONS), Arg("spatial_sxy", "float", 3.0, range=POSITIVE),
      Arg("spatial_weight", "float", 3.0, range=FINITE), Arg("bilateral_sxy", "float", 80.0, range=POSITIVE),
      Arg("bilateral_srgb", "float", 13.0, range=POSITIVE), Arg("bilateral_weight", "float", 10.0, range=FINITE),
-     Arg("compatibility", "str", "potts"),
+     Arg("compatibility", "str", "potts", ("potts",)),
      Arg("method", "str", "lattice", ("lattice", "exact")), Arg("learn_bandwidths", "bool", False)),
     _dense_shape, _dense_build, arity=(2, 2), stochastic=True,
     # compatibility [L, L], two kernel weights, three bandwidths if learnt
