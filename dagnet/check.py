@@ -112,8 +112,9 @@ def check_memory(ir: IR, errors: ErrorLog) -> None:
 
     Estimated from the shapes alone, without building anything: parameters by
     each op's own counting rule (an op without one, a plugin's, is not
-    counted: that would import torch), and a symbolic dim counts as 1, so an
-    activation's estimate is a lower bound that holds for every input size.
+    counted: that would import torch), and activations at their smallest over
+    every input size (see :func:`_smallest`), so nothing is refused for what a
+    symbolic size might become.
     """
     shaped = [n for n in ir.order() if n.op != UNKNOWN_OP and n.shape is not None]
     counts = {n.name: _parameters(ir, n) for n in shaped}
@@ -125,11 +126,26 @@ def check_memory(ir: IR, errors: ErrorLog) -> None:
                    f"`{biggest.name}` ({biggest.op}) holds {counts[biggest.name]:,} of them",
                    biggest.loc, "make the largest layers narrower, or shrink their input first "
                    "(pooling, a stride, fewer channels)")
+    smallest: dict = {}             # dim -> its lower bound, shared by the nodes that have it
     for node in shaped:             # the first one too large is the cause; later ones follow from it
-        size = product(d if known(d) else 1 for d in node.shape) * BYTES_PER_VALUE
+        size = product(_smallest(d, smallest) for d in node.shape) * BYTES_PER_VALUE
         if size > MAX_ACTIVATION_BYTES:
             _too_large_activation(node, size, errors)
             break
+
+
+def _smallest(d, cache: dict) -> int:
+    """A lower bound on a dim over every input size: its value with each symbol at 1, and at least 1.
+
+    Shape rules only grow with the sizes of their inputs (H -> H // 2 + 1, 4 H, H + W), so the
+    smallest sizes give the smallest dims; any dim of a run is at least 1.
+    """
+    if known(d):
+        return int(d)
+    if d not in cache:
+        at_one = d.subs({s: 1 for s in d.free_symbols})
+        cache[d] = max(1, int(at_one)) if at_one.is_number and at_one.is_finite else 1
+    return cache[d]
 
 
 def _too_large_activation(node, size: int, errors: ErrorLog) -> None:
@@ -151,8 +167,11 @@ def _parameters(ir: IR, node) -> int:
 
 
 def human_bytes(size: int) -> str:
-    """``4000000000000`` -> ``3.6 TiB``."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if size < 1024 or unit == "PiB":
-            return f"{size:,} B" if unit == "B" else f"{size:.1f}".removesuffix(".0") + f" {unit}"
-        size /= 1024
+    """``4000000000000`` -> ``3.6 TiB``; beyond EiB, a power of ten (a float would overflow)."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+    if size >= 1024 ** len(units):
+        return f"about 10^{len(str(size)) - 1} B"
+    power = next(p for p in range(len(units)) if size < 1024 ** (p + 1))
+    if power == 0:
+        return f"{size:,} B"
+    return f"{size / 1024 ** power:.1f}".removesuffix(".0") + f" {units[power]}"

@@ -16,6 +16,7 @@ from dagnet.errors import ErrorLog, Loc, did_you_mean
 from dagnet.ops.registry import REQUIRED, Arg, OpDef
 
 _INVALID = object()
+INT64 = 2**63           # PyTorch keeps sizes, strides and indices as C++ int64
 
 
 class Resolver:
@@ -157,9 +158,15 @@ class Resolver:
         """Check every number of a typed value against ``arg.range``; log the first one outside."""
         numbers = value if isinstance(value, list) else [value]
         for i, number in enumerate(numbers):
+            where = f"{what}: entry {i + 1} of {len(numbers)}" if isinstance(value, list) else what
+            if isinstance(number, int) and not -INT64 <= number < INT64:
+                digits = str(abs(number))
+                self.errors.add(f"{where} does not fit in 64 bits, found a {len(digits)}-digit number "
+                                f"({'-' if number < 0 else ''}{digits[:6]}...)", loc,
+                                "PyTorch stores sizes and steps as 64-bit integers: below 2**63")
+                return False
             if number is None or isinstance(number, str) or number in arg.range:
                 continue
-            where = f"{what}: entry {i + 1} of {len(numbers)}" if isinstance(value, list) else what
             found = f"{number:g}" if isinstance(number, float) else number
             hint = arg.range.meaning
             if not arg.required and arg.default is not None:

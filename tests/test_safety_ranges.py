@@ -204,15 +204,26 @@ def test_a_huge_activation_is_refused_at_the_first_node_that_makes_it():
     assert error.loc.line == 5
 
 
-def test_symbolic_dims_count_as_one():
+def test_symbolic_dims_count_at_their_smallest():
     # [8, H, W] is 32 bytes at H = W = 1; nothing symbolic is refused for what it might become
     assert dagnet.load(_spec("relu", [8, "H", "W"])).node("n").shape[0] == 8
     big = 2 * MAX_ACTIVATION_BYTES // 4     # values per example, with H >= 1 still over the limit
     assert "per example" in _error(_spec("relu", [big, "H"])).message
+    # a scale of a million makes [3, H * 10^6, W * 10^6]: 10.9 TiB even at H = W = 1
+    error = _error(_spec("interpolate", [3, "H", "W"], scale_factor=1000000))
+    assert error.message.startswith("the output of `n` (interpolate) is 10.9 TiB per example")
 
 
 def test_human_bytes():
-    assert [human_bytes(n) for n in (512, 2048, 16 * 2**30, 4 * 10**12)] == ["512 B", "2 KiB", "16 GiB", "3.6 TiB"]
+    sizes = (512, 2048, 16 * 2**30, 4 * 10**12, 10**400)
+    assert [human_bytes(n) for n in sizes] == ["512 B", "2 KiB", "16 GiB", "3.6 TiB", "about 10^400 B"]
+
+
+@pytest.mark.parametrize("value", [10**30, -(10**30)])
+def test_an_integer_beyond_64_bits_is_refused(value):
+    error = _error(_spec("conv2d", [3, 8, 8], out_channels=4, kernel_size=3, stride=value))
+    assert error.message == ("`stride` of `conv2d` does not fit in 64 bits, found a 31-digit number "
+                             f"({'-' if value < 0 else ''}100000...)")
 
 
 def test_checking_a_large_but_legal_model_needs_no_torch():

@@ -46,7 +46,7 @@ class Range:
     def __contains__(self, value) -> bool:
         if value in self.also:
             return True
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):
             return False
         above = self.low is None or (value > self.low if self.low_open else value >= self.low)
         below = self.high is None or (value < self.high if self.high_open else value <= self.high)
