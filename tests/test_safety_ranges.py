@@ -120,6 +120,54 @@ def test_arguments_that_pytorch_would_refuse_are_spec_errors(op, shape, args, me
     assert _error(_spec(op, shape, **args)).message == message
 
 
+def test_a_scale_that_rounds_a_size_to_zero_is_refused():
+    error = _error(_spec("interpolate", [3, 8, 8], scale_factor=0.01))
+    assert error.message == "n: `interpolate` makes an empty output from input [3, 8, 8]"
+
+
+def test_layer_norm_takes_one_size_as_well_as_a_list():
+    assert dagnet.load(_spec("layer_norm", [4, 5], normalized_shape=5)).node("n").shape == (4, 5)
+
+
+@pytest.mark.parametrize("parents, cycle", [([-1, 2, 1, 1, 1], "1 -> 2 -> 1"), ([-1, 1, 0, 1, 1], "1 -> 1")])
+def test_tree_parents_with_a_cycle_are_refused(parents, cycle):
+    error = _error(_spec("tree_crf", [5, 3], parents=parents))
+    assert error.message == f"n: `tree_crf`: `parents` makes a cycle, not a tree: {cycle}"
+
+
+def _probe_values(arg):
+    """Values at and around the usual bounds, for every kind of numeric argument."""
+    base = arg.kind.removesuffix("_or_none")
+    numbers = [-0.5, 0.0, 0.5, 1.0, 1.5] if base in ("float", "floats") else [-1, 0, 1, 2, 3]
+    return numbers + ([[n, 1] for n in numbers] if base in ("ints", "shape") else [])
+
+
+def _probe_cases():
+    from tests.test_ops import CASES, SIZES
+    for name, cases in sorted(CASES.items()):
+        for shapes, args in cases:
+            shapes = [[SIZES[0].get(d, d) for d in shape] for shape in shapes]
+            for arg in ops.get(name).args:
+                if arg.numeric:
+                    yield name, shapes, args, arg.name, _probe_values(arg)
+
+
+@pytest.mark.parametrize("name, shapes, args, key, values", list(_probe_cases()),
+                         ids=lambda v: v if isinstance(v, str) else None)
+def test_every_value_check_accepts_builds_and_runs(name, shapes, args, key, values):
+    """What `check` accepts, PyTorch builds and runs: the declared ranges are not too loose."""
+    from tests.test_ops import _spec as op_spec
+    for value in values:
+        try:
+            model = dagnet.compile(op_spec(name, shapes, {**args, key: value})).eval()
+        except SpecError:
+            continue
+        inputs = {f"x{i}": torch.zeros(2, *s, dtype=torch.long) if name == "embedding" else torch.randn(2, *s)
+                  for i, s in enumerate(shapes)}
+        with torch.no_grad():
+            model(**inputs)
+
+
 # -- padding: same / valid ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("args", [

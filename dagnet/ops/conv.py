@@ -188,7 +188,9 @@ def _interpolate_shape(name):
         if a["size"] is not None:
             return (x[0], *tuple_of(a["size"], nd, "size"))
         scale = tuple_of(a["scale_factor"], nd, "scale_factor")
-        return (x[0], *[_scaled(L, f) for L, f in zip(x[1:], scale)])
+        spatial = [_scaled(L, f) for L, f in zip(x[1:], scale)]
+        _positive(spatial, x, name)
+        return (x[0], *spatial)
     return shape
 
 

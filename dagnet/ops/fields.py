@@ -62,7 +62,26 @@ def _tree_shape(ins, a):
         raise ShapeError(f"`tree_crf`: `parents` has {len(parents)} entries for {ins[0][0]} nodes")
     if sum(1 for p in parents if p < 0) < 1 or any(p >= len(parents) for p in parents):
         raise ShapeError("`tree_crf`: `parents` must hold a parent index per node and -1 for a root")
+    cycle = _parent_cycle(parents)
+    if cycle:
+        raise ShapeError(f"`tree_crf`: `parents` makes a cycle, not a tree: "
+                         f"{' -> '.join(map(str, cycle + cycle[:1]))}",
+                         "following parents from any node must reach a root (-1)")
     return ins[0]
+
+
+def _parent_cycle(parents) -> list[int]:
+    """The nodes of a cycle in a parent array (each node -> its parent), or [] for a forest."""
+    settled = set()                 # nodes known to reach a root
+    for start in range(len(parents)):
+        path, node = [], start
+        while node >= 0 and node not in settled:
+            if node in path:
+                return path[path.index(node):]
+            path.append(node)
+            node = parents[node]
+        settled.update(path)
+    return []
 
 
 def _tree_build(ins, a):

@@ -35,8 +35,14 @@ register(OpDef(
 ))
 
 
+def _normalized(ins, a) -> list:
+    """The dims layer_norm normalises: as given (one size or a list), else the last one."""
+    shape = a["normalized_shape"]
+    return [ins[0][-1]] if shape is None else shape if isinstance(shape, list) else [shape]
+
+
 def _layer_norm_shape(ins, a):
-    shape = a["normalized_shape"] or [ins[0][-1]]
+    shape = _normalized(ins, a)
     if list(ins[0][len(ins[0]) - len(shape):]) != list(shape):
         raise ShapeError(f"`layer_norm`: normalized_shape {list(shape)} does not match the "
                          f"trailing dims of {list(ins[0])}")
@@ -46,7 +52,7 @@ def _layer_norm_shape(ins, a):
 
 
 def _layer_norm_build(ins, a):
-    return ModuleCall(nn.LayerNorm, {"normalized_shape": tuple(a["normalized_shape"] or [ins[0][-1]]),
+    return ModuleCall(nn.LayerNorm, {"normalized_shape": tuple(_normalized(ins, a)),
                                      "eps": a["eps"], "elementwise_affine": a["elementwise_affine"]})
 
 
@@ -56,7 +62,7 @@ register(OpDef(
      Arg("elementwise_affine", "bool", True)),
     _layer_norm_shape,
     _layer_norm_build,
-    params=lambda ins, a: 2 * product(a["normalized_shape"] or [ins[0][-1]]) if a["elementwise_affine"] else 0,
+    params=lambda ins, a: 2 * product(_normalized(ins, a)) if a["elementwise_affine"] else 0,
 ))
 
 
