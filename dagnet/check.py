@@ -1,4 +1,4 @@
-"""Checking the IR: graph facts (networkx) and symbolic shape inference.
+"""Checking the IR: graph facts (networkx), symbolic shape inference and a memory estimate.
 
 ``check`` reports every problem it can find in one pass: cycles (printed with
 line numbers), wrong arity, nodes that reach no output, shape errors at the
@@ -17,6 +17,7 @@ from dagnet.ir import IR, UNKNOWN_OP
 
 # What a spec may ask for, so that `check` refuses a model that cannot be built
 # rather than `compile` dying in the allocator. Values are float32 (4 bytes).
+# A program meant for a bigger machine may raise them before loading a spec.
 BYTES_PER_VALUE = 4
 MAX_PARAMETER_BYTES = 16 * 2**30     # all parameters together: 4 Gi values
 MAX_ACTIVATION_BYTES = 8 * 2**30     # one node's output for one example

@@ -29,7 +29,8 @@ class ShapeError(ValueError):
 class Range:
     """The values a numeric argument accepts: an interval, plus a few listed extras.
 
-    Every numeric argument of a built-in op declares one. It is checked where
+    Every numeric argument of a built-in op declares one (a plugin's may leave
+    ``Arg.range`` None: unchecked). It is checked where
     arguments are typed (:mod:`dagnet.values`), so a bad value is reported at
     the argument itself and shape rules never see a zero stride or a negative
     size. Values must also be finite (no inf or nan). ``meaning`` says what such
