@@ -109,11 +109,10 @@ def _conv(nd: int, transposed: bool):
                    params=params))
 
 
-def _positive(spatial, x, name):
+def _positive(spatial, x, name, hint="the input is too small for this kernel, stride and padding"):
     for s in spatial:
         if isinstance(s, int) and s < 1:
-            raise ShapeError(f"`{name}` makes an empty output from input {list(x)}",
-                             "the input is too small for this kernel, stride and padding")
+            raise ShapeError(f"`{name}` makes an empty output from input {list(x)}", hint)
 
 
 def _tuple(v):
@@ -189,7 +188,7 @@ def _interpolate_shape(name):
             return (x[0], *tuple_of(a["size"], nd, "size"))
         scale = tuple_of(a["scale_factor"], nd, "scale_factor")
         spatial = [_scaled(L, f) for L, f in zip(x[1:], scale)]
-        _positive(spatial, x, name)
+        _positive(spatial, x, name, "PyTorch floors the scaled size: use a larger scale_factor, or `size`")
         return (x[0], *spatial)
     return shape
 
