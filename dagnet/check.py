@@ -1,9 +1,9 @@
-"""Checking the IR: graph facts (networkx) and symbolic shape inference.
+"""Checking the IR: graph facts (networkx), symbolic shape inference and a memory estimate.
 
 ``check`` reports every problem it can find in one pass: cycles (printed with
-line numbers), wrong arity, nodes that reach no output, and shape errors at
-the node where they occur. Nodes downstream of an error are skipped rather than
-reported again.
+line numbers), wrong arity, nodes that reach no output, shape errors at the
+node where they occur, and a model too large to build. Nodes downstream of an
+error are skipped rather than reported again.
 """
 
 from __future__ import annotations
@@ -11,8 +11,16 @@ from __future__ import annotations
 import networkx as nx
 
 from dagnet import ops
+from dagnet.dims import fmt_shape, known, product
 from dagnet.errors import ErrorLog, SpecError
 from dagnet.ir import IR, UNKNOWN_OP
+
+# What a spec may ask for, so that `check` refuses a model that cannot be built
+# rather than `compile` dying in the allocator. Values are float32 (4 bytes).
+# A program meant for a bigger machine may raise them before loading a spec.
+BYTES_PER_VALUE = 4
+MAX_PARAMETER_BYTES = 16 * 2**30     # all parameters together: 4 Gi values
+MAX_ACTIVATION_BYTES = 8 * 2**30     # one node's output for one example
 
 
 def check(ir: IR, errors: ErrorLog | None = None) -> IR:
@@ -26,6 +34,7 @@ def check(ir: IR, errors: ErrorLog | None = None) -> IR:
     if not errors.errors:           # a broken reference would make reachability errors cascade
         _check_reach(ir, errors)
     infer_shapes(ir, errors)
+    check_memory(ir, errors)
     errors.raise_if_any()
     return ir
 
@@ -97,3 +106,73 @@ def output_shape(node, in_shapes) -> tuple:
         return tuple(opdef.shape(in_shapes, node.args))
     except ops.ShapeError as exc:
         raise SpecError(f"{node.name}: {exc}", node.loc, exc.hint) from None
+
+
+def check_memory(ir: IR, errors: ErrorLog) -> None:
+    """Refuse a model whose parameters, or one of whose activations, would not fit in memory.
+
+    Estimated from the shapes alone, without building anything: parameters by
+    each op's own counting rule (an op without one, a plugin's, is not
+    counted: that would import torch), and activations at their smallest over
+    every input size (see :func:`_smallest`), so nothing is refused for what a
+    symbolic size might become.
+    """
+    shaped = [n for n in ir.order() if n.op != UNKNOWN_OP and n.shape is not None]
+    counts = {n.name: _parameters(ir, n) for n in shaped}
+    total = sum(counts.values())
+    if total * BYTES_PER_VALUE > MAX_PARAMETER_BYTES:
+        biggest = ir.node(max(counts, key=counts.get))
+        errors.add(f"the model's {total:,} parameters need {human_bytes(total * BYTES_PER_VALUE)} "
+                   f"(float32), over the limit of {human_bytes(MAX_PARAMETER_BYTES)}; "
+                   f"`{biggest.name}` ({biggest.op}) holds {counts[biggest.name]:,} of them",
+                   biggest.loc, "make the largest layers narrower, or shrink their input first "
+                   "(pooling, a stride, fewer channels)")
+    smallest: dict = {}             # dim -> its lower bound, shared by the nodes that have it
+    for node in shaped:             # the first one too large is the cause; later ones follow from it
+        size = product(_smallest(d, smallest) for d in node.shape) * BYTES_PER_VALUE
+        if size > MAX_ACTIVATION_BYTES:
+            _too_large_activation(node, size, errors)
+            break
+
+
+def _smallest(d, cache: dict) -> int:
+    """A lower bound on a dim over every input size: its value with each symbol at 1, and at least 1.
+
+    Shape rules only grow with the sizes of their inputs (H -> H // 2 + 1, 4 H, H + W), so the
+    smallest sizes give the smallest dims; any dim of a run is at least 1.
+    """
+    if known(d):
+        return int(d)
+    if d not in cache:
+        at_one = d.subs({s: 1 for s in d.free_symbols})
+        cache[d] = max(1, int(at_one)) if at_one.is_number and at_one.is_finite else 1
+    return cache[d]
+
+
+def _too_large_activation(node, size: int, errors: ErrorLog) -> None:
+    what = f"input `{node.name}`" if node.op == "input" else f"the output of `{node.name}` ({node.op})"
+    hint = ("shapes are per example (the batch dim is implicit): check the input's dims"
+            if node.op == "input" else
+            "reduce the sizes before this node (pooling, a stride, fewer channels or features)")
+    errors.add(f"{what} is {human_bytes(size)} per example ({fmt_shape(node.shape)}, float32), "
+               f"over the limit of {human_bytes(MAX_ACTIVATION_BYTES)}", node.loc, hint)
+
+
+def _parameters(ir: IR, node) -> int:
+    """A node's parameter count by its op's rule; 0 for inputs and ops without a rule."""
+    opdef = ops.get(node.op)
+    if opdef is None or opdef.params is None:
+        return 0
+    count = opdef.params([ir.node(i).shape for i in node.inputs], node.args)
+    return int(count) if known(count) else 0
+
+
+def human_bytes(size: int) -> str:
+    """``4000000000000`` -> ``3.6 TiB``; beyond EiB, a power of ten (a float would overflow)."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+    if size >= 1024 ** len(units):
+        return f"about 10^{len(str(size)) - 1} B"
+    power = next(p for p in range(len(units)) if size < 1024 ** (p + 1))
+    if power == 0:
+        return f"{size:,} B"
+    return f"{size / 1024 ** power:.1f}".removesuffix(".0") + f" {units[power]}"

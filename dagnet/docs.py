@@ -6,9 +6,19 @@ from dagnet import ops
 
 
 def _arg_text(arg) -> str:
-    if arg.required:
-        return f"{arg.name}"
-    return f"{arg.name}={arg.default!r}".replace("'", "")
+    """``stride=1 (>= 1)``: the name, the default if any, and the values it takes."""
+    text = arg.name if arg.required else f"{arg.name}={arg.default!r}".replace("'", "")
+    allowed = _allowed(arg)
+    return f"{text} ({allowed})" if allowed else text
+
+
+def _allowed(arg) -> str:
+    """A numeric argument's range and words (``>= 0 or same, valid``); '' for an unbounded one."""
+    if arg.range is None or not arg.numeric:
+        return ""
+    bounded = arg.range.low is not None or arg.range.high is not None
+    parts = ([str(arg.range)] if bounded else []) + list(arg.choices)
+    return " or ".join(parts) if len(parts) < 3 else f"{', '.join(parts[:-1])} or {parts[-1]}"
 
 
 def _arity(op) -> str:

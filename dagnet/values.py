@@ -16,6 +16,7 @@ from dagnet.errors import ErrorLog, Loc, did_you_mean
 from dagnet.ops.registry import REQUIRED, Arg, OpDef
 
 _INVALID = object()
+INT64 = 2**63           # PyTorch keeps sizes, strides and indices as C++ int64
 
 
 class Resolver:
@@ -63,7 +64,14 @@ class Resolver:
 
     # -- typed op arguments -------------------------------------------------
     def typed(self, arg: Arg, raw, loc: Loc, op: str):
+        """``raw`` as the argument's kind, inside its declared range; _INVALID (logged) if not."""
         what = f"`{arg.name}` of `{op}`"
+        value = self.of_kind(arg, raw, loc, what)
+        if value is _INVALID or arg.range is None or self.in_range(arg, value, loc, what):
+            return value
+        return _INVALID
+
+    def of_kind(self, arg: Arg, raw, loc: Loc, what: str):
         kind = arg.kind
         if kind.endswith("_or_none"):
             if raw is None or raw == "none":
@@ -71,6 +79,15 @@ class Resolver:
             kind = kind[: -len("_or_none")]
         if kind == "any":
             return self.any(raw, loc, what)
+        if arg.choices and kind != "str" and isinstance(raw, str):      # `padding: same`
+            word = self.word_choice(arg, raw, loc, what)
+            if word is not None:
+                return word
+        if arg.name == "padding" and raw in ("same", "valid") and raw not in self.env:
+            self.errors.add(f"{what} must be a number, found `{raw}`", loc,
+                            f"PyTorch takes padding `{raw}` only in conv1d and conv2d: give the padding "
+                            "in positions (kernel_size // 2 keeps the size of an odd kernel at stride 1)")
+            return _INVALID
         if kind in ("ints", "shape"):
             items = raw if isinstance(raw, list) else [raw]
             if kind == "shape" and not isinstance(raw, list):
@@ -83,14 +100,13 @@ class Resolver:
         if kind == "int":
             value = self.integer(raw, loc, what)
             return _INVALID if value is None else value
-        if kind == "float":
-            value = self.evaluate(raw, loc, what)
-            if value is _INVALID:
-                return value
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                self.errors.add(f"{what} must be a number, found `{value}`", loc)
+        if kind == "floats":
+            values = [self.number(v, loc, what) for v in (raw if isinstance(raw, list) else [raw])]
+            if any(v is _INVALID for v in values):
                 return _INVALID
-            return float(value)
+            return values if isinstance(raw, list) else values[0]
+        if kind == "float":
+            return self.number(raw, loc, what)
         if kind == "bool":
             if isinstance(raw, str) and raw.isidentifier() and raw not in self.env and raw not in ("true", "false"):
                 self.errors.add(f"{what} must be true or false, found `{raw}`", loc)
@@ -110,6 +126,54 @@ class Resolver:
                             did_you_mean(value, arg.choices))
             return _INVALID
         return value
+
+    def number(self, raw, loc: Loc, what: str):
+        """A float (an int is widened); _INVALID, logged, for anything else."""
+        value = self.evaluate(raw, loc, what)
+        if value is _INVALID:
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.errors.add(f"{what} must be a number, found `{value}`", loc)
+            return _INVALID
+        return float(value)
+
+    def word_choice(self, arg: Arg, raw: str, loc: Loc, what: str):
+        """One of a numeric argument's words (``same``), or None to read ``raw`` as a number.
+
+        A bare name that is neither a word nor a parameter is an error here, so
+        that the message lists the words instead of calling it an unknown name.
+        """
+        if not raw.isidentifier():
+            return None                                 # an expression: a number
+        value = self.env.get(raw, raw)                  # a parameter may hold the word
+        if isinstance(value, str) and value in arg.choices:
+            return value
+        if raw not in self.env:
+            self.errors.add(f"{what} must be a number or one of {', '.join(arg.choices)}, found `{raw}`", loc,
+                            did_you_mean(raw, arg.choices) or did_you_mean(raw, self.env))
+            return _INVALID
+        return None
+
+    def in_range(self, arg: Arg, value, loc: Loc, what: str) -> bool:
+        """Check every number of a typed value against ``arg.range``; log the first one outside."""
+        numbers = value if isinstance(value, list) else [value]
+        for i, number in enumerate(numbers):
+            where = f"{what}: entry {i + 1} of {len(numbers)}" if isinstance(value, list) else what
+            if isinstance(number, int) and not -INT64 <= number < INT64:
+                digits = str(abs(number))
+                self.errors.add(f"{where} does not fit in 64 bits, found a {len(digits)}-digit number "
+                                f"({'-' if number < 0 else ''}{digits[:6]}...)", loc,
+                                "PyTorch stores sizes and steps as 64-bit integers: below 2**63")
+                return False
+            if number is None or isinstance(number, str) or number in arg.range:
+                continue
+            found = f"{number:g}" if isinstance(number, float) else number
+            hint = arg.range.meaning
+            if not arg.required and arg.default is not None:
+                hint += f"; leave `{arg.name}` out for the default, {arg.default}"
+            self.errors.add(f"{where} must be {arg.range}, found {found}", loc, hint or None)
+            return False
+        return True
 
     def any(self, raw, loc, what):
         if isinstance(raw, list):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dagnet._lazy import lazy
 from dagnet.ops._util import batch_dim
-from dagnet.ops.registry import Arg, FunctionCall, OpDef, no_params, register
+from dagnet.ops.registry import DIM, FINITE, Arg, FunctionCall, OpDef, no_params, register
 
 torch = lazy("torch")
 F = lazy("torch.nn.functional")
@@ -23,7 +23,7 @@ _activation("relu", torch, "max(0, x).")
 _activation("sigmoid", torch, "Logistic sigmoid.")
 _activation("tanh", torch, "Hyperbolic tangent.")
 _activation("leaky_relu", F, "max(0, x) + negative_slope * min(0, x).",
-            [Arg("negative_slope", "float", 0.01)])
+            [Arg("negative_slope", "float", 0.01, range=FINITE)])
 _activation("gelu", F, "Gaussian error linear unit.",
             [Arg("approximate", "str", "none", ("none", "tanh"))])
 
@@ -35,7 +35,7 @@ def _softmax(name):
 
     register(OpDef(name, "activation",
                    f"`torch.{name}` along `dim` (dims count the batch: 1 = channels).",
-                   (Arg("dim", "int"),), shape,
+                   (Arg("dim", "int", range=DIM),), shape,
                    lambda ins, a: FunctionCall(getattr(torch, name), {"dim": a["dim"]}),
                    params=no_params))
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dagnet._lazy import lazy
 from dagnet.dims import ceildiv, floordiv, product
 from dagnet.ops._util import expect_known, expect_rank, tuple_of
-from dagnet.ops.registry import Arg, FunctionCall, ModuleCall, OpDef, ShapeError, no_params, register
+from dagnet.ops.registry import (NON_NEGATIVE, POSITIVE, SIZE, Arg, FunctionCall, ModuleCall, OpDef, ShapeError,
+                                  no_params, register)
 
 nn = lazy("torch.nn")
 F = lazy("torch.nn.functional")
@@ -24,13 +25,42 @@ def _window_out(size, k, s, p, d, ceil_mode=False):
 
 
 def _conv_args(transposed: bool):
-    args = [Arg("out_channels", "int", doc="output channels"),
-            Arg("kernel_size", "ints"), Arg("stride", "ints", 1), Arg("padding", "ints", 0)]
+    # PyTorch's padding="same" / "valid" exist for convolutions only, not transposed ones
+    padding_words = () if transposed else ("same", "valid")
+    args = [Arg("out_channels", "int", doc="output channels", range=SIZE),
+            Arg("kernel_size", "ints", range=SIZE), Arg("stride", "ints", 1, range=SIZE),
+            Arg("padding", "ints", 0, padding_words, range=NON_NEGATIVE)]
     if transposed:
-        args.append(Arg("output_padding", "ints", 0))
-    args += [Arg("dilation", "ints", 1), Arg("groups", "int", 1), Arg("bias", "bool", True),
-             Arg("padding_mode", "str", "zeros", ("zeros", "reflect", "replicate", "circular"))]
+        args.append(Arg("output_padding", "ints", 0, range=NON_NEGATIVE))
+    modes = ("zeros",) if transposed else ("zeros", "reflect", "replicate", "circular")
+    args += [Arg("dilation", "ints", 1, range=SIZE), Arg("groups", "int", 1, range=SIZE),
+             Arg("bias", "bool", True), Arg("padding_mode", "str", "zeros", modes)]
     return tuple(args)
+
+
+def _padding(name: str, a: dict, nd: int) -> tuple | None:
+    """Per-dim padding of a convolution; None for "same", which keeps the size.
+
+    PyTorch pads "same" by d * (k - 1) in all, the odd one at the end, and only
+    without a stride; "valid" is no padding.
+    """
+    if a["padding"] == "valid":
+        return (0,) * nd
+    if a["padding"] != "same":
+        return tuple_of(a["padding"], nd, "padding")
+    if any(s != 1 for s in tuple_of(a["stride"], nd, "stride")):
+        raise ShapeError(f"`{name}`: padding `same` needs stride 1, found stride {a['stride']}",
+                         "PyTorch pads `same` only without a stride: give the padding as a number "
+                         "instead (kernel_size // 2 for an odd kernel)")
+    return None
+
+
+def _check_output_padding(name: str, output_padding, stride, dilation) -> None:
+    for o, s, d in zip(output_padding, stride, dilation):
+        if o >= s and o >= d:
+            raise ShapeError(f"`{name}`: output_padding {o} must be smaller than the stride ({s}) "
+                             f"or the dilation ({d})", "output_padding only picks among the sizes a "
+                             "stride makes ambiguous: use 0 .. stride - 1")
 
 
 def _conv(nd: int, transposed: bool):
@@ -44,11 +74,15 @@ def _conv(nd: int, transposed: bool):
         for g_name, c in (("in", c_in), ("out", a["out_channels"])):
             if c % a["groups"]:
                 raise ShapeError(f"`{name}`: {g_name} channels {c} not divisible by groups {a['groups']}")
-        k, s, p, d = (tuple_of(a[n], nd, n) for n in ("kernel_size", "stride", "padding", "dilation"))
+        k, s, d = (tuple_of(a[n], nd, n) for n in ("kernel_size", "stride", "dilation"))
+        p = _padding(name, a, nd)
         if transposed:
             op = tuple_of(a["output_padding"], nd, "output_padding")
+            _check_output_padding(name, op, s, d)
             spatial = [(L - 1) * s_ - 2 * p_ + d_ * (k_ - 1) + o + 1
                        for L, k_, s_, p_, d_, o in zip(x[1:], k, s, p, d, op)]
+        elif p is None:
+            spatial = list(x[1:])
         else:
             spatial = [_window_out(L, *t) for L, t in zip(x[1:], zip(k, s, p, d))]
         _positive(spatial, x, name)
@@ -75,11 +109,10 @@ def _conv(nd: int, transposed: bool):
                    params=params))
 
 
-def _positive(spatial, x, name):
+def _positive(spatial, x, name, hint="the input is too small for this kernel, stride and padding"):
     for s in spatial:
         if isinstance(s, int) and s < 1:
-            raise ShapeError(f"`{name}` makes an empty output from input {list(x)}",
-                             "the input is too small for this kernel, stride and padding")
+            raise ShapeError(f"`{name}` makes an empty output from input {list(x)}", hint)
 
 
 def _tuple(v):
@@ -88,9 +121,10 @@ def _tuple(v):
 
 def _pool(nd: int, kind: str):
     name = f"{kind}_pool{nd}d"
-    args = [Arg("kernel_size", "ints"), Arg("stride", "ints_or_none", None), Arg("padding", "ints", 0)]
+    args = [Arg("kernel_size", "ints", range=SIZE), Arg("stride", "ints_or_none", None, range=SIZE),
+            Arg("padding", "ints", 0, range=NON_NEGATIVE)]
     if kind == "max":
-        args.append(Arg("dilation", "ints", 1))
+        args.append(Arg("dilation", "ints", 1, range=SIZE))
     args.append(Arg("ceil_mode", "bool", False))
     if kind == "avg":
         args.append(Arg("count_include_pad", "bool", True))
@@ -102,6 +136,7 @@ def _pool(nd: int, kind: str):
         s = tuple_of(a["stride"] if a["stride"] is not None else a["kernel_size"], nd, "stride")
         p = tuple_of(a["padding"], nd, "padding")
         d = tuple_of(a.get("dilation", 1), nd, "dilation")
+        _check_pool_padding(name, k, p, d)
         spatial = [_window_out(L, *t, ceil_mode=a["ceil_mode"]) for L, t in zip(x[1:], zip(k, s, p, d))]
         _positive(spatial, x, name)
         return (x[0], *spatial)
@@ -111,6 +146,14 @@ def _pool(nd: int, kind: str):
 
     register(OpDef(name, "pool", f"{nd}-d {kind} pooling (`F.{name}`).", tuple(args), shape, build,
                    params=no_params))
+
+
+def _check_pool_padding(name: str, kernel, padding, dilation) -> None:
+    """PyTorch pads a pooling window by at most half of its (dilated) size."""
+    for k, p, d in zip(kernel, padding, dilation):
+        if 2 * p > d * (k - 1) + 1:
+            raise ShapeError(f"`{name}`: padding {p} is more than half the window ({d * (k - 1) + 1})",
+                             f"pad by at most {(d * (k - 1) + 1) // 2}, or widen the window")
 
 
 def _adaptive(nd: int, kind: str):
@@ -123,7 +166,7 @@ def _adaptive(nd: int, kind: str):
         return (x[0], *[L if o is None else o for L, o in zip(x[1:], out)])
 
     register(OpDef(name, "pool", f"{nd}-d adaptive {kind} pooling (`F.{name}`).",
-                   (Arg("output_size", "ints"),), shape,
+                   (Arg("output_size", "ints", range=SIZE),), shape,
                    lambda ins, a: FunctionCall(getattr(F, name), {"output_size": _tuple(a["output_size"])}),
                    params=no_params))
 
@@ -144,7 +187,9 @@ def _interpolate_shape(name):
         if a["size"] is not None:
             return (x[0], *tuple_of(a["size"], nd, "size"))
         scale = tuple_of(a["scale_factor"], nd, "scale_factor")
-        return (x[0], *[_scaled(L, f) for L, f in zip(x[1:], scale)])
+        spatial = [_scaled(L, f) for L, f in zip(x[1:], scale)]
+        _positive(spatial, x, name, "PyTorch floors the scaled size: use a larger scale_factor, or `size`")
+        return (x[0], *spatial)
     return shape
 
 
@@ -166,7 +211,8 @@ def _interpolate_build(ins, a):
     return FunctionCall(F.interpolate, kwargs)
 
 
-_INTERP_ARGS = (Arg("size", "ints_or_none", None), Arg("scale_factor", "any", None),
+_INTERP_ARGS = (Arg("size", "ints_or_none", None, range=SIZE),
+                Arg("scale_factor", "floats_or_none", None, range=POSITIVE),
                 Arg("mode", "str", "nearest", ("nearest", "linear", "bilinear", "bicubic", "trilinear")),
                 Arg("align_corners", "bool", False))
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from dagnet.dims import fmt_shape, same
 from dagnet.ops._util import expect_known, expect_rank
-from dagnet.ops.registry import Arg, ModuleCall, OpDef, ShapeError, register
+from dagnet.ops.registry import FINITE, POSITIVE, SIZE, Arg, ModuleCall, OpDef, Range, ShapeError, register
 
 
 # how a chain's messages are computed: chosen from the shape, or a linear or log-depth scan
 SCAN = Arg("method", "str", "auto", ("auto", "linear", "parallel"))
+ITERATIONS = Range(0, meaning="rounds of message passing, from 0 (the unary scores alone) up")
+PARENT = Range(-1, meaning="each entry is the index of the node's parent, or -1 for a root")
 
 
 def _mask_check(op, ins, length_dim=0):
@@ -60,7 +62,26 @@ def _tree_shape(ins, a):
         raise ShapeError(f"`tree_crf`: `parents` has {len(parents)} entries for {ins[0][0]} nodes")
     if sum(1 for p in parents if p < 0) < 1 or any(p >= len(parents) for p in parents):
         raise ShapeError("`tree_crf`: `parents` must hold a parent index per node and -1 for a root")
+    cycle = _parent_cycle(parents)
+    if cycle:
+        raise ShapeError(f"`tree_crf`: `parents` makes a cycle, not a tree: "
+                         f"{' -> '.join(map(str, cycle + cycle[:1]))}",
+                         "following parents from any node must reach a root (-1)")
     return ins[0]
+
+
+def _parent_cycle(parents) -> list[int]:
+    """The nodes of a cycle in a parent array (each node -> its parent), or [] for a forest."""
+    settled = set()                 # nodes known to reach a root
+    for start in range(len(parents)):
+        path, node = [], start
+        while node >= 0 and node not in settled:
+            if node in path:
+                return path[path.index(node):]
+            path.append(node)
+            node = parents[node]
+        settled.update(path)
+    return []
 
 
 def _tree_build(ins, a):
@@ -72,7 +93,7 @@ register(OpDef(
     "tree_crf", "field",
     "Tree CRF over [N, K] node scores, the tree given by `parents` (-1 for the root); "
     "value: node marginals [N, K].",
-    (Arg("parents", "shape"),), _tree_shape, _tree_build, stochastic=True,
+    (Arg("parents", "shape", range=PARENT),), _tree_shape, _tree_build, stochastic=True,
     params=lambda ins, a: ins[0][1] ** 2))       # one pairwise table shared by every edge
 
 
@@ -91,9 +112,11 @@ register(OpDef(
     "grid_crf", "field",
     "Potts (or full-compatibility) CRF on the 4-connected pixel grid of [L, H, W] unary scores, "
     "by loopy BP or mean field; value: marginals [L, H, W].",
-    (Arg("pairwise", "str", "potts", ("potts", "full")), Arg("weight", "float", 1.0),
-     Arg("inference", "str", "bp", ("bp", "mean_field")), Arg("iterations", "int", 30),
-     Arg("damping", "float", 0.5), Arg("schedule", "str", "checkerboard", ("checkerboard", "parallel"))),
+    (Arg("pairwise", "str", "potts", ("potts", "full")), Arg("weight", "float", 1.0, range=FINITE),
+     Arg("inference", "str", "bp", ("bp", "mean_field")), Arg("iterations", "int", 30, range=ITERATIONS),
+     Arg("damping", "float", 0.5, range=Range(0, 1, high_open=True, meaning="the share of the old message "
+                                                  "kept at each step: from 0 up to, not including, 1")),
+     Arg("schedule", "str", "checkerboard", ("checkerboard", "parallel"))),
     _grid_shape, _grid_build, stochastic=True,
     params=lambda ins, a: 1 if a["pairwise"] == "potts" else ins[0][0] ** 2))
 
@@ -121,9 +144,10 @@ register(OpDef(
     "Fully connected CRF (DeepLab, CRF-as-RNN): mean field with spatial and bilateral Gaussian kernels "
     "on a permutohedral lattice, over [L, H, W] scores and the [3, H, W] image (0-255); "
     "value: refined log-marginals [L, H, W].",
-    (Arg("iterations", "int", 5), Arg("spatial_sxy", "float", 3.0), Arg("spatial_weight", "float", 3.0),
-     Arg("bilateral_sxy", "float", 80.0), Arg("bilateral_srgb", "float", 13.0),
-     Arg("bilateral_weight", "float", 10.0), Arg("compatibility", "str", "potts"),
+    (Arg("iterations", "int", 5, range=ITERATIONS), Arg("spatial_sxy", "float", 3.0, range=POSITIVE),
+     Arg("spatial_weight", "float", 3.0, range=FINITE), Arg("bilateral_sxy", "float", 80.0, range=POSITIVE),
+     Arg("bilateral_srgb", "float", 13.0, range=POSITIVE), Arg("bilateral_weight", "float", 10.0, range=FINITE),
+     Arg("compatibility", "str", "potts", ("potts",)),
      Arg("method", "str", "lattice", ("lattice", "exact")), Arg("learn_bandwidths", "bool", False)),
     _dense_shape, _dense_build, arity=(2, 2), stochastic=True,
     # compatibility [L, L], two kernel weights, three bandwidths if learnt
@@ -147,7 +171,7 @@ register(OpDef(
     "hidden_crf", "field",
     "Hidden CRF (Quattoni et al.): one label per sequence, a latent chain of part states scored by "
     "[T, H] inputs; value: log p(y | x) [num_labels].",
-    (Arg("num_labels", "int"), SCAN),
+    (Arg("num_labels", "int", range=SIZE), SCAN),
     _hidden_shape, _hidden_build, arity=(1, 2), stochastic=True,
     # per label: a bias, start/end/state scores over the hidden states, hidden transitions
     params=lambda ins, a: a["num_labels"] * (1 + 3 * ins[0][1] + ins[0][1] ** 2)))
@@ -174,6 +198,6 @@ register(OpDef(
     "latent_dynamic_crf", "field",
     "Latent-dynamic CRF (Morency et al.): a label per position, each label owning its own hidden "
     "states, scored by [T, L * h] inputs; value: label marginals [T, L].",
-    (Arg("num_labels", "int"), SCAN),
+    (Arg("num_labels", "int", range=SIZE), SCAN),
     _ldcrf_shape, _ldcrf_build, arity=(1, 2), stochastic=True,
     params=_chain_params))      # its parameters are a chain CRF's over the hidden states

@@ -7,7 +7,7 @@ import operator
 from dagnet._lazy import lazy
 from dagnet.dims import differ, fmt_shape, may_differ_at, same
 from dagnet.ops._util import batch_dim
-from dagnet.ops.registry import Arg, FunctionCall, OpDef, ShapeError, no_params, register
+from dagnet.ops.registry import DIM, NON_NEGATIVE, Arg, FunctionCall, OpDef, ShapeError, no_params, register
 
 torch = lazy("torch")
 functional = lazy("dagnet.ops.functional")
@@ -83,7 +83,7 @@ def _concat_shape(ins, a):
 
 
 register(OpDef("concat", "merge", "Concatenation along `dim` (default 1, the channels): a dense edge.",
-               (Arg("dim", "int", 1),), _concat_shape,
+               (Arg("dim", "int", 1, range=DIM),), _concat_shape,
                lambda ins, a: FunctionCall(torch.cat, {"dim": a["dim"]}, inputs_as_list=True),
                arity=(2, None), params=no_params))
 
@@ -103,5 +103,5 @@ def _crop_shape(ins, a):
 register(OpDef("crop", "merge",
                "Crop the spatial dims of the first input to those of the second "
                "(centred, or from `offset`), as FCN skip connections need.",
-               (Arg("offset", "int_or_none", None),), _crop_shape,
+               (Arg("offset", "int_or_none", None, range=NON_NEGATIVE),), _crop_shape,
                lambda ins, a: FunctionCall(functional.crop, dict(a)), arity=(2, 2), params=no_params))

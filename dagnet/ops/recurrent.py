@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dagnet._lazy import lazy
 from dagnet.ops._util import expect_known, expect_rank
-from dagnet.ops.registry import Arg, ModuleCall, OpDef, register
+from dagnet.ops.registry import PROBABILITY, SIZE, Arg, ModuleCall, OpDef, register
 
 functional = lazy("dagnet.ops.functional")
 
-_ARGS = (Arg("hidden_size", "int"), Arg("num_layers", "int", 1), Arg("bidirectional", "bool", False),
-         Arg("dropout", "float", 0.0), Arg("bias", "bool", True))
+_ARGS = (Arg("hidden_size", "int", range=SIZE), Arg("num_layers", "int", 1, range=SIZE),
+         Arg("bidirectional", "bool", False), Arg("dropout", "float", 0.0, range=PROBABILITY),
+         Arg("bias", "bool", True))
 
 
 def _recurrent(name, cls_name, gates):

@@ -7,12 +7,14 @@ owns parameters, or a plain function call), and how it is drawn.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 REQUIRED = object()
-ARG_KINDS = ("int", "float", "bool", "str", "ints", "shape", "int_or_none", "float_or_none",
-             "ints_or_none", "str_or_none", "any")
+ARG_KINDS = ("int", "float", "bool", "str", "ints", "shape", "floats", "int_or_none", "float_or_none",
+             "ints_or_none", "floats_or_none", "str_or_none", "any")
+NUMERIC_KINDS = ("int", "float", "ints", "shape", "floats")   # (and their `_or_none` forms)
 
 
 class ShapeError(ValueError):
@@ -24,16 +26,84 @@ class ShapeError(ValueError):
 
 
 @dataclass(frozen=True)
+class Range:
+    """The values a numeric argument accepts: an interval, plus a few listed extras.
+
+    Every numeric argument of a built-in op declares one (a plugin's may leave
+    ``Arg.range`` None: unchecked). It is checked where
+    arguments are typed (:mod:`dagnet.values`), so a bad value is reported at
+    the argument itself and shape rules never see a zero stride or a negative
+    size. Values must also be finite (no inf or nan). ``meaning`` says what such
+    a value is, for the hint.
+    """
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False      # True: ``low`` itself is excluded (eps > 0)
+    high_open: bool = False
+    also: tuple = ()            # allowed outside the interval: -1 in `reshape`'s shape
+    meaning: str = ""
+
+    def __contains__(self, value) -> bool:
+        if value in self.also:
+            return True
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def __str__(self) -> str:
+        """As in a message: ``>= 1``, ``> 0``, ``in [0, 1)``, ``>= 1 or -1``."""
+        low, high = _num(self.low), _num(self.high)
+        if self.low is not None and self.high is not None:
+            text = f"in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
+        elif self.low is not None:
+            text = f"{'>' if self.low_open else '>='} {low}"
+        elif self.high is not None:
+            text = f"{'<' if self.high_open else '<='} {high}"
+        else:
+            text = "a finite number"
+        return " or ".join([text, *map(_num, self.also)])
+
+
+def _num(x) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+# the ranges most arguments share
+SIZE = Range(1, meaning="sizes, counts, strides and dilations start at 1")
+NON_NEGATIVE = Range(0, meaning="padding and offsets count positions, from 0 up")
+POSITIVE = Range(0, low_open=True, meaning="scales, bandwidths and epsilons are above 0")
+PROBABILITY = Range(0, 1, meaning="probabilities and momenta are fractions, from 0 to 1")
+FINITE = Range(meaning="any finite number")
+# a dim counting the batch (negative from the end); the shape rule checks it against the rank
+DIM = Range(meaning="dims count the batch: 1 is the first per-example dim, -1 the last")
+
+
+@dataclass(frozen=True)
 class Arg:
+    """One argument of an op: PyTorch's name, its kind, default and allowed values.
+
+    ``choices`` lists the allowed strings of a `str` argument, or strings a
+    numeric argument also takes (`padding: same`); ``range`` bounds every
+    number of a numeric argument (each entry of a list).
+    """
+
     name: str
     kind: str
     default: Any = REQUIRED
     choices: tuple = ()
     doc: str = ""
+    range: Range | None = None
 
     @property
     def required(self) -> bool:
         return self.default is REQUIRED
+
+    @property
+    def numeric(self) -> bool:
+        return self.kind.removesuffix("_or_none") in NUMERIC_KINDS
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dagnet._lazy import lazy
 from dagnet.dims import fmt_shape, known, product
 from dagnet.ops._util import batch_dim
-from dagnet.ops.registry import Arg, FunctionCall, OpDef, ShapeError, no_params, register
+from dagnet.ops.registry import DIM, Arg, FunctionCall, OpDef, Range, ShapeError, no_params, register
 
 torch = lazy("torch")
 functional = lazy("dagnet.ops.functional")
@@ -20,8 +20,12 @@ def _flatten_shape(ins, a):
 
 
 register(OpDef("flatten", "shape", "Flatten dims `start_dim..end_dim` (dims count the batch).",
-               (Arg("start_dim", "int", 1), Arg("end_dim", "int", -1)), _flatten_shape,
+               (Arg("start_dim", "int", 1, range=DIM), Arg("end_dim", "int", -1, range=DIM)), _flatten_shape,
                lambda ins, a: FunctionCall(torch.flatten, dict(a)), params=no_params))
+
+
+RESHAPE_DIM = Range(1, also=(-1,), meaning="each entry is a size from 1 up, or -1 for the one dim to infer")
+PERMUTE_DIM = Range(0, meaning="dims count the batch, which stays first: a permutation of 0 .. rank")
 
 
 def _reshape_shape(ins, a):
@@ -41,7 +45,7 @@ def _reshape_shape(ins, a):
 
 
 register(OpDef("reshape", "shape", "Reshape each example to `shape` (-1 infers one dim).",
-               (Arg("shape", "shape"),), _reshape_shape,
+               (Arg("shape", "shape", range=RESHAPE_DIM),), _reshape_shape,
                lambda ins, a: FunctionCall(functional.reshape, {"shape": list(a["shape"])}), params=no_params))
 
 
@@ -54,7 +58,7 @@ def _permute_shape(ins, a):
 
 
 register(OpDef("permute", "shape", "Permute dims (`torch.permute`; dims count the batch, which stays 0).",
-               (Arg("dims", "shape"),), _permute_shape,
+               (Arg("dims", "shape", range=PERMUTE_DIM),), _permute_shape,
                lambda ins, a: FunctionCall(torch.permute, {"dims": tuple(a["dims"])}), params=no_params))
 
 register(OpDef("identity", "shape", "Pass the input through unchanged.", (),
