@@ -196,20 +196,32 @@ class _Expander:
         from dagnet import ops
         opdef = ops.get(ns.target)
         if opdef is None:
-            self.errors.add(f"unknown op `{ns.target}`", ns.loc,
-                            did_you_mean(ns.target, list(ops.OPS) + list(self.spec.blocks))
-                            or "run `dagnet ops` for the list; custom ops load with --plugin MODULE")
+            self.unknown_op(ns)
             self.add_node(Node(path, UNKNOWN_OP, list(ins), {}, ns.loc))   # keeps the graph whole
             return path
-        before = len(self.errors.errors)
-        args = Resolver(env, self.errors).op_args(opdef, ns)
+        before = self.errors.logged         # not len(errors): a block's repeated error is logged once
+        resolver = Resolver(env, self.errors)
+        args = resolver.op_args(opdef, ns)
         # bad arguments (reported here or where a parameter failed): no shape to infer
-        broken = len(self.errors.errors) > before or any(a.required and a.name not in args
-                                                          for a in opdef.args)
+        broken = (self.errors.logged > before or resolver.knock_ons
+                  or any(a.required and a.name not in args for a in opdef.args))
         self.add_node(Node(path, UNKNOWN_OP if broken else opdef.name, list(ins), args, ns.loc,
                            block=self.block_stack[-1] if self.block_stack else None,
                            checkpoint=ctx.get("checkpoint")))
         return path
+
+    def unknown_op(self, ns: NodeSpec) -> None:
+        """An op name dagnet does not know: a PyTorch op not added yet, or a typo of one it has."""
+        from dagnet import ops
+        from dagnet.ops.pytorch_names import PYTORCH_OPS
+        if ns.target.lower() in PYTORCH_OPS:    # a different function, never "did you mean" a near name
+            self.errors.add(f"`{ns.target}` is a PyTorch op dagnet does not have yet", ns.loc,
+                            "add it as a plugin (docs/custom_ops.md) and load it with --plugin MODULE; "
+                            "`dagnet ops` lists the ops dagnet has")
+            return
+        self.errors.add(f"unknown op `{ns.target}`", ns.loc,
+                        did_you_mean(ns.target, list(ops.OPS) + list(self.spec.blocks))
+                        or "run `dagnet ops` for the list; custom ops load with --plugin MODULE")
 
     def block(self, path, ns, ins, env, ctx) -> str | None:
         block = self.spec.blocks.get(ns.target)
@@ -230,9 +242,14 @@ class _Expander:
         inner_env = Resolver(env, self.errors).block_params(block, ns)
         self.block_stack.append(block.name)
         try:
-            local = self.scope(path + ".", block.nodes, inner_env, dict(zip(block.inputs, ins)), ctx)
+            with self.errors.in_use(block.name, path):    # a mistake in the body: one error, all uses named
+                local = self.scope(path + ".", block.nodes, inner_env, dict(zip(block.inputs, ins)), ctx)
+                outs = self.block_outputs(path, block, local)
         finally:
             self.block_stack.pop()
+        return outs[0] if outs else None
+
+    def block_outputs(self, path, block, local) -> list[str]:
         outs = []
         for ref in block.outputs:
             target = self.local_ref(ref.name, ref.loc, local, block.nodes)
@@ -240,7 +257,7 @@ class _Expander:
                 if target != f"{path}.{ref.name}":
                     self.add_alias(f"{path}.{ref.name}", target, ref.loc)
                 outs.append(target)
-        return outs[0] if outs else None
+        return outs
 
     # -- resolution ----------------------------------------------------------
     def resolve(self, name: str, loc: Loc) -> str | None:

@@ -1,0 +1,163 @@
+"""Errors that help (issue 15): one error per mistake, the root cause first, no near name
+offered for a different PyTorch function, and losses and `train:` checked with locations."""
+
+import pytest
+
+import dagnet
+from dagnet.cli import main
+from dagnet.errors import ErrorLog, Loc, SpecError, SpecErrors, did_you_mean
+
+HEAD = "dagnet: 1\nname: t\ninputs:\n  image: {shape: [3, 8, 8]}\n"
+
+# a MobileNetV2-like spec: one block used five times, with three mistakes in its body
+MOBILENET = """\
+dagnet: 1
+inputs:
+  image: {shape: [3, 16, 16]}
+blocks:
+  inverted_residual:
+    params: {channels: 8, expand: 6}
+    nodes:
+      pw: {op: conv2d, in: x, out_channels: channels * expand, kernel_size: 1}
+      act: {op: relu7, in: pw}
+      dw: {op: conv2d, in: act, out_channels: chanels, kernel_size: 3, padding: 1}
+    outputs: [dw]
+nodes:
+  stem: {op: conv2d, in: image, out_channels: 8, kernel_size: 3, padding: 1}
+  b1: {block: inverted_residual, in: stem}
+  b2: {block: inverted_residual, in: b1}
+  b3: {block: inverted_residual, in: b2, repeat: 3}
+outputs: [b3]
+"""
+
+USES = "(in all 5 uses of block `inverted_residual`: `b1`, `b2`, `b3.0`, `b3.1`, `b3.2`)"
+
+
+def errors_of(text: str) -> list[SpecError]:
+    with pytest.raises(SpecError) as info:
+        dagnet.load(text)
+    err = info.value
+    return err.errors if isinstance(err, SpecErrors) else [err]
+
+
+def test_a_mistake_in_a_block_is_one_error_naming_every_use():
+    errs = errors_of(MOBILENET)
+    assert [e.message for e in errs] == [f"unknown op `relu7` {USES}",
+                                         f"`out_channels` of `conv2d`: unknown name `chanels` {USES}"]
+    assert [e.loc.line for e in errs] == [9, 10]
+    assert errs[0].hint == "did you mean `relu`?"
+
+
+def test_an_error_in_some_uses_only_says_which():
+    spec = HEAD + """\
+blocks:
+  unit:
+    params: {k: 1}
+    nodes:
+      c: {op: conv2d, in: x, out_channels: 4, kernel_size: 3 // k}
+    outputs: [c]
+nodes:
+  a: {block: unit, in: image}
+  b: {block: unit, in: a, k: 0}
+  c: {block: unit, in: b}
+outputs: [c]
+"""
+    (err,) = errors_of(spec)
+    assert err.message.endswith("(in 1 of 3 uses of block `unit`: `b`)")
+
+
+def test_a_block_used_once_keeps_its_message_plain():
+    spec = HEAD + ("blocks:\n  unit:\n    nodes:\n      c: {op: relu7, in: x}\n    outputs: [c]\n"
+                   "nodes:\n  a: {block: unit, in: image}\noutputs: [a]\n")
+    (err,) = errors_of(spec)
+    assert err.message == "unknown op `relu7`"
+
+
+def test_a_long_list_of_uses_is_cut_short():
+    spec = HEAD + ("blocks:\n  unit:\n    nodes:\n      c: {op: relu7, in: x}\n    outputs: [c]\n"
+                   "nodes:\n  a: {block: unit, in: image, repeat: 17}\noutputs: [a]\n")
+    (err,) = errors_of(spec)
+    assert err.message.endswith("in all 17 uses of block `unit`: `a.0`, `a.1`, `a.2`, `a.3`, `a.4`, "
+                                "`a.5` and 11 more)")
+
+
+def test_the_same_error_twice_is_reported_once():
+    log = ErrorLog()
+    log.add("bad", Loc("f", 1, 1))
+    log.add("bad", Loc("f", 1, 1))
+    log.add("bad", Loc("f", 2, 1))
+    assert [str(e.loc) for e in log.errors] == ["f:1:1", "f:2:1"]
+    assert log.logged == 3
+    err = SpecErrors([SpecError("x", Loc("f", 3, 1)), SpecError("x", Loc("f", 3, 1))])
+    assert len(err.errors) == 1
+
+
+def test_a_repeated_bad_argument_still_breaks_every_use():
+    # the second use's error is a repeat; its node must not reach shape inference with the argument missing
+    spec = HEAD + ("blocks:\n  unit:\n    nodes:\n      c: {op: linear, in: x, out_features: 4, bias: maybe}\n"
+                   "    outputs: [c]\nnodes:\n  a: {block: unit, in: image}\n  b: {block: unit, in: a}\n"
+                   "outputs: [b]\n")
+    (err,) = errors_of(spec)
+    assert "`bias` of `linear` must be true or false" in err.message
+
+
+# -- the root cause first --------------------------------------------------------
+MISSING_PARAM = HEAD + """\
+blocks:
+  unit:
+    params: {channels: null, half: channels // 2}
+    nodes:
+      c: {op: conv2d, in: x, out_channels: half, kernel_size: 1}
+      d: {op: conv2d, in: c, out_channels: channels // 2, kernel_size: 1}
+    outputs: [d]
+nodes:
+  u: {block: unit, in: image}
+outputs: [u]
+"""
+
+
+def test_a_missing_block_parameter_is_the_one_error():
+    (err,) = errors_of(MISSING_PARAM)
+    assert err.message == "block `unit` needs parameter `channels`"
+    assert (err.loc.line, err.loc.col) == (13, 3)
+    assert err.hint == "add `channels: ...` to `u`"
+
+
+def test_a_failed_parameter_is_reported_once_not_at_each_use():
+    spec = HEAD + ("params: {width: wdth * 2}\nnodes:\n  a: {op: conv2d, in: image, out_channels: width,"
+                   " kernel_size: 1}\n  b: {op: conv2d, in: a, out_channels: width + 1, kernel_size: 1}\n"
+                   "outputs: [b]\n")
+    (err,) = errors_of(spec)
+    assert err.message == "parameter `width`: unknown name `wdth`"
+    assert err.loc.line == 5
+
+
+def test_a_failed_block_argument_is_reported_once():
+    spec = HEAD + ("blocks:\n  unit:\n    params: {ch: 4}\n    nodes:\n"
+                   "      c: {op: conv2d, in: x, out_channels: ch * 2, kernel_size: 1}\n    outputs: [c]\n"
+                   "nodes:\n  u: {block: unit, in: image, ch: nope + 1}\noutputs: [u]\n")
+    (err,) = errors_of(spec)
+    assert err.message == "`ch` of `u`: unknown name `nope`"
+
+
+# -- did you mean ---------------------------------------------------------------
+def test_a_pytorch_op_dagnet_lacks_is_not_a_typo():
+    spec = HEAD + "nodes:\n  a: {op: relu6, in: image}\noutputs: [a]\n"
+    (err,) = errors_of(spec)
+    assert err.message == "`relu6` is a PyTorch op dagnet does not have yet"
+    assert "docs/custom_ops.md" in err.hint and "relu`" not in err.hint
+
+
+@pytest.mark.parametrize("name", ["silu", "hardswish", "mish", "elu", "selu", "softplus", "conv3d", "ReLU6"])
+def test_other_pytorch_ops_are_named_as_such(name):
+    (err,) = errors_of(HEAD + f"nodes:\n  a: {{op: {name}, in: image}}\noutputs: [a]\n")
+    assert "is a PyTorch op dagnet does not have yet" in err.message
+
+
+def test_did_you_mean_is_bounded_by_edit_distance():
+    assert did_you_mean("conv2e", ["conv2d"]) == "did you mean `conv2d`?"
+    assert did_you_mean("imgae", ["image"]) == "did you mean `image`?"          # a swap is one edit
+    assert did_you_mean("Conv2d", ["conv2d"]) == "did you mean `conv2d`?"
+    assert did_you_mean("lstm_cell", ["lstm"]) is None                       # difflib says 0.62
+    assert did_you_mean("x", ["y"]) is None
+    assert did_you_mean("max_pool3d", ["max_pool2d", "max_pool1d"]) == "did you mean `max_pool2d`?"
