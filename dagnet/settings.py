@@ -32,12 +32,13 @@ LOSSES: dict[str, tuple[tuple[str, ...], dict]] = {
 class ConfigError(ValueError):
     """A training setting is unknown or invalid; `key` is its dotted path.
 
-    ``problem`` is the message without the key; ``suggestion`` the setting a
-    misspelt key most likely meant, for a did-you-mean hint.
+    ``problem`` is the message without the key. For an unknown key, ``known``
+    lists the settings of its section and ``suggestion`` is the one a misspelt
+    key most likely meant.
     """
 
-    def __init__(self, key: str, message: str, suggestion: str | None = None):
-        self.key, self.problem, self.suggestion = key, message, suggestion
+    def __init__(self, key: str, message: str, suggestion: str | None = None, known: tuple = ()):
+        self.key, self.problem, self.suggestion, self.known = key, message, suggestion, tuple(known)
         super().__init__(f"{key}: {message}" if key else message)
 
 
@@ -222,7 +223,7 @@ def _build(cls, values: dict, path: str):
             close = difflib.get_close_matches(key, known, n=1)
             suggestion = _join(path, close[0]) if close else None if path else ALIASES.get(key)
             hint = f" (did you mean {suggestion!r}?)" if suggestion else ""
-            raise ConfigError(where, f"unknown setting{hint}; known: {', '.join(known)}", suggestion)
+            raise ConfigError(where, f"unknown setting{hint}; known: {', '.join(known)}", suggestion, known)
         kwargs[key] = _coerce(value, hints[key], where)
         choices = known[key].metadata.get("choices")
         if choices and kwargs[key] not in choices:

@@ -161,3 +161,91 @@ def test_did_you_mean_is_bounded_by_edit_distance():
     assert did_you_mean("lstm_cell", ["lstm"]) is None                       # difflib says 0.62
     assert did_you_mean("x", ["y"]) is None
     assert did_you_mean("max_pool3d", ["max_pool2d", "max_pool1d"]) == "did you mean `max_pool2d`?"
+
+
+# -- losses and `train:` in `dagnet check` --------------------------------------------
+def check_output(spec_file, capsys, text: str, name: str = "model.yaml") -> list[str]:
+    """`dagnet check` on ``text``: its error lines (`file:line:col: error: ...`) and hints."""
+    path = spec_file(text, name)
+    assert main(["check", str(path)]) == 1
+    err = capsys.readouterr().err
+    return [line.replace(str(path), name) for line in err.splitlines()
+            if ": error: " in line or line.startswith("  hint:")]
+
+
+MODEL = "dagnet: 1\ninputs:\n  x: {shape: [4]}\nnodes:\n  fc: {op: linear, in: x, out_features: 3}\noutputs: [fc]\n"
+
+
+def test_check_reports_a_loss_naming_a_missing_node_and_an_unknown_key(spec_file, capsys):
+    lines = check_output(spec_file, capsys, MODEL + "loss: {op: cross_entropy, output: fcc, target: label,"
+                                                    " smoothing: 0.1}\n")
+    assert lines == [
+        "model.yaml:7:7: error: a loss's `output` names no node: `fcc`",
+        "  hint: did you mean `fc`?",
+        "model.yaml:7:7: error: unknown key `smoothing` in a `cross_entropy` loss",
+        "  hint: a `cross_entropy` loss takes op, weight, name, output, target, ignore_index, mask, label_smoothing",
+    ]
+
+
+@pytest.mark.parametrize("loss, message", [
+    ("{op: cross_entropi, output: fc, target: y}", "unknown loss `cross_entropi`"),
+    ("{op: mse, output: fc}", "a `mse` loss needs `target`"),
+    ("{op: mse, output: fc, target: y, weight: heavy}", "the `weight` of a `mse` loss must be a number"),
+    ("{op: crf_nll, node: fc, target: y}", "`crf_nll` needs a CRF node, `fc` is a `linear`"),
+    ("{op: crf_nll, node: fc, target: y, potentials: fc}", "unknown key `potentials` in a `crf_nll` loss"),
+])
+def test_check_validates_every_loss(spec_file, capsys, loss, message):
+    lines = check_output(spec_file, capsys, MODEL + f"loss: {loss}\n")
+    assert any(message in line for line in lines), lines
+
+
+def test_check_reports_train_settings_with_their_location(spec_file, capsys):
+    lines = check_output(spec_file, capsys, MODEL + """\
+loss: {op: cross_entropy, output: fc, target: label}
+train:
+  learning_rate: 0.1
+  epochs: 2.5
+  optimizer: adam
+  nesterov: true
+  schedule: {name: cosine, gamma: 2}
+  data: digits
+""")
+    assert lines == [
+        "model.yaml:9:3: error: unknown training setting `learning_rate`",
+        "  hint: did you mean `lr`?",
+        "model.yaml:10:3: error: training setting `epochs`: expected int, got 2.5",
+        "model.yaml:12:3: error: training setting `nesterov`: applies only to optimizer: sgd",
+        "model.yaml:13:28: error: training setting `schedule.gamma`: must be in (0, 1]",
+    ]
+
+
+def test_check_reports_train_settings_of_the_dsl_with_their_location(spec_file, capsys):
+    text = ('model "t"\ninput x[4]\nfc = x -> linear(3)\noutput fc\nloss cross_entropy(output=fc, target=y)\n'
+            "train {lr: -1, schedule: {name: cosine, warmpu_epochs: 1}}\n")
+    lines = check_output(spec_file, capsys, text, "model.dag")
+    assert lines == [
+        "model.dag:6:8: error: training setting `lr`: must be > 0",
+        "model.dag:6:41: error: unknown training setting `schedule.warmpu_epochs`",
+        "  hint: did you mean `schedule.warmup_epochs`?",
+    ]
+
+
+def test_check_reports_graph_and_training_errors_together(spec_file, capsys):
+    text = MODEL.replace("linear", "lineer") + "loss: {op: mse, output: fc, target: y}\ntrain: {epoch: 3}\n"
+    lines = check_output(spec_file, capsys, text)
+    # the loss names `fc`, whose op is wrong: one error there, not a second one for the loss
+    assert [line.split(": error: ")[1] for line in lines if ": error: " in line] == [
+        "unknown op `lineer`", "unknown training setting `epoch`"]
+
+
+def test_a_train_section_leaves_the_data_source_to_train(spec_file, capsys):
+    path = spec_file(MODEL + "loss: {op: mse, output: fc, target: y}\ntrain: {data: {path: absent.npz}}\n")
+    assert main(["check", str(path)]) == 0
+
+
+def test_train_reports_a_bad_loss_located_before_building(spec_file):
+    from dagnet.train.from_spec import spec_losses
+    ir = dagnet.load(spec_file(MODEL + "loss: {op: mse, output: fcc, target: y}\n"))
+    with pytest.raises(SpecError) as info:
+        spec_losses(ir)
+    assert (info.value.loc.line, info.value.message) == (7, "a loss's `output` names no node: `fcc`")

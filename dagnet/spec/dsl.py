@@ -70,7 +70,9 @@ def _assemble(b: Source, stmts, spec: Spec, library: bool) -> list:
         elif kind == "loss":
             spec.losses.append(value)
         elif kind == "train":
-            spec.train.update(value)
+            settings, locs = value
+            spec.train.update(settings)
+            spec.train_locs.update(locs)
         if kind in ("params", "input", "outputs", "loss", "train", "node"):
             top_level.append((kind, tok))
     start = Loc(b.file, 1, 1)

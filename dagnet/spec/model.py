@@ -84,6 +84,8 @@ class Spec:
     blocks: dict[str, BlockSpec] = field(default_factory=dict)
     losses: list[dict] = field(default_factory=list)
     train: dict = field(default_factory=dict)
+    # where each key of `train:` was written, by dotted path (`lr`, `schedule.name`)
+    train_locs: dict[str, Loc] = field(default_factory=dict)
     doc: str = ""
     version: int = SPEC_VERSION
     loc: Loc = field(default_factory=Loc)

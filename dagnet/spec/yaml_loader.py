@@ -223,6 +223,7 @@ class _Builder:
         spec.losses = self.losses(top)
         train = self.expect_map(top.get("train"), "`train`", top.value_loc("train"))
         spec.train = _plain(train) if train else {}
+        spec.train_locs = _key_locs(train) if train else {}
         return spec
 
     def import_list(self, top: LocMap):
@@ -362,6 +363,19 @@ class _Builder:
             self.errors.add("`losses` must be a mapping or a list of mappings", top.value_loc("losses"))
             return []
         return [dict(_plain(v), _loc=v.loc) for v in items]
+
+
+def _key_locs(mapping: LocMap, prefix: str = "") -> dict[str, Loc]:
+    """Where each key of a mapping and of the mappings in it was written, by dotted path.
+
+    Called after ``_plain`` has bounded the mapping's size."""
+    locs = {}
+    for key in mapping:
+        path = f"{prefix}{key}"
+        locs[path] = mapping.key_loc(key)
+        if isinstance(mapping[key], LocMap):
+            locs.update(_key_locs(mapping[key], path + "."))
+    return locs
 
 
 def _split_chain(text: str, loc: Loc) -> LocList:
