@@ -34,19 +34,19 @@ def check_training(ir: IR, errors: ErrorLog) -> None:
 def resolve_losses(ir: IR, errors: ErrorLog, check_names: bool = True) -> tuple[list[dict], list[str]]:
     """The spec's losses with node names resolved, and the node outputs they need; problems are logged."""
     losses, needed = [], list(ir.outputs)
-    for entry in ir.losses:
-        loc = entry.get("_loc", Loc(ir.file, 1, 1))
+    for i, entry in enumerate(ir.losses):
         loss = {k: v for k, v in entry.items() if k != "_loc"}
-        if not _check_loss_keys(loss, loc, errors) or not check_names:
+        locs = _KeyLocs(entry.get("_loc", Loc(ir.file, 1, 1)), ir.loss_locs[i] if i < len(ir.loss_locs) else {})
+        if not _check_loss_keys(loss, locs, errors) or not check_names:
             continue
         if loss["op"] == "crf_nll":
-            node = _field_node(ir, loss["node"], loc, errors)
+            node = _field_node(ir, loss["node"], locs["node"], errors)
             if node is None:
                 continue
             loss["node"], loss["potentials"] = node, ir.node(node).inputs[0]
             needed.append(loss["potentials"])
         else:
-            output = _node(ir, loss["output"], loc, "output", errors)
+            output = _node(ir, loss["output"], locs["output"], "output", errors)
             if output is None:
                 continue
             loss["output"] = loss["output"] if loss["output"] in ir.outputs else output
@@ -55,28 +55,39 @@ def resolve_losses(ir: IR, errors: ErrorLog, check_names: bool = True) -> tuple[
     return losses, list(dict.fromkeys(needed))
 
 
-def _check_loss_keys(loss: dict, loc: Loc, errors: ErrorLog) -> bool:
+class _KeyLocs(dict):
+    """Where each key of a loss was written; the loss itself for a key not written."""
+
+    def __init__(self, loss_loc: Loc, locs: dict[str, Loc]):
+        super().__init__(locs)
+        self.loss_loc = loss_loc
+
+    def __missing__(self, key: str) -> Loc:
+        return self.loss_loc
+
+
+def _check_loss_keys(loss: dict, locs: _KeyLocs, errors: ErrorLog) -> bool:
     """The loss's op is known, it has the keys that op needs and no others, its weight is a number.
 
     True when the names it gives can be resolved: the op is known and its required keys are there."""
     op = loss.get("op")
     if op not in LOSSES:
         found = f"unknown loss `{op}`" if "op" in loss else "a loss without `op`"
-        errors.add(found, loc, (did_you_mean(op, LOSSES) if op else None) or f"the losses: {', '.join(LOSSES)}")
+        errors.add(found, locs["op"], (did_you_mean(op, LOSSES) if op else None) or f"the losses: {', '.join(LOSSES)}")
         return False
     required, optional = LOSSES[op]
     derived = DERIVED_KEYS.get(op, ())
     allowed = [k for k in (*LOSS_COMMON_KEYS, *required, *optional) if k not in derived]
     for key in loss:
         if key not in allowed:
-            errors.add(f"unknown key `{key}` in a `{op}` loss", loc,
+            errors.add(f"unknown key `{key}` in a `{op}` loss", locs[key],
                        did_you_mean(key, allowed) or f"a `{op}` loss takes {', '.join(allowed)}")
     weight = loss.get("weight", 1.0)
     if isinstance(weight, bool) or not isinstance(weight, (int, float)):
-        errors.add(f"the `weight` of a `{op}` loss must be a number, found `{weight}`", loc)
+        errors.add(f"the `weight` of a `{op}` loss must be a number, found `{weight}`", locs["weight"])
     missing = [key for key in required if key not in loss and key not in derived]
     for key in missing:
-        errors.add(f"a `{op}` loss needs `{key}`", loc, f"add `{key}: ...` to the loss")
+        errors.add(f"a `{op}` loss needs `{key}`", locs.loss_loc, f"add `{key}: ...` to the loss")
     return not missing
 
 

@@ -60,7 +60,8 @@ class IR:
     train: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)
     output_locs: dict[str, Loc] = field(default_factory=dict)
-    train_locs: dict[str, Loc] = field(default_factory=dict)     # `train:` keys by dotted path
+    loss_locs: list[dict[str, Loc]] = field(default_factory=list)   # each loss's keys
+    train_locs: dict[str, Loc] = field(default_factory=dict)         # `train:` keys by dotted path
 
     def node(self, name: str) -> Node:
         return self.graph.nodes[name]["node"]
@@ -313,4 +314,4 @@ def expand(spec: Spec, overrides: dict | None = None, errors: ErrorLog | None = 
     if own_log:
         errors.raise_if_any()
     return IR(spec.name, spec.file, graph, list(spec.inputs), outputs, spec.losses, spec.train,
-              dict(env), output_locs, spec.train_locs)
+              dict(env), output_locs, spec.loss_locs, spec.train_locs)

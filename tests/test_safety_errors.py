@@ -180,9 +180,9 @@ def test_check_reports_a_loss_naming_a_missing_node_and_an_unknown_key(spec_file
     lines = check_output(spec_file, capsys, MODEL + "loss: {op: cross_entropy, output: fcc, target: label,"
                                                     " smoothing: 0.1}\n")
     assert lines == [
-        "model.yaml:7:7: error: a loss's `output` names no node: `fcc`",
+        "model.yaml:7:27: error: a loss's `output` names no node: `fcc`",
         "  hint: did you mean `fc`?",
-        "model.yaml:7:7: error: unknown key `smoothing` in a `cross_entropy` loss",
+        "model.yaml:7:55: error: unknown key `smoothing` in a `cross_entropy` loss",
         "  hint: a `cross_entropy` loss takes op, weight, name, output, target, ignore_index, mask, label_smoothing",
     ]
 
@@ -219,11 +219,13 @@ train:
     ]
 
 
-def test_check_reports_train_settings_of_the_dsl_with_their_location(spec_file, capsys):
-    text = ('model "t"\ninput x[4]\nfc = x -> linear(3)\noutput fc\nloss cross_entropy(output=fc, target=y)\n'
+def test_check_reports_losses_and_train_settings_of_the_dsl_with_their_location(spec_file, capsys):
+    text = ('model "t"\ninput x[4]\nfc = x -> linear(3)\noutput fc\nloss cross_entropy(output=fcc, target=y)\n'
             "train {lr: -1, schedule: {name: cosine, warmpu_epochs: 1}}\n")
     lines = check_output(spec_file, capsys, text, "model.dag")
     assert lines == [
+        "model.dag:5:20: error: a loss's `output` names no node: `fcc`",
+        "  hint: did you mean `fc`?",
         "model.dag:6:8: error: training setting `lr`: must be > 0",
         "model.dag:6:41: error: unknown training setting `schedule.warmpu_epochs`",
         "  hint: did you mean `schedule.warmup_epochs`?",

@@ -68,7 +68,9 @@ def _assemble(b: Source, stmts, spec: Spec, library: bool) -> list:
             spec.outputs += value
             has_outputs = True
         elif kind == "loss":
-            spec.losses.append(value)
+            loss, locs = value
+            spec.losses.append(loss)
+            spec.loss_locs.append(locs)
         elif kind == "train":
             settings, locs = value
             spec.train.update(settings)

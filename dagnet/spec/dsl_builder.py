@@ -271,16 +271,16 @@ class Builder(Transformer):
         return ("outputs", kw, list(refs))
 
     def loss(self, kw, op, *kwargs):
-        out = {"op": op.value}
+        out, locs = {"op": op.value}, {"op": self.src.loc(op)}
         for _, key, loc, value in kwargs:
             if key in out:
                 self.src.error(f"duplicate key `{key}`", loc, "give each key once")
-            out[key] = value
+            out[key], locs[key] = value, loc
         out["_loc"] = self.src.loc(kw)
-        return ("loss", kw, out)
+        return ("loss", kw, (out, locs))
 
     def loss_mapping(self, kw, mapping):
-        return ("loss", kw, dict(mapping.value, _loc=self.src.loc(kw)))
+        return ("loss", kw, (dict(mapping.value, _loc=self.src.loc(kw)), mapping.key_locs))
 
     def train(self, kw, mapping):
         return ("train", kw, (mapping.value, mapping.key_locs))
