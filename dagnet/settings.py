@@ -14,11 +14,12 @@ did-you-mean for misspellings.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from dagnet.errors import closest
 
 # loss op -> (required keys, optional keys with defaults); every loss also takes `weight` and `name`.
 LOSSES: dict[str, tuple[tuple[str, ...], dict]] = {
@@ -220,8 +221,8 @@ def _build(cls, values: dict, path: str):
     for key, value in values.items():
         where = f"{path}.{key}" if path else key
         if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            suggestion = _join(path, close[0]) if close else None if path else ALIASES.get(key)
+            close = closest(key, known)
+            suggestion = _join(path, close) if close else None if path else ALIASES.get(key)
             hint = f" (did you mean {suggestion!r}?)" if suggestion else ""
             raise ConfigError(where, f"unknown setting{hint}; known: {', '.join(known)}", suggestion, known)
         kwargs[key] = _coerce(value, hints[key], where)
