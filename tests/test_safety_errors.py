@@ -105,9 +105,9 @@ def test_a_repeated_bad_argument_still_breaks_every_use():
 MISSING_PARAM = HEAD + """\
 blocks:
   unit:
-    params: {channels: null, half: channels // 2}
+    params: {channels: null, halved: channels // 2}
     nodes:
-      c: {op: conv2d, in: x, out_channels: half, kernel_size: 1}
+      c: {op: conv2d, in: x, out_channels: halved, kernel_size: 1}
       d: {op: conv2d, in: c, out_channels: channels // 2, kernel_size: 1}
     outputs: [d]
 nodes:
