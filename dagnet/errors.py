@@ -75,7 +75,7 @@ class ErrorLog:
         self.logged = 0                 # errors met, repeats included: grows with every `add`
         self._seen: dict[tuple, SpecError] = {}
         self._uses_of_error: dict[tuple, list[tuple[str, str]]] = {}
-        self._uses_of_block: dict[str, list[str]] = {}
+        self._uses_of_block: dict[str, dict[str, None]] = {}       # block -> its uses, in order
         self._use_stack: list[tuple[str, str]] = []         # (block, path of the use)
 
     def add(self, message: str, loc: Loc | None = None, hint: str | None = None) -> None:
@@ -99,9 +99,12 @@ class ErrorLog:
                 self._uses_of_error[key].append((block, path))
 
     @contextmanager
-    def in_use(self, block: str, path: str):
-        """Errors logged inside belong to the use ``path`` of ``block``."""
-        self._uses_of_block.setdefault(block, []).append(path)
+    def in_use(self, block: str | None, path: str | None):
+        """Errors logged inside belong to the use ``path`` of ``block`` (to no use if None)."""
+        if block is None:
+            yield
+            return
+        self._uses_of_block.setdefault(block, {})[path] = None
         self._use_stack.append((block, path))
         try:
             yield

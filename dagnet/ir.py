@@ -45,6 +45,7 @@ class Node:
     checkpoint: str | None = None   # path of the enclosing `checkpoint: true` node
     shape: tuple | None = None      # per-example output shape, set by check
     dtype: str = "float32"
+    use: str | None = None          # path of the use of `block` it came from (`layer3.1`)
 
 
 @dataclass
@@ -79,6 +80,7 @@ class _Expander:
         self.nodes: dict[str, Node] = {}
         self.alias: dict[str, tuple[str, Loc]] = {}
         self.block_stack: list[str] = []
+        self.use_stack: list[str] = []          # paths of the block uses being expanded
 
     # -- bookkeeping -------------------------------------------------------
     def add_node(self, node: Node) -> None:
@@ -93,6 +95,10 @@ class _Expander:
 
     def add_alias(self, name: str, target: str, loc: Loc) -> None:
         self.alias[name] = (target, loc)
+
+    def origin(self) -> dict:
+        """The innermost block, and the use of it, that a node made now comes from."""
+        return {"block": self.block_stack[-1], "use": self.use_stack[-1]} if self.block_stack else {}
 
     # -- scopes ------------------------------------------------------------
     def scope(self, prefix: str, nodes: dict[str, NodeSpec], env: dict, bound: dict[str, str],
@@ -178,8 +184,7 @@ class _Expander:
         if len(inputs) == 1:
             return list(inputs)
         self.add_node(Node(name, op, list(inputs), {"dim": 1} if op == "concat" else {}, loc,
-                           block=self.block_stack[-1] if self.block_stack else None,
-                           checkpoint=ctx.get("checkpoint")))
+                           checkpoint=ctx.get("checkpoint"), **self.origin()))
         return [name]
 
     def body(self, path: str, ns: NodeSpec, ins: list[str], env: dict, ctx: dict) -> str | None:
@@ -208,8 +213,7 @@ class _Expander:
         broken = (self.errors.logged > before or resolver.knock_ons
                   or any(a.required and a.name not in args for a in opdef.args))
         self.add_node(Node(path, UNKNOWN_OP if broken else opdef.name, list(ins), args, ns.loc,
-                           block=self.block_stack[-1] if self.block_stack else None,
-                           checkpoint=ctx.get("checkpoint")))
+                           checkpoint=ctx.get("checkpoint"), **self.origin()))
         return path
 
     def unknown_op(self, ns: NodeSpec) -> None:
@@ -243,12 +247,14 @@ class _Expander:
             return None
         inner_env = Resolver(env, self.errors).block_params(block, ns)
         self.block_stack.append(block.name)
+        self.use_stack.append(path)
         try:
             with self.errors.in_use(block.name, path):    # a mistake in the body: one error, all uses named
                 local = self.scope(path + ".", block.nodes, inner_env, dict(zip(block.inputs, ins)), ctx)
                 outs = self.block_outputs(path, block, local)
         finally:
             self.block_stack.pop()
+            self.use_stack.pop()
         return outs[0] if outs else None
 
     def block_outputs(self, path, block, local) -> list[str]:

@@ -71,7 +71,8 @@ class Resolver:
 
     def uses_unbound(self, raw: str) -> bool:
         """Whether the expression ``raw`` refers to a parameter that has no value."""
-        return any(self.env.get(name) is UNBOUND for name in expr.names_in(raw))
+        unbound = [name for name, value in self.env.items() if value is UNBOUND]
+        return bool(unbound) and not expr.names_in(raw).isdisjoint(unbound)   # parse only if need be
 
     def literal_or_param(self, raw):
         """A bare name bound in scope is that value; other strings are literals."""

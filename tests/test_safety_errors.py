@@ -81,6 +81,16 @@ def test_a_long_list_of_uses_is_cut_short():
                                 "`a.5` and 11 more)")
 
 
+def test_a_dead_node_in_a_block_is_one_error():
+    spec = HEAD + ("blocks:\n  unit:\n    nodes:\n      c: {op: relu, in: x}\n      dead: {op: tanh, in: x}\n"
+                   "    outputs: [c]\nnodes:\n  a: {block: unit, in: image}\n  b: {block: unit, in: a, repeat: 2}\n"
+                   "outputs: [b]\n")
+    (err,) = errors_of(spec)
+    assert err.message == ("node `dead` of block `unit` reaches no output "
+                           "(in all 3 uses of block `unit`: `a`, `b.0`, `b.1`)")
+    assert err.loc.line == 9
+
+
 def test_the_same_error_twice_is_reported_once():
     log = ErrorLog()
     log.add("bad", Loc("f", 1, 1))
