@@ -71,7 +71,7 @@ def _check_loss_keys(loss: dict, locs: _KeyLocs, errors: ErrorLog) -> bool:
 
     True when the names it gives can be resolved: the op is known and its required keys are there."""
     op = loss.get("op")
-    if op not in LOSSES:
+    if not isinstance(op, str) or op not in LOSSES:
         found = f"unknown loss `{op}`" if "op" in loss else "a loss without `op`"
         errors.add(found, locs["op"], (did_you_mean(op, LOSSES) if op else None) or f"the losses: {', '.join(LOSSES)}")
         return False

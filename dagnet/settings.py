@@ -14,6 +14,7 @@ did-you-mean for misspellings.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -261,8 +262,8 @@ def _coerce(value, kind, where: str):
         if isinstance(value, bool):
             return value
     elif kind in (int, float):
-        number = _number(value)
-        if number is not None and (kind is float or number == int(number)):
+        number = _number(value)         # inf and nan are no setting's value (and int() of them raises)
+        if number is not None and math.isfinite(number) and (kind is float or number == int(number)):
             return kind(number)
     elif kind is str:
         if isinstance(value, str):

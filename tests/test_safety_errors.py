@@ -199,6 +199,8 @@ def test_check_reports_a_loss_naming_a_missing_node_and_an_unknown_key(spec_file
 
 @pytest.mark.parametrize("loss, message", [
     ("{op: cross_entropi, output: fc, target: y}", "unknown loss `cross_entropi`"),
+    ("{op: [mse], output: fc, target: y}", "unknown loss `['mse']`"),
+    ("{output: fc, target: y}", "a loss without `op`"),
     ("{op: mse, output: fc}", "a `mse` loss needs `target`"),
     ("{op: mse, output: fc, target: y, weight: heavy}", "the `weight` of a `mse` loss must be a number"),
     ("{op: crf_nll, node: fc, target: y}", "`crf_nll` needs a CRF node, `fc` is a `linear`"),
@@ -261,3 +263,10 @@ def test_train_reports_a_bad_loss_located_before_building(spec_file):
     with pytest.raises(SpecError) as info:
         spec_losses(ir)
     assert (info.value.loc.line, info.value.message) == (7, "a loss's `output` names no node: `fcc`")
+
+
+@pytest.mark.parametrize("setting", ["epochs: .inf", "epochs: .nan", "seed: 1e400", "early_stopping: {patience: .inf}",
+                                     "lr: .inf"])
+def test_non_finite_training_settings_are_errors_not_tracebacks(spec_file, capsys, setting):
+    lines = check_output(spec_file, capsys, MODEL + f"loss: {{op: mse, output: fc, target: y}}\ntrain: {{{setting}}}\n")
+    assert len(lines) == 1 and "model.yaml:8:" in lines[0] and "expected" in lines[0], lines
