@@ -53,7 +53,9 @@ class SpecErrors(SpecError):
     """Several independent errors found in one pass, reported together, once each, in file order."""
 
     def __init__(self, errors: list[SpecError]):
-        unique = {e.identity: e for e in reversed(errors)}         # the first of each kept
+        unique: dict[tuple, SpecError] = {}
+        for error in errors:
+            unique.setdefault(error.identity, error)                # the first of each, in order
         errors = sorted(unique.values(), key=lambda e: (e.loc.file, e.loc.line, e.loc.col))
         super().__init__(errors[0].message, errors[0].loc, errors[0].hint)
         self.errors = errors

@@ -98,8 +98,8 @@ def test_the_same_error_twice_is_reported_once():
     log.add("bad", Loc("f", 2, 1))
     assert [str(e.loc) for e in log.errors] == ["f:1:1", "f:2:1"]
     assert log.logged == 3
-    err = SpecErrors([SpecError("x", Loc("f", 3, 1)), SpecError("x", Loc("f", 3, 1))])
-    assert len(err.errors) == 1
+    err = SpecErrors([SpecError("x", Loc("f", 3, 1)), SpecError("y", Loc("f", 3, 1)), SpecError("x", Loc("f", 3, 1))])
+    assert [e.message for e in err.errors] == ["x", "y"]          # once each, in the order found
 
 
 def test_a_repeated_bad_argument_still_breaks_every_use():
