@@ -223,8 +223,8 @@ class Resolver:
         defaults = {k: v for k, v in block.params.items() if k not in call}
         for key, value in defaults.items():
             if value is None:           # a parameter without a default: the root cause, reported at the use
-                self.errors.add(f"block `{block.name}` needs parameter `{key}`", ns.loc,
-                                f"add `{key}: ...` to `{ns.name}`")
+                fix = f"`{block.name}({key}=...)`" if ns.loc.file.endswith(".dag") else f"`{key}: ...` to `{ns.name}`"
+                self.errors.add(f"block `{block.name}` needs parameter `{key}`", ns.loc, f"add {fix}")
                 defaults[key] = UNBOUND
         inner.env.update(call)
         return inner.bind(defaults, block.param_locs)

@@ -133,6 +133,15 @@ def test_a_missing_block_parameter_is_the_one_error():
     assert err.hint == "add `channels: ...` to `u`"
 
 
+def test_a_missing_block_parameter_in_the_dsl_is_the_one_error(spec_file, capsys):
+    text = ('model "m"\ninput image[3, 8, 8]\nblock unit(channels, halved = channels // 2) {\n'
+            "    c = x -> conv2d(halved, 1)\n    output c\n}\nu = image -> unit\noutput u\n")
+    assert check_output(spec_file, capsys, text, "model.dag") == [
+        "model.dag:7:14: error: block `unit` needs parameter `channels`",
+        "  hint: add `unit(channels=...)`",
+    ]
+
+
 def test_a_failed_parameter_is_reported_once_not_at_each_use():
     spec = HEAD + ("params: {width: wdth * 2}\nnodes:\n  a: {op: conv2d, in: image, out_channels: width,"
                    " kernel_size: 1}\n  b: {op: conv2d, in: a, out_channels: width + 1, kernel_size: 1}\n"
