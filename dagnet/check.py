@@ -76,8 +76,12 @@ def _check_reach(ir: IR, errors: ErrorLog) -> None:
         if name not in useful:
             node = ir.node(name)
             what = "input" if node.op == "input" else "node"
-            errors.add(f"{what} `{name}` reaches no output", node.loc,
-                       "add it to `outputs`, feed it into another node, or remove it")
+            label = f"`{name}`"
+            if node.use:                # named as in the block: the same error in every use, so one
+                label = f"`{name.removeprefix(node.use + '.')}` of block `{node.block}`"
+            with errors.in_use(node.block, node.use):
+                errors.add(f"{what} {label} reaches no output", node.loc,
+                           "add it to `outputs`, feed it into another node, or remove it")
 
 
 def infer_shapes(ir: IR, errors: ErrorLog) -> None:

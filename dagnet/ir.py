@@ -45,6 +45,7 @@ class Node:
     checkpoint: str | None = None   # path of the enclosing `checkpoint: true` node
     shape: tuple | None = None      # per-example output shape, set by check
     dtype: str = "float32"
+    use: str | None = None          # path of the use of `block` it came from (`layer3.1`)
 
 
 @dataclass
@@ -60,6 +61,8 @@ class IR:
     train: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)
     output_locs: dict[str, Loc] = field(default_factory=dict)
+    loss_locs: list[dict[str, Loc]] = field(default_factory=list)   # each loss's keys
+    train_locs: dict[str, Loc] = field(default_factory=dict)         # `train:` keys by dotted path
 
     def node(self, name: str) -> Node:
         return self.graph.nodes[name]["node"]
@@ -77,6 +80,7 @@ class _Expander:
         self.nodes: dict[str, Node] = {}
         self.alias: dict[str, tuple[str, Loc]] = {}
         self.block_stack: list[str] = []
+        self.use_stack: list[str] = []          # paths of the block uses being expanded
 
     # -- bookkeeping -------------------------------------------------------
     def add_node(self, node: Node) -> None:
@@ -91,6 +95,10 @@ class _Expander:
 
     def add_alias(self, name: str, target: str, loc: Loc) -> None:
         self.alias[name] = (target, loc)
+
+    def origin(self) -> dict:
+        """The innermost block, and the use of it, that a node made now comes from."""
+        return {"block": self.block_stack[-1], "use": self.use_stack[-1]} if self.block_stack else {}
 
     # -- scopes ------------------------------------------------------------
     def scope(self, prefix: str, nodes: dict[str, NodeSpec], env: dict, bound: dict[str, str],
@@ -176,8 +184,7 @@ class _Expander:
         if len(inputs) == 1:
             return list(inputs)
         self.add_node(Node(name, op, list(inputs), {"dim": 1} if op == "concat" else {}, loc,
-                           block=self.block_stack[-1] if self.block_stack else None,
-                           checkpoint=ctx.get("checkpoint")))
+                           checkpoint=ctx.get("checkpoint"), **self.origin()))
         return [name]
 
     def body(self, path: str, ns: NodeSpec, ins: list[str], env: dict, ctx: dict) -> str | None:
@@ -196,20 +203,31 @@ class _Expander:
         from dagnet import ops
         opdef = ops.get(ns.target)
         if opdef is None:
-            self.errors.add(f"unknown op `{ns.target}`", ns.loc,
-                            did_you_mean(ns.target, list(ops.OPS) + list(self.spec.blocks))
-                            or "run `dagnet ops` for the list; custom ops load with --plugin MODULE")
+            self.unknown_op(ns)
             self.add_node(Node(path, UNKNOWN_OP, list(ins), {}, ns.loc))   # keeps the graph whole
             return path
-        before = len(self.errors.errors)
-        args = Resolver(env, self.errors).op_args(opdef, ns)
+        before = self.errors.logged         # not len(errors): a block's repeated error is logged once
+        resolver = Resolver(env, self.errors)
+        args = resolver.op_args(opdef, ns)
         # bad arguments (reported here or where a parameter failed): no shape to infer
-        broken = len(self.errors.errors) > before or any(a.required and a.name not in args
-                                                          for a in opdef.args)
+        broken = (self.errors.logged > before or resolver.knock_ons
+                  or any(a.required and a.name not in args for a in opdef.args))
         self.add_node(Node(path, UNKNOWN_OP if broken else opdef.name, list(ins), args, ns.loc,
-                           block=self.block_stack[-1] if self.block_stack else None,
-                           checkpoint=ctx.get("checkpoint")))
+                           checkpoint=ctx.get("checkpoint"), **self.origin()))
         return path
+
+    def unknown_op(self, ns: NodeSpec) -> None:
+        """An op name dagnet does not know: a PyTorch op not added yet, or a typo of one it has."""
+        from dagnet import ops
+        from dagnet.ops.pytorch_names import PYTORCH_OPS
+        if ns.target.lower() in PYTORCH_OPS:    # a different function, never "did you mean" a near name
+            self.errors.add(f"`{ns.target}` is a PyTorch op dagnet does not have yet", ns.loc,
+                            "add it as a plugin (docs/custom_ops.md) and load it with --plugin MODULE; "
+                            "`dagnet ops` lists the ops dagnet has")
+            return
+        self.errors.add(f"unknown op `{ns.target}`", ns.loc,
+                        did_you_mean(ns.target, list(ops.OPS) + list(self.spec.blocks))
+                        or "run `dagnet ops` for the list; custom ops load with --plugin MODULE")
 
     def block(self, path, ns, ins, env, ctx) -> str | None:
         block = self.spec.blocks.get(ns.target)
@@ -229,10 +247,17 @@ class _Expander:
             return None
         inner_env = Resolver(env, self.errors).block_params(block, ns)
         self.block_stack.append(block.name)
+        self.use_stack.append(path)
         try:
-            local = self.scope(path + ".", block.nodes, inner_env, dict(zip(block.inputs, ins)), ctx)
+            with self.errors.in_use(block.name, path):    # a mistake in the body: one error, all uses named
+                local = self.scope(path + ".", block.nodes, inner_env, dict(zip(block.inputs, ins)), ctx)
+                outs = self.block_outputs(path, block, local)
         finally:
             self.block_stack.pop()
+            self.use_stack.pop()
+        return outs[0] if outs else None
+
+    def block_outputs(self, path, block, local) -> list[str]:
         outs = []
         for ref in block.outputs:
             target = self.local_ref(ref.name, ref.loc, local, block.nodes)
@@ -240,7 +265,7 @@ class _Expander:
                 if target != f"{path}.{ref.name}":
                     self.add_alias(f"{path}.{ref.name}", target, ref.loc)
                 outs.append(target)
-        return outs[0] if outs else None
+        return outs
 
     # -- resolution ----------------------------------------------------------
     def resolve(self, name: str, loc: Loc) -> str | None:
@@ -295,4 +320,4 @@ def expand(spec: Spec, overrides: dict | None = None, errors: ErrorLog | None = 
     if own_log:
         errors.raise_if_any()
     return IR(spec.name, spec.file, graph, list(spec.inputs), outputs, spec.losses, spec.train,
-              dict(env), output_locs)
+              dict(env), output_locs, spec.loss_locs, spec.train_locs)

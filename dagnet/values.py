@@ -19,16 +19,32 @@ _INVALID = object()
 INT64 = 2**63           # PyTorch keeps sizes, strides and indices as C++ int64
 
 
+class _Unbound:
+    """The value of a parameter that has none: a block parameter its use did not give, or
+    one whose expression failed. Its error is already reported where the root cause is;
+    an expression that uses it is invalid without a second, confusing error."""
+
+    def __repr__(self) -> str:
+        return "<unbound>"
+
+
+UNBOUND = _Unbound()
+
+
 class Resolver:
     def __init__(self, env: dict, errors: ErrorLog):
         self.env = env
         self.errors = errors
+        self.knock_ons = 0      # values left invalid, unreported, because a parameter they use is unbound
 
     # -- scalars -----------------------------------------------------------
     def evaluate(self, raw, loc: Loc, what: str):
         """Evaluate an expression string (numbers pass through); errors are logged."""
         if not isinstance(raw, str):
             return raw
+        if self.uses_unbound(raw):
+            self.knock_ons += 1
+            return _INVALID
         try:
             return expr.evaluate(raw, self.env)
         except expr.ExprError as exc:
@@ -54,9 +70,15 @@ class Resolver:
         value = self.evaluate(raw, loc, what)
         return bool(value) if value is not _INVALID else True
 
+    def uses_unbound(self, raw: str) -> bool:
+        """Whether the expression ``raw`` refers to a parameter that has no value."""
+        unbound = [name for name, value in self.env.items() if value is UNBOUND]
+        return bool(unbound) and not expr.names_in(raw).isdisjoint(unbound)   # parse only if need be
+
     def literal_or_param(self, raw):
         """A bare name bound in scope is that value; other strings are literals."""
         if isinstance(raw, str) and raw.isidentifier() and raw in self.env:
+            self.knock_ons += self.env[raw] is UNBOUND
             return self.env[raw]
         if isinstance(raw, str) and (raw.isidentifier() or not expr.names_in(raw) <= set(self.env)):
             return raw
@@ -237,8 +259,8 @@ class Resolver:
                 value = self.evaluate(value, loc, f"parameter `{name}`")
             elif isinstance(value, str) and value in self.env:
                 value = self.env[value]
-            if value is not _INVALID:
-                self.env = {**self.env, name: value}
+            # a failed parameter is reported once, here; what uses it is not reported again
+            self.env = {**self.env, name: UNBOUND if value is _INVALID else value}
         return self.env
 
     def block_params(self, block, ns) -> dict:
@@ -260,13 +282,14 @@ class Resolver:
             value = self.any(value, ns.arg_locs.get(key, ns.loc), f"`{key}` of `{ns.name}`")
             if isinstance(value, str) and not value.isidentifier():
                 value = self.evaluate(value, ns.arg_locs.get(key, ns.loc), f"`{key}` of `{ns.name}`")
-            call[key] = value
+            call[key] = UNBOUND if value is _INVALID else value
         inner = Resolver({"i": self.env.get("i", 0)}, self.errors)
         defaults = {k: v for k, v in block.params.items() if k not in call}
         for key, value in defaults.items():
-            if value is None:
-                self.errors.add(f"block `{block.name}` needs parameter `{key}`", ns.loc,
-                                f"add `{key}: ...` to `{ns.name}`")
+            if value is None:           # a parameter without a default: the root cause, reported at the use
+                fix = f"`{block.name}({key}=...)`" if ns.loc.file.endswith(".dag") else f"`{key}: ...` to `{ns.name}`"
+                self.errors.add(f"block `{block.name}` needs parameter `{key}`", ns.loc, f"add {fix}")
+                defaults[key] = UNBOUND
         inner.env.update(call)
         return inner.bind(defaults, block.param_locs)
 

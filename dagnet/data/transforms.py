@@ -2,45 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from dagnet.data.base import DataError
-
-
-@dataclass
-class AugmentConfig:
-    """Random geometric changes to training images; masks and a `box` key move with them.
-
-    flip: mirror left-right with probability 1/2. crop: zoom into a random window
-    whose side is at least this fraction of the image (1 = off). translate: shift by
-    up to this fraction of the side, in whole pixels. scale: zoom factor drawn from
-    [low, high] (below 1 shrinks the content and pads). mask_fill: the label given to
-    mask pixels shifted in from outside the image.
-    """
-
-    flip: bool = False
-    crop: float = 1.0
-    translate: float = 0.0
-    scale: tuple[float, float] = (1.0, 1.0)
-    mask_fill: int = 0
-
-    def __post_init__(self):
-        self.scale = tuple(float(s) for s in self.scale)
-        if not 0 < self.crop <= 1:
-            raise ValueError(f"crop must be in (0, 1], got {self.crop}")
-        if not 0 <= self.translate < 1:
-            raise ValueError(f"translate must be in [0, 1), got {self.translate}")
-        if len(self.scale) != 2 or not 0 < self.scale[0] <= self.scale[1]:
-            raise ValueError(f"scale must be [low, high] with 0 < low <= high, got {list(self.scale)}")
-
-    @property
-    def active(self) -> bool:
-        return self.flip or self.crop < 1 or self.translate > 0 or self.scale != (1.0, 1.0)
+from dagnet.settings import AugmentConfig  # noqa: F401  (a setting: defined without torch, re-exported)
 
 
 class Augmented(Dataset):

@@ -68,9 +68,13 @@ def _assemble(b: Source, stmts, spec: Spec, library: bool) -> list:
             spec.outputs += value
             has_outputs = True
         elif kind == "loss":
-            spec.losses.append(value)
+            loss, locs = value
+            spec.losses.append(loss)
+            spec.loss_locs.append(locs)
         elif kind == "train":
-            spec.train.update(value)
+            settings, locs = value
+            spec.train.update(settings)
+            spec.train_locs.update(locs)
         if kind in ("params", "input", "outputs", "loss", "train", "node"):
             top_level.append((kind, tok))
     start = Loc(b.file, 1, 1)

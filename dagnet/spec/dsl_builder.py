@@ -25,10 +25,11 @@ from dagnet.spec.yaml_loader import NODE_KEYS
 class _Piece:
     """A parsed value with its source span; ``literal`` False means an expression."""
 
-    __slots__ = ("value", "start", "end", "literal")
+    __slots__ = ("value", "start", "end", "literal", "key_locs")
 
     def __init__(self, value, start, end, literal=True):
         self.value, self.start, self.end, self.literal = value, start, end, literal
+        self.key_locs: dict[str, Loc] | None = None     # a mapping's keys, by dotted path (`schedule.name`)
 
 
 def _start(x) -> int:
@@ -142,17 +143,22 @@ class Builder(Transformer):
 
     def mapping(self, *entries):
         out: dict = {}
-        for key, key_tok, value in entries:
+        piece = _Piece(out, None, None)
+        piece.key_locs = {}
+        for key, key_tok, value, inner_locs in entries:
             if key in out:
                 self.src.error(f"duplicate key `{key}`", key_tok, "give each key once")
             out[key] = value
-        return _Piece(out, None, None)
+            piece.key_locs[str(key)] = key_tok if isinstance(key_tok, Loc) else self.src.loc(key_tok)
+            piece.key_locs.update({f"{key}.{k}": loc for k, loc in inner_locs.items()})
+        return piece
 
     def entry(self, key, value):
+        inner_locs = (value.key_locs if isinstance(value, _Piece) else None) or {}
         if isinstance(key, Token):
             key_value = number(key.value) if key.type == "NUMBER" else CONSTANTS.get(key.value, key.value)
-            return key_value, key, self.src.plain(value)
-        return key.value, self.src.loc_at(key.start), self.src.plain(value)
+            return key_value, key, self.src.plain(value), inner_locs
+        return key.value, self.src.loc_at(key.start), self.src.plain(value), inner_locs
 
     def value_only(self, value):
         return self.src.plain(value)
@@ -265,19 +271,19 @@ class Builder(Transformer):
         return ("outputs", kw, list(refs))
 
     def loss(self, kw, op, *kwargs):
-        out = {"op": op.value}
+        out, locs = {"op": op.value}, {"op": self.src.loc(op)}
         for _, key, loc, value in kwargs:
             if key in out:
                 self.src.error(f"duplicate key `{key}`", loc, "give each key once")
-            out[key] = value
+            out[key], locs[key] = value, loc
         out["_loc"] = self.src.loc(kw)
-        return ("loss", kw, out)
+        return ("loss", kw, (out, locs))
 
     def loss_mapping(self, kw, mapping):
-        return ("loss", kw, dict(mapping.value, _loc=self.src.loc(kw)))
+        return ("loss", kw, (dict(mapping.value, _loc=self.src.loc(kw)), mapping.key_locs))
 
     def train(self, kw, mapping):
-        return ("train", kw, mapping.value)
+        return ("train", kw, (mapping.value, mapping.key_locs))
 
     def bparam(self, name, value=None):
         return (name, None if value is None else self.src.plain(value))

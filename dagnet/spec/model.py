@@ -84,6 +84,9 @@ class Spec:
     blocks: dict[str, BlockSpec] = field(default_factory=dict)
     losses: list[dict] = field(default_factory=list)
     train: dict = field(default_factory=dict)
+    # where each key of each loss, and of `train:` by dotted path (`schedule.name`), was written
+    loss_locs: list[dict[str, Loc]] = field(default_factory=list)
+    train_locs: dict[str, Loc] = field(default_factory=dict)
     doc: str = ""
     version: int = SPEC_VERSION
     loc: Loc = field(default_factory=Loc)

@@ -220,9 +220,10 @@ class _Builder:
             spec.inputs[name] = self.input(name, body, inputs.key_loc(name))
         spec.nodes = self.nodes(top, "the spec")
         spec.outputs = self.outputs(top)
-        spec.losses = self.losses(top)
+        spec.losses, spec.loss_locs = self.losses(top)
         train = self.expect_map(top.get("train"), "`train`", top.value_loc("train"))
         spec.train = _plain(train) if train else {}
+        spec.train_locs = _key_locs(train) if train else {}
         return spec
 
     def import_list(self, top: LocMap):
@@ -351,17 +352,31 @@ class _Builder:
             return []
         return self.names(parent["outputs"], parent.value_loc("outputs"), "`outputs`")
 
-    def losses(self, top: LocMap) -> list[dict]:
+    def losses(self, top: LocMap) -> tuple[list[dict], list[dict[str, Loc]]]:
+        """The losses, each with its `_loc`, and where each key of each was written."""
         if "loss" in top and "losses" in top:
             self.errors.add("give either `loss` or `losses`, not both", top.key_loc("losses"))
         value = top.get("losses", top.get("loss"))
         if value is None:
-            return []
+            return [], []
         items = [value] if isinstance(value, LocMap) else value
         if not isinstance(items, list) or not all(isinstance(v, LocMap) for v in items):
             self.errors.add("`losses` must be a mapping or a list of mappings", top.value_loc("losses"))
-            return []
-        return [dict(_plain(v), _loc=v.loc) for v in items]
+            return [], []
+        return [dict(_plain(v), _loc=v.loc) for v in items], [{k: v.key_loc(k) for k in v} for v in items]
+
+
+def _key_locs(mapping: LocMap, prefix: str = "") -> dict[str, Loc]:
+    """Where each key of a mapping and of the mappings in it was written, by dotted path.
+
+    Called after ``_plain`` has bounded the mapping's size."""
+    locs = {}
+    for key in mapping:
+        path = f"{prefix}{key}"
+        locs[path] = mapping.key_loc(key)
+        if isinstance(mapping[key], LocMap):
+            locs.update(_key_locs(mapping[key], path + "."))
+    return locs
 
 
 def _split_chain(text: str, loc: Loc) -> LocList:

@@ -18,7 +18,8 @@ from dagnet.api import load
 from dagnet.data import DataError, Standardized, check_example_shapes, load_dataset, prepare_data
 from dagnet.dims import known
 from dagnet.emit import emit
-from dagnet.errors import Loc, SpecError
+from dagnet.check_train import resolve_losses
+from dagnet.errors import ErrorLog, Loc, SpecError
 from dagnet.ir import IR
 from dagnet.train.checkpoint import load_checkpoint
 from dagnet.train.config import TrainConfig, resolve_config
@@ -30,39 +31,16 @@ from dagnet.train.objective import ObjectiveError, build_objective
 # what a structured node predicts, for metrics and prediction files
 FIELD_TASKS = {"chain_crf": "sequence", "latent_dynamic_crf": "sequence", "tree_crf": "sequence",
                "hidden_crf": "classification", "grid_crf": "segmentation", "dense_crf": "segmentation"}
-LOSS_KEYS = ("op", "output", "node", "target", "weight", "name", "ignore_index", "mask", "label_smoothing")
 
 
 def spec_losses(ir: IR) -> tuple[list[dict], list[str]]:
-    """The spec's losses with node names resolved, and the node outputs they need."""
-    losses, needed = [], list(ir.outputs)
-    for entry in ir.losses:
-        loc = entry.get("_loc", Loc(ir.file))
-        loss = {k: v for k, v in entry.items() if k != "_loc"}
-        for key in loss:
-            if key not in LOSS_KEYS:
-                raise SpecError(f"unknown key `{key}` in a loss", loc, f"loss keys: {', '.join(LOSS_KEYS)}")
-        if loss.get("op") == "crf_nll":
-            node = _node(ir, loss.get("node"), loc, "node")
-            loss["node"] = node
-            loss["potentials"] = ir.node(node).inputs[0]
-            needed.append(loss["potentials"])
-        elif "output" in loss:
-            name = loss["output"]
-            loss["output"] = name if name in ir.outputs else _node(ir, name, loc, "output")
-            needed.append(loss["output"])
-        losses.append(loss)
-    return losses, list(dict.fromkeys(needed))
+    """The spec's losses with node names resolved, and the node outputs they need.
 
-
-def _node(ir: IR, name, loc: Loc, key: str) -> str:
-    if name in ir.outputs:
-        return ir.outputs[name]
-    if isinstance(name, str) and name in ir.graph:
-        return name
-    from dagnet.errors import did_you_mean
-    raise SpecError(f"a loss's `{key}` names no node: `{name}`", loc,
-                    did_you_mean(name, list(ir.outputs) + list(ir.graph)))
+    Raises SpecErrors naming every problem, located (the checks `dagnet check` runs)."""
+    errors = ErrorLog()
+    resolved = resolve_losses(ir, errors)
+    errors.raise_if_any()
+    return resolved
 
 
 def task_of(ir: IR, losses: list[dict]):

@@ -9,13 +9,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# op -> (required keys, optional keys with defaults); every loss also takes `weight` and `name`.
-LOSSES: dict[str, tuple[tuple[str, ...], dict]] = {
-    "cross_entropy": (("output", "target"), {"ignore_index": -100, "mask": None, "label_smoothing": 0.0}),
-    "mse": (("output", "target"), {}),
-    "bce_with_logits": (("output", "target"), {}),
-    "crf_nll": (("node", "potentials", "target"), {"mask": None}),
-}
+from dagnet.settings import LOSSES  # op -> (required keys, optional keys with defaults)
 
 
 class ObjectiveError(ValueError):
