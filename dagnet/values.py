@@ -12,7 +12,7 @@ import yaml
 
 from dagnet import expr
 from dagnet.dims import symbol
-from dagnet.errors import ErrorLog, Loc, did_you_mean
+from dagnet.errors import ErrorLog, Loc, closest, did_you_mean
 from dagnet.ops.registry import REQUIRED, Arg, OpDef
 
 _INVALID = object()
@@ -217,10 +217,11 @@ class Resolver:
                 self.errors.add(f"`{name}` of `{opdef.name}` given twice", ns.loc)
             given[name] = value
             locs.setdefault(name, ns.loc)
-        out = {}
+        out, meant = {}, set()         # `meant`: arguments a misspelt name stands for
         for name, raw in given.items():
             arg = opdef.arg(name)
             if arg is None:
+                meant.add(closest(name, names))
                 hint = did_you_mean(name, names)
                 if name.startswith("in_") or name in ("input_size", "num_features", "num_channels"):
                     hint = f"`{name}` is inferred from the input shape; remove it"
@@ -232,6 +233,8 @@ class Resolver:
                 out[name] = value
         for arg in opdef.args:
             if arg.name not in out and arg.name not in given:
+                if arg.default is REQUIRED and arg.name in meant:
+                    continue            # reported as the misspelling, with this name as the hint
                 if arg.default is REQUIRED:
                     self.errors.add(f"`{opdef.name}` needs `{arg.name}`", ns.loc,
                                     f"add `{arg.name}: ...` ({arg.doc or arg.kind})")

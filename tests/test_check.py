@@ -34,7 +34,7 @@ def test_unknown_argument_and_inferred_argument():
     messages = {e.message: e.hint for e in errs}
     assert messages["`conv2d` has no argument `out_channel`"] == "did you mean `out_channels`?"
     assert "inferred" in messages["`conv2d` has no argument `in_channels`"]
-    assert "`conv2d` needs `out_channels`" in messages
+    assert "`conv2d` needs `out_channels`" not in messages     # the misspelling is that mistake
 
 
 def test_duplicate_yaml_keys_are_errors():

@@ -279,3 +279,13 @@ def test_train_reports_a_bad_loss_located_before_building(spec_file):
 def test_non_finite_training_settings_are_errors_not_tracebacks(spec_file, capsys, setting):
     lines = check_output(spec_file, capsys, MODEL + f"loss: {{op: mse, output: fc, target: y}}\ntrain: {{{setting}}}\n")
     assert len(lines) == 1 and "model.yaml:8:" in lines[0] and "expected" in lines[0], lines
+
+
+def test_a_misspelt_required_argument_is_one_error():
+    """`out_channel` is both an unknown argument and a missing `out_channels`: one mistake."""
+    (err,) = errors_of(HEAD + "nodes:\n  c1: {op: conv2d, in: image, out_channel: 4, kernel_size: 3}\n"
+                              "outputs: [c1]\n")
+    assert err.message == "`conv2d` has no argument `out_channel`"
+    assert err.hint == "did you mean `out_channels`?"
+    (err,) = errors_of(HEAD + "nodes:\n  c1: {op: conv2d, in: image, kernel_size: 3}\noutputs: [c1]\n")
+    assert err.message == "`conv2d` needs `out_channels`"       # truly missing: still reported
