@@ -79,7 +79,7 @@ def _check_range(value: Tensor, bounds: tuple[int, int], ignore_index: int | Non
     if labels.numel() and (labels.min() < low or labels.max() > high):
         bad = labels[(labels < low) | (labels > high)].unique()[:5].tolist()
         allowed = f"{low}..{high}" + (f" or {ignore_index}" if ignore_index is not None else "")
-        more = f" (and {others} more samples)" if others else ""
+        more = f" (and {others} more sample{'s' if others > 1 else ''})" if others else ""
         raise DataError(f"sample {index}: {key!r} holds labels {bad} outside {allowed}{more}")
 
 

@@ -10,6 +10,7 @@ checked on load.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -155,7 +156,10 @@ def _read(path: Path, map_location):
         except pickle.UnpicklingError:
             raise CheckpointError(f"{path} is not a checkpoint: it holds Python objects or is no file torch.save "
                                   "wrote (refused by weights_only=True; nothing in it was run)") from None
-        except (EOFError, RuntimeError, ValueError, LookupError, TypeError, AttributeError, zipfile.BadZipFile):
+        except (EOFError, RuntimeError, ValueError, LookupError, TypeError, AttributeError, zipfile.BadZipFile,
+                OSError) as error:
+            if isinstance(error, OSError) and error.errno not in (None, errno.EINVAL):
+                raise                           # the file system's error (EIO, EACCES, ...), as it is
             raise CheckpointError(f"{path} is truncated or not a checkpoint (torch.load cannot read it)") from None
 
 

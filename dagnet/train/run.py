@@ -125,7 +125,12 @@ class RunDir:
         """loss.png and, when there are validation metrics, metrics.png (matplotlib's Agg canvas)."""
         if not (self.writer and history):
             return
-        from matplotlib.figure import Figure  # the object API: no pyplot state, no GUI backend
+        try:
+            from matplotlib.figure import Figure  # the object API: no pyplot state, no GUI backend
+        except ImportError:                     # the run itself is saved: plots are a convenience
+            warnings.warn("matplotlib is not installed, so no loss.png or metrics.png: pip install 'dagnet[train]'",
+                          stacklevel=2)
+            return
 
         epochs = [r["epoch"] for r in history]
         losses = [k for k in ("train_loss", "val_loss") if k in history[-1]]
@@ -235,8 +240,10 @@ class Progress:
 
     def start_epoch(self, epoch: int, epochs: int, steps: int, done: int) -> None:
         if self.enabled and sys.stderr.isatty():
-            from tqdm import tqdm
-
+            try:
+                from tqdm import tqdm
+            except ImportError:                 # without tqdm (dagnet[train]): the plain lines alone
+                return
             self.bar = tqdm(total=steps, initial=done, desc=f"epoch {epoch}/{epochs}", leave=False)
 
     def step(self, loss: float) -> None:
