@@ -139,7 +139,7 @@ def load_checkpoint(path: str | Path, map_location="cpu", verify: bool = True) -
     meta = payload.pop("meta", None) if isinstance(payload, dict) else None
     if not meta or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a {FORMAT} checkpoint")
-    if verify and digest(payload) != meta["sha256"]:
+    if verify and digest(payload) != meta.get("sha256"):
         raise CheckpointError(f"{path} is corrupt: its contents do not match the sha256 in its metadata")
     payload["meta"] = meta
     return payload

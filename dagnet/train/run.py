@@ -89,7 +89,8 @@ class RunDir:
                 errors.append(str(error))
                 continue
             if errors:
-                warnings.warn(f"{errors[0]}; using {path} (epoch {state['progress']['epoch']}) instead", stacklevel=2)
+                epoch = state.get("progress", {}).get("epoch", "?")
+                warnings.warn(f"{errors[0]}; using {path} (epoch {epoch}) instead", stacklevel=2)
             return path, state
         raise CheckpointError(f"{errors[0]}, and {self.path} holds no other good checkpoint to fall back on"
                               + (": start a new run with --out NEW_DIR" if prefer == "last" else ""))
@@ -200,7 +201,8 @@ def stored_spec(run: Path) -> tuple[Path, dict]:
         meta = json.loads(meta_path.read_text())
     except (ValueError, UnicodeDecodeError):
         raise RunDirError(f"{meta_path} is not valid JSON: was it edited or cut short?") from None
-    name, params = meta.get("spec") if isinstance(meta, dict) else None, meta.get("params", {})
+    meta = meta if isinstance(meta, dict) else {}
+    name, params = meta.get("spec"), meta.get("params", {})
     if name not in {"spec" + suffix for suffix in SPEC_SUFFIXES} or not isinstance(params, dict):
         raise RunDirError(f"{meta_path} was edited: `spec` must name spec.yaml, spec.yml or spec.dag in the "
                           "run directory, and `params` must be a mapping")
