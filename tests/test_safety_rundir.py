@@ -119,6 +119,17 @@ def test_an_edited_stored_spec_is_refused(trained, tmp_path, capsys):
     (run / "spec.json").write_text('{"spec": "spec.ya')
     assert main(["eval", str(run)]) == 1
     _one_line_error(capsys, "spec.json is not valid JSON")
+    (run / "spec.json").write_text('["spec.yaml"]')
+    assert main(["eval", str(run)]) == 1
+    _one_line_error(capsys, "spec.json was edited")
+
+
+def test_an_edited_config_yaml_is_one_line(trained, tmp_path, capsys):
+    run = _copy(trained, tmp_path / "run")
+    (run / "config.yaml").write_text("epochs: [\n")
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--epochs", "3"]) == 1
+    _one_line_error(capsys, f"{run / 'config.yaml'} is not valid YAML (line 2): was it edited?")
 
 
 # -- checkpoints that cannot be read --------------------------------------------
@@ -180,12 +191,13 @@ def test_data_files_that_are_not_arrays_are_one_line(tmp_path, capsys):
     np.savez(tmp_path / "strings.npz", image=np.array(["a", "b"]))
     np.savez(tmp_path / "scalar.npz", image=np.array(3.0))
     np.savez(tmp_path / "empty.npz", image=np.zeros((0, 1, 8, 8)), label=np.zeros(0, int))
+    np.savez(tmp_path / "uneven.npz", image=np.zeros((5, 1, 8, 8)), label=np.zeros(4, int))
     (tmp_path / "junk.npz").write_bytes(b"not a zip archive " * 10)
     (tmp_path / "pickle.npz").write_bytes(pickle.dumps({"image": Payload(marker)}))
     (tmp_path / "pickle.pt").write_bytes(pickle.dumps({"image": Payload(marker)}))
     (tmp_path / "truncated.npz").write_bytes((tmp_path / "strings.npz").read_bytes()[:60])
     expected = {"objects": "arrays of Python objects", "strings": "not an array of numbers", "scalar": "single value",
-                "empty": "no examples", "junk": "not an .npz archive", "pickle.npz": "not an .npz archive",
+                "empty": "no examples", "uneven": "different numbers of examples", "junk": "not an .npz archive", "pickle.npz": "not an .npz archive",
                 "pickle.pt": "holds Python objects", "truncated": "not an .npz archive"}
     for name, message in expected.items():
         path = tmp_path / (name if "." in name else f"{name}.npz")

@@ -33,7 +33,10 @@ def load_arrays(path: str | Path) -> ArrayDataset:
     if not arrays:
         raise DataError(f"{path}: holds no arrays")
     columns = {key: _column(path, key, value) for key, value in arrays.items()}
-    if not len(next(iter(columns.values()))):
+    sizes = {key: len(column) for key, column in columns.items()}
+    if len(set(sizes.values())) != 1:
+        raise DataError(f"{path}: arrays hold different numbers of examples (first dimension): {sizes}")
+    if not next(iter(sizes.values())):
         raise DataError(f"{path}: holds no examples (its arrays have length 0)")
     return ArrayDataset(columns, inputs=tuple(k for k, v in columns.items() if v.is_floating_point()))
 

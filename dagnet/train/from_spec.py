@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import torch
+import yaml
 
 from dagnet.api import load
 from dagnet.data import DataError, Standardized, check_example_shapes, check_labels, load_dataset, prepare_data
@@ -25,7 +26,7 @@ from dagnet.train.evaluate import evaluate, predict
 from dagnet.train.loop import fit, seed_everything
 from dagnet.train.metrics import infer_task
 from dagnet.train.objective import ObjectiveError, build_objective
-from dagnet.train.run import RunDir, resumed_spec, spec_files, stored_spec
+from dagnet.train.run import RunDir, RunDirError, resumed_spec, spec_files, stored_spec
 
 # what a structured node predicts, for metrics and prediction files
 FIELD_TASKS = {"chain_crf": "sequence", "latent_dynamic_crf": "sequence", "tree_crf": "sequence",
@@ -128,7 +129,7 @@ def train(spec, out, *, data=None, epochs=None, config_file=None, flags=(), para
     ir = load(Path(spec), params)
     flags = list(flags) + ([f"epochs={epochs}"] if epochs else [])
     if resume and (out / "config.yaml").exists():
-        config = resolve_config(None, out / "config.yaml", flags)
+        config = _resumed_config(out / "config.yaml", flags)
     else:
         config = resolve_config(ir.train, config_file, flags)
     seed_everything(config.seed)        # before the weights are initialised
@@ -146,6 +147,17 @@ def train(spec, out, *, data=None, epochs=None, config_file=None, flags=(), para
     files = None if resume else spec_files(Path(spec), params)
     return fit(model, objective, split.train, split.val, config, out, metrics=task_of(ir, losses),
                resume=resume, data_stats=split.stats, progress=progress, run_files=files)
+
+
+def _resumed_config(path: Path, flags: list[str]) -> TrainConfig:
+    """The settings a run was trained with (its config.yaml), overridden by flags."""
+    try:
+        return resolve_config(None, path, flags)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise RunDirError(f"{path} is not valid YAML{where}: was it edited? dagnet writes it when a run "
+                          "starts") from None
 
 
 def restore(run_or_checkpoint) -> tuple:
