@@ -149,7 +149,11 @@ class RunDir:
             ax.set_ylabel(name)
             ax.grid(alpha=0.3)
             ax.legend()
-            fig.savefig(self.path / f"{name}.png")
+            try:
+                fig.savefig(self.path / f"{name}.png")
+            except OSError as error:            # a full disk: the run is saved, only the picture is missing
+                warnings.warn(f"{self.path / f'{name}.png'}: {error.strerror or error}; plot not written",
+                              stacklevel=2)
 
 
 def _scalar(value) -> bool:
