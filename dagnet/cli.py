@@ -97,6 +97,8 @@ def cmd_train(args) -> int:
     from dagnet.train.from_spec import train
     if not args.spec and not args.resume:
         raise SystemExit("dagnet train: give a SPEC, or --resume RUN_DIR")
+    if args.resume and args.out and Path(args.out) != Path(args.resume):
+        raise SystemExit("dagnet train: --resume RUN_DIR continues that run in place; leave out --out")
     out = _run_dir(args)
     flags = list(args.option or [])
     for key in ("lr", "batch_size", "device", "seed", "optimizer", "precision", "checkpoint"):

@@ -163,15 +163,25 @@ def test_a_truncated_last_checkpoint_falls_back_to_best(trained, tmp_path, capsy
     assert "best.pt is empty" in capsys.readouterr().err
 
 
+def test_a_missing_last_checkpoint_is_said_before_resuming_from_best(trained, tmp_path, capsys):
+    run = _copy(trained, tmp_path / "run")
+    (run / "last.pt").unlink()
+    assert main(["train", "--resume", str(run), "--epochs", "3"]) == 0
+    assert "last.pt does not exist; using" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="continues that run in place"):
+        main(["train", "--resume", str(run), "--out", str(tmp_path / "elsewhere")])
+    assert not (tmp_path / "elsewhere").exists()
+
+
 def test_no_good_checkpoint_left_is_one_line(trained, tmp_path, capsys):
     run = _copy(trained, tmp_path / "run")
     (run / "best.pt").unlink()
     (run / "last.pt").write_bytes(b"")
     capsys.readouterr()
     assert main(["train", "--resume", str(run), "--epochs", "3"]) == 1
-    _one_line_error(capsys, "last.pt is empty", "no other good checkpoint", "--out NEW_DIR")
+    _one_line_error(capsys, "last.pt is empty", "no good checkpoint left in", "--out NEW_DIR")
     assert main(["eval", str(run)]) == 1
-    _one_line_error(capsys, "last.pt is empty")
+    _one_line_error(capsys, "best.pt does not exist; ", "last.pt is empty", "no good checkpoint left in")
     pickled = tmp_path / "run" / "evil.pt"
     pickled.write_bytes(pickle.dumps({"model": Payload(tmp_path / "ran")}))
     assert main(["eval", str(pickled)]) == 1

@@ -81,19 +81,19 @@ class RunDir:
             candidates = candidates[:1]
         if not candidates:
             raise CheckpointError(f"no checkpoint in {self.path} (neither last.pt nor best.pt)")
-        errors = []
+        failures = [] if first.exists() else [f"{first} does not exist"]     # why each one cannot be used
         for path in candidates:
             try:
                 state = load_checkpoint(path)
             except CheckpointError as error:
-                errors.append(str(error))
+                failures.append(str(error))
                 continue
-            if errors:
+            if failures:
                 epoch = state.get("progress", {}).get("epoch", "?")
-                warnings.warn(f"{errors[0]}; using {path} (epoch {epoch}) instead", stacklevel=2)
+                warnings.warn(f"{failures[0]}; using {path} (epoch {epoch}) instead", stacklevel=2)
             return path, state
-        raise CheckpointError(f"{errors[0]}, and {self.path} holds no other good checkpoint to fall back on"
-                              + (": start a new run with --out NEW_DIR" if prefer == "last" else ""))
+        raise CheckpointError("; ".join(failures) + f": no good checkpoint left in {self.path}"
+                              + (", start a new run with --out NEW_DIR" if prefer == "last" else ""))
 
     def history(self, epochs_done: int) -> list[dict]:
         """Epoch records up to the checkpoint being resumed, one per epoch, the latest kept.
