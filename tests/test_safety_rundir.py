@@ -21,7 +21,7 @@ import torch
 
 import dagnet.train.checkpoint as checkpoint_module
 from dagnet.cli import main
-from dagnet.data import ArrayDataset, DataError, check_labels, digits, load_arrays, split_dataset
+from dagnet.data import ArrayDataset, DataError, ImageFolder, check_labels, digits, load_arrays, split_dataset
 from dagnet.train import CheckpointError, load_checkpoint
 from dagnet.train.run import RunDir
 from tests.conftest import ROOT, SPECS
@@ -218,6 +218,13 @@ def test_data_files_that_are_not_arrays_are_one_line(tmp_path, capsys):
     assert main(["train", SPEC, "--data", str(tmp_path / "pickle.npz"), "--out", str(tmp_path / "r")]) == 1
     _one_line_error(capsys, "pickle.npz: not an .npz archive")
     assert not (tmp_path / "r").exists()
+
+
+def test_an_unreadable_image_names_the_file(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    with pytest.raises(DataError, match=r"a\.png: not a readable image"):
+        ImageFolder(tmp_path)[0]
 
 
 def test_labels_are_checked_on_every_sample(tmp_path, capsys):

@@ -83,7 +83,6 @@ def _check_range(value: Tensor, bounds: tuple[int, int], ignore_index: int | Non
         raise DataError(f"sample {index}: {key!r} holds labels {bad} outside {allowed}{more}")
 
 
-
 def check_labels(dataset: Dataset, key: str, bounds: tuple[int, int], ignore_index: int | None = None) -> None:
     """Raise DataError if any example's `key` holds a label outside inclusive `bounds` (ignore_index allowed).
 
@@ -116,10 +115,9 @@ def _stored_column(dataset: Dataset, key: str) -> tuple[Tensor | list[Tensor], T
     if isinstance(dataset, (Standardized, Augmented)) and key not in getattr(dataset, "stats", {}):
         return _stored_column(dataset.dataset, key)
     column = dataset.columns.get(key) if isinstance(dataset, ArrayDataset) else None
-    if isinstance(column, Tensor) and column.dim() >= 1 or isinstance(column, list) and column and all(
-            isinstance(value, Tensor) for value in column):
-        return column, torch.arange(len(column))
-    return None
+    stacked = isinstance(column, Tensor) and column.dim() >= 1
+    ragged = isinstance(column, list) and bool(column) and all(isinstance(value, Tensor) for value in column)
+    return (column, torch.arange(len(column))) if stacked or ragged else None
 
 
 def _rows_outside(column: Tensor | list[Tensor], bounds: tuple[int, int], ignore_index: int | None) -> Tensor:

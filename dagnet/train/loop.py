@@ -176,7 +176,7 @@ class Trainer:
         try:
             return self._train(history)
         except OSError as error:            # a full disk, a read-only or vanished run directory
-            raise RunDirError(self._write_failure(error)) from error
+            raise RunDirError(self.run_dir.write_failure(error)) from error
 
     def _train(self, history: list[dict]) -> dict:
         self.net = self._wrap()
@@ -199,13 +199,6 @@ class Trainer:
                 self.writer.wait()
         status = "early_stopped" if self.stopper.should_stop else "completed"
         return self._finish(status, history, time.time() - started)
-
-    def _write_failure(self, error: OSError) -> str:
-        """One line for a failed write: what failed, and what stays safe (checkpoints are replaced atomically)."""
-        run = self.run_dir
-        kept = (f"{run.last} is intact: resume with --resume {run.path} once that is fixed" if run.last.exists()
-                else "no checkpoint was saved")
-        return f"{error.filename or run.path}: {error.strerror or error}; training stopped, and {kept}"
 
     def _wrap(self) -> nn.Module:
         net = self.model

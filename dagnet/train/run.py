@@ -118,6 +118,12 @@ class RunDir:
             with self.metrics.open("a") as f:
                 f.write(json.dumps(_finite(record)) + "\n")
 
+    def write_failure(self, error: OSError) -> str:
+        """One line for a failed write: what failed, and what stays safe (checkpoints are replaced atomically)."""
+        kept = (f"{self.last} is intact: resume with --resume {self.path} once that is fixed" if self.last.exists()
+                else "no checkpoint was saved")
+        return f"{error.filename or self.path}: {error.strerror or error}; training stopped, and {kept}"
+
     def write_summary(self, summary: dict) -> None:
         if self.writer:
             write_atomic(self.summary, (json.dumps(_finite(summary), indent=2) + "\n").encode())
