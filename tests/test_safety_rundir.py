@@ -256,24 +256,26 @@ def test_check_labels_sees_through_subsets_and_ragged_columns():
 
 def test_a_run_killed_in_its_first_save_logs_epoch_1_once(tmp_path):
     """SIGKILL while the first checkpoint is written: nothing to resume, and training again
-    must not append a second epoch 1 to the log of the attempt."""
+    must not append a second epoch 1 to the log of the attempt. The checkpoint's write is
+    held at its fsync, so that the kill lands inside it every time."""
     run = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = [sys.executable, "-m", "dagnet", "train", SPEC, "--epochs", "3", "--out", str(run), *FAST]
-    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    command = [SPEC, "--epochs", "3", "--out", str(run), *FAST]
+    code = ("import os, time; real_fsync = os.fsync; "
+            "os.fsync = lambda fd: time.sleep(600) if '.last.pt.' in os.readlink(f'/proc/self/fd/{fd}') "
+            "else real_fsync(fd); "
+            f"from dagnet.cli import main; main(['train', *{command!r}])")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     try:
-        while proc.poll() is None and time.time() < deadline:
-            if any(run.glob(".last.pt.*.tmp")):
-                proc.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.0002)
+        while proc.poll() is None and time.time() < deadline and not any(run.glob(".last.pt.*.tmp")):
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
-    if proc.returncode != -signal.SIGKILL or (run / "last.pt").exists():
-        pytest.skip("the first save finished before it could be killed")
+    assert proc.returncode == -signal.SIGKILL and not (run / "last.pt").exists()
     assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1]
     assert main(["train", "--resume", str(run)]) == 1            # nothing saved: say so, in one line
     assert main(["train", SPEC, "--epochs", "2", "--out", str(run), *FAST]) == 0
