@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 from dagnet import __version__
@@ -16,7 +17,12 @@ from dagnet.errors import SpecError
 
 # errors about the user's data, settings or files: printed as one line, no traceback
 USER_ERRORS = {"DataError", "ConfigError", "CheckpointError", "ObjectiveError", "FileNotFoundError",
-               "TrainingDiverged"}
+               "TrainingDiverged", "RunDirError"}
+
+# optional packages, by the name they are imported as: (the name pip knows, the dagnet extra that brings it)
+EXTRAS = {"sklearn": ("scikit-learn", "train"), "matplotlib": ("matplotlib", "train"), "tqdm": ("tqdm", "train"),
+          "PIL": ("pillow", "train"), "safetensors": ("safetensors", "train"), "onnx": ("onnx", "export"),
+          "onnxscript": ("onnxscript", "export")}
 
 
 def _overrides(pairs: list[str]) -> dict:
@@ -104,7 +110,9 @@ def cmd_train(args) -> int:
     from dagnet.train.from_spec import train
     if not args.spec and not args.resume:
         raise SystemExit("dagnet train: give a SPEC, or --resume RUN_DIR")
-    out = args.resume or args.out or f"runs/{Path(args.spec).stem}"
+    if args.resume and args.out and Path(args.out) != Path(args.resume):
+        raise SystemExit("dagnet train: --resume RUN_DIR continues that run in place; leave out --out")
+    out = _run_dir(args)
     flags = list(args.option or [])
     for key in ("lr", "batch_size", "device", "seed", "optimizer", "precision", "checkpoint"):
         value = getattr(args, key)
@@ -123,6 +131,10 @@ def cmd_train(args) -> int:
     print(f"{summary['status']}: {summary['epochs_completed']} epochs in {summary['seconds']:.1f} s; "
           f"best {_fmt(summary['best'])} (epoch {summary['best_epoch']}); run in {out}")
     return 0
+
+
+def _run_dir(args) -> str:
+    return args.resume or args.out or f"runs/{Path(args.spec or '').stem}"
 
 
 def _train_worker(spec, out, data, epochs, config, flags, params, resume):
@@ -252,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    _one_line_warnings()
     try:
         if args.plugin or args.entry_point_plugins:
             from dagnet.plugins import load_plugins
@@ -269,6 +282,48 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:         # `dagnet ops | head`
         sys.stderr.close()
         return 0
+    except OSError as exc:          # a full disk, a read-only directory, a run that is already there
+        print(f"dagnet {args.command}: error: {_os_error(exc)}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as exc:
+        package, extra = EXTRAS.get((exc.name or "").partition(".")[0], (None, None))
+        if extra is None:
+            raise
+        print(f"dagnet {args.command}: error: this needs {package}, which is not installed: "
+              f"pip install 'dagnet[{extra}]'", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:       # training saved its checkpoint before this reached here
+        print(f"dagnet {args.command}: {_interrupted(args)}", file=sys.stderr)
+        return 130
+
+
+def _os_error(exc: OSError) -> str:
+    """`path: reason` for errors of the operating system; our own (a run already there) as they are."""
+    if exc.filename is None or exc.strerror is None:
+        return str(exc)
+    return f"{exc.filename}: {exc.strerror}"
+
+
+def _interrupted(args) -> str:
+    run = Path(_run_dir(args)) if args.command == "train" else None
+    if run is not None and (run / "last.pt").exists():
+        return f"interrupted; the run is saved: resume it with `dagnet train --resume {run}`"
+    return "interrupted"
+
+
+def _one_line_warnings() -> None:
+    """Show dagnet's own warnings (a run resumed from best.pt, with changed settings) as one line each."""
+    default = warnings.showwarning
+    if getattr(default, "one_line", False):
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not Path(filename).resolve().is_relative_to(Path(__file__).resolve().parent):
+            return default(message, category, filename, lineno, file, line)
+        print(f"dagnet: warning: {message}", file=file or sys.stderr)
+
+    show.one_line = True
+    warnings.showwarning = show
 
 
 if __name__ == "__main__":

@@ -67,8 +67,8 @@ def export(module: torch.nn.Module, path, dims: dict | None = None) -> str:
         try:
             import onnxscript  # noqa: F401  (the exporter needs it)
         except ImportError:
-            raise RuntimeError("ONNX export needs the onnx and onnxscript packages: "
-                               "pip install 'dagnet[export]'") from None
+            raise ModuleNotFoundError("ONNX export needs the onnx and onnxscript packages: "
+                                      "pip install 'dagnet[export]'", name="onnxscript") from None
         program = torch.onnx.export(module, (), kwargs=inputs, dynamic_shapes=_dynamic_shapes(ir),
                                     dynamo=True, verbose=False)
         program.save(str(path))

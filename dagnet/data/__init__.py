@@ -5,7 +5,7 @@ inputs and targets, e.g. {"image": (1, 8, 8) float, "label": () long}.
 """
 
 from dagnet.data.base import ArrayDataset, DataError, collate, split_dataset
-from dagnet.data.checks import check_example_shapes
+from dagnet.data.checks import check_example_shapes, check_labels
 from dagnet.data.datasets import BUILTIN, DataSplit, check_source, digits, load_dataset, photos, prepare_data
 from dagnet.data.files import ImageFolder, load_arrays
 from dagnet.data.synthetic import SHAPE_CLASSES, gestures, shapes
@@ -24,6 +24,7 @@ __all__ = [
     "channel_stats",
     "check_source",
     "check_example_shapes",
+    "check_labels",
     "collate",
     "digits",
     "gestures",

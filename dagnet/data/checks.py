@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
-from dagnet.data.base import DataError
+from dagnet.data.base import ArrayDataset, DataError
+from dagnet.data.transforms import Augmented, Standardized
 
 Dim = int | str | None
 
@@ -71,10 +72,60 @@ def _check_dtype(value: Tensor, dtype: torch.dtype | str, key: str, index: int) 
         raise DataError(f"sample {index}: {key!r} has dtype {value.dtype}, expected {dtype}")
 
 
-def _check_range(value: Tensor, bounds: tuple[int, int], ignore_index: int | None, key: str, index: int) -> None:
+def _check_range(value: Tensor, bounds: tuple[int, int], ignore_index: int | None, key: str, index: int,
+                 others: int = 0) -> None:
     low, high = bounds
     labels = value[value != ignore_index] if ignore_index is not None else value.flatten()
     if labels.numel() and (labels.min() < low or labels.max() > high):
         bad = labels[(labels < low) | (labels > high)].unique()[:5].tolist()
         allowed = f"{low}..{high}" + (f" or {ignore_index}" if ignore_index is not None else "")
-        raise DataError(f"sample {index}: {key!r} holds labels {bad} outside {allowed}")
+        more = f" (and {others} more sample{'s' if others > 1 else ''})" if others else ""
+        raise DataError(f"sample {index}: {key!r} holds labels {bad} outside {allowed}{more}")
+
+
+def check_labels(dataset: Dataset, key: str, bounds: tuple[int, int], ignore_index: int | None = None) -> None:
+    """Raise DataError if any example's `key` holds a label outside inclusive `bounds` (ignore_index allowed).
+
+    Every example is checked: in one vectorised pass over the stored column when the
+    data set keeps one (an ArrayDataset, also inside Subset, Standardized or Augmented),
+    else example by example. The error names the first offending sample, by its row in
+    the data as loaded, and how many more there are.
+    """
+    stored = _stored_column(dataset, key)
+    if stored is None:
+        for index in range(len(dataset)):
+            _check_range(_get(dataset[index], key, index), bounds, ignore_index, key, index)
+        return
+    column, rows = stored
+    bad_rows = rows[_rows_outside(column, bounds, ignore_index)[rows]]
+    if len(bad_rows):
+        first = bad_rows[0].item()
+        _check_range(torch.as_tensor(column[first]), bounds, ignore_index, key, first, others=len(bad_rows) - 1)
+
+
+def _stored_column(dataset: Dataset, key: str) -> tuple[Tensor | list[Tensor], Tensor] | None:
+    """The column `key` of the ArrayDataset under `dataset`, and the rows of it `dataset` uses, in order.
+
+    None when there is no such column, or a wrapper changes its values (standardisation);
+    augmentation moves labels about, and brings in only its `mask_fill`.
+    """
+    if isinstance(dataset, Subset):
+        inner = _stored_column(dataset.dataset, key)
+        return None if inner is None else (inner[0], inner[1][torch.as_tensor(dataset.indices, dtype=torch.long)])
+    if isinstance(dataset, (Standardized, Augmented)) and key not in getattr(dataset, "stats", {}):
+        return _stored_column(dataset.dataset, key)
+    column = dataset.columns.get(key) if isinstance(dataset, ArrayDataset) else None
+    stacked = isinstance(column, Tensor) and column.dim() >= 1
+    ragged = isinstance(column, list) and bool(column) and all(isinstance(value, Tensor) for value in column)
+    return (column, torch.arange(len(column))) if stacked or ragged else None
+
+
+def _rows_outside(column: Tensor | list[Tensor], bounds: tuple[int, int], ignore_index: int | None) -> Tensor:
+    """Per row of a column: does it hold a label outside bounds (other than ignore_index)?"""
+    def outside(values: Tensor) -> Tensor:
+        flags = (values < bounds[0]) | (values > bounds[1])
+        return flags & (values != ignore_index) if ignore_index is not None else flags
+
+    if isinstance(column, Tensor):
+        return outside(column.reshape(len(column), -1)).any(dim=1)
+    return torch.tensor([bool(outside(value).any()) for value in column], dtype=torch.bool)

@@ -10,13 +10,17 @@ checked on load.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
+import pickle
 import random
 import tempfile
 import threading
 import time
+import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +36,7 @@ class CheckpointError(RuntimeError):
 def save_checkpoint(path: str | Path, payload: dict) -> str:
     """Write payload plus meta {format, sha256, time, torch version} atomically; return the digest."""
     data, sha256 = _serialize(payload)
-    _write_atomic(Path(path), data)
+    write_atomic(Path(path), data)
     return sha256
 
 
@@ -91,17 +95,25 @@ def _serialize(payload: dict) -> tuple[bytes, str]:
     return buffer.getvalue(), sha256
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Temporary file in the same directory, flush and fsync, rename over `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def write_atomic(path: Path, data: bytes) -> None:
+    """Temporary file in the same directory, flush and fsync, rename over `path`.
+
+    A failure (a full disk, a read-only directory) leaves `path` as it was, and its
+    OSError names `path` rather than the temporary file.
+    """
+    path, tmp = Path(path), None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as error:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno is not None:
+            raise OSError(error.errno, error.strerror, str(path)) from None
         raise
 
 
@@ -113,7 +125,7 @@ def _link_atomic(source: Path, target: Path) -> None:
     try:
         os.link(source, tmp)
     except OSError:  # a file system without hard links
-        _write_atomic(target, source.read_bytes())
+        write_atomic(target, source.read_bytes())
         return
     os.replace(tmp, target)
 
@@ -123,21 +135,49 @@ def load_checkpoint(path: str | Path, map_location="cpu", verify: bool = True) -
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
-    payload = torch.load(path, map_location=map_location, weights_only=True)
+    payload = _read(path, map_location)
     meta = payload.pop("meta", None) if isinstance(payload, dict) else None
     if not meta or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a {FORMAT} checkpoint")
-    if verify and digest(payload) != meta["sha256"]:
+    if verify and digest(payload) != meta.get("sha256"):
         raise CheckpointError(f"{path} is corrupt: its contents do not match the sha256 in its metadata")
     payload["meta"] = meta
     return payload
 
 
+def _read(path: Path, map_location):
+    """torch.load with weights_only=True; every way a file can fail to be one is a CheckpointError."""
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (a save that never finished?)")
+    with warnings.catch_warnings():      # "pickle protocol 4 ..." from files torch.save did not write
+        warnings.simplefilter("ignore", UserWarning)
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError:
+            raise CheckpointError(f"{path} is not a checkpoint: it holds Python objects or is no file torch.save "
+                                  "wrote (refused by weights_only=True; nothing in it was run)") from None
+        except (EOFError, RuntimeError, ValueError, LookupError, TypeError, AttributeError, zipfile.BadZipFile,
+                OSError) as error:
+            if isinstance(error, OSError) and error.errno not in (None, errno.EINVAL):
+                raise                           # the file system's error (EIO, EACCES, ...), as it is
+            raise CheckpointError(f"{path} is truncated or not a checkpoint (torch.load cannot read it)") from None
+
+
 def load_weights(model: torch.nn.Module, path: str | Path, strict: bool = True) -> dict:
     """Load a checkpoint's model weights into `model` (verified); return the checkpoint's metadata."""
     state = load_checkpoint(path)
-    model.load_state_dict(state["model"], strict=strict)
+    load_model_state(model, state["model"], path, strict)
     return state["meta"]
+
+
+def load_model_state(model: torch.nn.Module, weights: dict, path: str | Path, strict: bool = True) -> None:
+    """model.load_state_dict, with weights of another model (other names or shapes) a one-line CheckpointError."""
+    try:
+        model.load_state_dict(weights, strict=strict)
+    except RuntimeError as error:
+        details = [line.strip() for line in str(error).splitlines()[1:] if line.strip()]
+        first = details[0].rstrip(".") if details else str(error)
+        raise CheckpointError(f"{path} holds the weights of another model: {first}") from None
 
 
 def digest(obj) -> str:

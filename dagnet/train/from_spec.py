@@ -9,24 +9,25 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 
 import torch
+import yaml
 
 from dagnet.api import load
-from dagnet.data import DataError, Standardized, check_example_shapes, load_dataset, prepare_data
+from dagnet.data import DataError, Standardized, check_example_shapes, check_labels, load_dataset, prepare_data
 from dagnet.dims import known
 from dagnet.emit import emit
 from dagnet.check_train import resolve_losses
 from dagnet.errors import ErrorLog, Loc, SpecError
 from dagnet.ir import IR
-from dagnet.train.checkpoint import load_checkpoint
+from dagnet.train.checkpoint import load_checkpoint, load_model_state
 from dagnet.train.config import TrainConfig, resolve_config
 from dagnet.train.evaluate import evaluate, predict
 from dagnet.train.loop import fit, seed_everything
 from dagnet.train.metrics import infer_task
 from dagnet.train.objective import ObjectiveError, build_objective
+from dagnet.train.run import RunDir, RunDirError, resumed_spec, spec_files, stored_spec
 
 # what a structured node predicts, for metrics and prediction files
 FIELD_TASKS = {"chain_crf": "sequence", "latent_dynamic_crf": "sequence", "tree_crf": "sequence",
@@ -65,7 +66,8 @@ def input_dtypes(ir: IR) -> dict:
 
 
 def check_data(dataset, ir: IR, losses: list[dict], limit: int = 256) -> None:
-    """Shapes and dtypes of the inputs, and class labels within the range the outputs score."""
+    """Shapes and dtypes of the inputs (of the first `limit` examples), and class labels within the
+    range the outputs score (of every example: a label out of range would fail deep in a loss)."""
     check_example_shapes(dataset, input_shapes(ir), dtypes=input_dtypes(ir), limit=limit)
     for loss in losses:
         if loss.get("op") != "cross_entropy":
@@ -73,8 +75,7 @@ def check_data(dataset, ir: IR, losses: list[dict], limit: int = 256) -> None:
         shape = ir.node(ir.outputs.get(loss["output"], loss["output"])).shape
         classes = shape[-1] if len(shape) == 2 else shape[0]      # [T, K] sequences, else [K, ...]
         if known(classes):
-            check_example_shapes(dataset, {}, ranges={loss["target"]: (0, int(classes) - 1)},
-                                 ignore_index=loss.get("ignore_index", -100), limit=limit)
+            check_labels(dataset, loss["target"], (0, int(classes) - 1), loss.get("ignore_index", -100))
 
 
 def build_model(ir: IR, checkpoint: str | None = None):
@@ -94,14 +95,19 @@ def build_model(ir: IR, checkpoint: str | None = None):
 
 def train(spec, out, *, data=None, epochs=None, config_file=None, flags=(), params=None,
           resume: bool = False, progress: bool = True) -> dict:
-    """Train a spec; ``flags`` are ``key=value`` training overrides. Returns the run summary."""
+    """Train a spec; ``flags`` are ``key=value`` training overrides. Returns the run summary.
+
+    With ``resume`` the run's stored spec is trained; a ``spec`` or ``params`` given too
+    must match it. Nothing is written into ``out`` until every check has passed.
+    """
     out = Path(out)
+    RunDir(out).check_start(resume)
     if resume:
-        spec, params = stored_spec(out)
+        spec, params = resumed_spec(out, spec, params)
     ir = load(Path(spec), params)
     flags = list(flags) + ([f"epochs={epochs}"] if epochs else [])
     if resume and (out / "config.yaml").exists():
-        config = resolve_config(None, out / "config.yaml", flags)
+        config = _resumed_config(out / "config.yaml", flags)
     else:
         config = resolve_config(ir.train, config_file, flags)
     seed_everything(config.seed)        # before the weights are initialised
@@ -113,45 +119,35 @@ def train(spec, out, *, data=None, epochs=None, config_file=None, flags=(), para
                         "give --data NAME|FILE or `train: {data: {name: digits}}` in the spec")
     split = prepare_data(config.data, val_split=config.val_split, seed=config.seed,
                          standardize=config.standardize, augment=config.augment)
-    check_data(split.train, ir, losses)
-    if not resume:
-        _store_spec(Path(spec), params, out)
+    for part in (split.train, split.val):
+        if part is not None:
+            check_data(part, ir, losses)
+    files = None if resume else spec_files(Path(spec), params)
     return fit(model, objective, split.train, split.val, config, out, metrics=task_of(ir, losses),
-               resume=resume, data_stats=split.stats, progress=progress)
+               resume=resume, data_stats=split.stats, progress=progress, run_files=files)
 
 
-def _store_spec(spec: Path, params, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    copy = out / ("spec" + spec.suffix)
-    shutil.copyfile(spec, copy)
-    (out / "spec.json").write_text(json.dumps({"spec": copy.name, "source": str(spec),
-                                              "params": params or {}}, indent=2) + "\n")
-
-
-def stored_spec(run: Path) -> tuple[Path, dict]:
-    meta_path = run / "spec.json"
-    if not meta_path.exists():
-        raise FileNotFoundError(f"{run} is not a dagnet run directory (no spec.json)")
-    meta = json.loads(meta_path.read_text())
-    return run / meta["spec"], meta["params"]
-
-
-def _checkpoint(path: Path) -> tuple[Path, Path]:
-    """(run directory, checkpoint file) from either."""
-    if path.is_dir():
-        best = path / "best.pt"
-        return path, best if best.exists() else path / "last.pt"
-    return path.parent, path
+def _resumed_config(path: Path, flags: list[str]) -> TrainConfig:
+    """The settings a run was trained with (its config.yaml), overridden by flags."""
+    try:
+        return resolve_config(None, path, flags)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise RunDirError(f"{path} is not valid YAML{where}: was it edited? dagnet writes it when a run "
+                          "starts") from None
 
 
 def restore(run_or_checkpoint) -> tuple:
-    """The trained model, its losses and checkpoint state, from a run dir or a checkpoint."""
-    run, ckpt = _checkpoint(Path(run_or_checkpoint))
+    """The trained model, its losses and checkpoint state, from a run dir (best.pt, or last.pt
+    if best.pt cannot be read) or a checkpoint file in one."""
+    path = Path(run_or_checkpoint)
+    run = path if path.is_dir() else path.parent
     spec, params = stored_spec(run)
     ir = load(spec, params)
     model, objective, losses = build_model(ir)
-    state = load_checkpoint(ckpt)
-    model.load_state_dict(state["model"])
+    ckpt, state = RunDir(run).load_state("best") if path.is_dir() else (path, load_checkpoint(path))
+    load_model_state(model, state["model"], ckpt)
     return ir, model.eval(), objective, losses, state
 
 
@@ -174,6 +170,7 @@ def evaluate_run(run_or_checkpoint, data=None, out: Path | None = None) -> dict:
             raise DataError("the run kept no validation split (val_split: 0); give --data")
     else:
         dataset = _data(data, state, input_shapes(ir))
+        check_data(dataset, ir, losses)
     result = evaluate(model, dataset, task_of(ir, losses), objective=objective, batch_size=config.batch_size)
     if out:
         Path(out).write_text(json.dumps(result, indent=2) + "\n")

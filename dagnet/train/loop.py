@@ -27,14 +27,14 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from dagnet.data import collate
-from dagnet.train.checkpoint import CheckpointWriter, load_checkpoint, rng_state, set_rng_state
+from dagnet.train.checkpoint import CheckpointWriter, load_model_state, rng_state, set_rng_state
 from dagnet.train.config import ConfigError, TrainConfig
 from dagnet.train.distributed import all_gather, all_reduce_sum, local_rank, world
 from dagnet.train.evaluate import check_inputs, forward, model_inputs, run_evaluation, to_device
 from dagnet.train.metrics import Task
 from dagnet.train.objective import Objective
 from dagnet.train.optim import EarlyStopping, Schedule, build_optimizer
-from dagnet.train.run import Progress, RunDir, format_record
+from dagnet.train.run import Progress, RunDir, RunDirError, format_record
 
 # Settings a resumed run may change without a warning.
 RESUMABLE_CHANGES = {"epochs", "device", "num_workers", "compile", "early_stopping"}
@@ -57,6 +57,7 @@ def fit(
     collate_fn: Callable = collate,
     data_stats: dict | None = None,
     progress: bool = True,
+    run_files: dict[str, bytes] | None = None,
 ) -> dict:
     """Train `model` (called as model(**inputs) -> dict of outputs) to minimise `objective`.
 
@@ -66,14 +67,16 @@ def fit(
     exactly as if it had not stopped. batch_size is the global batch: inside a
     process group each process takes an equal share. Returns the summary, also
     written to run_dir/summary.json. Raises KeyboardInterrupt after saving on
-    Ctrl-C, and TrainingDiverged on a non-finite loss.
+    Ctrl-C, TrainingDiverged on a non-finite loss, and RunDirError when a write fails
+    (a full disk): what was saved before stays loadable. `run_files` (name: bytes, e.g.
+    the spec) are written into run_dir when the run starts, after every check passed.
     """
     config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     with _determinism(config.deterministic):
         trainer = Trainer(
             model, objective, train_set, val_set, config, run_dir, metrics, collate_fn, progress, data_stats or {}
         )
-        return trainer.run(resume)
+        return trainer.run(resume, run_files)
 
 
 def seed_everything(seed: int) -> None:
@@ -167,9 +170,15 @@ class Trainer:
             generator=torch.Generator(),  # its own: starting an epoch must not draw from the global stream
         )
 
-    def run(self, resume: bool) -> dict:
-        self.run_dir.start(self.config.to_dict(), resume)
+    def run(self, resume: bool, run_files: dict[str, bytes] | None = None) -> dict:
+        self.run_dir.start(self.config.to_dict(), resume, run_files)
         history = self._restore() if resume else []
+        try:
+            return self._train(history)
+        except OSError as error:            # a full disk, a read-only or vanished run directory
+            raise RunDirError(self.run_dir.write_failure(error)) from error
+
+    def _train(self, history: list[dict]) -> dict:
         self.net = self._wrap()
         started = time.time()
         with self._graceful_sigint():
@@ -338,8 +347,8 @@ class Trainer:
             self.writer.save(paths[0], self._state() | {"rng": rng}, links=tuple(paths[1:]))
 
     def _restore(self) -> list[dict]:
-        state = load_checkpoint(self.run_dir.last)  # on the CPU: generator states must be CPU tensors
-        self.model.load_state_dict(state["model"])
+        path, state = self.run_dir.load_state("last")  # on the CPU: generator states must be CPU tensors
+        load_model_state(self.model, state["model"], path)
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler.is_enabled():
             self.scaler.load_state_dict(state["scaler"])

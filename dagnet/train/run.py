@@ -1,6 +1,8 @@
-"""The run directory (config, metrics log, plots, summary) and progress output.
+"""The run directory (spec, config, metrics log, plots, summary) and progress output.
 
     run_dir/
+      spec.yaml       the spec as trained (or spec.dag)
+      spec.json       its file name, sha256, source path and --set parameters
       config.yaml     resolved training settings
       metrics.jsonl   one JSON object per epoch
       last.pt         checkpoint after the latest epoch (or at an interruption)
@@ -8,16 +10,28 @@
       loss.png        train / val loss per epoch
       metrics.png     validation metrics per epoch
       summary.json    how the run ended, best epoch, final evaluation
+
+A run is never lost: nothing is written until every check has passed, every file
+but metrics.jsonl (append-only) is replaced atomically, and a directory that holds
+a run refuses a new one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import sys
+import warnings
 from pathlib import Path
 
 import yaml
+
+from dagnet.train.checkpoint import CheckpointError, load_checkpoint, write_atomic
+
+
+class RunDirError(RuntimeError):
+    """A run directory cannot be used as asked: another spec, other parameters, an edited spec.json."""
 
 
 class RunDir:
@@ -30,23 +44,73 @@ class RunDir:
         self.last, self.best = self.path / "last.pt", self.path / "best.pt"
         self.summary = self.path / "summary.json"
 
-    def start(self, config: dict, resume: bool) -> None:
-        if not resume and self.last.exists():
-            raise FileExistsError(f"{self.path} already holds a run (last.pt): resume it, or choose another run_dir")
-        if resume and not self.last.exists():
-            raise FileNotFoundError(f"nothing to resume: {self.last} does not exist")
+    def holds_run(self) -> bool:
+        """True once an epoch (or an interrupted part of one) has been saved."""
+        return self.last.exists() or self.best.exists()
+
+    def check_start(self, resume: bool) -> None:
+        """Refuse a new run over a saved one, or a resume with nothing saved; reads and writes nothing else."""
+        if not resume and self.holds_run():
+            raise FileExistsError(f"{self.path} already holds a run (last.pt): resume it with --resume "
+                                  f"{self.path}, or choose another run_dir (--out NEW_DIR)")
+        if resume and not self.holds_run():
+            raise FileNotFoundError(f"nothing to resume: {self.last} does not exist (a run saves its first "
+                                    "checkpoint at the end of epoch 1): train it again as a new run")
+
+    def start(self, config: dict, resume: bool, files: dict[str, bytes] | None = None) -> None:
+        """Create the directory and write `files` (the spec) and config.yaml, once nothing can refuse the run.
+
+        A new run drops a metrics log left by an attempt that never saved a checkpoint,
+        so that no epoch is logged twice.
+        """
+        self.check_start(resume)
         if self.writer:
             self.path.mkdir(parents=True, exist_ok=True)
-            self.config.write_text(yaml.safe_dump(config, sort_keys=False))
+            for name, data in (files or {}).items():
+                write_atomic(self.path / name, data)
+            write_atomic(self.config, yaml.safe_dump(config, sort_keys=False).encode())
+            if not resume:
+                self.metrics.unlink(missing_ok=True)
+
+    def load_state(self, prefer: str = "last") -> tuple[Path, dict]:
+        """A checkpoint and its state: last.pt (to resume) or best.pt (to evaluate) as preferred, or
+        the other one, with a warning, when that cannot be read (truncated, corrupt, missing)."""
+        first, other = (self.last, self.best) if prefer == "last" else (self.best, self.last)
+        candidates = [path for path in (first, other) if path.exists()]
+        if len(candidates) == 2 and first.samefile(other):       # best.pt is a hard link to last.pt
+            candidates = candidates[:1]
+        if not candidates:
+            raise CheckpointError(f"no checkpoint in {self.path} (neither last.pt nor best.pt)")
+        failures = [] if first.exists() else [f"{first} does not exist"]     # why each one cannot be used
+        for path in candidates:
+            try:
+                state = load_checkpoint(path)
+            except CheckpointError as error:
+                failures.append(str(error))
+                continue
+            if failures:
+                epoch = state.get("progress", {}).get("epoch", "?")
+                warnings.warn(f"{failures[0]}; using {path} (epoch {epoch}) instead", stacklevel=2)
+            return path, state
+        raise CheckpointError("; ".join(failures) + f": no good checkpoint left in {self.path}"
+                              + (", start a new run with --out NEW_DIR" if prefer == "last" else ""))
 
     def history(self, epochs_done: int) -> list[dict]:
-        """Epoch records up to the checkpoint being resumed; later lines (written before a crash) are dropped."""
+        """Epoch records up to the checkpoint being resumed, one per epoch, the latest kept.
+
+        Later lines (written before a crash), repeats, and a line cut short by a crash
+        or a full disk are dropped, and the file is rewritten without them.
+        """
         if not self.metrics.exists():
             return []
-        records = [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]
-        kept = [r for r in records if r["epoch"] <= epochs_done]
-        if self.writer and len(kept) != len(records):
-            self.metrics.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        lines = self.metrics.read_text(errors="replace").splitlines()
+        by_epoch = {}
+        for record in map(_record, lines):
+            if record is not None and 1 <= record["epoch"] <= epochs_done:
+                by_epoch[record["epoch"]] = record
+        kept = [by_epoch[epoch] for epoch in sorted(by_epoch)]
+        if self.writer and len(kept) != len(lines):
+            write_atomic(self.metrics, "".join(json.dumps(r) + "\n" for r in kept).encode())
         return kept
 
     def log_epoch(self, record: dict) -> None:
@@ -54,15 +118,26 @@ class RunDir:
             with self.metrics.open("a") as f:
                 f.write(json.dumps(_finite(record)) + "\n")
 
+    def write_failure(self, error: OSError) -> str:
+        """One line for a failed write: what failed, and what stays safe (checkpoints are replaced atomically)."""
+        kept = (f"{self.last} is intact: resume with --resume {self.path} once that is fixed" if self.last.exists()
+                else "no checkpoint was saved")
+        return f"{error.filename or self.path}: {error.strerror or error}; training stopped, and {kept}"
+
     def write_summary(self, summary: dict) -> None:
         if self.writer:
-            self.summary.write_text(json.dumps(_finite(summary), indent=2) + "\n")
+            write_atomic(self.summary, (json.dumps(_finite(summary), indent=2) + "\n").encode())
 
     def plot(self, history: list[dict]) -> None:
         """loss.png and, when there are validation metrics, metrics.png (matplotlib's Agg canvas)."""
         if not (self.writer and history):
             return
-        from matplotlib.figure import Figure  # the object API: no pyplot state, no GUI backend
+        try:
+            from matplotlib.figure import Figure  # the object API: no pyplot state, no GUI backend
+        except ImportError:                     # the run itself is saved: plots are a convenience
+            warnings.warn("matplotlib is not installed, so no loss.png or metrics.png: pip install 'dagnet[train]'",
+                          stacklevel=2)
+            return
 
         epochs = [r["epoch"] for r in history]
         losses = [k for k in ("train_loss", "val_loss") if k in history[-1]]
@@ -80,7 +155,11 @@ class RunDir:
             ax.set_ylabel(name)
             ax.grid(alpha=0.3)
             ax.legend()
-            fig.savefig(self.path / f"{name}.png")
+            try:
+                fig.savefig(self.path / f"{name}.png")
+            except OSError as error:            # a full disk: the run is saved, only the picture is missing
+                warnings.warn(f"{self.path / f'{name}.png'}: {error.strerror or error}; plot not written",
+                              stacklevel=2)
 
 
 def _scalar(value) -> bool:
@@ -98,6 +177,72 @@ def _finite(value):
     return value
 
 
+def _record(line: str) -> dict | None:
+    """One metrics.jsonl line as a record, or None for a line cut short or edited into something else."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    ok = isinstance(record, dict) and isinstance(record.get("epoch"), int)
+    return record if ok else None
+
+
+# -- the spec a run was trained with ---------------------------------------------
+
+SPEC_META = "spec.json"
+SPEC_SUFFIXES = (".yaml", ".yml", ".dag")
+
+
+def spec_files(spec: Path, params: dict | None) -> dict[str, bytes]:
+    """What a run keeps of its spec: a copy (spec.yaml or spec.dag) and spec.json with its sha256,
+    source and --set parameters, so that it can be evaluated or resumed without the original."""
+    text = spec.read_bytes()
+    name = "spec" + (spec.suffix if spec.suffix in SPEC_SUFFIXES else ".yaml")
+    meta = {"spec": name, "sha256": hashlib.sha256(text).hexdigest(), "source": str(spec), "params": params or {}}
+    return {name: text, SPEC_META: (json.dumps(meta, indent=2) + "\n").encode()}
+
+
+def stored_spec(run: Path) -> tuple[Path, dict]:
+    """The spec file a run was trained with and its parameters, checked against spec.json."""
+    meta_path = run / SPEC_META
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{run} is not a dagnet run directory (no {SPEC_META})")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        raise RunDirError(f"{meta_path} is not valid JSON: was it edited or cut short?") from None
+    meta = meta if isinstance(meta, dict) else {}
+    name, params = meta.get("spec"), meta.get("params", {})
+    if name not in {"spec" + suffix for suffix in SPEC_SUFFIXES} or not isinstance(params, dict):
+        raise RunDirError(f"{meta_path} was edited: `spec` must name spec.yaml, spec.yml or spec.dag in the "
+                          "run directory, and `params` must be a mapping")
+    spec = run / name
+    if not spec.is_file():
+        raise FileNotFoundError(f"{run} lost the spec it was trained with: {spec} does not exist")
+    sha256 = meta.get("sha256")     # runs written before sha256 was stored are taken as they are
+    if sha256 is not None and hashlib.sha256(spec.read_bytes()).hexdigest() != sha256:
+        raise RunDirError(f"{spec} was edited after the run was trained (its sha256 differs from {meta_path}'s): "
+                          "restore it, or train the edited spec as a new run with --out NEW_DIR")
+    return spec, params
+
+
+def resumed_spec(run: Path, spec=None, params: dict | None = None) -> tuple[Path, dict]:
+    """The stored spec and parameters of a run to resume; a SPEC or --set given again must match them."""
+    stored, stored_params = stored_spec(run)
+    if spec is not None:
+        if not Path(spec).is_file():
+            raise FileNotFoundError(f"spec {spec} does not exist (to resume {run}, SPEC may be left out)")
+        if Path(spec).read_bytes() != stored.read_bytes():
+            raise RunDirError(f"{spec} differs from the spec {run} was trained with ({stored}): resume "
+                              f"without SPEC, or train {spec} as a new run with --out NEW_DIR")
+    for key, value in (params or {}).items():
+        if stored_params.get(key) != value:
+            was = f"{key}={stored_params[key]}" if key in stored_params else f"no --set {key}"
+            raise RunDirError(f"--set {key}={value} differs from the run's {was}: resume without --set, "
+                              "or train with it as a new run with --out NEW_DIR")
+    return stored, stored_params
+
+
 class Progress:
     """A tqdm bar per epoch when stderr is a terminal; otherwise plain lines, one per epoch."""
 
@@ -107,8 +252,10 @@ class Progress:
 
     def start_epoch(self, epoch: int, epochs: int, steps: int, done: int) -> None:
         if self.enabled and sys.stderr.isatty():
-            from tqdm import tqdm
-
+            try:
+                from tqdm import tqdm
+            except ImportError:                 # without tqdm (dagnet[train]): the plain lines alone
+                return
             self.bar = tqdm(total=steps, initial=done, desc=f"epoch {epoch}/{epochs}", leave=False)
 
     def step(self, loss: float) -> None:
