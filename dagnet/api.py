@@ -26,15 +26,27 @@ def parse(source):
     return load_yaml_spec(source)
 
 
-def load(source, overrides: dict | None = None) -> IR:
+def load(source, overrides: dict | None = None, training: bool = False) -> IR:
     """Parse, expand and check a spec; return the checked IR (shapes filled in).
 
     ``source`` is a path (``.yaml``/``.yml``/``.dag``) or spec text;
-    ``overrides`` sets parameters like the CLI's ``--set k=v``.
+    ``overrides`` sets parameters like the CLI's ``--set k=v``. With
+    ``training`` the losses and the ``train:`` section are checked too, and
+    their errors are raised together with the graph's, in file order.
     """
     spec = parse(Path(source) if isinstance(source, Path) else source)
     errors = ErrorLog()
-    return check(expand(spec, overrides, errors), errors)
+    ir = expand(spec, overrides, errors)
+    try:
+        check(ir, errors)
+    except SpecError:
+        if not training:
+            raise
+    if training:
+        from dagnet.check_train import check_training
+        check_training(ir, errors)
+        errors.raise_if_any()
+    return ir
 
 
 def compile(spec, outputs: list[str] | None = None, as_dict: bool | None = None,

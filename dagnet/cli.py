@@ -52,19 +52,8 @@ def _load(args):
 
 def cmd_check(args) -> int:
     """The graph, then the losses and `train:` section; all errors reported together, in file order."""
-    from dagnet.api import parse
-    from dagnet.check import check
-    from dagnet.check_train import check_training
-    from dagnet.errors import ErrorLog
-    from dagnet.ir import expand
-    errors = ErrorLog()
-    ir = expand(parse(Path(args.spec)), _overrides(args.set), errors)
-    try:
-        check(ir, errors)
-    except SpecError:
-        pass                    # in `errors`, raised below with those of the training sections
-    check_training(ir, errors)
-    errors.raise_if_any()
+    from dagnet.api import load
+    ir = load(Path(args.spec), _overrides(args.set), training=True)
     nodes = sum(1 for n in ir.graph.nodes if ir.node(n).op != "input")
     print(f"{args.spec}: ok ({nodes} nodes, outputs: {', '.join(ir.outputs)})")
     return 0

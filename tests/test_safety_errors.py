@@ -289,3 +289,11 @@ def test_a_misspelt_required_argument_is_one_error():
     assert err.hint == "did you mean `out_channels`?"
     (err,) = errors_of(HEAD + "nodes:\n  c1: {op: conv2d, in: image, kernel_size: 3}\noutputs: [c1]\n")
     assert err.message == "`conv2d` needs `out_channels`"       # truly missing: still reported
+
+
+def test_train_reports_train_settings_located_and_writes_nothing(spec_file, capsys, tmp_path):
+    path = spec_file(MODEL + "loss: {op: mse, output: fc, target: y}\ntrain: {epochs: -1, data: {name: digits}}\n")
+    assert main(["train", str(path), "--out", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"{path}:8:9: error: training setting `epochs`"), err
+    assert not (tmp_path / "run").exists()

@@ -104,7 +104,7 @@ def train(spec, out, *, data=None, epochs=None, config_file=None, flags=(), para
     RunDir(out).check_start(resume)
     if resume:
         spec, params = resumed_spec(out, spec, params)
-    ir = load(Path(spec), params)
+    ir = load(Path(spec), params, training=True)    # losses and `train:` errors, located
     flags = list(flags) + ([f"epochs={epochs}"] if epochs else [])
     if resume and (out / "config.yaml").exists():
         config = _resumed_config(out / "config.yaml", flags)
