@@ -16,6 +16,7 @@ from dagnet.errors import Loc, SpecError, SpecErrors
 from dagnet.spec.dsl import load_dsl_spec, parse_dsl
 from dagnet.spec.dsl_errors import excerpt
 from dagnet.spec.printer import scan_notes, spec_imports, to_dsl
+from dagnet.spec.source import display_text, read_source
 from dagnet.spec.yaml_printer import to_yaml
 from dagnet.spec.yaml_loader import load_yaml_spec
 
@@ -56,7 +57,7 @@ def convert(source: Path, target_format: str, out_dir: Path | None = None) -> st
     one exists next to it.
     """
     source = Path(source)
-    text = source.read_text(encoding="utf-8")
+    text, _ = read_source(source)
     from_dag = _format_of(source) == "dag"
     spec = load_dsl_spec(source, library=True) if from_dag else _load_yaml(source, text)
     out_dir = Path(out_dir) if out_dir is not None else source.parent
@@ -84,10 +85,7 @@ def render_error(exc: SpecError) -> str:
         message = err.message
         if "\n    " not in message and err.loc.line > 0:
             if err.loc.file not in texts:
-                try:
-                    texts[err.loc.file] = Path(err.loc.file).read_text(encoding="utf-8")
-                except OSError:
-                    texts[err.loc.file] = None
+                texts[err.loc.file] = display_text(err.loc.file)
             if texts[err.loc.file] is not None:
                 message += excerpt(texts[err.loc.file], err.loc)
         parts.append(str(SpecError(message, err.loc, err.hint)))
@@ -99,12 +97,8 @@ def cmd_fmt(args) -> int:
     for name in args.files:
         path = Path(name)
         try:
-            text = path.read_text(encoding="utf-8")
+            text, _ = read_source(path)
             out = format_text(text, path)
-        except OSError as exc:
-            print(f"dagnet fmt: cannot read {name}: {exc.strerror}", file=sys.stderr)
-            status = 1
-            continue
         except SpecError as exc:
             print(render_error(exc), file=sys.stderr)
             status = 1

@@ -24,7 +24,8 @@ from dagnet.spec.dsl_builder import Builder, Source, record_once
 from dagnet.spec.dsl_errors import syntax_error
 from dagnet.spec.dsl_lexer import PostLexer
 from dagnet.spec.model import Spec
-from dagnet.spec.yaml_loader import load_yaml_spec, read_source
+from dagnet.spec.source import read_source
+from dagnet.spec.yaml_loader import load_yaml_spec
 
 GRAMMAR = Path(__file__).with_name("dagnet.lark")
 _POSTLEXER = PostLexer()

@@ -15,14 +15,26 @@ from dagnet.errors import Loc, SpecError, did_you_mean
 from dagnet.spec.dsl_lexer import MODIFIER_KEYWORDS, STATEMENT_KEYWORDS
 
 
+EXCERPT_CHARS = 100     # of a long line, only this much around the column is shown
+
+
 def excerpt(text: str, loc: Loc, width: int = 1) -> str:
-    """The source line of ``loc`` with a caret under the column, for error messages."""
+    """The source line of ``loc`` with a caret under the column, for error messages.
+
+    A long line is cut to :data:`EXCERPT_CHARS` around the column, and control
+    characters show as U+FFFD: a spec's bytes never reach the terminal raw.
+    """
     lines = text.split("\n")
     if not 1 <= loc.line <= len(lines):
         return ""
     line = lines[loc.line - 1].rstrip("\r")
-    pad = "".join(c if c == "\t" else " " for c in line[: max(loc.col - 1, 0)])
-    return f"\n    {line}\n    {pad}{'^' * max(width, 1)}"
+    col = max(loc.col - 1, 0)
+    start = max(0, min(col - EXCERPT_CHARS // 2, len(line) - EXCERPT_CHARS))
+    shown = line[start:start + EXCERPT_CHARS]
+    before, after = ("..." if start else ""), ("..." if start + EXCERPT_CHARS < len(line) else "")
+    shown = "".join(c if c.isprintable() or c in "\t " else "\ufffd" for c in shown)
+    pad = " " * len(before) + "".join(c if c == "\t" else " " for c in shown[: col - start])
+    return f"\n    {before}{shown}{after}\n    {pad}{'^' * max(width, 1)}"
 
 
 _WORDS = {

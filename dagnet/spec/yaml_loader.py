@@ -15,6 +15,7 @@ import yaml
 
 from dagnet.errors import ErrorLog, Loc, SpecError, did_you_mean
 from dagnet.spec.model import CONNECT_MODES, SPEC_VERSION, BlockSpec, InputSpec, NodeSpec, Ref, Spec
+from dagnet.spec.source import read_source  # noqa: F401 - re-exported: every front end reads through it
 
 TOP_KEYS = ("dagnet", "name", "doc", "params", "imports", "blocks", "inputs", "nodes",
             "outputs", "loss", "losses", "train")
@@ -408,18 +409,6 @@ def _plain(value, budget: list | None = None):
     if isinstance(value, list):
         return [_plain(v, budget) for v in value]
     return value
-
-
-def read_source(source) -> tuple[str, str]:
-    """``source`` is a path or spec text; return (text, file name for messages)."""
-    if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source
-                                    and source.endswith((".yaml", ".yml", ".dag"))):
-        path = Path(source)
-        try:
-            return path.read_text(encoding="utf-8"), str(source)
-        except OSError as exc:
-            raise SpecError(f"cannot read spec: {exc.strerror}", Loc(str(source), 0, 0)) from None
-    return str(source), "<spec>"
 
 
 def load_yaml_spec(source, *, _stack: tuple[str, ...] = (), library: bool = False) -> Spec:

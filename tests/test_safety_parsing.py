@@ -1,0 +1,138 @@
+"""Bounded parsing: bad bytes, huge files, alias and expression bombs end in one located error.
+
+Each test is an attack from issue #15 run through the CLI (or the library
+call the CLI makes): it must end within seconds, exit 1, and print
+``file:line:col: error: ...`` with no traceback.
+"""
+
+import time
+
+import pytest
+
+from dagnet.cli import main
+from dagnet.errors import SpecError
+from dagnet.spec.source import MAX_SPEC_BYTES
+
+TINY_YAML = "dagnet: 1\ninputs: {x: {shape: [3]}}\nnodes: {a: {op: relu, in: x}}\noutputs: [a]\n"
+TINY_DAG = "input x[3]\na = x -> relu\noutput a\n"
+COMMANDS = ["check", "fmt", "convert", "summary"]
+
+
+def run_cli(capsys, *args) -> tuple[int, str]:
+    """Run ``dagnet ARGS`` in-process; return (exit status, stderr)."""
+    status = main([str(a) for a in args])
+    return status, capsys.readouterr().err
+
+
+def assert_located(err: str, where: str, message: str) -> None:
+    """One error line ``where: error: ...message...``, and no traceback."""
+    assert "Traceback" not in err
+    first = err.splitlines()[0]
+    assert first.startswith(f"{where}: error: "), err
+    assert message in first, err
+
+
+def write(tmp_path, name: str, data: bytes):
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+# -- bytes that are not UTF-8 text ---------------------------------------------
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("suffix", [".yaml", ".dag"])
+def test_latin1_spec_names_the_byte_and_its_place(tmp_path, capsys, command, suffix):
+    text = ("dagnet: 1\nname: café\n" + TINY_YAML[10:]) if suffix == ".yaml" else 'model "café"\n' + TINY_DAG
+    path = write(tmp_path, "latin1" + suffix, text.encode("latin-1"))
+    status, err = run_cli(capsys, command, path)
+    assert status == 1
+    line, col, offset = (2, 10, 19) if suffix == ".yaml" else (1, 11, 10)
+    assert_located(err, f"{path}:{line}:{col}", f"not UTF-8 text: byte 0xe9 at offset {offset}")
+    assert "hint: save the file as UTF-8" in err
+
+
+def test_random_bytes_are_a_located_error(tmp_path, capsys):
+    path = write(tmp_path, "noise.yaml", bytes(range(256)) * 4)
+    status, err = run_cli(capsys, "check", path)
+    assert status == 1
+    assert_located(err, f"{path}:2:118", "byte 0x80 at offset 128")   # the 11th byte is a newline
+
+
+def test_the_source_excerpt_never_prints_control_bytes(tmp_path, capsys):
+    path = write(tmp_path, "noise.yaml", b"name: \x1b]0;pwned\x07\x00 \xff\n")
+    status, err = run_cli(capsys, "check", path)
+    assert status == 1 and "\x1b" not in err and "\x00" not in err and "\x07" not in err
+    assert_located(err, f"{path}:1:19", "byte 0xff at offset 18")
+
+
+@pytest.mark.parametrize("encoding, name", [("utf-16", "UTF-16 (little-endian)"),
+                                            ("utf-16-be", "UTF-16 (big-endian)"),
+                                            ("utf-32", "UTF-32 (little-endian)")])
+def test_utf16_and_utf32_are_named(tmp_path, capsys, encoding, name):
+    data = TINY_YAML.encode(encoding)
+    if not encoding.endswith("-be"):
+        assert data[:2] == b"\xff\xfe"          # Python writes the BOM for plain utf-16/utf-32
+    else:
+        data = b"\xfe\xff" + data
+    path = write(tmp_path, "wide.yaml", data)
+    for command in COMMANDS:
+        status, err = run_cli(capsys, command, path)
+        assert status == 1
+        assert_located(err, f"{path}:1:1", f"the spec is {name} text")
+        assert "iconv -f UTF-" in err
+
+
+@pytest.mark.parametrize("suffix, text", [(".yaml", TINY_YAML), (".dag", TINY_DAG)])
+def test_a_utf8_byte_order_mark_just_works(tmp_path, capsys, suffix, text):
+    path = write(tmp_path, "bom" + suffix, b"\xef\xbb\xbf" + text.encode())
+    assert main(["check", str(path)]) == 0
+    assert main(["convert", str(path)]) == 0
+    assert main(["fmt", str(path)]) == 0
+    assert "error" not in capsys.readouterr().err
+
+
+# -- files that are not spec files ----------------------------------------------
+@pytest.mark.parametrize("command", COMMANDS + ["render"])
+def test_a_directory_is_one_line(tmp_path, capsys, command):
+    folder = tmp_path / "specs.yaml"
+    folder.mkdir()
+    args = [command, folder] + (["-o", tmp_path / "x.svg"] if command == "render" else [])
+    status, err = run_cli(capsys, *args)
+    assert status == 1
+    assert_located(err, f"{folder}:0:0", "is a directory, not a spec file")
+
+
+# -- size ------------------------------------------------------------------------
+def big_spec(size: int) -> bytes:
+    lines, i, total = [TINY_YAML.replace("outputs: [a]\n", "")], 0, 0
+    while total < size:
+        lines.append(f"  n{i}: {{op: relu, in: x}}\n")
+        total += len(lines[-1])
+        i += 1
+    return ("".join(lines).replace("nodes: {a: {op: relu, in: x}}\n", "nodes:\n  a: {op: relu, in: x}\n")
+            + "outputs: [a]\n").encode()
+
+
+@pytest.mark.parametrize("command", ["check", "fmt", "convert"])
+def test_a_50_mb_spec_is_refused_before_parsing(tmp_path, capsys, command):
+    path = write(tmp_path, "huge.yaml", big_spec(50 * 2**20))
+    started = time.monotonic()
+    status, err = run_cli(capsys, command, path)
+    assert time.monotonic() - started < 5
+    assert status == 1
+    assert f"over the limit of {MAX_SPEC_BYTES:,}" in err
+    line = path.read_bytes()[:MAX_SPEC_BYTES].count(b"\n") + 1
+    assert err.startswith(f"{path}:{line}:")
+
+
+def test_spec_text_given_directly_has_the_same_limit():
+    import dagnet
+    text = big_spec(MAX_SPEC_BYTES + 10).decode()
+    with pytest.raises(SpecError, match="over the limit"):
+        dagnet.load(text)
+
+
+def test_a_spec_just_under_the_limit_is_read():
+    from dagnet.spec.source import read_source
+    text = "#" * (MAX_SPEC_BYTES - 1) + "\n"
+    assert read_source(text)[0] == text
