@@ -136,3 +136,55 @@ def test_a_spec_just_under_the_limit_is_read():
     from dagnet.spec.source import read_source
     text = "#" * (MAX_SPEC_BYTES - 1) + "\n"
     assert read_source(text)[0] == text
+
+
+# -- YAML aliases and nesting ---------------------------------------------------------
+def doubling(section: str, levels: int = 40) -> str:
+    """A spec whose `section` doubles a list through aliases ``levels`` times (2**40 values)."""
+    head = TINY_YAML.replace("nodes: {a: {op: relu, in: x}}\n", "")
+    if section == "inputs":
+        lines = [f"  x{k}: {{shape: &s{k} [*s{k - 1}, *s{k - 1}]}}" for k in range(1, levels + 1)]
+        return ("dagnet: 1\ninputs:\n  x0: {shape: &s0 [3, 3]}\n" + "\n".join(lines)
+                + "\nnodes: {a: {op: relu, in: x0}}\noutputs: [a]\n")
+    if section == "nodes":
+        lines = [f"  b{k}: {{op: relu, in: x, foo: &s{k} [*s{k - 1}, *s{k - 1}]}}" for k in range(1, levels + 1)]
+        return head.replace("outputs", "nodes:\n  a: {op: relu, in: x, foo: &s0 [1, 1]}\n"
+                            + "\n".join(lines) + "\noutputs")
+    lines = [f"  l{k}: &s{k} [*s{k - 1}, *s{k - 1}]" for k in range(1, levels + 1)]
+    return TINY_YAML + "train:\n  l0: &s0 [1, 1]\n" + "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("section", ["inputs", "nodes", "train"])
+def test_an_alias_bomb_stops_at_the_alias(spec_file, capsys, section):
+    text = doubling(section)
+    path = spec_file(text)
+    started = time.monotonic()
+    status, err = run_cli(capsys, "check", path)
+    assert time.monotonic() - started < 10
+    assert status == 1
+    # 2 + 2*(2 + 2*(...)) passes 100,000 values at the 15th level, whose line holds `*s13` twice
+    line = next(i for i, text in enumerate(text.splitlines(), 1) if "*s13" in text)
+    col = text.splitlines()[line - 1].rindex("*s13") + 1
+    assert_located(err, f"{path}:{line}:{col}", "YAML aliases expand to more than 100,000 values (at `*s13`)")
+
+
+def test_a_few_aliases_still_work(spec_file, capsys):
+    text = TINY_YAML.replace("[3]", "&dims [3]") + "train: {shape: *dims, more: [*dims, *dims]}\n"
+    assert main(["check", str(spec_file(text))]) == 0
+
+
+def test_deep_yaml_nesting_is_located(spec_file, capsys):
+    text = TINY_YAML + "train: {data: " + "[" * 300 + "]" * 300 + "}\n"
+    path = spec_file(text)
+    status, err = run_cli(capsys, "check", path)
+    assert status == 1
+    # the top mapping and `train` are two levels; the 199th `[` (column 15 + 198) is the 201st
+    assert_located(err, f"{path}:5:{15 + 198}", "YAML nested more than 200 levels deep")
+
+
+def test_a_long_list_under_train_is_located(spec_file, capsys):
+    text = TINY_YAML + "train:\n  data: [" + "1, " * 200_000 + "1]\n"
+    path = spec_file(text)
+    status, err = run_cli(capsys, "check", path)
+    assert status == 1
+    assert_located(err, f"{path}:6:3", "a value holds more than 100,000 items")

@@ -60,17 +60,38 @@ def _loader_for(file: str, errors: ErrorLog):
 
     class Loader(yaml.SafeLoader):
         aliases = 0
+        expanded = 0        # values added by aliases, had each been written out in full
+        depth = 0
+        sizes: dict = {}    # id(node) -> values in it, aliases expanded
 
         def compose_node(self, parent, index):
-            # YAML aliases can nest into exponentially large documents ("billion
-            # laughs"); a spec has no need for many of them.
-            if self.check_event(yaml.AliasEvent):
+            """Compose one node, bounding what aliases and nesting can make of a small text.
+
+            YAML aliases can nest into exponentially large documents ("billion
+            laughs"); every later stage copies values as if written out, so the
+            expanded size is counted here, and the error points at the alias.
+            """
+            event = self.peek_event()
+            if isinstance(event, yaml.AliasEvent):
                 Loader.aliases += 1
                 if Loader.aliases > MAX_ALIASES:
-                    event = self.peek_event()
-                    raise yaml.MarkedYAMLError(problem=f"more than {MAX_ALIASES} YAML aliases",
-                                               problem_mark=event.start_mark)
-            return super().compose_node(parent, index)
+                    raise _OverLimit(f"more than {MAX_ALIASES} YAML aliases", event.start_mark,
+                                     "write the values out, or use a block for repeated structure")
+                Loader.expanded += Loader.sizes.get(id(self.anchors.get(event.anchor)), 1)
+                if Loader.expanded > MAX_VALUES:
+                    raise _OverLimit(f"YAML aliases expand to more than {MAX_VALUES:,} values "
+                                     f"(at `*{event.anchor}`)", event.start_mark,
+                                     "aliases that nest aliases double the text at each level; "
+                                     "use a block or `repeat` for repeated structure")
+                return super().compose_node(parent, index)
+            Loader.depth += 1
+            if Loader.depth > MAX_DEPTH:
+                raise _OverLimit(f"YAML nested more than {MAX_DEPTH} levels deep", event.start_mark,
+                                 "a spec needs a few levels; look for unclosed brackets")
+            node = super().compose_node(parent, index)
+            Loader.depth -= 1
+            Loader.sizes[id(node)] = _expanded_size(node, Loader.sizes)
+            return node
 
         def mark(self, node) -> Loc:
             return Loc(file, node.start_mark.line + 1, node.start_mark.column + 1)
@@ -105,10 +126,32 @@ def _loader_for(file: str, errors: ErrorLog):
     return Loader
 
 
+class _OverLimit(yaml.MarkedYAMLError):
+    """A bound of the loader exceeded: not a syntax error, but reported like one, with a hint."""
+
+    def __init__(self, problem: str, mark, hint: str):
+        super().__init__(problem=problem, problem_mark=mark)
+        self.hint = hint
+
+
+def _expanded_size(node, sizes: dict) -> int:
+    """Values in ``node`` with aliases written out, from its children's sizes (composed first)."""
+    if isinstance(node, yaml.SequenceNode):
+        children = node.value
+    elif isinstance(node, yaml.MappingNode):
+        children = [child for pair in node.value for child in pair]
+    else:
+        return 1
+    return 1 + sum(sizes.get(id(child), 1) for child in children)   # an unfinished (recursive) one: 1
+
+
 def parse_yaml(text: str, file: str, errors: ErrorLog):
     """Parse YAML text into LocMap/LocList/scalars; syntax errors become SpecErrors."""
     try:
         return yaml.load(text, Loader=_loader_for(file, errors))  # noqa: S506 - SafeLoader subclass
+    except _OverLimit as exc:
+        mark = exc.problem_mark
+        raise SpecError(exc.problem, Loc(file, mark.line + 1, mark.column + 1), exc.hint) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         loc = Loc(file, mark.line + 1, mark.column + 1) if mark else Loc(file, 1, 1)
@@ -393,21 +436,23 @@ def _split_chain(text: str, loc: Loc) -> LocList:
     return items
 
 
-def _plain(value, budget: list | None = None):
+def _plain(value, budget: list | None = None, where: Loc | None = None):
     """LocMap/LocList -> plain dict/list (for values whose locations are not needed).
 
-    YAML aliases share structure, so expanding them can blow up exponentially;
-    the ``budget`` of values bounds the work.
+    The ``budget`` of values bounds the copy (aliases are already bounded by the
+    loader; this bounds long lists written out); an error points at the whole
+    value, ``where`` it starts.
     """
     budget = budget if budget is not None else [MAX_VALUES]
+    where = where or getattr(value, "loc", None) or Loc()
     budget[0] -= 1
     if budget[0] < 0:
-        loc = getattr(value, "loc", Loc())
-        raise SpecError(f"a value expands to more than {MAX_VALUES:,} items (through YAML aliases?)", loc)
+        raise SpecError(f"a value holds more than {MAX_VALUES:,} items", where,
+                        "spec values are names, numbers and short lists; put data in a data file")
     if isinstance(value, dict):
-        return {k: _plain(v, budget) for k, v in value.items()}
+        return {k: _plain(v, budget, where) for k, v in value.items()}
     if isinstance(value, list):
-        return [_plain(v, budget) for v in value]
+        return [_plain(v, budget, where) for v in value]
     return value
 
 
