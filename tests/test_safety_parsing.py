@@ -188,3 +188,84 @@ def test_a_long_list_under_train_is_located(spec_file, capsys):
     status, err = run_cli(capsys, "check", path)
     assert status == 1
     assert_located(err, f"{path}:6:3", "a value holds more than 100,000 items")
+
+
+# -- expressions ---------------------------------------------------------------------
+def yaml_param(expression: str) -> str:
+    quoted = expression.replace("'", "''")
+    return f"dagnet: 1\nparams: {{k: [1, 2], w: '{quoted}'}}\n" + TINY_YAML[10:]
+
+
+@pytest.mark.parametrize("expression, message", [
+    ('"ab" * 10**10', "this would build a string of 20,000,000,000 characters; the limit is 10,000"),
+    ("10**10 * 'ab'", "this would build a string of 20,000,000,000 characters"),
+    ("k * 10**10", "this would build a list of 20,000,000,000 items"),
+    ('"%0999999999d" % 1', "`%` formats strings in Python; it is not allowed"),
+    ('-"a"', "a sign needs a number, found the string `a`"),
+    ('"a" < 1', "cannot compare the string `a` with `1`"),
+    ("2 ** 'a'", "unsupported operand"),
+    ("-" * 990 + "1", "expression nested more than 100 levels deep"),
+])
+def test_expression_bombs_are_errors_at_the_parameter(spec_file, capsys, expression, message):
+    path = spec_file(yaml_param(expression))
+    started = time.monotonic()
+    status, err = run_cli(capsys, "check", path)
+    assert time.monotonic() - started < 2
+    assert status == 1
+    assert_located(err, f"{path}:2:21", f"parameter `w`: {message}")
+
+
+def test_short_strings_still_repeat_and_concatenate():
+    from dagnet.expr import evaluate
+    assert evaluate('"ab" * 3 + "c"', {}) == "abababc"
+
+
+def test_string_repetition_in_the_dsl(spec_file, capsys):
+    path = spec_file('param w = "ab" * 10**10\n' + TINY_DAG, "model.dag")
+    status, err = run_cli(capsys, "check", path)
+    assert status == 1
+    assert_located(err, f"{path}:1:7", "this would build a string of 20,000,000,000 characters")
+
+
+@pytest.mark.parametrize("terms", ["1", "k"])
+def test_a_long_dsl_expression_is_refused_at_parse_time(spec_file, capsys, terms):
+    path = spec_file("param k = 2\nparam w = " + "+".join([terms] * 20_000) + "\n" + TINY_DAG, "model.dag")
+    for command in ("check", "fmt", "convert"):
+        status, err = run_cli(capsys, command, path)
+        assert status == 1
+        assert_located(err, f"{path}:2:11", "an expression of 39,999 characters; the limit is 1,000")
+
+
+def test_a_deep_dsl_expression_is_refused_at_parse_time(spec_file, capsys):
+    path = spec_file("param k = 2\nparam w = " + "- " * 300 + "k\n" + TINY_DAG, "model.dag")
+    status, err = run_cli(capsys, "check", path)
+    assert status == 1
+    assert_located(err, f"{path}:2:11", "expression nested more than 100 levels deep")
+
+
+@pytest.mark.parametrize("body", ["-" * 100_000 + "1", "+".join(["1"] * 20_000), "- " * 300 + "k"])
+def test_a_deep_yaml_call_is_located(spec_file, capsys, body):
+    text = f"dagnet: 1\ninputs: {{x: {{shape: [3]}}}}\nnodes: {{a: {{op: 'linear({body})', in: x}}}}\noutputs: [a]\n"
+    path = spec_file(text)
+    for command in ("check", "fmt", "convert"):
+        status, err = run_cli(capsys, command, path)
+        assert status == 1
+        assert_located(err, f"{path}:3:17", "is nested more than 100 levels deep")
+
+
+def test_a_long_yaml_parameter_still_formats(spec_file, capsys):
+    path = spec_file("dagnet: 1\nparams: {w: '" + "+".join(["1"] * 20_000) + "'}\n" + TINY_YAML[10:])
+    assert main(["fmt", str(path)]) == 0
+    assert main(["convert", str(path)]) == 0
+
+
+# -- DSL nesting -------------------------------------------------------------------------
+# `relu(` is the first level, so the 100th `[` or `{` is the 101st: the one reported
+@pytest.mark.parametrize("value, col", [("relu(" + "[" * 5000 + "]" * 5000 + ")", 15 + 99),
+                                        ("relu(k=" + "{a: " * 3000 + "1" + "}" * 3000 + ")", 17 + 4 * 99)])
+def test_deep_dsl_brackets_are_located(spec_file, capsys, value, col):
+    path = spec_file(f"input x[3]\na = x -> {value}\noutput a\n", "model.dag")
+    for command in ("check", "fmt", "convert"):
+        status, err = run_cli(capsys, command, path)
+        assert status == 1
+        assert_located(err, f"{path}:2:{col}", "brackets nested more than 100 deep")

@@ -21,8 +21,8 @@ from lark.exceptions import UnexpectedInput
 
 from dagnet.errors import ErrorLog, Loc, SpecError
 from dagnet.spec.dsl_builder import Builder, Source, record_once
-from dagnet.spec.dsl_errors import syntax_error
-from dagnet.spec.dsl_lexer import PostLexer
+from dagnet.spec.dsl_errors import excerpt, syntax_error
+from dagnet.spec.dsl_lexer import MAX_NESTING, NestedTooDeep, PostLexer
 from dagnet.spec.model import Spec
 from dagnet.spec.source import read_source
 from dagnet.spec.yaml_loader import load_yaml_spec
@@ -192,6 +192,10 @@ def parse_text(src: Source, start: str = "start"):
             return lark.parse(src.text, start=start)
         except UnexpectedInput as exc:
             raise syntax_error(exc, src.text, src.file, _POSTLEXER.local) from None
+        except NestedTooDeep as exc:
+            loc = src.loc(exc.token)
+            raise SpecError(f"brackets nested more than {MAX_NESTING} deep" + excerpt(src.text, loc), loc,
+                            "a spec needs a few levels; look for brackets that are never closed") from None
         finally:
             _BUILDER.src = None
             if collect:

@@ -14,6 +14,7 @@ import ast
 
 from lark import Token, Transformer, v_args
 
+from dagnet import expr
 from dagnet.errors import ErrorLog, Loc
 from dagnet.spec.dsl_errors import excerpt
 from dagnet.spec.dsl_lexer import CONSTANTS
@@ -52,9 +53,19 @@ def unquote(text: str) -> str:
 def canonical(text: str):
     """An expression's value in the Spec: a literal, or its canonical source text.
 
-    Raises SyntaxError for text Python cannot read (e.g. a keyword used as a name).
+    Raises SyntaxError for text Python cannot read (e.g. a keyword used as a name),
+    and :class:`~dagnet.expr.ExprError` for one too long or too deeply nested to
+    evaluate (checked before Python's recursive parser and unparser see it).
     """
-    return _literal(ast.parse("(" + text + ")", mode="eval").body)
+    if len(text) > expr.MAX_LENGTH:
+        raise expr.ExprError(f"an expression of {len(text):,} characters; the limit is {expr.MAX_LENGTH:,}")
+    try:
+        tree = ast.parse("(" + text + ")", mode="eval").body
+    except (RecursionError, MemoryError):       # how Python's parser says "too deeply nested"
+        tree = None
+    if tree is None or expr.depth(tree) > expr.MAX_DEPTH:
+        raise expr.ExprError(f"expression nested more than {expr.MAX_DEPTH} levels deep")
+    return _literal(tree)
 
 
 def _literal(node):
@@ -102,6 +113,10 @@ class Source:
         text = self.text[piece.start:piece.end]
         try:
             return canonical(text)
+        except expr.ExprError as exc:
+            self.error(str(exc), self.loc_at(piece.start),
+                       "compute a long value in steps, one `param` each")
+            return text
         except SyntaxError:
             self.error(f"cannot read the expression `{' '.join(text.split())}`", self.loc_at(piece.start),
                        "expressions use numbers, parameters, arithmetic, comparisons, "

@@ -28,6 +28,17 @@ _ENDS_ITEM = {"NAME", "RPAR", "RSQB", "NUMBER", "STRING", "RESIDUAL", "DENSE", "
               "CHECKPOINT"}
 _NOT_KEYWORD_BEFORE = {"EQUAL", "COLON", "PLUS", "DOT", "ARROW", "COMMA", "LPAR"}
 _CLOSERS = {"RPAR": "LPAR", "RSQB": "LSQB", "RBRACE": "LBRACE"}
+# Brackets may nest this deep: values are built and printed recursively, and
+# Python's own parser (which reads expressions) stops at 200 parentheses.
+MAX_NESTING = 100
+
+
+class NestedTooDeep(Exception):
+    """Brackets nested past :data:`MAX_NESTING`; ``token`` is the first one too deep."""
+
+    def __init__(self, token: Token):
+        super().__init__(token)
+        self.token = token
 
 
 class PostLexer:
@@ -70,6 +81,8 @@ class PostLexer:
                 tok.type = kind
             if kind in ("LPAR", "LSQB", "LBRACE"):
                 opened.append(tok)
+                if len(opened) > MAX_NESTING:
+                    raise NestedTooDeep(tok)
                 bodies.append(kind == "LBRACE" and prev in ("NAME", "RPAR"))   # `block b(...) {`
             elif kind in _CLOSERS and opened:
                 opened.pop()

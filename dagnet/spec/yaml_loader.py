@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from dagnet import expr
 from dagnet.errors import ErrorLog, Loc, SpecError, did_you_mean
 from dagnet.spec.model import CONNECT_MODES, SPEC_VERSION, BlockSpec, InputSpec, NodeSpec, Ref, Spec
 from dagnet.spec.source import read_source  # noqa: F401 - re-exported: every front end reads through it
@@ -176,6 +177,12 @@ def parse_call(text: str, loc: Loc) -> tuple[str, list, dict]:
             hint = ("inside `{...}` or `[...]` YAML splits at commas: write this node in block "
                     "style (one key per line) or quote the text")
         raise SpecError(f"cannot parse `{text}`: {exc.msg}", loc, hint) from None
+    except (RecursionError, MemoryError):       # how Python's parser says "too deeply nested"
+        tree = None
+    if tree is None or expr.depth(tree) > expr.MAX_DEPTH:
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        raise SpecError(f"`{shown}` is nested more than {expr.MAX_DEPTH} levels deep", loc,
+                        "compute a long value in steps: give it a name under `params`")
     if isinstance(tree, ast.Name):
         return tree.id, [], {}
     if not (isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name)):

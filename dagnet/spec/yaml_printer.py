@@ -16,6 +16,7 @@ import textwrap
 import yaml
 
 from dagnet.errors import Loc
+from dagnet.expr import MAX_LENGTH
 from dagnet.spec.model import BlockSpec, NodeSpec, Ref, Spec
 from dagnet.spec.printer import (WIDTH, Attach, Notes, anchors, fail, local_blocks, node_line,
                                  spec_imports, wrap_chain)
@@ -42,9 +43,9 @@ def _call_value(value):
     if isinstance(value, (int, float)):
         return repr(value) if math.isfinite(value) else None
     if isinstance(value, str):
-        try:
-            bare = call_literal(ast.parse(value, mode="eval").body) == value
-        except (SyntaxError, ValueError):
+        try:           # (text too long to be an expression is quoted without parsing it)
+            bare = len(value) <= MAX_LENGTH and call_literal(ast.parse(value, mode="eval").body) == value
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
             bare = False
         return value if bare and value == value.strip() else repr(value)
     if isinstance(value, (list, tuple)):
