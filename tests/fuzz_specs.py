@@ -1,15 +1,22 @@
 """Mutation fuzzing of the spec front ends: anything but a located SpecError is a bug.
 
 Used by tests/test_fuzz.py (a few hundred cases) and by `make fuzz` (as many as
-you like: `python tests/fuzz_specs.py --cases 20000`).
+you like: `python tests/fuzz_specs.py --cases 20000`). Mutations edit lines,
+insert tokens, rename a name to a hostile one (`forward`, `__class__`, a quote,
+U+2028, ...) and spoil the bytes (invalid UTF-8, a foreign byte-order mark, a
+Latin-1 or UTF-16 re-encoding); spoiled bytes are written to a file and loaded
+from it, as the CLI reads them.
 """
 
 from __future__ import annotations
 
 import argparse
+import codecs
 import random
+import re
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,14 +27,25 @@ from dagnet.errors import SpecError  # noqa: E402
 
 TOKENS = ["{", "}", "[", "]", ":", ",", "-", "->", "(", ")", "*", "**", "'", '"', "#", "&a", "*a",
           "!!python/object/apply:os.system", "repeat: 10000", "in: x", "op: add", "block: stage",
-          "-1", "0", "1e999", "null", "true", "H", "i == 0", "9 ** 9 ** 9", "\t", "\n", "  ", "é", "\x00"]
+          "-1", "0", "1e999", "null", "true", "H", "i == 0", "9 ** 9 ** 9", "\t", "\n", "  ", "é", "\x00",
+          "\u2028", "\u2029", "\\", "\\n", '\\"', '"""', "'''", '"ab" * 10**10', "\ufeff"]
+# What a name may be renamed to: nn.Module attributes, Python keywords, quotes,
+# backslashes, line separators, a letter NFKC folds (U+210C), a lone surrogate.
+HOSTILE_NAMES = ["forward", "training", "__class__", "class", "None", "self", "parameters", "_modules",
+                 'a"b', "a'b", "a\\b", "a\u2028b", "a\u2029b", "\u210c", "a b", '"""', "x#y", "\udc80"]
+BAD_BYTES = [b"\xff", b"\xfe", b"\xe9", b"\xc3(", b"\x80", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xc0\xaf",
+             codecs.BOM_UTF8, b"\x00"]
+BOMS = [codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, codecs.BOM_UTF32_LE]
+ENCODINGS = ["latin-1", "cp1252", "utf-16", "utf-16-be", "utf-32"]
 
 
-def mutate(text: str, rng: random.Random) -> str:
-    """One to three random edits: delete, duplicate or swap lines, insert tokens, flip characters."""
+def mutate(text: str, rng: random.Random) -> str | bytes:
+    """One to three random edits: delete, duplicate or swap lines, insert tokens, flip characters,
+    rename a name to a hostile one; one edit in eight spoils the bytes of the result."""
     lines = text.splitlines()
+    spoil = False
     for _ in range(rng.randint(1, 3)):
-        kind = rng.randrange(6)
+        kind = rng.randrange(8)
         i = rng.randrange(len(lines)) if lines else 0
         if kind == 0 and lines:
             del lines[i]
@@ -42,12 +60,39 @@ def mutate(text: str, rng: random.Random) -> str:
         elif kind == 4 and lines and lines[i]:
             pos = rng.randrange(len(lines[i]))
             lines[i] = lines[i][:pos] + chr(rng.randrange(32, 127)) + lines[i][pos + 1:]
+        elif kind == 5:
+            lines = rename(lines, rng)
+        elif kind == 6:
+            spoil = True
         elif lines:
             words = lines[i].split(" ")
             k = rng.randrange(len(words))
             words[k] = rng.choice(TOKENS)
             lines[i] = " ".join(words)
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    return spoil_bytes(text, rng) if spoil else text
+
+
+def rename(lines: list[str], rng: random.Random) -> list[str]:
+    """Every whole-word use of one name becomes a hostile name."""
+    text = "\n".join(lines)
+    names = sorted(set(re.findall(r"\b[A-Za-z_]\w*\b", text)))
+    if not names:
+        return lines
+    old, new = rng.choice(names), rng.choice(HOSTILE_NAMES)
+    return re.sub(rf"\b{re.escape(old)}\b", lambda _: new, text).split("\n")
+
+
+def spoil_bytes(text: str, rng: random.Random) -> bytes:
+    """The text as bytes that are not plain UTF-8: a bad byte, a byte-order mark, another encoding."""
+    data = text.encode("utf-8", "surrogatepass")
+    kind = rng.randrange(3)
+    if kind == 0:
+        pos = rng.randint(0, len(data))
+        return data[:pos] + rng.choice(BAD_BYTES) + data[pos:]
+    if kind == 1:
+        return rng.choice(BOMS) + data
+    return text.encode(rng.choice(ENCODINGS), "replace")
 
 
 class Timeout(Exception):
@@ -58,18 +103,28 @@ def _alarm(signum, frame):
     raise Timeout()
 
 
-def check_one(text: str, seconds: int = 10, suffix: str = ".yaml") -> str | None:
+def _load(spec: str | bytes, suffix: str) -> None:
+    """Parse, expand and check: text as given, bytes from a file named ``*suffix``."""
+    if isinstance(spec, bytes):
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / f"fuzzed{suffix}"
+            path.write_bytes(spec)
+            dagnet.load(path)
+    elif suffix == ".dag":
+        from dagnet.check import check
+        from dagnet.ir import expand
+        from dagnet.spec.dsl import load_dsl_spec
+        check(expand(load_dsl_spec(spec)))
+    else:
+        dagnet.load(spec)
+
+
+def check_one(spec: str | bytes, seconds: int = 10, suffix: str = ".yaml") -> str | None:
     """None if the spec loads or fails with a SpecError; else a description of the bug."""
     signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(seconds)
     try:
-        if suffix == ".dag":
-            from dagnet.check import check
-            from dagnet.ir import expand
-            from dagnet.spec.dsl import load_dsl_spec
-            check(expand(load_dsl_spec(text)))
-        else:
-            dagnet.load(text)
+        _load(spec, suffix)
     except SpecError as exc:
         errors = getattr(exc, "errors", [exc])
         if any(e.loc.line < 0 for e in errors):
@@ -91,15 +146,15 @@ def corpus(suffix: str = ".yaml") -> list[str]:
     return [t for t in texts if "imports" not in t and "\nimport " not in t and not t.startswith("import ")]
 
 
-def run(cases: int, seed: int, suffix: str = ".yaml") -> list[tuple[str, str]]:
+def run(cases: int, seed: int, suffix: str = ".yaml") -> list[tuple[str, str | bytes]]:
     rng = random.Random(seed)
     texts = corpus(suffix)
     failures = []
     for _ in range(cases):
-        text = mutate(rng.choice(texts), rng)
-        problem = check_one(text, suffix=suffix)
+        spec = mutate(rng.choice(texts), rng)
+        problem = check_one(spec, suffix=suffix)
         if problem:
-            failures.append((problem, text))
+            failures.append((problem, spec))
     return failures
 
 
@@ -110,7 +165,8 @@ if __name__ == "__main__":
     parser.add_argument("--format", choices=["yaml", "dag"], default="yaml")
     args = parser.parse_args()
     found = run(args.cases, args.seed, "." + args.format)
-    for problem, text in found[:20]:
-        print(f"--- {problem}\n{text}")
+    for problem, spec in found[:20]:
+        shown = repr(spec) if isinstance(spec, bytes) else spec.encode("utf-8", "backslashreplace").decode()
+        print(f"--- {problem}\n{shown}")
     print(f"{len(found)} failures in {args.cases} cases")
     sys.exit(1 if found else 0)

@@ -1,10 +1,13 @@
 """Hostile and mutated specs never raise anything but a located SpecError, and never hang."""
 
+import random
+import re
+
 import pytest
 
 import dagnet
 from dagnet.errors import SpecError
-from tests.fuzz_specs import check_one, run
+from tests.fuzz_specs import BAD_BYTES, BOMS, HOSTILE_NAMES, check_one, mutate, run
 
 BILLION_LAUGHS = "dagnet: 1\n" + "\n".join(
     ["l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
@@ -68,3 +71,31 @@ def test_a_pickle_payload_in_a_checkpoint_runs_nothing(tmp_path):
     with pytest.raises(Exception):
         load_checkpoint(tmp_path / "best.pt")
     assert not marker.exists()
+
+
+TINY = "dagnet: 1\ninputs: {x: {shape: [3]}}\nnodes: {a: {op: relu, in: x}}\noutputs: [a]\n"
+TINY_DAG = "input x[3]\na = x -> relu\noutput a\n"
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+@pytest.mark.parametrize("suffix, text", [(".yaml", TINY), (".dag", TINY_DAG)])
+def test_hostile_names_are_checked_or_refused(name, suffix, text):
+    for old in ("a", "x"):              # a node, then an input
+        renamed = re.sub(rf"\b{old}\b", lambda _: name, text)
+        assert check_one(renamed, suffix=suffix) is None
+        assert check_one(renamed.encode("utf-8", "surrogatepass"), suffix=suffix) is None
+
+
+@pytest.mark.parametrize("bad", BAD_BYTES + BOMS)
+@pytest.mark.parametrize("suffix, text", [(".yaml", TINY), (".dag", TINY_DAG)])
+def test_bad_bytes_anywhere_are_located_errors(bad, suffix, text):
+    data = text.encode()
+    for pos in (0, 1, data.index(b"\n") + 1, len(data) // 2, len(data)):
+        assert check_one(data[:pos] + bad + data[pos:], suffix=suffix) is None
+
+
+def test_mutations_include_hostile_names_and_bytes():
+    rng = random.Random(0)
+    specs = [mutate(TINY, rng) for _ in range(400)]
+    assert sum(isinstance(s, bytes) for s in specs) > 20
+    assert any(isinstance(s, str) and any(n in s for n in HOSTILE_NAMES if len(n) > 3) for s in specs)
