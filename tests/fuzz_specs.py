@@ -103,28 +103,32 @@ def _alarm(signum, frame):
     raise Timeout()
 
 
-def _load(spec: str | bytes, suffix: str) -> None:
+def _load(spec: str | bytes, suffix: str):
     """Parse, expand and check: text as given, bytes from a file named ``*suffix``."""
     if isinstance(spec, bytes):
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / f"fuzzed{suffix}"
             path.write_bytes(spec)
-            dagnet.load(path)
-    elif suffix == ".dag":
+            return dagnet.load(path)
+    if suffix == ".dag":
         from dagnet.check import check
         from dagnet.ir import expand
         from dagnet.spec.dsl import load_dsl_spec
-        check(expand(load_dsl_spec(spec)))
-    else:
-        dagnet.load(spec)
+        return check(expand(load_dsl_spec(spec)))
+    return dagnet.load(spec)
 
 
-def check_one(spec: str | bytes, seconds: int = 10, suffix: str = ".yaml") -> str | None:
-    """None if the spec loads or fails with a SpecError; else a description of the bug."""
+def check_one(spec: str | bytes, seconds: int = 10, suffix: str = ".yaml", build: bool = False) -> str | None:
+    """None if the spec loads or fails with a SpecError; else a description of the bug.
+
+    ``build`` also compiles the module of a spec that checks (slower: it imports torch).
+    """
     signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(seconds)
     try:
-        _load(spec, suffix)
+        ir = _load(spec, suffix)
+        if build:
+            dagnet.compile(ir)
     except SpecError as exc:
         errors = getattr(exc, "errors", [exc])
         if any(e.loc.line < 0 for e in errors):
@@ -146,13 +150,13 @@ def corpus(suffix: str = ".yaml") -> list[str]:
     return [t for t in texts if "imports" not in t and "\nimport " not in t and not t.startswith("import ")]
 
 
-def run(cases: int, seed: int, suffix: str = ".yaml") -> list[tuple[str, str | bytes]]:
+def run(cases: int, seed: int, suffix: str = ".yaml", build: bool = False) -> list[tuple[str, str | bytes]]:
     rng = random.Random(seed)
     texts = corpus(suffix)
     failures = []
     for _ in range(cases):
         spec = mutate(rng.choice(texts), rng)
-        problem = check_one(spec, suffix=suffix)
+        problem = check_one(spec, suffix=suffix, build=build)
         if problem:
             failures.append((problem, spec))
     return failures
@@ -163,8 +167,9 @@ if __name__ == "__main__":
     parser.add_argument("--cases", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--format", choices=["yaml", "dag"], default="yaml")
+    parser.add_argument("--compile", action="store_true", help="also build the module of specs that check")
     args = parser.parse_args()
-    found = run(args.cases, args.seed, "." + args.format)
+    found = run(args.cases, args.seed, "." + args.format, args.compile)
     for problem, spec in found[:20]:
         shown = repr(spec) if isinstance(spec, bytes) else spec.encode("utf-8", "backslashreplace").decode()
         print(f"--- {problem}\n{shown}")

@@ -8,6 +8,8 @@ the common mistakes into hints.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from lark import Token
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput
 
@@ -18,13 +20,19 @@ from dagnet.spec.dsl_lexer import MODIFIER_KEYWORDS, STATEMENT_KEYWORDS
 EXCERPT_CHARS = 100     # of a long line, only this much around the column is shown
 
 
+@lru_cache(maxsize=4)
+def _lines(text: str) -> list[str]:
+    """The lines of a text, split once however many errors it has (a list not to be changed)."""
+    return text.split("\n")
+
+
 def excerpt(text: str, loc: Loc, width: int = 1) -> str:
     """The source line of ``loc`` with a caret under the column, for error messages.
 
     A long line is cut to :data:`EXCERPT_CHARS` around the column, and control
     characters show as U+FFFD: a spec's bytes never reach the terminal raw.
     """
-    lines = text.split("\n")
+    lines = _lines(text)
     if not 1 <= loc.line <= len(lines):
         return ""
     line = lines[loc.line - 1].rstrip("\r")

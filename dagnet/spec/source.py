@@ -16,10 +16,10 @@ from dagnet.errors import Loc, SpecError
 
 # A spec a person writes is a few KB (the largest example, specs/fcn8s.yaml, is
 # 2 KB; blocks and `repeat` keep even ResNet-152 short). The YAML loader keeps
-# every source location in pure Python and parses about 100-300 KB a second, so
-# 1 MiB (500 times the largest example) still ends in seconds, while a 50 MB
-# file would run for minutes and take gigabytes before failing.
-MAX_SPEC_BYTES = 1 << 20
+# every source location in pure Python and reads about 100 KB a second on a busy
+# core, so 512 KiB (250 times the largest example, some 20,000 nodes written out
+# one per line) ends in seconds, where a 50 MB file ran for minutes at 1.2 GB.
+MAX_SPEC_BYTES = 512 * 1024
 
 SPEC_SUFFIXES = (".yaml", ".yml", ".dag")
 
@@ -92,7 +92,7 @@ def check_size(size: int, content, file: str) -> None:
     line = head.count(newline) + 1
     col = len(head) - (head.rfind(newline) + 1) + 1
     raise SpecError(f"the spec is {size:,} bytes, over the limit of {MAX_SPEC_BYTES:,} "
-                    f"({MAX_SPEC_BYTES >> 20} MiB); the limit falls here", Loc(file, line, col),
+                    f"({MAX_SPEC_BYTES >> 10} KiB); the limit falls here", Loc(file, line, col),
                     "a spec this size is almost certainly generated or not a spec; "
                     "use blocks and `repeat` to write large models in a few lines")
 
