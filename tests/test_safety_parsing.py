@@ -169,7 +169,8 @@ def test_an_alias_bomb_stops_at_the_alias(spec_file, capsys, section):
 
 
 def test_a_few_aliases_still_work(spec_file, capsys):
-    text = TINY_YAML.replace("[3]", "&dims [3]") + "train: {shape: *dims, more: [*dims, *dims]}\n"
+    text = ("dagnet: 1\ninputs: {x: {shape: &dims [3]}, y: {shape: *dims}}\n"
+            "nodes: {a: {op: add, in: [x, y]}}\noutputs: [a]\ntrain: {betas: &b [0.9, 0.99]}\n")
     assert main(["check", str(spec_file(text))]) == 0
 
 
