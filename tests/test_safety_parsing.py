@@ -282,3 +282,33 @@ def test_thousands_of_errors_render_in_linear_time(tmp_path):
     text = render_error(errors)
     assert time.monotonic() - started < 2
     assert text.count("\n      n9999: {op: relu, in: x}\n      ^") == 1
+
+
+# -- numbers Python will not read ----------------------------------------------------------
+@pytest.mark.parametrize("literal", ["1" * 5000, "0x" + "f" * 200, "1." + "5" * 300])
+def test_a_number_of_thousands_of_digits_in_yaml(spec_file, capsys, literal):
+    path = spec_file(f"dagnet: 1\nparams: {{w: {literal}}}\n" + TINY_YAML[10:])
+    for command in ("check", "fmt", "convert"):
+        status, err = run_cli(capsys, command, path)
+        assert status == 1
+        assert_located(err, f"{path}:2:13", f"a number of {len(literal):,} characters; numbers have at most 100")
+
+
+@pytest.mark.parametrize("text, col, message", [
+    ("param w = " + "1" * 5000, 11, "a number of 5,000 characters"),
+    ("param w = 1e999", 11, "`1e999` is too large for a number: it overflows to infinity"),
+    ("param w = {" + "1" * 5000 + ": 1}", 12, "a number of 5,000 characters"),
+])
+def test_a_number_python_cannot_read_in_the_dsl(spec_file, capsys, text, col, message):
+    path = spec_file(text + "\n" + TINY_DAG, "model.dag")
+    for command in ("check", "fmt", "convert"):
+        status, err = run_cli(capsys, command, path)
+        assert status == 1
+        assert_located(err, f"{path}:1:{col}", message)
+
+
+def test_a_long_repeat_count_in_the_dsl(spec_file, capsys):
+    path = spec_file("input x[3]\na = x -> relu * " + "9" * 5000 + "\noutput a\n", "model.dag")
+    status, err = run_cli(capsys, "check", path)
+    assert status == 1
+    assert_located(err, f"{path}:2:17", "a number of 5,000 characters")

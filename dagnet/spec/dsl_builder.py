@@ -11,6 +11,7 @@ being parsed, with the file name and error log its messages go to.
 from __future__ import annotations
 
 import ast
+import math
 
 from lark import Token, Transformer, v_args
 
@@ -41,9 +42,26 @@ def _end(x) -> int:
     return x.end_pos if isinstance(x, Token) else x.end
 
 
+MAX_NUMBER_CHARS = 100     # Python refuses to read an int of over 4,300 digits: stop well before
+
+
 def number(text: str):
     text = text.replace("_", "")
     return float(text) if any(c in text for c in ".eE") else int(text)
+
+
+def _number(src, tok: Token):
+    """A NUMBER token's value; one too long to read, or that overflows to infinity, is an error there."""
+    if len(tok.value) > MAX_NUMBER_CHARS:
+        src.error(f"a number of {len(tok.value):,} characters; numbers have at most {MAX_NUMBER_CHARS}", tok,
+                  "sizes, counts and rates in a spec need only a few digits")
+        return 0
+    value = number(tok.value)
+    if not math.isfinite(value):
+        src.error(f"`{tok.value}` is too large for a number: it overflows to infinity", tok,
+                  "write a finite number")
+        return 0
+    return value
 
 
 def unquote(text: str) -> str:
@@ -135,7 +153,7 @@ class Builder(Transformer):
 
     # -- expressions -------------------------------------------------------
     def number(self, tok):
-        return _Piece(number(tok.value), tok.start_pos, tok.end_pos)
+        return _Piece(_number(self.src, tok), tok.start_pos, tok.end_pos)
 
     def name(self, tok):
         value = CONSTANTS[tok.value] if tok.value in CONSTANTS else tok.value
@@ -171,7 +189,7 @@ class Builder(Transformer):
     def entry(self, key, value):
         inner_locs = (value.key_locs if isinstance(value, _Piece) else None) or {}
         if isinstance(key, Token):
-            key_value = number(key.value) if key.type == "NUMBER" else CONSTANTS.get(key.value, key.value)
+            key_value = _number(self.src, key) if key.type == "NUMBER" else CONSTANTS.get(key.value, key.value)
             return key_value, key, self.src.plain(value), inner_locs
         return key.value, self.src.loc_at(key.start), self.src.plain(value), inner_locs
 
@@ -212,7 +230,7 @@ class Builder(Transformer):
 
     def count(self, x):
         if isinstance(x, Token):
-            return number(x.value) if x.type == "NUMBER" else CONSTANTS.get(x.value, x.value)
+            return _number(self.src, x) if x.type == "NUMBER" else CONSTANTS.get(x.value, x.value)
         return self.src.plain(x)
 
     def repeat(self, *children):

@@ -26,6 +26,7 @@ INPUT_KEYS = ("shape", "dtype", "doc")
 MAX_DEPTH = 200
 MAX_ALIASES = 100
 MAX_VALUES = 100_000
+MAX_NUMBER_CHARS = 100
 
 
 class LocMap(dict):
@@ -97,6 +98,16 @@ def _loader_for(file: str, errors: ErrorLog):
         def mark(self, node) -> Loc:
             return Loc(file, node.start_mark.line + 1, node.start_mark.column + 1)
 
+        def construct_short_number(self, node):
+            """An int or float, refused past MAX_NUMBER_CHARS (Python will not read a 5,000-digit int)."""
+            if len(node.value) > MAX_NUMBER_CHARS:
+                raise _OverLimit(f"a number of {len(node.value):,} characters; numbers have at most "
+                                 f"{MAX_NUMBER_CHARS}", node.start_mark,
+                                 "sizes, counts and rates in a spec need only a few digits")
+            if node.tag.endswith(":int"):
+                return self.construct_yaml_int(node)
+            return self.construct_yaml_float(node)
+
         def construct_located_map(self, node):
             self.flatten_mapping(node)
             result = LocMap(self.mark(node))
@@ -122,6 +133,8 @@ def _loader_for(file: str, errors: ErrorLog):
                 result.locs.append(self.mark(child))
             return result
 
+    Loader.add_constructor("tag:yaml.org,2002:int", Loader.construct_short_number)
+    Loader.add_constructor("tag:yaml.org,2002:float", Loader.construct_short_number)
     Loader.add_constructor("tag:yaml.org,2002:map", Loader.construct_located_map)
     Loader.add_constructor("tag:yaml.org,2002:seq", Loader.construct_located_seq)
     return Loader
