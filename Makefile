@@ -23,8 +23,8 @@ test-slow: install
 	$(BIN)/python -m pytest -m slow
 
 fuzz: install
-	$(BIN)/python tests/fuzz_specs.py --cases 20000 --format yaml
-	$(BIN)/python tests/fuzz_specs.py --cases 20000 --format dag
+	$(BIN)/python tests/fuzz_specs.py --cases 20000 --format yaml --compile
+	$(BIN)/python tests/fuzz_specs.py --cases 20000 --format dag --compile
 
 demo: install
 	$(BIN)/dagnet check specs/resnet50.yaml

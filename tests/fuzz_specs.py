@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import os
 import random
 import re
 import signal
@@ -33,6 +34,13 @@ TOKENS = ["{", "}", "[", "]", ":", ",", "-", "->", "(", ")", "*", "**", "'", '"'
 # backslashes, line separators, a letter NFKC folds (U+210C), a lone surrogate.
 HOSTILE_NAMES = ["forward", "training", "__class__", "class", "None", "self", "parameters", "_modules",
                  'a"b', "a'b", "a\\b", "a\u2028b", "a\u2029b", "\u210c", "a b", '"""', "x#y", "\udc80"]
+# Names that run code if they ever reach generated code unescaped: each touches MARKER. The
+# first broke out of torch.fx's getattr(self, "..."), the others out of a docstring or a line.
+MARKER = Path(tempfile.gettempdir()) / f"dagnet-fuzz-payload-ran-{os.getpid()}"
+PAYLOADS = [f'training"),getattr(__import__("os"),"system")("touch {MARKER}"),getattr(self,"training',
+            f'x""";__import__("os").system("touch {MARKER}");"""',
+            f'x\u2028__import__("os").system("touch {MARKER}")']
+HOSTILE_NAMES += PAYLOADS
 BAD_BYTES = [b"\xff", b"\xfe", b"\xe9", b"\xc3(", b"\x80", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xc0\xaf",
              codecs.BOM_UTF8, b"\x00"]
 BOMS = [codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, codecs.BOM_UTF32_LE]
@@ -128,7 +136,7 @@ def check_one(spec: str | bytes, seconds: int = 10, suffix: str = ".yaml", build
     try:
         ir = _load(spec, suffix)
         if build:
-            dagnet.compile(ir)
+            _build(ir, carries_payload=str(MARKER) in str(spec))
     except SpecError as exc:
         errors = getattr(exc, "errors", [exc])
         if any(e.loc.line < 0 for e in errors):
@@ -141,7 +149,32 @@ def check_one(spec: str | bytes, seconds: int = 10, suffix: str = ".yaml", build
         return f"{type(exc).__name__}: {exc}"
     finally:
         signal.alarm(0)
+        if MARKER.exists():
+            MARKER.unlink()
+            return "a name in the spec ran code"
     return None
+
+
+def _build(ir, carries_payload: bool) -> None:
+    """Compile, write the standalone file and, for a spec carrying a payload, run it.
+
+    The payloads run on import of the standalone file or on the first forward
+    call, so those are exercised whenever such a spec gets this far (which the
+    naming rule should make never).
+    """
+    import torch
+
+    from dagnet.emit import standalone_source
+    from dagnet.export import example_inputs
+    module = dagnet.compile(ir)
+    try:
+        source = standalone_source(module)
+    except ValueError:              # structured nodes and checkpointed parts have no standalone form
+        return
+    if carries_payload:
+        exec(compile(source, "<standalone>", "exec"), {})       # noqa: S102 - the point of the test
+        with torch.no_grad():
+            module(**example_inputs(ir, batch=1, dims={}))
 
 
 def corpus(suffix: str = ".yaml") -> list[str]:

@@ -1,5 +1,6 @@
 """Hostile and mutated specs never raise anything but a located SpecError, and never hang."""
 
+import json
 import random
 import re
 
@@ -7,7 +8,7 @@ import pytest
 
 import dagnet
 from dagnet.errors import SpecError
-from tests.fuzz_specs import BAD_BYTES, BOMS, HOSTILE_NAMES, check_one, mutate, run
+from tests.fuzz_specs import BAD_BYTES, BOMS, HOSTILE_NAMES, PAYLOADS, check_one, mutate, run
 
 BILLION_LAUGHS = "dagnet: 1\n" + "\n".join(
     ["l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
@@ -99,3 +100,22 @@ def test_mutations_include_hostile_names_and_bytes():
     specs = [mutate(TINY, rng) for _ in range(400)]
     assert sum(isinstance(s, bytes) for s in specs) > 20
     assert any(isinstance(s, str) and any(n in s for n in HOSTILE_NAMES if len(n) > 3) for s in specs)
+
+
+@pytest.mark.parametrize("payload", PAYLOADS)
+def test_payload_names_are_refused_before_anything_is_built(payload):
+    text = f"dagnet: 1\ninputs:\n  x: {{shape: [3]}}\nnodes:\n  {json.dumps(payload)}: {{op: relu, in: x}}\n" \
+           f"outputs: [{json.dumps(payload)}]\n"
+    assert check_one(text, build=True) is None
+    with pytest.raises(SpecError, match="error: node .*\n  hint: rename it"):
+        dagnet.load(text)
+
+
+def test_the_fuzzer_sees_a_payload_that_runs(monkeypatch):
+    """With the naming rule and the emitter's guard switched off, fx runs the first payload; the fuzzer says so."""
+    monkeypatch.setattr("dagnet.ir.check_names", lambda spec, errors: None)
+    monkeypatch.setattr("dagnet.emit._checked_path", lambda path: path)
+    name = json.dumps(PAYLOADS[0])
+    text = f"dagnet: 1\ninputs:\n  x: {{shape: [3]}}\nnodes:\n  {name}: {{op: linear, in: x, out_features: 2}}\n" \
+           f"outputs: [{name}]\n"
+    assert check_one(text, build=True) == "a name in the spec ran code"
