@@ -147,7 +147,7 @@ def test_legal_name_always_gives_a_legal_name(text):
 
 
 @pytest.mark.parametrize("name", ["3d-unet", "none", "C:\\Users\\me\\net", 'x"""; import os; os.system("touch '
-                                  + MARKER + '"); """', "caf\u00e9 \u2028# line", "", "ℌ"])
+                                  + MARKER + '"); """', "caf\u00e9 \u2028# line", "", "ℌ", "lone \udc80 surrogate"])
 def test_any_model_name_gives_a_standalone_file_that_imports_and_runs(tmp_path, monkeypatch, name):
     monkeypatch.chdir(tmp_path)
     model = dagnet.compile(tiny(name=name))
