@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import errno
-import pickle
-import warnings
 import zipfile
 from pathlib import Path
 
@@ -14,6 +11,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from dagnet.data.base import ArrayDataset, DataError
+from dagnet.torch_files import HoldsObjects, NotATorchFile, load_weights_only
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -58,16 +56,11 @@ def _read_npz(path: Path) -> dict:
 def _read_pt(path: Path) -> dict:
     """A dict of tensors saved by torch.save, loaded with weights_only=True; anything else is a DataError."""
     try:
-        with warnings.catch_warnings():       # "pickle protocol 4 ..." from files torch.save did not write
-            warnings.simplefilter("ignore", UserWarning)
-            arrays = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+        arrays = load_weights_only(path)
+    except HoldsObjects:
         raise DataError(f"{path}: holds Python objects, not only tensors (refused by weights_only=True; "
                         "nothing in it was run)") from None
-    except (EOFError, RuntimeError, ValueError, LookupError, TypeError, AttributeError, zipfile.BadZipFile,
-            OSError) as error:
-        if isinstance(error, OSError) and error.errno not in (None, errno.EINVAL):
-            raise                               # the file system's error (EIO, EACCES, ...), as it is
+    except NotATorchFile:
         raise DataError(f"{path}: truncated, or not a file torch.save wrote") from None
     if not isinstance(arrays, dict):
         raise DataError(f"{path}: expected a dict of tensors, found {type(arrays).__name__}")

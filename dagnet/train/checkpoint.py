@@ -10,21 +10,19 @@ checked on load.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import io
 import os
-import pickle
 import random
 import tempfile
 import threading
 import time
-import warnings
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from dagnet.torch_files import HoldsObjects, NotATorchFile, load_weights_only
 
 FORMAT = "dagnet-checkpoint/1"
 
@@ -149,18 +147,13 @@ def _read(path: Path, map_location):
     """torch.load with weights_only=True; every way a file can fail to be one is a CheckpointError."""
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty (a save that never finished?)")
-    with warnings.catch_warnings():      # "pickle protocol 4 ..." from files torch.save did not write
-        warnings.simplefilter("ignore", UserWarning)
-        try:
-            return torch.load(path, map_location=map_location, weights_only=True)
-        except pickle.UnpicklingError:
-            raise CheckpointError(f"{path} is not a checkpoint: it holds Python objects or is no file torch.save "
-                                  "wrote (refused by weights_only=True; nothing in it was run)") from None
-        except (EOFError, RuntimeError, ValueError, LookupError, TypeError, AttributeError, zipfile.BadZipFile,
-                OSError) as error:
-            if isinstance(error, OSError) and error.errno not in (None, errno.EINVAL):
-                raise                           # the file system's error (EIO, EACCES, ...), as it is
-            raise CheckpointError(f"{path} is truncated or not a checkpoint (torch.load cannot read it)") from None
+    try:
+        return load_weights_only(path, map_location)
+    except HoldsObjects:
+        raise CheckpointError(f"{path} is not a checkpoint: it holds Python objects or is no file torch.save "
+                              "wrote (refused by weights_only=True; nothing in it was run)") from None
+    except NotATorchFile:
+        raise CheckpointError(f"{path} is truncated or not a checkpoint (torch.load cannot read it)") from None
 
 
 def load_weights(model: torch.nn.Module, path: str | Path, strict: bool = True) -> dict:
