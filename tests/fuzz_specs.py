@@ -174,7 +174,7 @@ def _build(ir, carries_payload: bool) -> None:
     if carries_payload:
         exec(compile(source, "<standalone>", "exec"), {})       # noqa: S102 - the point of the test
         with torch.no_grad():
-            module(**example_inputs(ir, batch=1, dims={}))
+            module.eval()(**example_inputs(ir, batch=2, dims={}))
 
 
 def corpus(suffix: str = ".yaml") -> list[str]:
