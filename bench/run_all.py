@@ -26,6 +26,8 @@ BENCHMARKS = [
     ("dagnet train vs a hand-written loop", ["bench/bench_train.py"]),
     ("Parsing and checking large specs", ["bench/bench_parse.py"]),
     ("Rendering figures", ["bench/bench_render.py", "--skip-slow-dot"]),
+    ("Fuzzing the YAML front end", ["tests/fuzz_specs.py", "--cases", "20000", "--format", "yaml", "--compile"]),
+    ("Fuzzing the DSL front end", ["tests/fuzz_specs.py", "--cases", "20000", "--format", "dag", "--compile"]),
 ]
 
 

@@ -18,6 +18,8 @@ import re
 import signal
 import sys
 import tempfile
+import time
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,18 +128,23 @@ def _load(spec: str | bytes, suffix: str):
     return dagnet.load(spec)
 
 
-def check_one(spec: str | bytes, seconds: int = 10, suffix: str = ".yaml", build: bool = False) -> str | None:
+def check_one(spec: str | bytes, seconds: int = 10, suffix: str = ".yaml", build: bool = False,
+              tally: Counter | None = None) -> str | None:
     """None if the spec loads or fails with a SpecError; else a description of the bug.
 
-    ``build`` also compiles the module of a spec that checks (slower: it imports torch).
+    ``build`` also compiles the module of a spec that checks (slower: it imports torch);
+    ``tally`` counts the outcomes (``checked``, ``refused``).
     """
+    tally = tally if tally is not None else Counter()
     signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(seconds)
     try:
         ir = _load(spec, suffix)
+        tally["checked"] += 1
         if build:
             _build(ir, carries_payload=str(MARKER) in str(spec))
     except SpecError as exc:
+        tally["refused"] += 1
         errors = getattr(exc, "errors", [exc])
         if any(e.loc.line < 0 for e in errors):
             return f"error without a location: {exc}"
@@ -183,13 +190,25 @@ def corpus(suffix: str = ".yaml") -> list[str]:
     return [t for t in texts if "imports" not in t and "\nimport " not in t and not t.startswith("import ")]
 
 
-def run(cases: int, seed: int, suffix: str = ".yaml", build: bool = False) -> list[tuple[str, str | bytes]]:
+def run(cases: int, seed: int, suffix: str = ".yaml", build: bool = False,
+        tally: Counter | None = None) -> list[tuple[str, str | bytes]]:
+    """Fuzz ``cases`` mutated example specs; the failures, with the spec that showed each.
+
+    ``tally`` counts what the cases held (spoiled bytes, hostile names, payloads) and
+    how each ended.
+    """
     rng = random.Random(seed)
     texts = corpus(suffix)
+    tally = tally if tally is not None else Counter()
     failures = []
     for _ in range(cases):
-        spec = mutate(rng.choice(texts), rng)
-        problem = check_one(spec, suffix=suffix, build=build)
+        original = rng.choice(texts)
+        spec = mutate(original, rng)
+        text = spec.decode("utf-8", "replace") if isinstance(spec, bytes) else spec
+        tally["spoiled bytes"] += isinstance(spec, bytes)
+        tally["hostile names"] += any(name in text and name not in original for name in HOSTILE_NAMES)
+        tally["payloads"] += str(MARKER) in text
+        problem = check_one(spec, suffix=suffix, build=build, tally=tally)
         if problem:
             failures.append((problem, spec))
     return failures
@@ -202,9 +221,14 @@ if __name__ == "__main__":
     parser.add_argument("--format", choices=["yaml", "dag"], default="yaml")
     parser.add_argument("--compile", action="store_true", help="also build the module of specs that check")
     args = parser.parse_args()
-    found = run(args.cases, args.seed, "." + args.format, args.compile)
+    tally, start = Counter(), time.perf_counter()
+    found = run(args.cases, args.seed, "." + args.format, args.compile, tally)
     for problem, spec in found[:20]:
         shown = repr(spec) if isinstance(spec, bytes) else spec.encode("utf-8", "backslashreplace").decode()
         print(f"--- {problem}\n{shown}")
+    print(f"{args.format}, seed {args.seed}{', compiled' if args.compile else ''}: {args.cases:,} cases "
+          f"({tally['spoiled bytes']:,} with spoiled bytes, {tally['hostile names']:,} with hostile names, "
+          f"{tally['payloads']:,} carrying a code payload); {tally['checked']:,} checked clean, "
+          f"{tally['refused']:,} refused with a located error; {time.perf_counter() - start:.0f} s")
     print(f"{len(found)} failures in {args.cases} cases")
     sys.exit(1 if found else 0)
