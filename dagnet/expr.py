@@ -116,7 +116,13 @@ def _check_size(op: ast.operator, left, right) -> None:
         raise ExprError(f"this would build a {what} {size:,} {unit}; the limit is {MAX_SIZE:,}")
 
 
+_SYMBOLS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "//", ast.Mod: "%",
+            ast.Pow: "**"}
+
+
 def _describe(value) -> str:
+    if value is None:
+        return "null"
     if isinstance(value, str):
         return f"the string `{value[:40]}`"
     return f"a {type(value).__name__}" if isinstance(value, (list, dict, tuple)) else f"`{value}`"
@@ -140,8 +146,13 @@ def _eval(node, scope):
         _check_size(node.op, left, right)
         try:
             return _check(_BINARY[type(node.op)](left, right))
-        except (ZeroDivisionError, TypeError, OverflowError) as exc:
-            raise ExprError(str(exc)) from None
+        except ZeroDivisionError:
+            raise ExprError("division by zero") from None
+        except OverflowError:
+            raise ExprError("the result is too large for a number") from None
+        except TypeError:                       # `null // 2`, `"a" - 1`: say it in the spec's words
+            symbol = _SYMBOLS[type(node.op)]
+            raise ExprError(f"`{symbol}` cannot combine {_describe(left)} and {_describe(right)}") from None
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
         operand = _eval(node.operand, scope)
         if not isinstance(node.op, ast.Not) and not isinstance(operand, (int, float)):

@@ -62,7 +62,9 @@ class Resolver:
             self.errors.add(f"{what} must be an integer, found `{value}`", loc)
             return None
         if (low is not None and value < low) or (high is not None and value > high):
-            self.errors.add(f"{what} must be between {low} and {high}, found {value}", loc)
+            bound = f"between {low} and {high}" if low is not None and high is not None else \
+                f">= {low}" if low is not None else f"<= {high}"
+            self.errors.add(f"{what} must be {bound}, found {value}", loc)
             return None
         return value
 

@@ -297,3 +297,14 @@ def test_train_reports_train_settings_located_and_writes_nothing(spec_file, caps
     err = capsys.readouterr().err
     assert err.startswith(f"{path}:8:9: error: training setting `epochs`"), err
     assert not (tmp_path / "run").exists()
+
+
+def test_arithmetic_on_a_null_parameter_says_so_in_the_spec_s_words():
+    (err,) = errors_of("dagnet: 1\nparams: {a: null, b: a // 2}\n" + HEAD[10:] +
+                       "nodes:\n  y: {op: linear, in: image, out_features: 3}\noutputs: [y]\n")
+    assert err.message == "parameter `b`: `//` cannot combine null and `2`"     # not Python's NoneType message
+
+
+def test_an_input_dim_below_one_names_the_bound():
+    (err,) = errors_of(HEAD.replace("[3, 8, 8]", "[3, 0, 8]") + "nodes:\n  y: {op: relu, in: image}\noutputs: [y]\n")
+    assert err.message == "a dim of input `image` must be >= 1, found 0"
