@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 
+import dagnet
 import dagnet.train.checkpoint as checkpoint_module
 from dagnet.cli import main
 from dagnet.data import ArrayDataset, DataError, ImageFolder, check_labels, digits, load_arrays, split_dataset
@@ -367,3 +368,37 @@ def test_training_without_matplotlib_saves_the_run_and_says_why_there_are_no_plo
     assert main(["train", SPEC, "--epochs", "1", "--out", str(tmp_path / "run"), *FAST]) == 0
     assert "matplotlib is not installed, so no loss.png" in capsys.readouterr().err
     assert (tmp_path / "run" / "last.pt").exists() and not (tmp_path / "run" / "loss.png").exists()
+
+
+IMPORTING = sorted(p for p in SPECS.glob("*") if p.suffix in (".yaml", ".dag")
+                   and dagnet.parse(p).imports and dagnet.parse(p).nodes)
+
+
+@pytest.mark.parametrize("path", IMPORTING, ids=[p.name for p in IMPORTING])
+def test_a_run_keeps_a_spec_with_imports_as_one_self_contained_file(path, tmp_path):
+    """A copy that still imported `blocks/...` could never be evaluated or resumed from the run."""
+    from dagnet.train.run import spec_snapshot
+    from tests.test_dsl_roundtrip import signature
+    copy = tmp_path / ("spec" + path.suffix)
+    copy.write_bytes(spec_snapshot(path))
+    assert not dagnet.parse(copy).imports
+    assert signature(dagnet.load(copy)) == signature(dagnet.load(path))
+
+
+def test_a_run_of_a_spec_with_imports_evaluates_and_resumes_from_its_folder(tmp_path, monkeypatch, capsys):
+    (tmp_path / "blocks").mkdir()
+    (tmp_path / "blocks" / "b.yaml").write_text(
+        "dagnet: 1\nblocks:\n  unit:\n    params: {w: 16}\n    nodes:\n"
+        "      fc: {op: linear, in: x, out_features: w}\n      act: {op: relu, in: fc}\n    outputs: [act]\n")
+    (tmp_path / "m.yaml").write_text(
+        "dagnet: 1\nimports: [blocks/b.yaml]\ninputs:\n  image: {shape: [1, 8, 8]}\nnodes:\n"
+        "  flat: {op: flatten, in: image}\n  h: {block: unit, in: flat}\n"
+        "  logits: {op: linear, in: h, out_features: 10}\noutputs: [logits]\n"
+        "loss: {op: cross_entropy, output: logits, target: label}\ntrain: {data: {name: digits}, epochs: 1}\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "m.yaml", "--out", "run"]) == 0
+    monkeypatch.chdir(tmp_path / "run")         # nowhere near blocks/
+    assert main(["eval", "."]) == 0
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "m.yaml", "--resume", "run", "--epochs", "2"]) == 0
+    assert "differs" not in capsys.readouterr().err

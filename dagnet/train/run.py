@@ -18,6 +18,7 @@ a run refuses a new one.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -193,10 +194,32 @@ SPEC_META = "spec.json"
 SPEC_SUFFIXES = (".yaml", ".yml", ".dag")
 
 
-def spec_files(spec: Path, params: dict | None) -> dict[str, bytes]:
-    """What a run keeps of its spec: a copy (spec.yaml or spec.dag) and spec.json with its sha256,
-    source and --set parameters, so that it can be evaluated or resumed without the original."""
+def spec_snapshot(spec: Path) -> bytes:
+    """The spec as a run keeps it: its own bytes, or, when it imports block libraries, one
+    self-contained file with the imported blocks written in.
+
+    A run directory holds one spec file, and imports resolve against the file's folder:
+    a copy that still imported `blocks/resnet.yaml` could never be evaluated or resumed.
+    """
     text = spec.read_bytes()
+    from dagnet.api import parse
+    parsed = parse(spec)
+    if not parsed.imports:
+        return text
+    from dagnet.spec.printer import to_dsl
+    from dagnet.spec.yaml_printer import to_yaml
+    for block in parsed.blocks.values():        # every block now belongs to the one file
+        block.loc = dataclasses.replace(block.loc, file=parsed.file)
+    parsed.imports = []
+    write = to_dsl if spec.suffix == ".dag" else to_yaml
+    return write(parsed, imports=[]).encode()
+
+
+def spec_files(spec: Path, params: dict | None) -> dict[str, bytes]:
+    """What a run keeps of its spec: a copy (spec.yaml or spec.dag; see :func:`spec_snapshot`) and
+    spec.json with its sha256, source and --set parameters, so that it can be evaluated or
+    resumed without the original."""
+    text = spec_snapshot(spec)
     name = "spec" + (spec.suffix if spec.suffix in SPEC_SUFFIXES else ".yaml")
     meta = {"spec": name, "sha256": hashlib.sha256(text).hexdigest(), "source": str(spec), "params": params or {}}
     return {name: text, SPEC_META: (json.dumps(meta, indent=2) + "\n").encode()}
@@ -232,7 +255,7 @@ def resumed_spec(run: Path, spec=None, params: dict | None = None) -> tuple[Path
     if spec is not None:
         if not Path(spec).is_file():
             raise FileNotFoundError(f"spec {spec} does not exist (to resume {run}, SPEC may be left out)")
-        if Path(spec).read_bytes() != stored.read_bytes():
+        if spec_snapshot(Path(spec)) != stored.read_bytes():
             raise RunDirError(f"{spec} differs from the spec {run} was trained with ({stored}): resume "
                               f"without SPEC, or train {spec} as a new run with --out NEW_DIR")
     for key, value in (params or {}).items():
