@@ -104,11 +104,12 @@ def test_one_error_for_a_bad_name_however_often_it_is_used():
 
 
 def test_blocks_and_parameters_follow_the_same_rule():
+    """Less the module attributes: `half` and `type` never become attributes of the module."""
     text = """dagnet: 1
-params: {__w: 3}
+params: {__w: 3, half: 2}
 blocks:
   class:
-    params: {forward: 2}
+    params: {lambda: 2, type: 1}
     inputs: [a-b]
     nodes: {y: {op: relu, in: a-b}}
     outputs: [y]
@@ -123,7 +124,7 @@ outputs: [b]
                      (4, "block `class` is a Python keyword"),
                      (4, "block `class`'s input `a-b` is not an ASCII identifier "
                          "(letters, digits and `_`, not starting with a digit)"),
-                     (5, "block `class`'s parameter `forward` is an attribute of every PyTorch module")]
+                     (5, "block `class`'s parameter `lambda` is a Python keyword")]
 
 
 def test_the_dsl_front_end_meets_the_same_rule(tmp_path):

@@ -1,11 +1,13 @@
 """The one naming rule for every name a spec defines, enforced before expansion.
 
-Node, input, output, block and parameter names become Python identifiers,
-``nn.Module`` attribute names and ``state_dict`` keys in the emitted module,
-so a name is data only if it can be nothing else: an ASCII identifier
-(``[A-Za-z_][A-Za-z0-9_]*``), without a leading ``__``, not a Python keyword,
-and not an attribute of ``nn.Module`` or ``torch.fx.GraphModule`` (a node
-named ``forward`` or ``training`` would replace the module's own). Checking
+Names become Python identifiers, ``nn.Module`` attribute names and
+``state_dict`` keys in the emitted module, so a name is data only if it can be
+nothing else: an ASCII identifier (``[A-Za-z_][A-Za-z0-9_]*``), without a
+leading ``__``, and not a Python keyword. Node and input names become the
+module's attributes and ``forward``'s arguments, so they are also not
+attributes of ``nn.Module`` or ``torch.fx.GraphModule`` (a node named
+``forward`` or ``training`` would replace the module's own); parameter and
+block names never reach the module and may be ``half`` or ``type``. Checking
 here, at the front door, means no later stage ever meets a name that needs
 escaping; the emitter checks again all the same.
 
@@ -57,8 +59,11 @@ MODULE_ATTRIBUTES = frozenset("""
 """.split())
 
 
-def name_problem(name) -> str | None:
-    """Why ``name`` cannot name anything in a spec, or None when it can."""
+def name_problem(name, attribute: bool = True) -> str | None:
+    """Why ``name`` cannot name anything in a spec, or None when it can.
+
+    ``attribute``: the name becomes a module attribute (a node or an input).
+    """
     if not isinstance(name, str):
         return f"is a {type(name).__name__}, not a name"
     if not name:
@@ -73,7 +78,7 @@ def name_problem(name) -> str | None:
         return "starts with `__` (reserved for Python's own names)"
     if keyword.iskeyword(name):
         return "is a Python keyword"
-    if name in MODULE_ATTRIBUTES:
+    if attribute and name in MODULE_ATTRIBUTES:
         return "is an attribute of every PyTorch module"
     return None
 
@@ -89,8 +94,8 @@ def legal_name(name) -> str:
     return text
 
 
-def _check(name, loc: Loc, what: str, errors: ErrorLog) -> None:
-    problem = name_problem(name)
+def _check(name, loc: Loc, what: str, errors: ErrorLog, attribute: bool = True) -> None:
+    problem = name_problem(name, attribute)
     if problem:
         shown = repr(name) if not isinstance(name, str) or not name.isprintable() else f"`{name}`"
         errors.add(f"{what} {shown} {problem}", loc, f"rename it, e.g. `{legal_name(name)}`")
@@ -99,16 +104,16 @@ def _check(name, loc: Loc, what: str, errors: ErrorLog) -> None:
 def check_names(spec: Spec, errors: ErrorLog) -> None:
     """Log a located error for every name in ``spec`` that breaks the naming rule."""
     for name, loc in spec.param_locs.items():
-        _check(name, loc, "parameter", errors)
+        _check(name, loc, "parameter", errors, attribute=False)
     for name, inp in spec.inputs.items():
         _check(name, inp.loc, "input", errors)
     _check_nodes(spec.nodes, errors)   # outputs and `in:` name nodes and inputs: checked there
     for name, block in spec.blocks.items():
-        _check(name, block.loc, "block", errors)
+        _check(name, block.loc, "block", errors, attribute=False)
         for param, loc in block.param_locs.items():
-            _check(param, loc, f"block `{name}`'s parameter", errors)
-        for inp in block.inputs:
-            _check(inp, block.loc, f"block `{name}`'s input", errors)
+            _check(param, loc, f"block `{name}`'s parameter", errors, attribute=False)
+        for inp in block.inputs:        # the block's own name for what a use passes in
+            _check(inp, block.loc, f"block `{name}`'s input", errors, attribute=False)
         _check_nodes(block.nodes, errors)
 
 
