@@ -402,3 +402,21 @@ def test_a_run_of_a_spec_with_imports_evaluates_and_resumes_from_its_folder(tmp_
     monkeypatch.chdir(tmp_path)
     assert main(["train", "m.yaml", "--resume", "run", "--epochs", "2"]) == 0
     assert "differs" not in capsys.readouterr().err
+
+
+def test_a_config_file_is_read_as_a_spec_is(tmp_path, capsys):
+    """--config FILE: bad YAML, bad bytes and alias bombs are located one-line errors, not tracebacks."""
+    bad = {"broken.yaml": b"epochs: [1\n", "latin1.yaml": "lr: 0.1 # caf\xe9\n".encode("latin-1"),
+           "bomb.yaml": ("a0: &a0 [1, 1]\n" + "".join(f"a{i}: &a{i} [*a{i-1}, *a{i-1}]\n" for i in range(1, 30))
+                         + "epochs: 1\n").encode()}
+    for name, data in bad.items():
+        (tmp_path / name).write_bytes(data)
+        assert main(["train", SPEC, "--config", str(tmp_path / name), "--out", str(tmp_path / "run")]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"{tmp_path / name}:") and ": error: " in err and "Traceback" not in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_flag_that_is_not_a_yaml_value_is_one_line(tmp_path, capsys):
+    assert main(["train", SPEC, "-o", "lr=[1", "--out", str(tmp_path / "run")]) == 1
+    assert capsys.readouterr().err == "dagnet train: error: lr: `[1` is not a YAML value (quote it, or close its brackets)\n"

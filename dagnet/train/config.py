@@ -43,8 +43,21 @@ def parse_overrides(flags: list[str]) -> dict:
         node = result
         for part in parents:
             node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(text)
+        try:
+            node[leaf] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(key, f"`{text}` is not a YAML value (quote it, or close its brackets)") from None
     return result
+
+
+def read_settings(path: Path):
+    """A --config file, read as a spec is: UTF-8, size-capped, aliases bounded, errors located."""
+    from dagnet.errors import ErrorLog
+    from dagnet.spec.source import read_source
+    from dagnet.spec.yaml_loader import _plain
+    from dagnet.spec.yaml_parse import parse_yaml
+    text, file = read_source(path)
+    return _plain(parse_yaml(text, file, ErrorLog())) or {}
 
 
 def resolve_config(
@@ -53,7 +66,7 @@ def resolve_config(
     """The spec's `train:` section, overridden by a YAML file, overridden by CLI flags."""
     values = dict(spec_section or {})
     if file is not None:
-        loaded = yaml.safe_load(Path(file).read_text()) or {}
+        loaded = read_settings(Path(file))
         if not isinstance(loaded, dict):
             raise ConfigError("", f"{file}: expected a mapping of training settings")
         values = merge(values, loaded.get("train", loaded))

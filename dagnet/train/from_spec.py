@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 
 import torch
-import yaml
 
 from dagnet.api import load
 from dagnet.data import DataError, Standardized, check_example_shapes, check_labels, load_dataset, prepare_data
@@ -131,9 +130,8 @@ def _resumed_config(path: Path, flags: list[str]) -> TrainConfig:
     """The settings a run was trained with (its config.yaml), overridden by flags."""
     try:
         return resolve_config(None, path, flags)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
+    except SpecError as error:          # read as a spec is: bad YAML, bytes or size, located
+        where = f" (line {error.loc.line})" if error.loc.line > 0 else ""
         raise RunDirError(f"{path} is not valid YAML{where}: was it edited? dagnet writes it when a run "
                           "starts") from None
 
