@@ -312,3 +312,19 @@ def test_a_long_repeat_count_in_the_dsl(spec_file, capsys):
     status, err = run_cli(capsys, "check", path)
     assert status == 1
     assert_located(err, f"{path}:2:17", "a number of 5,000 characters")
+
+
+@pytest.mark.parametrize("value, tag", [("!!binary aGVsbG8=", "binary"), ("!!set {a, b}", "set"),
+                                        ("!!omap [a: 1]", "omap"), ("!!pairs [a: 1]", "pairs")])
+@pytest.mark.parametrize("command", ["check", "convert"])
+def test_yaml_types_no_spec_is_made_of_are_located_errors(spec_file, capsys, value, tag, command):
+    path = spec_file(f"dagnet: 1\nname: {value}\n" + TINY_YAML[10:])
+    status, err = run_cli(capsys, command, path)
+    assert status == 1
+    assert_located(err, f"{path}:2:7", f"a YAML `{tag}` is not a spec value")
+
+
+def test_a_date_is_text(spec_file):
+    import dagnet
+    spec = dagnet.parse(spec_file("dagnet: 1\ndoc: 2001-12-14\n" + TINY_YAML[10:]))
+    assert spec.doc == "2001-12-14"

@@ -102,6 +102,10 @@ def _loader_for(file: str, errors: ErrorLog):
                 return self.construct_yaml_int(node)
             return self.construct_yaml_float(node)
 
+        def refuse_type(self, node):
+            raise _OverLimit(f"a YAML `{node.tag.rsplit(':', 1)[-1]}` is not a spec value", node.start_mark,
+                             "spec values are names, numbers, lists and mappings: drop the `!!` tag")
+
         def construct_located_map(self, node):
             self.flatten_mapping(node)
             result = LocMap(self.mark(node))
@@ -127,6 +131,10 @@ def _loader_for(file: str, errors: ErrorLog):
                 result.locs.append(self.mark(child))
             return result
 
+    for tag in ("binary", "set", "omap", "pairs"):     # YAML types no spec value is made of
+        Loader.add_constructor(f"tag:yaml.org,2002:{tag}", Loader.refuse_type)
+    # a date is text in a spec (`doc: 2001-12-14`), never a datetime
+    Loader.add_constructor("tag:yaml.org,2002:timestamp", yaml.SafeLoader.construct_scalar)
     Loader.add_constructor("tag:yaml.org,2002:int", Loader.construct_short_number)
     Loader.add_constructor("tag:yaml.org,2002:float", Loader.construct_short_number)
     Loader.add_constructor("tag:yaml.org,2002:map", Loader.construct_located_map)
