@@ -8,22 +8,15 @@ from typing import TYPE_CHECKING
 from dagnet.check import check
 from dagnet.errors import ErrorLog, SpecError
 from dagnet.ir import IR, expand
-from dagnet.spec.yaml_loader import load_yaml_spec, read_source
+from dagnet.spec.frontends import load_spec
 
 if TYPE_CHECKING:
     import torch.fx as fx
 
 
 def parse(source):
-    """Parse a spec (path or text) with the front end its suffix or content calls for."""
-    text, file = read_source(source)
-    if file.endswith(".dag"):
-        try:
-            from dagnet.spec.dsl import load_dsl_spec
-        except ImportError:  # pragma: no cover - the DSL front end ships separately
-            raise SpecError("the text DSL front end is not available in this build", None) from None
-        return load_dsl_spec(source)
-    return load_yaml_spec(source)
+    """Parse a spec (path or text) with the front end its suffix names (text given directly is YAML)."""
+    return load_spec(source)
 
 
 def load(source, overrides: dict | None = None, training: bool = False) -> IR:

@@ -82,16 +82,15 @@ def spec_files(path: Path) -> dict[str, str]:
 
     The spec comes first.
     """
-    from dagnet.spec.dsl import load_dsl_spec
-    from dagnet.spec.yaml_loader import load_yaml_spec
+    from dagnet.spec.frontends import parse_spec
+    from dagnet.spec.source import read_source
     found, todo = {}, [Path(path).resolve()]
     while todo:
         current = todo.pop()
         if current in found:
             continue
-        found[current] = current.read_text()
-        load = load_dsl_spec if current.suffix == ".dag" else load_yaml_spec
-        spec = load(current, library=True)
+        found[current], file = read_source(current)
+        spec = parse_spec(found[current], file, library=True)
         todo += [(current.parent / p).resolve() for p in spec.imports]
     root = Path(os.path.commonpath([p.parent for p in found]))
     return {str(p.relative_to(root)): text for p, text in found.items()}

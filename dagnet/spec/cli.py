@@ -13,17 +13,16 @@ from pathlib import Path
 import yaml
 
 from dagnet.errors import Loc, SpecError, SpecErrors
-from dagnet.spec.dsl import load_dsl_spec, parse_dsl
+from dagnet.spec.dsl import parse_dsl
 from dagnet.spec.dsl_errors import excerpt
 from dagnet.spec.printer import scan_notes, spec_imports, to_dsl
-from dagnet.spec.source import display_text, read_source
+from dagnet.spec.source import FORMATS, display_text, read_source
 from dagnet.spec.yaml_printer import to_yaml
-from dagnet.spec.yaml_loader import load_yaml_spec
-
-FORMATS = {".dag": "dag", ".yaml": "yaml", ".yml": "yaml"}
+from dagnet.spec.yaml_loader import parse_yaml_spec
 
 
 def _format_of(path: Path) -> str:
+    """``"dag"`` or ``"yaml"``; unlike loading, fmt and convert refuse any other suffix."""
     fmt = FORMATS.get(path.suffix)
     if fmt is None:
         raise SpecError(f"`{path}` is neither a .dag nor a .yaml file", Loc(str(path), 0, 0),
@@ -41,7 +40,7 @@ def format_text(text: str, path: Path) -> str:
 
 def _load_yaml(path: Path, text: str):
     """A YAML spec or block library, keeping a library's `doc` (which the loader drops)."""
-    spec = load_yaml_spec(path, library=True)
+    spec = parse_yaml_spec(text, str(path), library=True)
     if not spec.doc and not spec.nodes:
         data = yaml.safe_load(text)
         if isinstance(data, dict) and data.get("doc"):
@@ -59,7 +58,7 @@ def convert(source: Path, target_format: str, out_dir: Path | None = None) -> st
     source = Path(source)
     text, _ = read_source(source)
     from_dag = _format_of(source) == "dag"
-    spec = load_dsl_spec(source, library=True) if from_dag else _load_yaml(source, text)
+    spec = parse_dsl(text, str(source), library=True) if from_dag else _load_yaml(source, text)
     out_dir = Path(out_dir) if out_dir is not None else source.parent
     imports = [_import_path(source, path, target_format, out_dir) for path in spec_imports(spec)]
     notes = scan_notes(text, yaml_syntax=not from_dag)
@@ -70,10 +69,6 @@ def _import_path(source: Path, path: str, target_format: str, out_dir: Path) -> 
     target = (source.parent / path).resolve()
     suffixes = [".dag"] if target_format == "dag" else [".yaml", ".yml"]
     twin = next((target.with_suffix(s) for s in suffixes if target.with_suffix(s).is_file()), None)
-    if twin is None and target_format == "yaml" and target.suffix == ".dag":
-        raise SpecError(f"YAML specs cannot import the DSL file `{path}`", Loc(str(source), 0, 0),
-                        f"convert it first: `dagnet convert {source.parent / path} "
-                        f"-o {(source.parent / path).with_suffix('.yaml')}`")
     return Path(os.path.relpath(twin or target, out_dir.resolve())).as_posix()
 
 

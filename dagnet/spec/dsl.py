@@ -11,7 +11,6 @@ imports.
 from __future__ import annotations
 
 import gc
-import os
 import threading
 from functools import lru_cache
 from pathlib import Path
@@ -23,9 +22,9 @@ from dagnet.errors import ErrorLog, Loc, SpecError
 from dagnet.spec.dsl_builder import Builder, Source, record_once
 from dagnet.spec.dsl_errors import excerpt, syntax_error
 from dagnet.spec.dsl_lexer import MAX_NESTING, NestedTooDeep, PostLexer
+from dagnet.spec.imports import ImportStack, import_blocks, merge_blocks
 from dagnet.spec.model import Spec
 from dagnet.spec.source import read_source
-from dagnet.spec.yaml_loader import load_yaml_spec
 
 GRAMMAR = Path(__file__).with_name("dagnet.lark")
 _POSTLEXER = PostLexer()
@@ -97,39 +96,6 @@ def _assemble(b: Source, stmts, spec: Spec, library: bool) -> list:
     return imports
 
 
-def _import_blocks(b: Source, spec: Spec, imports, stack: tuple[str, ...]) -> None:
-    base = Path(b.file).parent if b.file and not b.file.startswith("<") else Path.cwd()
-    imported: dict = {}
-    for path, loc in imports:
-        spec.imports.append(path)
-        target = (base / path).resolve()
-        if str(target) in stack:
-            chain = " -> ".join(list(stack) + [str(target)])
-            b.error(f"import cycle: {chain}", loc, "remove one of the imports")
-            continue
-        if not target.is_file():
-            b.error(f"cannot import `{path}`: no such file ({target})", loc)
-            continue
-        rel = os.path.relpath(target)
-        shown = Path(rel) if not rel.startswith("..") else target
-        try:
-            if target.suffix == ".dag":
-                other = load_dsl_spec(shown, library=True, _stack=stack + (str(target),))
-            else:
-                other = load_yaml_spec(shown, library=True, _stack=stack + (str(target),))
-        except SpecError as exc:
-            b.errors.extend(exc)
-            continue
-        for name, block in other.blocks.items():
-            if name in imported:
-                b.error(f"block `{name}` is imported twice", loc)
-            imported[name] = block
-    for name, block in spec.blocks.items():
-        if name in imported:
-            b.errors.add(f"block `{name}` is defined here and imported", block.loc)
-    spec.blocks = {**imported, **spec.blocks}
-
-
 def _resolve_kinds(nodes, blocks) -> None:
     """A call names a block if one of that name is defined or imported, else an op."""
     for node in nodes:
@@ -140,7 +106,7 @@ def _resolve_kinds(nodes, blocks) -> None:
 
 
 def load_dsl_spec(source, *, library: bool = False, imports: bool = True,
-                  _stack: tuple[str, ...] = ()) -> Spec:
+                  _stack: ImportStack | None = None) -> Spec:
     """Load a ``.dag`` spec from a path or text.
 
     ``library`` allows a file of blocks only (an import target); ``imports=False``
@@ -151,18 +117,20 @@ def load_dsl_spec(source, *, library: bool = False, imports: bool = True,
 
 
 def parse_dsl(text: str, file: str = "<spec>", *, library: bool = False, imports: bool = True,
-              _stack: tuple[str, ...] = ()) -> Spec:
-    """Parse DSL ``text``; ``file`` names it in messages and anchors relative imports."""
+              _stack: ImportStack | None = None) -> Spec:
+    """Parse DSL ``text``; ``file`` names it in messages and anchors relative imports.
+
+    ``_stack`` holds the files importing this one (see :mod:`dagnet.spec.imports`).
+    """
     errors = ErrorLog()
     builder = Source(file, text, errors)
     stmts = parse_text(builder)
     spec = Spec(name=Path(file).stem if not file.startswith("<") else "model", file=file,
                 loc=Loc(file, 1, 1))
     import_stmts = _assemble(builder, stmts, spec, library)
+    spec.imports = [path for path, _ in import_stmts]
     if imports:
-        _import_blocks(builder, spec, import_stmts, _stack or (str(Path(file).resolve()),))
-    else:
-        spec.imports = [p for p, _ in import_stmts]
+        spec.blocks = merge_blocks(import_blocks(file, import_stmts, _stack, errors), spec.blocks, errors)
     _resolve_kinds(spec.nodes.values(), spec.blocks)
     for block in spec.blocks.values():
         if block.loc.file == file:

@@ -21,7 +21,9 @@ from dagnet.errors import Loc, SpecError
 # one per line) ends in seconds, where a 50 MB file ran for minutes at 1.2 GB.
 MAX_SPEC_BYTES = 512 * 1024
 
-SPEC_SUFFIXES = (".yaml", ".yml", ".dag")
+# the suffixes of spec files and the front end each names (dagnet.spec.frontends dispatches on it)
+FORMATS = {".dag": "dag", ".yaml": "yaml", ".yml": "yaml"}
+SPEC_SUFFIXES = tuple(FORMATS)
 
 # Byte-order marks of encodings that are not UTF-8, longest first (UTF-32 LE starts like UTF-16 LE).
 _FOREIGN_BOMS = (

@@ -9,12 +9,11 @@ it finds.
 from __future__ import annotations
 
 import ast
-import os
 from pathlib import Path
-
 
 from dagnet import expr
 from dagnet.errors import ErrorLog, Loc, SpecError, did_you_mean
+from dagnet.spec.imports import ImportStack, import_blocks, merge_blocks
 from dagnet.spec.model import CONNECT_MODES, SPEC_VERSION, BlockSpec, InputSpec, NodeSpec, Ref, Spec
 from dagnet.spec.source import read_source
 from dagnet.spec.yaml_parse import MAX_VALUES, LocList, LocMap, parse_yaml
@@ -73,7 +72,7 @@ def _literal(node):
 class _Builder:
     """Turns parsed YAML into a Spec, reporting every problem it finds."""
 
-    def __init__(self, file: str, errors: ErrorLog, import_stack: tuple[str, ...]):
+    def __init__(self, file: str, errors: ErrorLog, import_stack: ImportStack | None):
         self.file = file
         self.errors = errors
         self.import_stack = import_stack
@@ -118,14 +117,7 @@ class _Builder:
         if params is not None:
             spec.params = dict(params)
             spec.param_locs = {k: params.key_loc(k) for k in params}
-        for path, loc in self.import_list(top):
-            spec.imports.append(path)
-            self.import_blocks(spec, path, loc)
-        blocks = self.expect_map(top.get("blocks"), "`blocks`", top.value_loc("blocks"))
-        for name, body in (blocks or {}).items():
-            if name in spec.blocks:
-                self.errors.add(f"block `{name}` is defined here and imported", blocks.key_loc(name))
-            spec.blocks[name] = self.block(name, body, blocks.key_loc(name))
+        self.imports_and_blocks(top, spec)
         inputs = self.expect_map(top.get("inputs"), "`inputs`", top.value_loc("inputs"))
         if not inputs:
             self.errors.add("the spec declares no inputs", top.loc,
@@ -149,26 +141,14 @@ class _Builder:
             return []
         return [(v, value.item_loc(i)) for i, v in enumerate(value)]
 
-    def import_blocks(self, spec: Spec, path: str, loc: Loc) -> None:
-        base = Path(self.file).parent if self.file and not self.file.startswith("<") else Path.cwd()
-        target = (base / path).resolve()
-        if str(target) in self.import_stack:
-            chain = " -> ".join(list(self.import_stack) + [str(target)])
-            self.errors.add(f"import cycle: {chain}", loc, "remove one of the imports")
-            return
-        if not target.is_file():
-            self.errors.add(f"cannot import `{path}`: no such file ({target})", loc)
-            return
-        try:
-            shown = Path(os.path.relpath(target)) if not os.path.relpath(target).startswith("..") else target
-            other = load_yaml_spec(shown, _stack=self.import_stack + (str(target),), library=True)
-        except SpecError as exc:
-            self.errors.extend(exc)
-            return
-        for name, block in other.blocks.items():
-            if name in spec.blocks:
-                self.errors.add(f"block `{name}` is imported twice", loc)
-            spec.blocks[name] = block
+    def imports_and_blocks(self, top: LocMap, spec: Spec) -> None:
+        """The blocks of the imported files (see :mod:`dagnet.spec.imports`), then the spec's own."""
+        imports = self.import_list(top)
+        spec.imports = [path for path, _ in imports]
+        imported = import_blocks(self.file, imports, self.import_stack, self.errors)
+        blocks = self.expect_map(top.get("blocks"), "`blocks`", top.value_loc("blocks"))
+        own = {name: self.block(name, body, blocks.key_loc(name)) for name, body in (blocks or {}).items()}
+        spec.blocks = merge_blocks(imported, own, self.errors)
 
     def block(self, name: str, body, loc: Loc) -> BlockSpec:
         body = self.expect_map(body, f"block `{name}`", loc) or LocMap(loc)
@@ -326,20 +306,25 @@ def _plain(value, budget: list | None = None, where: Loc | None = None):
     return value
 
 
-def load_yaml_spec(source, *, _stack: tuple[str, ...] = (), library: bool = False) -> Spec:
+def load_yaml_spec(source, *, _stack: ImportStack | None = None, library: bool = False) -> Spec:
     """Load a YAML spec from a path or text. ``library`` specs may hold only blocks."""
     text, file = read_source(source)
+    return parse_yaml_spec(text, file, library=library, _stack=_stack)
+
+
+def parse_yaml_spec(text: str, file: str = "<spec>", *, library: bool = False,
+                    _stack: ImportStack | None = None) -> Spec:
+    """Parse YAML ``text``; ``file`` names it in messages and anchors relative imports.
+
+    ``_stack`` holds the files importing this one (see :mod:`dagnet.spec.imports`).
+    """
     errors = ErrorLog()
     data = parse_yaml(text, file, errors)
-    builder = _Builder(file, errors, _stack or (str(Path(file).resolve()),))
+    builder = _Builder(file, errors, _stack)
     if library and isinstance(data, LocMap) and "nodes" not in data:
         spec = Spec(name=str(data.get("name", Path(file).stem)), file=file)
         builder.check_keys(data, ("dagnet", "name", "doc", "imports", "blocks"), "a block library")
-        for path, loc in builder.import_list(data):
-            spec.imports.append(path)
-            builder.import_blocks(spec, path, loc)
-        for name, body in (data.get("blocks") or {}).items():
-            spec.blocks[name] = builder.block(name, body, data["blocks"].key_loc(name))
+        builder.imports_and_blocks(data, spec)
     else:
         spec = builder.spec(data)
     errors.raise_if_any()
