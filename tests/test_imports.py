@@ -107,8 +107,9 @@ def test_a_cycle_met_along_two_import_paths_is_reported_once(tmp_path):
     write(tmp_path, {"m.dag": 'import "a.dag", "b.yaml"\ninput x[4]\ny = x -> relu\noutput y\n',
                      "a.dag": 'library a\nimport "b.yaml"\n',
                      "b.yaml": "dagnet: 1\nimports: [a.dag]\nblocks: {}\n"})
-    errors = errors_of(tmp_path / "m.dag")
-    assert len(errors) == 1 and errors[0].message.startswith("import cycle:")
+    [error] = errors_of(tmp_path / "m.dag")      # m -> a -> b -> a, and m -> b -> a -> b
+    assert error.message.startswith("import cycle:")
+    assert located(error) == where((tmp_path / "b.yaml").resolve(), "a.dag")    # where it first closes
 
 
 def test_a_spec_that_imports_itself(tmp_path):
@@ -124,7 +125,8 @@ def test_a_missing_file_is_located_at_its_import(tmp_path, importer, model, miss
     write(tmp_path, {importer: model(missing, "p")})
     [error] = errors_of(tmp_path / importer)
     assert error.message == f"cannot import `{missing}`: no such file ({(tmp_path / missing).resolve()})"
-    as_written = f'"{missing}"' if importer.endswith(".dag") else missing    # the DSL's string, quotes and all
+    # located at the path as written: in the DSL, the string with its opening quote
+    as_written = f'"{missing}"' if importer.endswith(".dag") else missing
     assert located(error) == where((tmp_path / importer).resolve(), as_written)
 
 
@@ -138,7 +140,8 @@ def test_a_block_two_imports_bring_is_an_error_at_the_second(tmp_path):
 
 
 @pytest.mark.parametrize("library", [False, True])
-@pytest.mark.parametrize("lib, lib_text, block", [("acts.dag", DAG_LIB, "twice"), ("acts.yaml", YAML_LIB, "once")])
+@pytest.mark.parametrize("lib, lib_text, block",
+                         [("acts.dag", DAG_LIB, "twice"), ("acts.yaml", YAML_LIB, "once")])
 def test_a_block_defined_here_and_imported_is_an_error_at_the_definition(tmp_path, library, lib, lib_text,
                                                                          block):
     body = f"blocks:\n  {block}:\n    nodes:\n      y: {{op: relu, in: x}}\n    outputs: [y]\n"
@@ -175,7 +178,8 @@ def test_an_import_error_prints_as_one_located_line(tmp_path, capsys):
 def test_an_export_holds_the_imported_files_of_either_format(tmp_path):
     from dagnet.export import spec_files
     write(tmp_path, {"m.yaml": yaml_model("lib/a.dag", "three"),
-                     "lib/a.dag": 'library a\nimport "b.yaml"\nblock three {\n  y = x -> once\n  output y\n}\n',
+                     "lib/a.dag": ('library a\nimport "b.yaml"\n'
+                                   "block three {\n  y = x -> once\n  output y\n}\n"),
                      "lib/b.yaml": YAML_LIB})
     files = spec_files(tmp_path / "m.yaml")
     assert list(files)[0] == "m.yaml" and set(files) == {"m.yaml", "lib/a.dag", "lib/b.yaml"}

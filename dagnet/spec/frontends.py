@@ -10,9 +10,13 @@ build the DSL's parser.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dagnet.spec.model import Spec
 from dagnet.spec.source import FORMATS, read_source
+
+if TYPE_CHECKING:       # dagnet.spec.imports loads libraries with load_spec
+    from dagnet.spec.imports import ImportStack
 
 
 def spec_format(file) -> str:
@@ -24,7 +28,7 @@ def spec_format(file) -> str:
     return FORMATS.get(Path(str(file)).suffix, "yaml")
 
 
-def load_spec(source, *, library: bool = False, _stack=None) -> Spec:
+def load_spec(source, *, library: bool = False, _stack: ImportStack | None = None) -> Spec:
     """Read a spec (a path, or text) and parse it with the front end its suffix names.
 
     ``library`` allows a file of blocks only (an import target); ``_stack`` is
@@ -35,7 +39,7 @@ def load_spec(source, *, library: bool = False, _stack=None) -> Spec:
     return parse_spec(text, file, library=library, _stack=_stack)
 
 
-def parse_spec(text: str, file: str, *, library: bool = False, _stack=None) -> Spec:
+def parse_spec(text: str, file: str, *, library: bool = False, _stack: ImportStack | None = None) -> Spec:
     """Parse spec ``text`` read from ``file`` with the front end the file's suffix names."""
     if spec_format(file) == "dag":
         from dagnet.spec.dsl import parse_dsl

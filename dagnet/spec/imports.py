@@ -54,6 +54,8 @@ def import_blocks(file: str, imports: list[tuple[str, Loc]], stack: ImportStack 
 
     ``stack`` holds the files importing ``file`` (None when ``file`` is the spec loaded first).
     """
+    if not imports:
+        return {}
     stack = stack or ImportStack.start(file)
     base = Path(file).parent if file and not file.startswith("<") else Path.cwd()
     imported: dict[str, BlockSpec] = {}
