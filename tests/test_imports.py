@@ -184,3 +184,11 @@ def test_an_export_holds_the_imported_files_of_either_format(tmp_path):
     files = spec_files(tmp_path / "m.yaml")
     assert list(files)[0] == "m.yaml" and set(files) == {"m.yaml", "lib/a.dag", "lib/b.yaml"}
     assert files["lib/b.yaml"] == YAML_LIB
+
+
+def test_a_run_keeps_a_yaml_spec_with_its_dag_blocks_written_in(tmp_path):
+    from dagnet.train.run import spec_snapshot
+    write(tmp_path, {"lib/acts.dag": DAG_LIB, "m.yaml": yaml_model("lib/acts.dag", "twice")})
+    write(tmp_path, {"run/spec.yaml": spec_snapshot(tmp_path / "m.yaml").decode()})
+    assert "imports" not in (tmp_path / "run/spec.yaml").read_text()
+    assert list(dagnet.load(tmp_path / "run/spec.yaml").graph) == list(dagnet.load(tmp_path / "m.yaml").graph)
