@@ -25,7 +25,6 @@ from dagnet.render.labels import (TIMES, Line, op_title, params_line, plain, sha
                                   split_title, tex_escape)
 
 NUMBERED = re.compile(r"^(\d+)(_add|_in)?$")
-MARKS = {"add": "+", "concat": "C", "mul": TIMES}
 # Which family a closed `seq` is drawn as: the first of its members' families in this order.
 DOMINANT = ("conv", "dense", "recurrent", "field", "upsample", "pool", "norm", "activation",
             "merge", "shape")
@@ -73,10 +72,13 @@ def family(node: Node) -> str:
     if node.op == "input":
         return "input"
     opdef = ops.get(node.op)
-    fam = opdef.family if opdef else "layer"
-    if node.op == "crop":
-        return "crop"
-    return fam
+    return opdef.style if opdef else "layer"
+
+
+def mark(node: Node) -> str | None:
+    """The circled mark a merge is drawn as ("+", "C"), from the op's ``mark`` facet."""
+    opdef = ops.get(node.op)
+    return opdef.mark if opdef else None
 
 
 class ArchBuilder:
@@ -142,7 +144,7 @@ class ArchBuilder:
 
     def kind_of(self, item) -> str:
         if isinstance(item, Node):
-            return "merge" if item.op in MARKS else family(item)
+            return "merge" if mark(item) else family(item)
         if self.is_block(item) or (self.numbered(item) and any(isinstance(c, Group) for c in item.children)):
             return "block"
         fams = {family(n) for n in self.members(item)}
@@ -252,8 +254,8 @@ class ArchBuilder:
             shape = shape_line(node.shape, self.opt.dims) if self.opt.shapes else None
             return FNode(node.name, "input", lines + ([shape] if shape else []), 0, (node.name,),
                          tooltip=node.name)
-        if node.op in MARKS:
-            return FNode(node.name, "merge", [plain(MARKS[node.op], "mark")], 0, (node.name,),
+        if mark(node):
+            return FNode(node.name, "merge", [plain(mark(node), "mark")], 0, (node.name,),
                          size=(15, 15), tooltip=f"{node.name}: {node.op}")
         kind = family(node)
         return FNode(node.name, kind, self.lines(None, op_title(node.op, node.args), [node]),
