@@ -19,7 +19,7 @@ def _activation(name, module, doc, title, saves, args=()):
     else the input."""
     register(OpDef(name, "activation", doc, tuple(args), _same,
                    lambda ins, a: FunctionCall(getattr(module, name), dict(a)), params=no_params,
-                   saves=saves, title=title))
+                   saves=saves, title=title, inferred=()))
 
 
 _activation("relu", torch, "max(0, x).", "ReLU", "output")
@@ -40,7 +40,7 @@ def _softmax(name, title):
                    f"`torch.{name}` along `dim` (dims count the batch: 1 = channels).",
                    (Arg("dim", "int", range=DIM),), shape,
                    lambda ins, a: FunctionCall(getattr(torch, name), {"dim": a["dim"]}),
-                   params=no_params, saves="output", title=title))
+                   params=no_params, saves="output", title=title, inferred=()))
 
 
 _softmax("softmax", "softmax")

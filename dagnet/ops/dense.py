@@ -26,7 +26,7 @@ register(OpDef(
     lambda ins, a: ModuleCall(nn.Linear, {"in_features": ins[0][-1], **a}),
     macs=lambda ins, out, a: product(out) * ins[0][-1],
     params=lambda ins, a: (ins[0][-1] + a["bias"]) * a["out_features"],
-    saves="inputs", title=titles.with_arg("fc, ", "out_features"),
+    saves="inputs", title=titles.with_arg("fc, ", "out_features"), inferred=("in_features",),
 ))
 
 def _embedding_shape(ins, a):
@@ -44,5 +44,5 @@ register(OpDef(
     _embedding_shape,
     lambda ins, a: ModuleCall(nn.Embedding, dict(a)),
     params=lambda ins, a: a["num_embeddings"] * a["embedding_dim"],
-    saves="inputs", title=titles.with_arg("embedding, ", "embedding_dim"),
+    saves="inputs", title=titles.with_arg("embedding, ", "embedding_dim"), inferred=(),
 ))

@@ -52,7 +52,8 @@ register(OpDef(
     (SCAN,),
     _chain_shape, _chain_build, arity=(1, 2), stochastic=True,
     params=_chain_params,
-    saves="inputs", title="linear-chain CRF", task="sequence", pgm="chain"))
+    saves="inputs", title="linear-chain CRF", task="sequence", pgm="chain",
+    inferred=("num_tags",)))
 
 
 def _tree_shape(ins, a):
@@ -96,7 +97,7 @@ register(OpDef(
     "value: node marginals [N, K].",
     (Arg("parents", "shape", range=PARENT),), _tree_shape, _tree_build, stochastic=True,
     params=lambda ins, a: ins[0][1] ** 2,       # one pairwise table shared by every edge
-    saves="inputs", title="tree CRF", task="sequence", pgm="tree"))
+    saves="inputs", title="tree CRF", task="sequence", pgm="tree", inferred=("num_tags",)))
 
 
 def _grid_shape(ins, a):
@@ -121,7 +122,8 @@ register(OpDef(
      Arg("schedule", "str", "checkerboard", ("checkerboard", "parallel"))),
     _grid_shape, _grid_build, stochastic=True,
     params=lambda ins, a: 1 if a["pairwise"] == "potts" else ins[0][0] ** 2,
-    saves="inputs", title="grid CRF", task="segmentation", pgm="grid"))
+    saves="inputs", title="grid CRF", task="segmentation", pgm="grid",
+    inferred=("num_labels",)))
 
 
 def _dense_shape(ins, a):
@@ -155,7 +157,8 @@ register(OpDef(
     _dense_shape, _dense_build, arity=(2, 2), stochastic=True,
     # compatibility [L, L], two kernel weights, three bandwidths if learnt
     params=lambda ins, a: ins[0][0] ** 2 + 2 + (3 if a["learn_bandwidths"] else 0),
-    saves="inputs", title="dense CRF", task="segmentation", pgm="clique"))
+    saves="inputs", title="dense CRF", task="segmentation", pgm="clique",
+    inferred=("num_labels",)))
 
 
 def _hidden_shape(ins, a):
@@ -179,7 +182,8 @@ register(OpDef(
     _hidden_shape, _hidden_build, arity=(1, 2), stochastic=True,
     # per label: a bias, start/end/state scores over the hidden states, hidden transitions
     params=lambda ins, a: a["num_labels"] * (1 + 3 * ins[0][1] + ins[0][1] ** 2),
-    saves="inputs", title="hidden CRF", task="classification", pgm="hidden"))
+    saves="inputs", title="hidden CRF", task="classification", pgm="hidden",
+    inferred=("num_hidden",)))
 
 
 def _ldcrf_shape(ins, a):
@@ -206,4 +210,5 @@ register(OpDef(
     (Arg("num_labels", "int", range=SIZE), SCAN),
     _ldcrf_shape, _ldcrf_build, arity=(1, 2), stochastic=True,
     params=_chain_params,       # its parameters are a chain CRF's over the hidden states
-    saves="inputs", title="latent-dynamic CRF", task="sequence", pgm="latent_dynamic"))
+    saves="inputs", title="latent-dynamic CRF", task="sequence", pgm="latent_dynamic",
+    inferred=("hidden_per_label",)))

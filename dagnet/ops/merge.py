@@ -50,7 +50,7 @@ def _add_build(ins, a):
 
 register(OpDef("add", "merge", "Element-wise sum of two or more inputs of one shape: a residual edge.",
                (), _add_shape, _add_build, arity=(2, None), params=no_params,
-               saves="nothing", title="+", look="merge", mark="+"))
+               saves="nothing", title="+", look="merge", mark="+", inferred=()))
 
 
 def _mul_shape(ins, a):
@@ -68,7 +68,7 @@ def _mul_shape(ins, a):
 
 register(OpDef("mul", "merge", "Element-wise product with broadcasting (gates, attention).",
                (), _mul_shape, lambda ins, a: FunctionCall(operator.mul), arity=(2, 2), params=no_params,
-               saves="inputs", title=titles.TIMES, look="merge", mark=titles.TIMES))
+               saves="inputs", title=titles.TIMES, look="merge", mark=titles.TIMES, inferred=()))
 
 
 def _concat_shape(ins, a):
@@ -88,7 +88,8 @@ def _concat_shape(ins, a):
 register(OpDef("concat", "merge", "Concatenation along `dim` (default 1, the channels): a dense edge.",
                (Arg("dim", "int", 1, range=DIM),), _concat_shape,
                lambda ins, a: FunctionCall(torch.cat, {"dim": a["dim"]}, inputs_as_list=True),
-               arity=(2, None), params=no_params, saves="nothing", title="C", look="merge", mark="C"))
+               arity=(2, None), params=no_params, saves="nothing", title="C", look="merge", mark="C",
+               inferred=()))
 
 
 def _crop_shape(ins, a):
@@ -108,4 +109,4 @@ register(OpDef("crop", "merge",
                "(centred, or from `offset`), as FCN skip connections need.",
                (Arg("offset", "int_or_none", None, range=NON_NEGATIVE),), _crop_shape,
                lambda ins, a: FunctionCall(functional.crop, dict(a)), arity=(2, 2), params=no_params,
-               saves="nothing", view=True, title="crop", look="crop"))
+               saves="nothing", view=True, title="crop", look="crop", inferred=()))

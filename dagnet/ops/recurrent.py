@@ -41,7 +41,7 @@ def _recurrent(name, cls_name, gates):
     register(OpDef(name, "recurrent",
                    f"{name.upper()} over a batch-first [T, F] sequence; returns the [T, H*dirs] outputs.",
                    _ARGS, shape, build, macs=macs, params=params,
-                   saves="inputs", title=titles.recurrent(name.upper())))
+                   saves="inputs", title=titles.recurrent(name.upper()), inferred=("input_size",)))
 
 
 _recurrent("lstm", "LSTM", 4)

@@ -167,6 +167,9 @@ class OpDef:
     mark: str | None = None   # a merge drawn as a circled mark ("+", "C") instead of a titled box
     task: str | None = None   # a structured op: what it predicts, for metrics (TASKS)
     pgm: str | None = None    # a structured op: how the graphical-model view draws it (PGM_KINDS)
+    # its module's arguments that come from the input shapes (`in_channels`): given in a
+    # spec, the error says to remove them; None: guessed from the name (`in_*`, ...)
+    inferred: tuple[str, ...] | None = None
 
     def arg(self, name: str) -> Arg | None:
         return next((a for a in self.args if a.name == name), None)
@@ -185,6 +188,12 @@ class OpDef:
     def style(self) -> str:
         """The figure style key: the declared look, else the family."""
         return self.look or self.family
+
+    def infers(self, name: str) -> bool:
+        """Whether ``name`` is an argument this op infers from its input shapes."""
+        if self.inferred is not None:
+            return name in self.inferred
+        return name.startswith("in_") or name in ("input_size", "num_features", "num_channels")
 
     def title_for(self, args: dict) -> str:
         """The op's title in a figure, for these arguments."""
