@@ -202,6 +202,21 @@ class OpDef:
         return self.title if self.title is not None else self.name.replace("_", " ")
 
 
+def missing_facets(op: OpDef) -> list[str]:
+    """The facets a built-in op must declare and ``op`` leaves to a default.
+
+    A plugin may leave them (the defaults are safe: it saves its inputs, it is
+    titled by its name and drawn as its family), but a built-in op that forgets
+    one would be estimated, drawn or scored wrongly without a word.
+    """
+    missing = [facet for facet in ("saves", "title", "inferred") if getattr(op, facet) is None]
+    if op.style == "merge" and op.mark is None:
+        missing.append("mark")
+    if op.family == "field" or op.stochastic:
+        missing += [facet for facet in ("task", "pgm") if getattr(op, facet) is None]
+    return missing
+
+
 def no_params(ins, a) -> int:
     """The ``params`` rule of an op emitted as a plain function call."""
     return 0
