@@ -2,6 +2,8 @@
 op added through the public extension point is checked, compiled, summarised and
 drawn from its own entry."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -45,6 +47,7 @@ def test_the_self_test_names_what_an_op_leaves_out():
     merge = ops.OpDef("bare_merge", "merge", "", (), lambda ins, a: ins[0], lambda ins, a: None,
                       saves="nothing", title="m", inferred=())
     assert missing_facets(merge) == ["mark"]
+    assert missing_facets(dataclasses.replace(merge, mark="m")) == ["mark_legend"]
 
 
 def test_a_facet_outside_its_choices_is_refused_at_registration():

@@ -50,7 +50,8 @@ def _add_build(ins, a):
 
 register(OpDef("add", "merge", "Element-wise sum of two or more inputs of one shape: a residual edge.",
                (), _add_shape, _add_build, arity=(2, None), params=no_params,
-               saves="nothing", title="+", look="merge", mark="+", inferred=()))
+               saves="nothing", title="+", look="merge", mark="+", mark_legend="add (residual)",
+               inferred=()))
 
 
 def _mul_shape(ins, a):
@@ -68,7 +69,8 @@ def _mul_shape(ins, a):
 
 register(OpDef("mul", "merge", "Element-wise product with broadcasting (gates, attention).",
                (), _mul_shape, lambda ins, a: FunctionCall(operator.mul), arity=(2, 2), params=no_params,
-               saves="inputs", title=titles.TIMES, look="merge", mark=titles.TIMES, inferred=()))
+               saves="inputs", title=titles.TIMES, look="merge", mark=titles.TIMES, mark_legend="multiply",
+               inferred=()))
 
 
 def _concat_shape(ins, a):
@@ -89,7 +91,7 @@ register(OpDef("concat", "merge", "Concatenation along `dim` (default 1, the cha
                (Arg("dim", "int", 1, range=DIM),), _concat_shape,
                lambda ins, a: FunctionCall(torch.cat, {"dim": a["dim"]}, inputs_as_list=True),
                arity=(2, None), params=no_params, saves="nothing", title="C", look="merge", mark="C",
-               inferred=()))
+               mark_legend="concatenate (dense)", inferred=()))
 
 
 def _crop_shape(ins, a):

@@ -165,6 +165,7 @@ class OpDef:
     title: Callable | str | None = None
     look: str | None = None   # the style a figure draws it in (render/styles.py); None: the family
     mark: str | None = None   # a merge drawn as a circled mark ("+", "C") instead of a titled box
+    mark_legend: str | None = None   # what the legend says the mark is ("add (residual)")
     task: str | None = None   # a structured op: what it predicts, for metrics (TASKS)
     pgm: str | None = None    # a structured op: how the graphical-model view draws it (PGM_KINDS)
     # its module's arguments that come from the input shapes (`in_channels`): given in a
@@ -212,6 +213,8 @@ def missing_facets(op: OpDef) -> list[str]:
     missing = [facet for facet in ("saves", "title", "inferred") if getattr(op, facet) is None]
     if op.style == "merge" and op.mark is None:
         missing.append("mark")
+    if op.mark is not None and op.mark_legend is None:
+        missing.append("mark_legend")
     if op.family == "field" or op.stochastic:
         missing += [facet for facet in ("task", "pgm") if getattr(op, facet) is None]
     return missing

@@ -75,6 +75,13 @@ def family(node: Node) -> str:
     return opdef.style if opdef else "layer"
 
 
+def mark_legends() -> list[tuple[str, str]]:
+    """(mark, words) of every op drawn as a mark, from its ``mark`` and ``mark_legend``
+    facets, in the legend's order: alphabetical by the words."""
+    found = {op.mark: op.mark_legend for op in ops.OPS.values() if op.mark and op.mark_legend}
+    return sorted(found.items(), key=lambda item: item[1])
+
+
 def mark(node: Node) -> str | None:
     """The circled mark a merge is drawn as ("+", "C"), from the op's ``mark`` facet."""
     opdef = ops.get(node.op)
@@ -295,8 +302,7 @@ class ArchBuilder:
         kinds = {n.kind for n in self.fig.nodes.values()}
         entries = [(k, PAPER_LOOKS[k].legend) for k in FAMILY_ORDER if k in kinds and k != "merge"]
         marks = {n.lines[0].text for n in self.fig.nodes.values() if n.kind == "merge"}
-        words = {"+": "add (residual)", "C": "concatenate (dense)", TIMES: "multiply"}
-        entries += [("mark:" + m, words[m]) for m in ("+", "C", TIMES) if m in marks]
+        entries += [("mark:" + m, words) for m, words in mark_legends() if m in marks]
         if any(n.output for n in self.fig.nodes.values()):
             entries.append(("output", "output"))
         if self.folded:
