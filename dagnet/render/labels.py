@@ -3,7 +3,8 @@
 Every piece of text is made twice, as Unicode for Graphviz (DOT, SVG, PNG) and
 as LaTeX for TikZ, so that LaTeX sets the paper's own fonts and math. Titles
 follow the way papers label layers ("7×7 conv, 64, /2", "3×3 max pool, /2",
-"fc, 1000"), not PyTorch's class names.
+"fc, 1000"), not PyTorch's class names; each op's ``title`` facet
+(dagnet/ops/titles.py) writes its own.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import sympy
 
 from dagnet import ops
 from dagnet.dims import substitute
+from dagnet.ops.titles import TIMES     # ×, measured by the metrics tables and set as \times in TeX
 
-TIMES = "\u00d7"            # ×, measured by the metrics tables and set as \times in TeX
 MINUS = "\u2212"
 DOTS = "\u2026"
 
