@@ -23,7 +23,6 @@ from dagnet.ir import IR
 from dagnet.spec.model import DTYPES
 
 
-
 @dataclass
 class Message:
     """The forward message of one node."""

@@ -17,7 +17,7 @@ import math
 from dagnet import ops
 from dagnet.ir import IR, Node
 from dagnet.render.drawing import Figure, FNode
-from dagnet.render.labels import Line, op_title, nominal_dim, params_text, tex_escape
+from dagnet.render.labels import Line, nominal_dim, op_title, params_text, tex_escape
 from dagnet.render.metrics import text_width
 
 R = 10.0            # variable radius, points
