@@ -23,13 +23,6 @@ from dagnet.ir import IR
 from dagnet.spec.model import DTYPES
 
 
-# What a node keeps for its backward pass: its inputs, its output, or nothing.
-SAVES_INPUTS = {"conv", "dense", "norm", "pool", "recurrent", "field", "upsample"}
-SAVES_OUTPUT = {"relu", "sigmoid", "tanh", "softmax", "log_softmax"}
-SAVES_NOTHING = {"add", "concat", "flatten", "reshape", "permute", "identity", "crop", "dropout", "dropout2d"}
-VIEWS = {"flatten", "reshape", "permute", "identity", "crop"}   # share their input's storage
-
-
 @dataclass
 class Message:
     """The forward message of one node."""
@@ -45,15 +38,16 @@ class Message:
 
 
 def saves(op: str) -> str:
-    """'inputs', 'output' or 'nothing': what an op keeps for its gradient."""
+    """'inputs', 'output' or 'nothing': what an op keeps for its gradient (its ``saves``
+    facet); an input keeps nothing."""
     opdef = ops.get(op)
-    if op in SAVES_NOTHING or opdef is None:
-        return "nothing"
-    if op in SAVES_OUTPUT:
-        return "output"
-    if op in ("mul", "leaky_relu", "gelu") or (opdef and opdef.family in SAVES_INPUTS):
-        return "inputs"
-    return "nothing"
+    return "nothing" if opdef is None else opdef.saved
+
+
+def is_view(op: str) -> bool:
+    """Whether an op's value shares its input's storage (its ``view`` facet)."""
+    opdef = ops.get(op)
+    return opdef is not None and opdef.view
 
 
 def forward_schedule(ir: IR, batch: int = 1, dims: dict | None = None) -> list[Message]:
@@ -75,7 +69,7 @@ def forward_schedule(ir: IR, batch: int = 1, dims: dict | None = None) -> list[M
         if saves(node.op) == "output":
             keepers.append(t)
         saved_until = end - 1 - min(keepers) if keepers else -1
-        storage[node.name] = storage[node.inputs[0]] if node.op in VIEWS else node.name
+        storage[node.name] = storage[node.inputs[0]] if is_view(node.op) else node.name
         messages.append(Message(t, node.name, storage[node.name], node.op, shape, size, last, saved_until))
     return messages
 

@@ -225,7 +225,7 @@ class Resolver:
             if arg is None:
                 meant.add(closest(name, names))
                 hint = did_you_mean(name, names)
-                if name.startswith("in_") or name in ("input_size", "num_features", "num_channels"):
+                if opdef.infers(name):
                     hint = f"`{name}` is inferred from the input shape; remove it"
                 self.errors.add(f"`{opdef.name}` has no argument `{name}`", locs.get(name, ns.loc),
                                 hint or f"its arguments: {', '.join(names) or 'none'}")

@@ -14,21 +14,24 @@ def _same(ins, a):
     return ins[0]
 
 
-def _activation(name, module, doc, args=()):
+def _activation(name, module, doc, title, saves, args=()):
+    """``saves``: the output where the gradient is a function of it (relu, sigmoid, tanh),
+    else the input."""
     register(OpDef(name, "activation", doc, tuple(args), _same,
-                   lambda ins, a: FunctionCall(getattr(module, name), dict(a)), params=no_params))
+                   lambda ins, a: FunctionCall(getattr(module, name), dict(a)), params=no_params,
+                   saves=saves, title=title, inferred=()))
 
 
-_activation("relu", torch, "max(0, x).")
-_activation("sigmoid", torch, "Logistic sigmoid.")
-_activation("tanh", torch, "Hyperbolic tangent.")
-_activation("leaky_relu", F, "max(0, x) + negative_slope * min(0, x).",
+_activation("relu", torch, "max(0, x).", "ReLU", "output")
+_activation("sigmoid", torch, "Logistic sigmoid.", "sigmoid", "output")
+_activation("tanh", torch, "Hyperbolic tangent.", "tanh", "output")
+_activation("leaky_relu", F, "max(0, x) + negative_slope * min(0, x).", "leaky ReLU", "inputs",
             [Arg("negative_slope", "float", 0.01, range=FINITE)])
-_activation("gelu", F, "Gaussian error linear unit.",
+_activation("gelu", F, "Gaussian error linear unit.", "GELU", "inputs",
             [Arg("approximate", "str", "none", ("none", "tanh"))])
 
 
-def _softmax(name):
+def _softmax(name, title):
     def shape(ins, a):
         batch_dim(a["dim"], len(ins[0]), name)
         return ins[0]
@@ -37,8 +40,8 @@ def _softmax(name):
                    f"`torch.{name}` along `dim` (dims count the batch: 1 = channels).",
                    (Arg("dim", "int", range=DIM),), shape,
                    lambda ins, a: FunctionCall(getattr(torch, name), {"dim": a["dim"]}),
-                   params=no_params))
+                   params=no_params, saves="output", title=title, inferred=()))
 
 
-_softmax("softmax")
-_softmax("log_softmax")
+_softmax("softmax", "softmax")
+_softmax("log_softmax", "log-softmax")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dagnet._lazy import lazy
 from dagnet.dims import ceildiv, floordiv, product
+from dagnet.ops import titles
 from dagnet.ops._util import expect_known, expect_rank, tuple_of
 from dagnet.ops.registry import (NON_NEGATIVE, POSITIVE, SIZE, Arg, FunctionCall, ModuleCall, OpDef, ShapeError,
                                   no_params, register)
@@ -106,7 +107,8 @@ def _conv(nd: int, transposed: bool):
     doc = (f"{nd}-d {'transposed ' if transposed else ''}convolution (`nn.{cls_name}`); "
            "`in_channels` is inferred.")
     register(OpDef(name, "conv", doc, _conv_args(transposed), shape, build, macs=macs,
-                   params=params))
+                   params=params, saves="inputs", title=titles.conv(nd, transposed),
+                   inferred=("in_channels",)))
 
 
 def _positive(spatial, x, name, hint="the input is too small for this kernel, stride and padding"):
@@ -145,7 +147,7 @@ def _pool(nd: int, kind: str):
         return FunctionCall(getattr(F, name), {k: _tuple(v) for k, v in a.items()})
 
     register(OpDef(name, "pool", f"{nd}-d {kind} pooling (`F.{name}`).", tuple(args), shape, build,
-                   params=no_params))
+                   params=no_params, saves="inputs", title=titles.pool(nd, kind), inferred=()))
 
 
 def _check_pool_padding(name: str, kernel, padding, dilation) -> None:
@@ -168,7 +170,8 @@ def _adaptive(nd: int, kind: str):
     register(OpDef(name, "pool", f"{nd}-d adaptive {kind} pooling (`F.{name}`).",
                    (Arg("output_size", "ints", range=SIZE),), shape,
                    lambda ins, a: FunctionCall(getattr(F, name), {"output_size": _tuple(a["output_size"])}),
-                   params=no_params))
+                   params=no_params, saves="inputs", title=titles.adaptive_pool(nd, kind),
+                   inferred=()))
 
 
 def _interpolate_shape(name):
@@ -220,7 +223,8 @@ for _name in ("interpolate", "upsample"):
     register(OpDef(_name, "upsample",
                    "Resize by `size` or `scale_factor`, or to the spatial size of a second input "
                    "(`F.interpolate`).", _INTERP_ARGS, _interpolate_shape(_name), _interpolate_build,
-                   arity=(1, 2), params=no_params))
+                   arity=(1, 2), params=no_params, saves="inputs", title=titles.upsample,
+                   inferred=()))
 
 for _nd in (1, 2):
     _conv(_nd, transposed=False)

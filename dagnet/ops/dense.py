@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dagnet._lazy import lazy
 from dagnet.dims import product
+from dagnet.ops import titles
 from dagnet.ops._util import expect_known
 from dagnet.ops.registry import FINITE, SIZE, Arg, ModuleCall, OpDef, ShapeError, register
 
@@ -25,6 +26,7 @@ register(OpDef(
     lambda ins, a: ModuleCall(nn.Linear, {"in_features": ins[0][-1], **a}),
     macs=lambda ins, out, a: product(out) * ins[0][-1],
     params=lambda ins, a: (ins[0][-1] + a["bias"]) * a["out_features"],
+    saves="inputs", title=titles.with_arg("fc, ", "out_features"), inferred=("in_features",),
 ))
 
 def _embedding_shape(ins, a):
@@ -42,4 +44,5 @@ register(OpDef(
     _embedding_shape,
     lambda ins, a: ModuleCall(nn.Embedding, dict(a)),
     params=lambda ins, a: a["num_embeddings"] * a["embedding_dim"],
+    saves="inputs", title=titles.with_arg("embedding, ", "embedding_dim"), inferred=(),
 ))

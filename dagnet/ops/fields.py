@@ -51,7 +51,9 @@ register(OpDef(
     "Linear-chain CRF over [T, K] emission scores (+ optional [T] mask); value: tag marginals [T, K].",
     (SCAN,),
     _chain_shape, _chain_build, arity=(1, 2), stochastic=True,
-    params=_chain_params))
+    params=_chain_params,
+    saves="inputs", title="linear-chain CRF", task="sequence", pgm="chain",
+    inferred=("num_tags",)))
 
 
 def _tree_shape(ins, a):
@@ -94,7 +96,8 @@ register(OpDef(
     "Tree CRF over [N, K] node scores, the tree given by `parents` (-1 for the root); "
     "value: node marginals [N, K].",
     (Arg("parents", "shape", range=PARENT),), _tree_shape, _tree_build, stochastic=True,
-    params=lambda ins, a: ins[0][1] ** 2))       # one pairwise table shared by every edge
+    params=lambda ins, a: ins[0][1] ** 2,       # one pairwise table shared by every edge
+    saves="inputs", title="tree CRF", task="sequence", pgm="tree", inferred=("num_tags",)))
 
 
 def _grid_shape(ins, a):
@@ -118,7 +121,9 @@ register(OpDef(
                                                   "kept at each step: from 0 up to, not including, 1")),
      Arg("schedule", "str", "checkerboard", ("checkerboard", "parallel"))),
     _grid_shape, _grid_build, stochastic=True,
-    params=lambda ins, a: 1 if a["pairwise"] == "potts" else ins[0][0] ** 2))
+    params=lambda ins, a: 1 if a["pairwise"] == "potts" else ins[0][0] ** 2,
+    saves="inputs", title="grid CRF", task="segmentation", pgm="grid",
+    inferred=("num_labels",)))
 
 
 def _dense_shape(ins, a):
@@ -151,7 +156,9 @@ register(OpDef(
      Arg("method", "str", "lattice", ("lattice", "exact")), Arg("learn_bandwidths", "bool", False)),
     _dense_shape, _dense_build, arity=(2, 2), stochastic=True,
     # compatibility [L, L], two kernel weights, three bandwidths if learnt
-    params=lambda ins, a: ins[0][0] ** 2 + 2 + (3 if a["learn_bandwidths"] else 0)))
+    params=lambda ins, a: ins[0][0] ** 2 + 2 + (3 if a["learn_bandwidths"] else 0),
+    saves="inputs", title="dense CRF", task="segmentation", pgm="clique",
+    inferred=("num_labels",)))
 
 
 def _hidden_shape(ins, a):
@@ -174,7 +181,9 @@ register(OpDef(
     (Arg("num_labels", "int", range=SIZE), SCAN),
     _hidden_shape, _hidden_build, arity=(1, 2), stochastic=True,
     # per label: a bias, start/end/state scores over the hidden states, hidden transitions
-    params=lambda ins, a: a["num_labels"] * (1 + 3 * ins[0][1] + ins[0][1] ** 2)))
+    params=lambda ins, a: a["num_labels"] * (1 + 3 * ins[0][1] + ins[0][1] ** 2),
+    saves="inputs", title="hidden CRF", task="classification", pgm="hidden",
+    inferred=("num_hidden",)))
 
 
 def _ldcrf_shape(ins, a):
@@ -200,4 +209,6 @@ register(OpDef(
     "states, scored by [T, L * h] inputs; value: label marginals [T, L].",
     (Arg("num_labels", "int", range=SIZE), SCAN),
     _ldcrf_shape, _ldcrf_build, arity=(1, 2), stochastic=True,
-    params=_chain_params))      # its parameters are a chain CRF's over the hidden states
+    params=_chain_params,       # its parameters are a chain CRF's over the hidden states
+    saves="inputs", title="latent-dynamic CRF", task="sequence", pgm="latent_dynamic",
+    inferred=("hidden_per_label",)))

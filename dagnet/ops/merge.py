@@ -6,6 +6,7 @@ import operator
 
 from dagnet._lazy import lazy
 from dagnet.dims import differ, fmt_shape, may_differ_at, same
+from dagnet.ops import titles
 from dagnet.ops._util import batch_dim
 from dagnet.ops.registry import DIM, NON_NEGATIVE, Arg, FunctionCall, OpDef, ShapeError, no_params, register
 
@@ -48,7 +49,9 @@ def _add_build(ins, a):
 
 
 register(OpDef("add", "merge", "Element-wise sum of two or more inputs of one shape: a residual edge.",
-               (), _add_shape, _add_build, arity=(2, None), params=no_params))
+               (), _add_shape, _add_build, arity=(2, None), params=no_params,
+               saves="nothing", title="+", look="merge", mark="+", mark_legend="add (residual)",
+               inferred=()))
 
 
 def _mul_shape(ins, a):
@@ -65,7 +68,9 @@ def _mul_shape(ins, a):
 
 
 register(OpDef("mul", "merge", "Element-wise product with broadcasting (gates, attention).",
-               (), _mul_shape, lambda ins, a: FunctionCall(operator.mul), arity=(2, 2), params=no_params))
+               (), _mul_shape, lambda ins, a: FunctionCall(operator.mul), arity=(2, 2), params=no_params,
+               saves="inputs", title=titles.TIMES, look="merge", mark=titles.TIMES, mark_legend="multiply",
+               inferred=()))
 
 
 def _concat_shape(ins, a):
@@ -85,7 +90,8 @@ def _concat_shape(ins, a):
 register(OpDef("concat", "merge", "Concatenation along `dim` (default 1, the channels): a dense edge.",
                (Arg("dim", "int", 1, range=DIM),), _concat_shape,
                lambda ins, a: FunctionCall(torch.cat, {"dim": a["dim"]}, inputs_as_list=True),
-               arity=(2, None), params=no_params))
+               arity=(2, None), params=no_params, saves="nothing", title="C", look="merge", mark="C",
+               mark_legend="concatenate (dense)", inferred=()))
 
 
 def _crop_shape(ins, a):
@@ -104,4 +110,5 @@ register(OpDef("crop", "merge",
                "Crop the spatial dims of the first input to those of the second "
                "(centred, or from `offset`), as FCN skip connections need.",
                (Arg("offset", "int_or_none", None, range=NON_NEGATIVE),), _crop_shape,
-               lambda ins, a: FunctionCall(functional.crop, dict(a)), arity=(2, 2), params=no_params))
+               lambda ins, a: FunctionCall(functional.crop, dict(a)), arity=(2, 2), params=no_params,
+               saves="nothing", view=True, title="crop", look="crop", inferred=()))

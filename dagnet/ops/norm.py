@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dagnet._lazy import lazy
+from dagnet.ops import titles
 from dagnet.ops._util import expect_known
 from dagnet.dims import product
 from dagnet.ops.registry import POSITIVE, PROBABILITY, SIZE, Arg, ModuleCall, OpDef, ShapeError, no_params, register
@@ -32,6 +33,7 @@ register(OpDef(
     _batch_norm_shape,
     _batch_norm_build,
     params=lambda ins, a: 2 * ins[0][0] if a["affine"] else 0,   # running statistics are buffers
+    saves="inputs", title="batch norm", inferred=("num_features",),
 ))
 
 
@@ -63,6 +65,7 @@ register(OpDef(
     _layer_norm_shape,
     _layer_norm_build,
     params=lambda ins, a: 2 * product(_normalized(ins, a)) if a["elementwise_affine"] else 0,
+    saves="inputs", title="layer norm", inferred=(),
 ))
 
 
@@ -84,9 +87,11 @@ register(OpDef(
     _group_norm_shape,
     _group_norm_build,
     params=lambda ins, a: 2 * ins[0][0] if a["affine"] else 0,
+    saves="inputs", title=titles.with_arg("group norm, ", "num_groups"), inferred=("num_channels",),
 ))
 
 for _name, _cls, _doc in (("dropout", "Dropout", "Element-wise dropout (`nn.Dropout`)."),
                           ("dropout2d", "Dropout2d", "Channel-wise dropout (`nn.Dropout2d`).")):
     register(OpDef(_name, "norm", _doc, (Arg("p", "float", 0.5, range=PROBABILITY),),
-                   lambda ins, a: ins[0], lambda ins, a, c=_cls: ModuleCall(getattr(nn, c), dict(a)), params=no_params))
+                   lambda ins, a: ins[0], lambda ins, a, c=_cls: ModuleCall(getattr(nn, c), dict(a)), params=no_params,
+                   saves="nothing", title=titles.with_arg("dropout ", "p", 0.5, "{:g}"), inferred=()))

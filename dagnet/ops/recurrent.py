@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dagnet._lazy import lazy
+from dagnet.ops import titles
 from dagnet.ops._util import expect_known, expect_rank
 from dagnet.ops.registry import PROBABILITY, SIZE, Arg, ModuleCall, OpDef, register
 
@@ -39,7 +40,8 @@ def _recurrent(name, cls_name, gates):
 
     register(OpDef(name, "recurrent",
                    f"{name.upper()} over a batch-first [T, F] sequence; returns the [T, H*dirs] outputs.",
-                   _ARGS, shape, build, macs=macs, params=params))
+                   _ARGS, shape, build, macs=macs, params=params,
+                   saves="inputs", title=titles.recurrent(name.upper()), inferred=("input_size",)))
 
 
 _recurrent("lstm", "LSTM", 4)

@@ -1,8 +1,11 @@
-"""The op registry: one entry per op, read by the checker, emitter, renderer and docs.
+"""The op registry: one entry per op, read by the checker, emitter, scheduler,
+renderer, trainer and docs.
 
 An :class:`OpDef` says what arguments an op takes (PyTorch's own names), how
 its output shape follows from its input shapes, how it is built (a module that
-owns parameters, or a plain function call), and how it is drawn.
+owns parameters, or a plain function call), what it keeps for the backward
+pass, and how it is drawn. Later stages read these facets and keep no table
+keyed by op name, so adding an op is one entry in one file.
 """
 
 from __future__ import annotations
@@ -128,8 +131,20 @@ class FunctionCall:
     inputs_as_list: bool = False
 
 
+SAVES = ("inputs", "output", "nothing")
+TASKS = ("sequence", "classification", "segmentation")
+# how the graphical-model view draws a structured op: a chain of labels, a chain of hidden
+# states under one label (hidden) or under one label each (latent_dynamic), a lattice, a
+# binary tree, a fully connected clique
+PGM_KINDS = ("chain", "hidden", "latent_dynamic", "grid", "tree", "clique")
+
+
 @dataclass(frozen=True)
 class OpDef:
+    """Every facet of one op. The first ones are required; the rest have defaults so
+    that a plugin op need not say how it is drawn (built-in ops declare them all,
+    which tests/test_registry.py checks)."""
+
     name: str
     family: str            # conv, pool, dense, norm, activation, merge, shape, recurrent, field
     doc: str
@@ -142,6 +157,20 @@ class OpDef:
     # (in_shapes, args) -> parameter count, without building anything; None: count the
     # parameters of the module ``build`` returns (which imports torch)
     params: Callable | None = None
+    # what it keeps for its gradient ("inputs", "output", "nothing"), for the memory
+    # estimate; None: "inputs", the safe over-estimate
+    saves: str | None = None
+    view: bool = False     # its value shares its input's storage (reshape, flatten)
+    # its title in figures, as papers write it: a string, or (args) -> str; None: the name
+    title: Callable | str | None = None
+    look: str | None = None   # the style a figure draws it in (render/styles.py); None: the family
+    mark: str | None = None   # a merge drawn as a circled mark ("+", "C") instead of a titled box
+    mark_legend: str | None = None   # what the legend says the mark is ("add (residual)")
+    task: str | None = None   # a structured op: what it predicts, for metrics (TASKS)
+    pgm: str | None = None    # a structured op: how the graphical-model view draws it (PGM_KINDS)
+    # its module's arguments that come from the input shapes (`in_channels`): given in a
+    # spec, the error says to remove them; None: guessed from the name (`in_*`, ...)
+    inferred: tuple[str, ...] | None = None
 
     def arg(self, name: str) -> Arg | None:
         return next((a for a in self.args if a.name == name), None)
@@ -150,6 +179,45 @@ class OpDef:
     def positional(self) -> tuple[str, ...]:
         """Argument names in the order the call form ``op(a, b)`` binds them."""
         return tuple(a.name for a in self.args)
+
+    @property
+    def saved(self) -> str:
+        """What the backward pass keeps: the declared facet, else its inputs."""
+        return self.saves or "inputs"
+
+    @property
+    def style(self) -> str:
+        """The figure style key: the declared look, else the family."""
+        return self.look or self.family
+
+    def infers(self, name: str) -> bool:
+        """Whether ``name`` is an argument this op infers from its input shapes."""
+        if self.inferred is not None:
+            return name in self.inferred
+        return name.startswith("in_") or name in ("input_size", "num_features", "num_channels")
+
+    def title_for(self, args: dict) -> str:
+        """The op's title in a figure, for these arguments."""
+        if callable(self.title):
+            return self.title(args or {})
+        return self.title if self.title is not None else self.name.replace("_", " ")
+
+
+def missing_facets(op: OpDef) -> list[str]:
+    """The facets a built-in op must declare and ``op`` leaves to a default.
+
+    A plugin may leave them (the defaults are safe: it saves its inputs, it is
+    titled by its name and drawn as its family), but a built-in op that forgets
+    one would be estimated, drawn or scored wrongly without a word.
+    """
+    missing = [facet for facet in ("saves", "title", "inferred") if getattr(op, facet) is None]
+    if op.style == "merge" and op.mark is None:
+        missing.append("mark")
+    if op.mark is not None and op.mark_legend is None:
+        missing.append("mark_legend")
+    if op.family == "field" or op.stochastic:
+        missing += [facet for facet in ("task", "pgm") if getattr(op, facet) is None]
+    return missing
 
 
 def no_params(ins, a) -> int:
@@ -166,6 +234,10 @@ def register(op: OpDef) -> OpDef:
     for a in op.args:
         if a.kind not in ARG_KINDS:
             raise ValueError(f"op `{op.name}`: argument `{a.name}` has unknown kind `{a.kind}`")
+    for facet, allowed in (("saves", SAVES), ("task", TASKS), ("pgm", PGM_KINDS)):
+        value = getattr(op, facet)
+        if value is not None and value not in allowed:
+            raise ValueError(f"op `{op.name}`: {facet} `{value}` is not one of {', '.join(allowed)}")
     OPS[op.name] = op
     return op
 

@@ -21,7 +21,8 @@ def _flatten_shape(ins, a):
 
 register(OpDef("flatten", "shape", "Flatten dims `start_dim..end_dim` (dims count the batch).",
                (Arg("start_dim", "int", 1, range=DIM), Arg("end_dim", "int", -1, range=DIM)), _flatten_shape,
-               lambda ins, a: FunctionCall(torch.flatten, dict(a)), params=no_params))
+               lambda ins, a: FunctionCall(torch.flatten, dict(a)), params=no_params,
+               saves="nothing", view=True, title="flatten", inferred=()))
 
 
 RESHAPE_DIM = Range(1, also=(-1,), meaning="each entry is a size from 1 up, or -1 for the one dim to infer")
@@ -46,7 +47,8 @@ def _reshape_shape(ins, a):
 
 register(OpDef("reshape", "shape", "Reshape each example to `shape` (-1 infers one dim).",
                (Arg("shape", "shape", range=RESHAPE_DIM),), _reshape_shape,
-               lambda ins, a: FunctionCall(functional.reshape, {"shape": list(a["shape"])}), params=no_params))
+               lambda ins, a: FunctionCall(functional.reshape, {"shape": list(a["shape"])}), params=no_params,
+               saves="nothing", view=True, title="reshape", inferred=()))
 
 
 def _permute_shape(ins, a):
@@ -59,7 +61,9 @@ def _permute_shape(ins, a):
 
 register(OpDef("permute", "shape", "Permute dims (`torch.permute`; dims count the batch, which stays 0).",
                (Arg("dims", "shape", range=PERMUTE_DIM),), _permute_shape,
-               lambda ins, a: FunctionCall(torch.permute, {"dims": tuple(a["dims"])}), params=no_params))
+               lambda ins, a: FunctionCall(torch.permute, {"dims": tuple(a["dims"])}), params=no_params,
+               saves="nothing", view=True, title="permute", inferred=()))
 
 register(OpDef("identity", "shape", "Pass the input through unchanged.", (),
-               lambda ins, a: ins[0], lambda ins, a: None, params=no_params))
+               lambda ins, a: ins[0], lambda ins, a: None, params=no_params,
+               saves="nothing", view=True, title="identity", inferred=()))

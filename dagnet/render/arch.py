@@ -25,7 +25,6 @@ from dagnet.render.labels import (TIMES, Line, op_title, params_line, plain, sha
                                   split_title, tex_escape)
 
 NUMBERED = re.compile(r"^(\d+)(_add|_in)?$")
-MARKS = {"add": "+", "concat": "C", "mul": TIMES}
 # Which family a closed `seq` is drawn as: the first of its members' families in this order.
 DOMINANT = ("conv", "dense", "recurrent", "field", "upsample", "pool", "norm", "activation",
             "merge", "shape")
@@ -73,10 +72,20 @@ def family(node: Node) -> str:
     if node.op == "input":
         return "input"
     opdef = ops.get(node.op)
-    fam = opdef.family if opdef else "layer"
-    if node.op == "crop":
-        return "crop"
-    return fam
+    return opdef.style if opdef else "layer"
+
+
+def mark_legends() -> list[tuple[str, str]]:
+    """(mark, words) of every op drawn as a mark, from its ``mark`` and ``mark_legend``
+    facets, in the legend's order: alphabetical by the words."""
+    found = {op.mark: op.mark_legend for op in ops.OPS.values() if op.mark and op.mark_legend}
+    return sorted(found.items(), key=lambda item: item[1])
+
+
+def mark(node: Node) -> str | None:
+    """The circled mark a merge is drawn as ("+", "C"), from the op's ``mark`` facet."""
+    opdef = ops.get(node.op)
+    return opdef.mark if opdef else None
 
 
 class ArchBuilder:
@@ -142,7 +151,7 @@ class ArchBuilder:
 
     def kind_of(self, item) -> str:
         if isinstance(item, Node):
-            return "merge" if item.op in MARKS else family(item)
+            return "merge" if mark(item) else family(item)
         if self.is_block(item) or (self.numbered(item) and any(isinstance(c, Group) for c in item.children)):
             return "block"
         fams = {family(n) for n in self.members(item)}
@@ -252,8 +261,8 @@ class ArchBuilder:
             shape = shape_line(node.shape, self.opt.dims) if self.opt.shapes else None
             return FNode(node.name, "input", lines + ([shape] if shape else []), 0, (node.name,),
                          tooltip=node.name)
-        if node.op in MARKS:
-            return FNode(node.name, "merge", [plain(MARKS[node.op], "mark")], 0, (node.name,),
+        if mark(node):
+            return FNode(node.name, "merge", [plain(mark(node), "mark")], 0, (node.name,),
                          size=(15, 15), tooltip=f"{node.name}: {node.op}")
         kind = family(node)
         return FNode(node.name, kind, self.lines(None, op_title(node.op, node.args), [node]),
@@ -293,8 +302,7 @@ class ArchBuilder:
         kinds = {n.kind for n in self.fig.nodes.values()}
         entries = [(k, PAPER_LOOKS[k].legend) for k in FAMILY_ORDER if k in kinds and k != "merge"]
         marks = {n.lines[0].text for n in self.fig.nodes.values() if n.kind == "merge"}
-        words = {"+": "add (residual)", "C": "concatenate (dense)", TIMES: "multiply"}
-        entries += [("mark:" + m, words[m]) for m in ("+", "C", TIMES) if m in marks]
+        entries += [("mark:" + m, words) for m, words in mark_legends() if m in marks]
         if any(n.output for n in self.fig.nodes.values()):
             entries.append(("output", "output"))
         if self.folded:

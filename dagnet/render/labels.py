@@ -3,7 +3,8 @@
 Every piece of text is made twice, as Unicode for Graphviz (DOT, SVG, PNG) and
 as LaTeX for TikZ, so that LaTeX sets the paper's own fonts and math. Titles
 follow the way papers label layers ("7×7 conv, 64, /2", "3×3 max pool, /2",
-"fc, 1000"), not PyTorch's class names.
+"fc, 1000"), not PyTorch's class names; each op's ``title`` facet
+(dagnet/ops/titles.py) writes its own.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from dataclasses import dataclass
 
 import sympy
 
+from dagnet import ops
 from dagnet.dims import substitute
+from dagnet.ops.titles import TIMES     # ×, measured by the metrics tables and set as \times in TeX
 
-TIMES = "\u00d7"            # ×, measured by the metrics tables and set as \times in TeX
 MINUS = "\u2212"
 DOTS = "\u2026"
 
@@ -142,81 +144,12 @@ def params_line(n: int) -> Line | None:
 
 # -- op titles ----------------------------------------------------------------
 
-FIELD_TITLES = {
-    "chain_crf": "linear-chain CRF", "tree_crf": "tree CRF", "grid_crf": "grid CRF",
-    "dense_crf": "dense CRF", "hidden_crf": "hidden CRF", "latent_dynamic_crf": "latent-dynamic CRF",
-}
-SIMPLE_TITLES = {
-    "relu": "ReLU", "gelu": "GELU", "leaky_relu": "leaky ReLU", "sigmoid": "sigmoid", "tanh": "tanh",
-    "softmax": "softmax", "log_softmax": "log-softmax", "batch_norm": "batch norm",
-    "layer_norm": "layer norm", "flatten": "flatten", "reshape": "reshape", "permute": "permute",
-    "identity": "identity", "crop": "crop", "add": "+", "concat": "C", "mul": TIMES,
-    "input": "input",
-}
-
-
-def _kernel(k, nd: int) -> str:
-    ks = list(k) if isinstance(k, (list, tuple)) else [k] * nd
-    return TIMES.join(str(v) for v in ks)
-
-
-def _stride(s) -> int | str | None:
-    ss = list(s) if isinstance(s, (list, tuple)) else [s]
-    if all(v == 1 for v in ss) or s is None:
-        return None
-    return ss[0] if len(set(ss)) == 1 else "(" + ",".join(map(str, ss)) + ")"
-
-
 def op_title(op: str, args: dict) -> str:
-    """The layer as a paper labels it."""
-    a = args or {}
-    if op in SIMPLE_TITLES:
-        return SIMPLE_TITLES[op]
-    if op in FIELD_TITLES:
-        return FIELD_TITLES[op]
-    if op.startswith("conv"):
-        nd = 1 if op.endswith("1d") else 2
-        transposed = "transpose" in op
-        text = f"{_kernel(a.get('kernel_size', '?'), nd)} {'up-conv' if transposed else 'conv'}, " \
-               f"{a.get('out_channels', '?')}"
-        s = _stride(a.get("stride", 1))
-        if s is not None:
-            text += f", {TIMES}{s}" if transposed else f", /{s}"
-        if a.get("dilation", 1) not in (1, [1, 1], (1, 1), [1], (1,)):
-            text += f", dil {a['dilation']}"
-        if a.get("groups", 1) != 1:
-            text += f", g{a['groups']}"
-        return text
-    if op.startswith(("adaptive_avg_pool", "adaptive_max_pool")):
-        kind = "avg" if "avg" in op else "max"
-        size = a.get("output_size")
-        if size in (1, [1], (1,), [1, 1], (1, 1)):
-            return f"global {kind} pool"
-        return f"adaptive {kind} pool {_kernel(size, 2 if op.endswith('2d') else 1)}"
-    if op.startswith(("max_pool", "avg_pool")):
-        nd = 1 if op.endswith("1d") else 2
-        kind = "max" if op.startswith("max") else "avg"
-        stride = a.get("stride") if a.get("stride") is not None else a.get("kernel_size")
-        s = _stride(stride)
-        return f"{_kernel(a.get('kernel_size', '?'), nd)} {kind} pool" + (f", /{s}" if s else "")
-    if op == "linear":
-        return f"fc, {a.get('out_features', '?')}"
-    if op == "embedding":
-        return f"embedding, {a.get('embedding_dim', '?')}"
-    if op in ("lstm", "gru"):
-        name = ("Bi" if a.get("bidirectional") else "") + op.upper()
-        layers = a.get("num_layers", 1)
-        return f"{name}, {a.get('hidden_size', '?')}" + (f", {layers} layers" if layers != 1 else "")
-    if op in ("upsample", "interpolate"):
-        scale = a.get("scale_factor")
-        mode = a.get("mode", "nearest")
-        return "upsample" + (f" {TIMES}{scale:g}" if isinstance(scale, (int, float)) else "") + \
-               (f", {mode}" if mode != "nearest" else "")
-    if op in ("dropout", "dropout2d"):
-        return f"dropout {a.get('p', 0.5):g}"
-    if op == "group_norm":
-        return f"group norm, {a.get('num_groups', '?')}"
-    return op.replace("_", " ")
+    """The layer as a paper labels it: the op's ``title`` facet (an input is "input")."""
+    opdef = ops.get(op)
+    if opdef is None:
+        return "input" if op == "input" else op.replace("_", " ")
+    return opdef.title_for(args)
 
 
 def split_title(title: str) -> list[str]:

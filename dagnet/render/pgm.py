@@ -17,7 +17,7 @@ import math
 from dagnet import ops
 from dagnet.ir import IR, Node
 from dagnet.render.drawing import Figure, FNode
-from dagnet.render.labels import FIELD_TITLES, Line, nominal_dim, params_text, tex_escape
+from dagnet.render.labels import Line, nominal_dim, op_title, params_text, tex_escape
 from dagnet.render.metrics import text_width
 
 R = 10.0            # variable radius, points
@@ -27,12 +27,19 @@ DX = 56.0           # spacing of a chain
 CHAIN = ("1", "2", "3", "\u2026", "T")
 SUB_SIZE = 6
 MAX_TREE = 15       # a larger tree is drawn as a binary tree of 7
-SEQUENCE_FIELDS = ("chain_crf", "hidden_crf", "latent_dynamic_crf")
+SEQUENCES = ("chain", "hidden", "latent_dynamic")     # drawing kinds (the ``pgm`` facet) over T positions
+HIDDEN = ("hidden", "latent_dynamic")                  # their variables are hidden states
 
 
 def is_field(node: Node) -> bool:
     opdef = ops.get(node.op)
-    return (opdef is not None and (opdef.family == "field" or opdef.stochastic)) or node.op in FIELD_TITLES
+    return opdef is not None and (opdef.family == "field" or opdef.stochastic)
+
+
+def drawing(node: Node) -> str | None:
+    """How a structured node is drawn: its op's ``pgm`` facet (None: undeclared)."""
+    opdef = ops.get(node.op)
+    return opdef.pgm if opdef else None
 
 
 def var_line(name: str, index: str = "") -> Line:
@@ -118,27 +125,26 @@ class ModelBuilder:
 
     # -- one field node ----------------------------------------------------------------
     def field(self, node: Node, prefix: str) -> None:
-        op = node.op
-        if op in SEQUENCE_FIELDS:
-            self.sequence(node, prefix)
-        elif op == "grid_crf":
+        kind = drawing(node)
+        if kind == "grid":
             self.grid(prefix)
-        elif op == "tree_crf":
+        elif kind == "tree":
             self.tree(node, prefix)
-        elif op == "dense_crf":
+        elif kind == "clique":
             self.clique(prefix)
-        else:
+        else:                       # a chain; an undeclared drawing is drawn as latent-dynamic
             self.sequence(node, prefix)
 
     def sequence(self, node: Node, prefix: str) -> None:
         centre = 2 * DX
-        if node.op == "chain_crf":
+        kind = drawing(node)
+        if kind == "chain":
             labels = self.chain(prefix, "y", "label", 0)
             self.network(prefix, centre, -70, self.unaries(prefix, labels))
             return
         hidden = self.chain(prefix, "h", "hidden", 0)
         self.network(prefix, centre, -70, self.unaries(prefix, hidden))
-        if node.op == "hidden_crf":          # one label per sequence, in every transition factor
+        if kind == "hidden":                 # one label per sequence, in every transition factor
             y = self.var(f"{prefix}y", "label", var_line("y"), centre, 64)
             for i in range(len(CHAIN) - 1):
                 self.fig.link(y, f"{prefix}h.pair.{i}", "link")
@@ -268,14 +274,14 @@ class ModelBuilder:
         parts = []
         for node in fields:
             pot = self.ir.node(node.inputs[0]) if node.inputs else None
-            what = FIELD_TITLES.get(node.op, node.op)
+            what, kind = op_title(node.op, node.args), drawing(node)
             shape = pot.shape if pot is not None and pot.shape else ()
             sizes = [nominal_dim(d)[0] for d in shape]
-            count = {"hidden_crf": "hidden states", "latent_dynamic_crf": "hidden states"}.get(node.op, "labels")
-            if node.op in SEQUENCE_FIELDS and len(sizes) == 2:
+            count = "hidden states" if kind in HIDDEN else "labels"
+            if kind in SEQUENCES and len(sizes) == 2:
                 length = sizes[0] if sizes[0] == "T" else f"T = {sizes[0]}"
                 what += f" over {length} positions, {sizes[1]} {count}"
-            elif node.op == "tree_crf" and len(sizes) == 2:
+            elif kind == "tree" and len(sizes) == 2:
                 what += f" over {sizes[0]} nodes, {sizes[1]} labels"
             elif len(sizes) == 3:
                 what += f" over {sizes[1]}\u00d7{sizes[2]} pixels, {sizes[0]} labels"

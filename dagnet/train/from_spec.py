@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from dagnet import ops
 from dagnet.api import load
 from dagnet.data import DataError, Standardized, check_example_shapes, check_labels, load_dataset, prepare_data
 from dagnet.dims import known
@@ -28,10 +29,6 @@ from dagnet.train.metrics import infer_task
 from dagnet.train.objective import ObjectiveError, build_objective
 from dagnet.train.run import RunDir, RunDirError, resumed_spec, spec_files, stored_spec
 
-# what a structured node predicts, for metrics and prediction files
-FIELD_TASKS = {"chain_crf": "sequence", "latent_dynamic_crf": "sequence", "tree_crf": "sequence",
-               "hidden_crf": "classification", "grid_crf": "segmentation", "dense_crf": "segmentation"}
-
 
 def spec_losses(ir: IR) -> tuple[list[dict], list[str]]:
     """The spec's losses with node names resolved, and the node outputs they need.
@@ -44,10 +41,13 @@ def spec_losses(ir: IR) -> tuple[list[dict], list[str]]:
 
 
 def task_of(ir: IR, losses: list[dict]):
-    """The metrics' Task, told what a CRF node predicts (its potentials alone do not say)."""
+    """The metrics' Task, told what a CRF node predicts (its potentials alone do not say):
+    the op's ``task`` facet."""
     task = infer_task(losses)
     if task is not None and task.node is not None:
-        task = dataclasses.replace(task, kind=FIELD_TASKS.get(ir.node(task.node).op, task.kind))
+        opdef = ops.get(ir.node(task.node).op)
+        if opdef is not None and opdef.task is not None:
+            task = dataclasses.replace(task, kind=opdef.task)
     return task
 
 
