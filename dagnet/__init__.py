@@ -12,9 +12,13 @@ __all__ = ["compile", "load", "parse", "Loc", "SpecError", "SpecErrors", "__vers
 
 
 def __getattr__(name: str):
-    """``compile``, ``load`` and ``parse`` import the checker (sympy, networkx) on first use,
-    so that ``dagnet --help`` and ``dagnet fmt`` (an editor's format-on-save) start at once."""
-    if name in ("compile", "load", "parse"):
+    """``load`` and ``parse`` import the checker (sympy, networkx) on first use, and
+    ``compile`` the emitter (torch) too, so that ``dagnet --help`` and ``dagnet fmt``
+    (an editor's format-on-save) start at once."""
+    if name in ("load", "parse"):
+        from dagnet import loader
+        return getattr(loader, name)
+    if name == "compile":
         from dagnet import api
-        return getattr(api, name)
+        return api.compile
     raise AttributeError(f"module 'dagnet' has no attribute {name!r}")

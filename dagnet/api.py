@@ -1,45 +1,19 @@
-"""The library entry points: ``dagnet.load`` and ``dagnet.compile``."""
+"""``dagnet.compile``: the torch half of the library's entry points.
+
+``parse`` and ``load`` live in the torch-free ``dagnet.loader`` (re-exported
+here for callers that already have torch); anything that only reads, checks
+or draws a spec imports that module, never this one.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING
+import torch.fx as fx
 
-from dagnet.check import check
-from dagnet.errors import ErrorLog, SpecError
-from dagnet.ir import IR, expand
-from dagnet.spec.frontends import load_spec
+from dagnet.emit import emit
+from dagnet.ir import IR
+from dagnet.loader import load, parse
 
-if TYPE_CHECKING:
-    import torch.fx as fx
-
-
-def parse(source):
-    """Parse a spec (path or text) with the front end its suffix names (text given directly is YAML)."""
-    return load_spec(source)
-
-
-def load(source, overrides: dict | None = None, training: bool = False) -> IR:
-    """Parse, expand and check a spec; return the checked IR (shapes filled in).
-
-    ``source`` is a path (``.yaml``/``.yml``/``.dag``) or spec text;
-    ``overrides`` sets parameters like the CLI's ``--set k=v``. With
-    ``training`` the losses and the ``train:`` section are checked too, and
-    their errors are raised together with the graph's, in file order.
-    """
-    spec = parse(Path(source) if isinstance(source, Path) else source)
-    errors = ErrorLog()
-    ir = expand(spec, overrides, errors)
-    try:
-        check(ir, errors)
-    except SpecError:
-        if not training:
-            raise
-    if training:
-        from dagnet.check_train import check_training
-        check_training(ir, errors)
-        errors.raise_if_any()
-    return ir
+__all__ = ["compile", "load", "parse"]
 
 
 def compile(spec, outputs: list[str] | None = None, as_dict: bool | None = None,
@@ -53,7 +27,6 @@ def compile(spec, outputs: list[str] | None = None, as_dict: bool | None = None,
     with dagnet's explicit message-passing engine instead of autograd's
     (same gradients; see docs/backend.md for when each is faster).
     """
-    from dagnet.emit import emit    # torch is imported here, not by reading or checking a spec
     ir = spec if isinstance(spec, IR) else load(spec, overrides)
     module = emit(ir, outputs=outputs, as_dict=as_dict, checkpoint=checkpoint)
     if backward == "messages":

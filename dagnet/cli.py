@@ -46,13 +46,13 @@ def _dims(pairs: list[str]) -> dict:
 
 
 def _load(args):
-    from dagnet.api import load
+    from dagnet.loader import load
     return load(Path(args.spec), _overrides(args.set))
 
 
 def cmd_check(args) -> int:
     """The graph, then the losses and `train:` section; all errors reported together, in file order."""
-    from dagnet.api import load
+    from dagnet.loader import load
     ir = load(Path(args.spec), _overrides(args.set), training=True)
     nodes = sum(1 for n in ir.graph.nodes if ir.node(n).op != "input")
     print(f"{args.spec}: ok ({nodes} nodes, outputs: {', '.join(ir.outputs)})")

@@ -89,3 +89,26 @@ sys.exit(1 if heavy else 0)
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+def imported_modules(path) -> set[str]:
+    """Every module a Python file imports, at any depth (inside functions too)."""
+    import ast
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_render_cli_depends_only_on_the_torch_free_loader():
+    """`dagnet render` reads a spec through dagnet.loader; the emitter's side is never imported."""
+    from pathlib import Path
+    package = Path(__file__).resolve().parents[1] / "dagnet"
+    render_cli = imported_modules(package / "render" / "cli.py")
+    assert "dagnet.loader.load" in render_cli
+    assert not render_cli & {"dagnet.api", "dagnet.emit", "dagnet.backward", "torch", "dagnet.api.load"}
+    assert {"dagnet.api", "dagnet.emit", "torch"}.isdisjoint(imported_modules(package / "loader.py"))

@@ -106,7 +106,8 @@ with contextlib.redirect_stdout(out):
     assert main(["fmt", "--check", r"{SPECS}/resnet50.dag"]) == 0
     assert main(["ops"]) == 0
 loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
-print(loaded[:5])
+loaded += [m for m in ("dagnet.api", "dagnet.emit") if m in sys.modules]   # the emitter's side
+print(loaded[:5], loaded[-2:])
 sys.exit(1 if loaded else 0)
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)

@@ -55,7 +55,7 @@ def _pairs(pairs: list[str] | None, flag: str, numbers: bool = False) -> dict:
 
 
 def cmd_render(args) -> int:
-    from dagnet.api import load
+    from dagnet.loader import load
     from dagnet.render import RenderError, render
     ir = load(Path(args.spec), _pairs(args.set, "--set"))       # SpecError: the main CLI prints it
     try:
