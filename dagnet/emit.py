@@ -5,7 +5,9 @@ owns its parameters (``self.c1(image)``, so ``state_dict`` keys follow node
 paths: ``layer3.1.conv2.weight``) or a plain function call
 (``torch.relu(c1)``). torch.fx frees each value after its last use in the
 generated code (``c1 = None``), so a forward message lives exactly as long as
-its consumers need it.
+its consumers need it. Nodes are emitted in ``IR.order()``, the order that
+``dagnet.schedule`` analyses (sizes, lifetimes, peak memory) for
+``dagnet compile --schedule``; emit does not read the schedule.
 """
 
 from __future__ import annotations

@@ -11,6 +11,13 @@ lifetime, and estimates peak activation memory:
 - training: a message also stays alive until the backward step of every
   consumer that saves it for its gradient (a convolution saves its input, a
   ReLU its output, an add nothing).
+
+It is an analysis beside the pipeline, not a plan that emit consumes: the
+emitter and this module read the one forward order, ``IR.order()``, and
+torch.fx frees each value after its last use in the generated code by itself,
+so a plan handed to emit would carry nothing it uses. The tests check that
+this schedule's order and lifetimes are those of the emitted code.
+Checkpointed parts (recomputed in the backward pass) are not modelled.
 """
 
 from __future__ import annotations

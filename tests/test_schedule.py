@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import dagnet
-from dagnet.emit import emit
+from dagnet.emit import emit, var_name
 from dagnet.schedule import forward_schedule, peak_memory
 from tests.conftest import SPECS
 
@@ -89,3 +89,19 @@ def test_cli_schedule(capsys):
                  "--dim", "H=224", "--dim", "W=224"]) == 0
     out = capsys.readouterr().out
     assert "freed after step" in out and "V[fc] -> flat" in out and "peak activation memory" in out
+
+
+@pytest.mark.parametrize("name", ["lenet", "densenet121", "unet"])
+def test_the_schedule_is_the_order_and_lifetimes_of_the_emitted_code(name):
+    """schedule.py analyses the emitted forward, it is not a plan emit reads: they must agree."""
+    ir = dagnet.load(SPECS / f"{name}.yaml")
+    graph = emit(ir).graph
+    computed = [n for n in graph.nodes if n.op in ("placeholder", "call_module", "call_function", "call_method")]
+    position = {n.name: i for i, n in enumerate(computed)}
+    messages = [m for m in forward_schedule(ir) if var_name(m.node) in position]
+    assert [var_name(m.node) for m in messages] == [n.name for n in computed]
+    outputs = set(ir.outputs.values())
+    for m, node in zip(messages, computed):         # freed after the same consumer torch.fx frees it after
+        users = [position[u.name] for u in node.users if u.name in position]
+        if m.node not in outputs and users:
+            assert var_name(ir.order()[m.last_use].name) == computed[max(users)].name, m.node
