@@ -45,3 +45,18 @@ def test_gradcheck_through_the_engine():
                            backward="messages").double()
     x = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: model(x=t), (x,))
+
+
+def test_checkpointed_parts_get_their_parameter_gradients():
+    """A checkpointed block is one call of the engine's graph; its parameters are still trained."""
+    ir = dagnet.load(SPECS / "resnet18.yaml", {"classes": 5})
+    torch.manual_seed(0)
+    reference = dagnet.compile(ir, checkpoint="blocks").double()
+    engine = dagnet.compile(ir, checkpoint="blocks", backward="messages").double()
+    engine.load_state_dict(reference.state_dict())
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    reference(image=x).sum().backward()
+    engine(image=x).sum().backward()
+    for (n, p), q in zip(reference.named_parameters(), engine.parameters()):
+        assert q.grad is not None, n
+        torch.testing.assert_close(q.grad, p.grad, atol=1e-6, rtol=0, msg=n)
