@@ -6,8 +6,8 @@ import pytest
 import dagnet
 from dagnet.cli import main
 from dagnet.errors import ErrorLog, Loc, SpecError, SpecErrors, did_you_mean
+from tests.test_check import HEAD, errors_of
 
-HEAD = "dagnet: 1\nname: t\ninputs:\n  image: {shape: [3, 8, 8]}\n"
 
 # a MobileNetV2-like spec: one block used five times, with three mistakes in its body
 MOBILENET = """\
@@ -31,13 +31,6 @@ outputs: [b3]
 """
 
 USES = "(in all 5 uses of block `inverted_residual`: `b1`, `b2`, `b3.0`, `b3.1`, `b3.2`)"
-
-
-def errors_of(text: str) -> list[SpecError]:
-    with pytest.raises(SpecError) as info:
-        dagnet.load(text)
-    err = info.value
-    return err.errors if isinstance(err, SpecErrors) else [err]
 
 
 def test_a_mistake_in_a_block_is_one_error_naming_every_use():
