@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from dagnet import ops
-from dagnet.api import load
+from dagnet.loader import load
 from dagnet.data import DataError, Standardized, check_example_shapes, check_labels, load_dataset, prepare_data
 from dagnet.dims import known
 from dagnet.emit import emit

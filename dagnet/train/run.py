@@ -28,6 +28,9 @@ from pathlib import Path
 
 import yaml
 
+from dagnet.loader import parse
+from dagnet.spec.frontends import spec_format
+from dagnet.spec.source import SPEC_SUFFIXES
 from dagnet.train.checkpoint import CheckpointError, load_checkpoint, write_atomic
 
 
@@ -191,7 +194,6 @@ def _record(line: str) -> dict | None:
 # -- the spec a run was trained with ---------------------------------------------
 
 SPEC_META = "spec.json"
-SPEC_SUFFIXES = (".yaml", ".yml", ".dag")
 
 
 def spec_snapshot(spec: Path) -> bytes:
@@ -201,17 +203,15 @@ def spec_snapshot(spec: Path) -> bytes:
     A run directory holds one spec file, and imports resolve against the file's folder:
     a copy that still imported `blocks/resnet.yaml` could never be evaluated or resumed.
     """
-    text = spec.read_bytes()
-    from dagnet.api import parse
     parsed = parse(spec)
     if not parsed.imports:
-        return text
+        return spec.read_bytes()
     from dagnet.spec.printer import to_dsl
     from dagnet.spec.yaml_printer import to_yaml
     for block in parsed.blocks.values():        # every block now belongs to the one file
         block.loc = dataclasses.replace(block.loc, file=parsed.file)
     parsed.imports = []
-    write = to_dsl if spec.suffix == ".dag" else to_yaml
+    write = to_dsl if spec_format(spec) == "dag" else to_yaml
     return write(parsed, imports=[]).encode()
 
 
