@@ -1,4 +1,4 @@
-"""Log-semiring kernels shared by the exact structured nodes (chain scans, the
+"""Chain kernels: fast log-semiring scans shared by the exact structured nodes (chain scans, the
 max-product backtrack), and the small helpers every node uses (mask packing,
 label masks, loss reduction, Gumbel-max sampling).
 
@@ -37,30 +37,11 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor
 
+from .protocol import reduce_loss  # noqa: F401  (re-exported for the fields)
+from .semiring import gumbel_argmax, logsumexp  # noqa: F401
+
 SPREAD = 80.0
 NEG_INF = float("-inf")
-
-
-class _LogSumExp(torch.autograd.Function):
-    """logsumexp whose gradient is 0, not NaN, where every term is -inf."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, dim: int) -> Tensor:
-        out = torch.logsumexp(x, dim)
-        ctx.save_for_backward(x, out)
-        ctx.dim = dim
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        x, out = ctx.saved_tensors
-        # d/dx_i logsumexp(x) = softmax(x)_i = exp(x_i - out); (-inf) - (-inf) is NaN -> 0.
-        weights = (x - out.unsqueeze(ctx.dim)).exp().nan_to_num(nan=0.0)
-        return grad.unsqueeze(ctx.dim) * weights, None
-
-
-def logsumexp(x: Tensor, dim: int) -> Tensor:
-    return _LogSumExp.apply(x, dim)
 
 
 def safe_log(y: Tensor) -> Tensor:
@@ -324,16 +305,6 @@ def label_mask(tags: Tensor, num_tags: int) -> Tensor:
     return one_hot | (tags < 0).unsqueeze(-1)
 
 
-def reduce_loss(losses: Tensor, reduction: str) -> Tensor:
-    if reduction == "none":
-        return losses
-    if reduction == "sum":
-        return losses.sum()
-    if reduction == "mean":
-        return losses.mean()
-    raise ValueError(f"unknown reduction {reduction!r}; expected 'sum', 'mean' or 'none'")
-
-
 def valid(lengths: Tensor, T: int) -> Tensor:
     """(B, T): t < length."""
     return torch.arange(T, device=lengths.device) < lengths[:, None]
@@ -350,9 +321,3 @@ def last(x: Tensor, lengths: Tensor) -> Tensor:
     """x[..., b, L_b - 1, :] for x (..., B, T, K); position 0 for empty sequences."""
     index = (lengths - 1).clamp_min(0).view(-1, 1, 1)
     return x.gather(-2, index.expand(x.shape[:-2] + (1, x.shape[-1]))).squeeze(-2)
-
-
-def gumbel_argmax(logits: Tensor, generator=None) -> Tensor:
-    """A draw from softmax(logits) over the last axis, by the Gumbel-max trick."""
-    noise = torch.empty_like(logits).exponential_(generator=generator).log().neg()
-    return (logits + noise).argmax(-1)

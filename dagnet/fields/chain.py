@@ -23,7 +23,9 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from . import _logspace as ls
-from ._logspace import gather_time, label_mask, pack, reduce_loss, unpack
+from . import semiring as sr
+from ._logspace import gather_time, label_mask, pack, unpack
+from .protocol import Field, check_k, reduce_loss
 
 METHODS = ("auto", "linear", "parallel")
 
@@ -233,7 +235,7 @@ def path_score(emissions, tags, start, end, transitions, mask=None) -> Tensor:
     return packed.emissions.sum((1, 2)) + steps.sum(1) + (first + final).masked_fill(L == 0, 0.0)
 
 
-def nll(emissions, tags, start, end, transitions, mask=None, reduction="sum",
+def nll(emissions, tags, start, end, transitions, mask=None, reduction="mean",
         method="auto") -> Tensor:
     """-log p(tags | x) = log Z(all) - log Z(paths consistent with tags); tag -1 is
     unlabelled and summed out. Fully labelled batches take the one-path shortcut."""
@@ -265,57 +267,56 @@ def viterbi(emissions, start, end, transitions, mask=None, method="auto"):
     return tags, path_score(emissions, tags, start, end, transitions, mask)
 
 
+def semiring_dp(start, end, transitions, lengths) -> sr.DP:
+    """The chain's dynamic program over any semiring, for packed emissions (B, T, K):
+    alpha_0 = start + emit_0, alpha_t[j] = (+)_i alpha_{t-1}[i] (x) trans[i, j] (x) emit_t[j],
+    value = (+)_j alpha_{L-1}[j] (x) end[j]; an empty chain has the one empty path."""
+    def dp(semiring: sr.Semiring, emit: Tensor) -> Tensor:
+        B, T, K = emit.shape
+        trans = transitions.to(emit.dtype)
+        alpha = semiring.convert(start.to(emit.dtype) + emit[:, 0])  # (S, B, K)
+        for t in range(1, T):
+            step = semiring.sum(semiring.mul_score(alpha.unsqueeze(-1), trans), -2)
+            alpha = torch.where((t < lengths)[:, None], semiring.mul_score(step, emit[:, t]), alpha)
+        value = semiring.sum(semiring.mul_score(alpha, end.to(emit.dtype)), -1)  # (S, B)
+        return torch.where(lengths == 0, semiring.one((B,), value), value)
+    return dp
+
+
+def _repeat(x: Tensor, n: int, batched_dim: int) -> Tensor:
+    """Potentials for n copies of the batch: repeated if they are per sequence."""
+    return x.repeat((n,) + (1,) * (x.dim() - 1)) if x.dim() == batched_dim else x
+
+
+def entropy(emissions, start, end, transitions, mask=None) -> Tensor:
+    """H(p(y | x)) (B,) in nats, by the entropy semiring; 0 for chains with one path or none."""
+    packed = pack(emissions, mask)
+    dp = semiring_dp(start, end, transitions, packed.lengths)
+    return sr.entropy(dp, packed.emissions)
+
+
 @torch.no_grad()
 def kbest(emissions, start, end, transitions, k: int, mask=None):
-    """The k highest-scoring paths: tags (B, k, T) and scores (B, k), best first.
-    Each state keeps its k best partial paths; a pointer names (previous state, rank).
-    Missing paths (fewer than k exist) have score -inf and tags -1."""
+    """The k highest-scoring paths: tags (B, k, T) and scores (B, k), best first, by
+    the k-max semiring. Missing paths (fewer than k exist) score -inf, with tags -1."""
     packed = pack(emissions, mask)
-    e, L = packed.emissions, packed.lengths
-    B, T, K = e.shape
-    trans = transitions.reshape(-1, K, 1, K)  # [b, from, rank, to]
-    v = e.new_full((B, K, k), ls.NEG_INF)
-    v[:, :, 0] = start + e[:, 0]
-    final, pointers = v, []
-    for t in range(1, T):
-        top, ptr = (v.unsqueeze(-1) + trans).flatten(1, 2).topk(k, dim=1)  # (B, k, K)
-        v = top.transpose(1, 2) + e[:, t, :, None]
-        pointers.append(ptr.transpose(1, 2).flatten(1))  # (B, K k): (state, rank) -> flat prev
-        final = torch.where((L - 1 == t).view(B, 1, 1), v, final)
-    scores, best = (final + end.reshape(-1, K, 1)).flatten(1).topk(k, dim=1)
-    cur, out = best, []
-    for t in reversed(range(T)):
-        if t < T - 1:
-            cur = torch.where((L - 1 == t)[:, None], best, pointers[t].gather(1, cur))
-        out.append(cur // k)
-    tags = torch.stack(out[::-1], -1).masked_fill(~ls.valid(L, T)[:, None], -1)
-    empty = torch.full_like(scores[0], ls.NEG_INF).index_fill(0, best.new_zeros(1), 0.0)
-    scores = torch.where((L == 0)[:, None], empty, scores)  # one empty path, score 0
-    tags = tags.masked_fill((scores == ls.NEG_INF)[..., None], -1)
-    return unpack(tags.transpose(1, 2), packed).transpose(1, 2), scores
+    dp = semiring_dp(start, end, transitions, packed.lengths)
+    scores, chosen = sr.kbest(dp, packed.emissions, check_k(k))  # (B, k), (k, B, T, K)
+    tags = sr.recover(chosen).masked_fill((scores == ls.NEG_INF).t()[..., None], -1)
+    return torch.stack([unpack(t, packed) for t in tags], 1), scores
 
 
 @torch.no_grad()
-def sample(emissions, start, end, transitions, n: int = 1, mask=None, generator=None,
-           method="auto") -> Tensor:
-    """n exact samples (n, B, T) from p(y | x) by forward filtering, backward sampling:
-    y_{L-1} ~ alpha_{L-1} + end, then y_t | y_{t+1} ~ alpha_t + trans[:, y_{t+1}].
-    Off-chain positions, and chains with Z = 0, get -1."""
+def sample(emissions, start, end, transitions, n: int = 1, mask=None, generator=None) -> Tensor:
+    """n exact samples (n, B, T) from p(y | x), by the sampling semiring (forward
+    filtering, backward sampling). Off-chain positions, and chains with Z = 0, get -1."""
     packed = pack(emissions, mask)
-    scan, shift = _resolve(method, packed.emissions, start, end, transitions)
-    e = packed.emissions
-    s, fin, w = _potentials(shift, e, start, end, transitions)
-    if shift is None:
-        alpha = ls.log_messages(e, s, w, scan) + e
-    else:  # alpha up to a constant per position: all that sampling needs
-        x = _factors(e, packed.lengths, shift)
-        alpha = ls.safe_log(ls.scaled_messages(x, s, w, scan)[0] * x)
-    logz = _log_z(ls.last(alpha, packed.lengths), fin, packed.lengths)  # finite iff Z > 0
-    alpha = alpha.transpose(0, 1).unsqueeze(1).expand(-1, n, -1, -1)  # (T, n, B, K)
-    draw = lambda x: ls.gumbel_argmax(x, generator)  # noqa: E731
-    tags = ls.backtrack(alpha, end.to(w.dtype), w, packed.lengths, draw)
-    tags = tags.masked_fill(~torch.isfinite(logz)[:, None], -1)
-    return unpack(tags.permute(1, 2, 0), packed).permute(2, 0, 1)  # time axis to dim 1 and back
+    B, T, K = packed.emissions.shape
+    dp = semiring_dp(_repeat(start, n, 2), _repeat(end, n, 2), _repeat(transitions, n, 3),
+                     packed.lengths.repeat(n))
+    logz, chosen = sr.samples(dp, packed.emissions.repeat(n, 1, 1), generator)
+    tags = sr.recover(chosen).masked_fill(~torch.isfinite(logz)[:, None], -1).view(n, B, T)
+    return torch.stack([unpack(t, packed) for t in tags])
 
 
 class Constraints(NamedTuple):
@@ -343,7 +344,7 @@ def bio_constraints(tag_names: Sequence[str]) -> Constraints:
     return Constraints(~inside, follows, torch.ones(len(tags), dtype=torch.bool))
 
 
-class ChainCRF(nn.Module):
+class ChainCRF(Field):
     """Linear-chain CRF over ``num_tags`` tags with emissions (B, T, K) batch-first.
 
     Parameters ``start`` (K), ``end`` (K), ``transitions`` (K, K) [from, to],
@@ -353,11 +354,15 @@ class ChainCRF(nn.Module):
     ``method``: "auto", "linear" or "parallel" (see docs/fields.md).
     """
 
+    exact = frozenset({"log_partition", "marginals", "decode", "kbest", "sample", "entropy", "score", "nll"})
+    structure = "sequence"
+
     def __init__(self, num_tags: int, constraints=None, method: str = "auto"):
         super().__init__()
         if num_tags <= 0:
             raise ValueError(f"num_tags must be positive, got {num_tags}")
-        self.num_tags, self.method = num_tags, method
+        self.num_labels = self.num_tags = num_tags
+        self.method = method
         self.start = nn.Parameter(torch.empty(num_tags))
         self.end = nn.Parameter(torch.empty(num_tags))
         self.transitions = nn.Parameter(torch.empty(num_tags, num_tags))
@@ -380,25 +385,35 @@ class ChainCRF(nn.Module):
         return (restrict(self.start, self.allowed_start), restrict(self.end, self.allowed_end),
                 restrict(self.transitions, self.allowed_transitions))
 
-    def log_partition(self, emissions, mask=None, allowed=None) -> Tensor:
-        return log_partition(emissions, *self.potentials(), mask, allowed, self.method)
+    def log_partition(self, potentials, mask=None, allowed=None) -> Tensor:
+        """log Z (B,); with ``allowed`` (B, T, K) bool, over the paths using only allowed tags."""
+        return log_partition(potentials, *self.potentials(), mask, allowed, self.method)
 
-    def marginals(self, emissions, mask=None, allowed=None) -> Tensor:
-        return marginals(emissions, *self.potentials(), mask, allowed, self.method)
+    def marginals(self, potentials, mask=None, allowed=None) -> Tensor:
+        return marginals(potentials, *self.potentials(), mask, allowed, self.method)
 
-    def nll(self, emissions, tags, mask=None, reduction="sum") -> Tensor:
-        return nll(emissions, tags, *self.potentials(), mask, reduction, self.method)
+    def clamped_log_partition(self, potentials, labels, mask=None) -> Tensor:
+        return self.log_partition(potentials, mask, label_mask(labels, self.num_tags))
 
-    forward = nll
+    def nll(self, potentials, labels, mask=None, reduction="mean") -> Tensor:
+        return nll(potentials, labels, *self.potentials(), mask, reduction, self.method)
 
-    def decode(self, emissions, mask=None, k: Optional[int] = None):
-        """MAP tags (B, T) and scores (B,); with k, the k best: (B, k, T) and (B, k)."""
-        if k is None:
-            return viterbi(emissions, *self.potentials(), mask, self.method)
-        return kbest(emissions, *self.potentials(), k, mask)
+    def score(self, potentials, labels, mask=None) -> Tensor:
+        return path_score(potentials, labels, *self.potentials(), mask)
 
-    def sample(self, emissions, n: int = 1, mask=None, generator=None) -> Tensor:
-        return sample(emissions, *self.potentials(), n, mask, generator, self.method)
+    def decode(self, potentials, mask=None) -> tuple:
+        """MAP tags (B, T), -1 off the chain, and their scores (B,)."""
+        return viterbi(potentials, *self.potentials(), mask, self.method)
+
+    def kbest(self, potentials, k: int, mask=None) -> tuple:
+        """The k best paths (B, k, T) and their scores (B, k), best first."""
+        return kbest(potentials, *self.potentials(), k, mask)
+
+    def sample(self, potentials, n: int = 1, mask=None, generator=None) -> Tensor:
+        return sample(potentials, *self.potentials(), n, mask, generator)
+
+    def entropy(self, potentials, mask=None) -> Tensor:
+        return entropy(potentials, *self.potentials(), mask)
 
     def extra_repr(self) -> str:
         return f"num_tags={self.num_tags}, method={self.method!r}"

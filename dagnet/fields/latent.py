@@ -80,7 +80,7 @@ class HiddenCRF(nn.Module):
         """p(y | x) (B, Y)."""
         return self.log_prob(emissions, mask).exp()
 
-    def nll(self, emissions, labels, mask=None, reduction="sum") -> Tensor:
+    def nll(self, emissions, labels, mask=None, reduction="mean") -> Tensor:
         losses = -self.log_prob(emissions, mask).gather(1, labels.unsqueeze(1)).squeeze(1)
         return reduce_loss(losses, reduction)
 
@@ -100,7 +100,7 @@ class HiddenCRF(nn.Module):
         noise = noise.log().neg()
         labels = (scores + noise).argmax(-1)  # Gumbel-max
         emit, potentials, chain_mask = self._per_label(emissions, mask)
-        paths = chain.sample(emit, *potentials, n, chain_mask, generator, self.method)
+        paths = chain.sample(emit, *potentials, n, chain_mask, generator)
         paths = paths.view(n, self.num_labels, B, -1)
         pick = labels.view(n, 1, B, 1).expand(-1, 1, -1, paths.shape[-1])
         return labels, paths.gather(1, pick).squeeze(1)
@@ -131,7 +131,7 @@ class LatentDynamicCRF(nn.Module):
     def log_partition(self, emissions, mask=None) -> Tensor:
         return self.chain.log_partition(emissions, mask)
 
-    def nll(self, emissions, labels, mask=None, reduction="sum") -> Tensor:
+    def nll(self, emissions, labels, mask=None, reduction="mean") -> Tensor:
         """-log p(labels | x) = log Z - log Z(hidden paths inside the labels' blocks)."""
         losses = (self.chain.log_partition(emissions, mask)
                   - self.chain.log_partition(emissions, mask, self.allowed(labels)))

@@ -234,7 +234,7 @@ class TreeCRF(nn.Module):
         outside, _ = _downward(inside, messages, pair, levels, logz)
         return _scatter(levels, _node_marginals(inside, outside, logz, levels), 0.0, (B, N))
 
-    def nll(self, potentials, labels, parents=None, mask=None, reduction="sum") -> Tensor:
+    def nll(self, potentials, labels, parents=None, mask=None, reduction="mean") -> Tensor:
         """log Z(all) - log Z(labellings consistent with labels); label -1 is summed out."""
         allowed = label_mask(labels, self.num_tags)
         losses = (self.log_partition(potentials, parents, mask)
