@@ -301,3 +301,35 @@ def test_property_log_z_and_marginals(B, T, K, seed, method):
                                brute_log_z(enum))
     mu = chain.marginals(em, s, e, tr, mask, method=method)
     torch.testing.assert_close(mu.sum(-1), mask.to(F64))
+
+
+def test_entropy_matches_enumeration_and_gradcheck():
+    em, s, e, tr = random_potentials(6, 5, 3, seed=12)
+    tr = tr.masked_fill(torch.eye(3, dtype=torch.bool), NEG)      # impossible transitions
+    got = chain.entropy(em, s, e, tr, MASK)
+    for b, (paths, scores, where) in enumerate(enumerate_paths(em, s, e, tr, MASK)):
+        log_p = torch.log_softmax(scores, 0)
+        want = -(log_p.exp() * log_p.masked_fill(log_p == NEG, 0)).sum()
+        torch.testing.assert_close(got[b], want)
+    assert got[-1] == 0                                             # the one empty path
+    torch.autograd.gradcheck(lambda x, t: chain.entropy(x, s, e, t, MASK),
+                             (em.clone().requires_grad_(), tr.clone().requires_grad_()))
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_the_fast_kernels_agree_with_the_one_semiring_dp(batched):
+    """log Z's custom backward and Viterbi's backtrack are specialisations of the
+    chain's semiring DP (kept because the benchmark says so); they must agree with it."""
+    from dagnet.fields import semiring
+    from dagnet.fields._logspace import pack
+    em, s, e, tr = random_potentials(6, 5, 3, seed=13)
+    if batched:                                  # per-sequence potentials, as the hidden CRF's
+        s, e, tr = s + em[:, 0], e - em[:, 1], tr + em[:, :3].transpose(1, 2)
+    packed = pack(em, MASK)
+    dp = chain.semiring_dp(s, e, tr, packed.lengths)
+    torch.testing.assert_close(semiring.log_partition(dp, packed.emissions),
+                               chain.log_partition(em, s, e, tr, MASK))
+    torch.testing.assert_close(semiring.marginals(dp, packed.emissions)[0],   # unpacked: full row
+                               chain.marginals(em, s, e, tr, MASK)[0])
+    best, _ = semiring.best(dp, packed.emissions)
+    torch.testing.assert_close(best, chain.viterbi(em, s, e, tr, MASK)[1])

@@ -13,6 +13,7 @@ from PIL import Image
 from torch import nn
 from torchcrf import CRF
 
+from dagnet.fields.protocol import Field
 from dagnet.data import ArrayDataset, AugmentConfig, Augmented, digits, gestures, shapes, split_dataset
 from dagnet.train import (
     TrainConfig,
@@ -263,9 +264,23 @@ class GestureTagger(nn.Module):
         return {"emissions": self.emit(frames)}
 
 
-class ChainCRF(CRF):
+class ChainCRF(CRF, Field):
+    """pytorch-crf behind the Field protocol: any module that implements it is a node."""
+
+    exact = frozenset({"nll", "decode"})
+
+    def __init__(self, num_tags, batch_first):
+        super().__init__(num_tags, batch_first=batch_first)
+        self.num_labels = num_tags
+
     def nll(self, emissions, tags, mask=None, reduction="mean"):
-        return -self(emissions, tags, mask=mask, reduction=reduction)
+        return -CRF.forward(self, emissions, tags, mask=mask, reduction=reduction)
+
+    def decode(self, emissions, mask=None):
+        labels = torch.full(emissions.shape[:2], -1, dtype=torch.long)
+        for row, path in enumerate(CRF.decode(self, emissions, mask)):
+            labels[row, : len(path)] = torch.as_tensor(path)
+        return labels, emissions.new_zeros(len(labels))
 
 
 def test_sequence_crf_training_and_label_predictions(tmp_path):

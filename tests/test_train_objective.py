@@ -6,19 +6,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from dagnet.data import DataError
+from dagnet.fields.protocol import Field
 from dagnet.train import ConfusionMatrix, ObjectiveError, Task, build_objective, infer_task
 
 
-class RecordingCRF(nn.Module):
-    """Stands in for a chain CRF node: remembers what nll was called with, decodes to lists like pytorch-crf."""
+class RecordingCRF(Field):
+    """Stands in for a chain CRF node: remembers what nll was called with, decodes per position."""
+
+    exact = frozenset({"nll", "decode"})
+    num_labels = 3
 
     def nll(self, potentials, tags, mask=None, reduction="mean"):
         self.called = (potentials, tags, mask, reduction)
         return potentials.sum() * 0 + 2.5
 
     def decode(self, potentials, mask=None):
-        lengths = mask.sum(1).tolist() if mask is not None else [potentials.shape[1]] * len(potentials)
-        return [potentials[i, :n].argmax(-1).tolist() for i, n in enumerate(lengths)]
+        labels = potentials.argmax(-1)
+        labels = labels if mask is None else labels.masked_fill(~mask, -1)
+        return labels, potentials.max(-1).values.sum(-1)
 
 
 class Tagger(nn.Module):
@@ -95,7 +100,7 @@ def test_errors_at_call_name_what_is_available():
 def test_node_without_nll_is_rejected():
     model = nn.Sequential()
     model.add_module("crf", nn.Linear(2, 2))
-    with pytest.raises(ObjectiveError, match="node 'crf' is a Linear, which has no .nll"):
+    with pytest.raises(ObjectiveError, match="node 'crf' is a Linear, not a structured node"):
         build_objective([{"op": "crf_nll", "node": "crf", "potentials": "e", "target": "t"}], model)
 
 
@@ -143,5 +148,5 @@ def test_infer_task_and_crf_predictions():
     emissions = torch.tensor([[[0.0, 1.0], [1.0, 0.0], [0.0, 1.0]], [[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]]])
     mask = torch.tensor([[1, 1, 1], [1, 1, 0]], dtype=torch.bool)
     labels = task.predict(Tagger(), {"e": emissions}, {"t": torch.zeros(2, 3, dtype=torch.long), "m": mask})
-    assert labels.tolist() == [[1, 0, 1], [0, 1, 0]]
+    assert labels.tolist() == [[1, 0, 1], [0, 1, -1]]
     assert task.resolve_kind(emissions) == "sequence"

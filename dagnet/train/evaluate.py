@@ -135,7 +135,7 @@ def predict(
         elif kind == "classification":      # a CRF's potentials are not class scores; ask the node
             node = model.get_submodule(task.node)
             mask = batch[task.mask] if task.mask else None
-            probabilities = node.log_prob(scores, mask).exp().float().cpu()
+            probabilities = node.marginals(scores, mask).float().cpu()
         mask = batch[task.mask].cpu() if task.mask and task.mask in batch else None
         for row in range(len(labels)):
             writer.write(index, labels[row], probabilities[row] if probabilities is not None else None,

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from dagnet.data import DataError
+from dagnet.fields.protocol import Field
 from dagnet.train.objective import class_dim
 
 
@@ -18,7 +19,7 @@ class Task:
 
     kind is classification (one label per example), segmentation (per pixel),
     sequence (per position) or auto (from the target's dims: 1, 3+, 2). With a
-    CRF `node`, predictions are its MAP decode rather than an argmax.
+    structured `node` (a dagnet.fields.Field), predictions are its decode rather than an argmax.
     """
 
     output: str
@@ -46,16 +47,8 @@ class Task:
         if self.node is None:
             return scores.argmax(self.class_dim(scores, target))
         mask = batch[self.mask] if self.mask else None
-        node = model.get_submodule(self.node)
-        decoded = node.decode(scores, mask=mask) if mask is not None else node.decode(scores)
-        if isinstance(decoded, tuple):      # (labels, scores), as ChainCRF.decode returns
-            decoded = decoded[0]
-        if isinstance(decoded, Tensor):
-            return decoded.to(scores.device)
-        labels = torch.zeros(scores.shape[:-1], dtype=torch.long, device=scores.device)
-        for row, path in enumerate(decoded):  # a list of per-sequence label lists, as pytorch-crf returns
-            labels[row, : len(path)] = torch.as_tensor(path)
-        return labels
+        labels, _ = field_node(model, self.node).decode(scores, mask)
+        return labels.to(scores.device)
 
     def valid(self, batch: dict[str, Tensor]) -> Tensor:
         """Which target positions count: not ignore_index, and inside the mask."""
@@ -68,13 +61,17 @@ class Task:
         return valid
 
     def num_classes(self, outputs: dict[str, Tensor], batch: dict[str, Tensor], model: nn.Module | None = None) -> int:
-        if self.node is not None and model is not None:     # a CRF knows its labels; its potentials may not
-            node = model.get_submodule(self.node)
-            for attr in ("num_labels", "num_tags"):
-                if isinstance(getattr(node, attr, None), int):
-                    return getattr(node, attr)
+        if self.node is not None and model is not None:     # a field knows its labels; its potentials may not
+            return field_node(model, self.node).num_labels
         scores = outputs[self.output]
         return scores.shape[self.class_dim(scores, batch.get(self.target))]
+
+
+def field_node(model: nn.Module, name: str) -> Field:
+    node = model.get_submodule(name)
+    if not isinstance(node, Field):
+        raise TypeError(f"node {name!r} is a {type(node).__name__}, not a structured node (dagnet.fields.Field)")
+    return node
 
 
 def infer_task(losses: list[dict]) -> Task | None:

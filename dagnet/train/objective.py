@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dagnet.fields.protocol import Field
 from dagnet.settings import LOSSES  # op -> (required keys, optional keys with defaults)
 
 
@@ -115,12 +116,13 @@ def _crf_node(model: nn.Module, name: str, i: int) -> nn.Module:
     try:
         node = model.get_submodule(name)
     except AttributeError:
-        names = [n for n, m in model.named_modules() if n and callable(getattr(m, "nll", None))]
+        names = [n for n, m in model.named_modules() if n and isinstance(m, Field)]
         close = difflib.get_close_matches(name, names, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ObjectiveError(f"loss {i} (crf_nll): the model has no node {name!r}{hint}") from None
-    if not callable(getattr(node, "nll", None)):
-        raise ObjectiveError(f"loss {i} (crf_nll): node {name!r} is a {type(node).__name__}, which has no .nll")
+    if not isinstance(node, Field):
+        raise ObjectiveError(f"loss {i} (crf_nll): node {name!r} is a {type(node).__name__}, "
+                             "not a structured node (chain_crf, tree_crf, hidden_crf, ...)")
     return node
 
 
