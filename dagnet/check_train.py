@@ -111,7 +111,8 @@ def _field_node(ir: IR, name, loc: Loc, errors: ErrorLog) -> str | None:
     opdef = ops.get(ir.node(node).op)
     if opdef is None or not opdef.stochastic or not ir.node(node).inputs:
         errors.add(f"`crf_nll` needs a CRF node, `{name}` is a `{ir.node(node).op}`", loc,
-                   "name a chain_crf, tree_crf, grid_crf, dense_crf, hidden_crf or latent_dynamic_crf node")
+                   "name a node whose op is structured: "
+                   + ", ".join(sorted(n for n, op in ops.OPS.items() if op.stochastic)))
         return None
     return node
 
