@@ -229,8 +229,10 @@ def _rank_within_groups(index: Tensor) -> Tensor:
 # -- every query from one dp -----------------------------------------------------------------
 
 def _indicators(value: Tensor, potentials: Tensor, retain: bool = False) -> Tensor:
-    (grad,) = torch.autograd.grad(value.sum(), potentials, retain_graph=retain)
-    return grad
+    if not value.requires_grad:  # nothing present anywhere: the value is a constant
+        return torch.zeros_like(potentials)
+    (grad,) = torch.autograd.grad(value.sum(), potentials, retain_graph=retain, allow_unused=True)
+    return torch.zeros_like(potentials) if grad is None else grad
 
 
 def log_partition(dp: DP, potentials: Tensor) -> Tensor:
@@ -238,12 +240,16 @@ def log_partition(dp: DP, potentials: Tensor) -> Tensor:
 
 
 def marginals(dp: DP, potentials: Tensor) -> Tensor:
-    """d log Z / d potentials, differentiable (a graph is built when the caller needs one)."""
+    """d log Z / d potentials; differentiable, in the potentials and in the parameters the
+    dp closes over, unless grad mode is off."""
+    differentiable = torch.is_grad_enabled()
     with torch.enable_grad():
         leaf = potentials if potentials.requires_grad else potentials.detach().requires_grad_()
         logz = dp(LOG, leaf)[0]
-        (grad,) = torch.autograd.grad(logz.sum(), leaf, create_graph=potentials.requires_grad)
-    return grad
+        if not logz.requires_grad:
+            return torch.zeros_like(potentials)
+        (grad,) = torch.autograd.grad(logz.sum(), leaf, create_graph=differentiable, allow_unused=True)
+    return torch.zeros_like(potentials) if grad is None else grad
 
 
 def entropy(dp: DP, potentials: Tensor) -> Tensor:
