@@ -213,7 +213,7 @@ class TreeCRF(Field):
     def sample(self, potentials, n: int = 1, mask=None, generator=None, parents=None) -> Tensor:
         """n exact samples (n, B, N), from the inside pass of n copies of the batch;
         -1 for absent nodes and for examples with Z = 0."""
-        B, N, K = potentials.shape
+        B, N, _ = potentials.shape
         tiled = tile_schedule(self.schedule(potentials, mask, parents), n, B * N)
         copies = [level._replace(batch=level.nodes // N) for level in tiled]  # example of copy c: c B + b
         dp = inside(self.pairwise.to(potentials.dtype), copies)
