@@ -236,7 +236,7 @@ def test_sample_frequencies_match_the_distribution(per_example):
     crf, pot, kw, parents = small_case(per_example, K=2)
     draws = crf.sample(pot, 20000, generator=torch.Generator().manual_seed(0), **kw)
     assert draws.shape == (20000, 2, 5) and (draws[:, ~kw["mask"]] == -1).all()
-    for b, (ys, s, nodes) in enumerate(enumerate_labellings(pot, crf.pairwise.detach(), parents, kw["mask"])):
+    for b, (_, s, nodes) in enumerate(enumerate_labellings(pot, crf.pairwise.detach(), parents, kw["mask"])):
         codes = (draws[:, b, nodes] * 2 ** torch.arange(len(nodes) - 1, -1, -1)).sum(1)
         freq = torch.bincount(codes, minlength=2 ** len(nodes)).to(F64) / 20000
         assert (freq - torch.softmax(s, 0)).abs().max() < 0.02  # enumeration order is code order
