@@ -1,26 +1,39 @@
-"""Tree CRF: exact sum-product and max-product over labellings of a forest.
+"""Tree CRF: every exact query over labellings of a forest, from one dynamic program.
 
 A labelling y of the nodes scores
     score(y) = sum_n pot[n, y_n] + sum_{n with a parent p} pair[y_p, y_n],
 with node potentials (B, N, K) from the network and one shared (K, K)
 pairwise parameter [parent state, child state]. Trees are given as parent
 arrays (root: -1), fixed at construction or per example as (B, N); several
-roots make a forest, whose log Z is the sum over its trees.
+roots make a forest, whose value is the product over its trees.
 
 Schedule. networkx turns the parent arrays into depth levels
 (``topological_generations``); every node of a level is handled in one
-batched step, across the whole batch:
+batched step, across the whole batch.
 
-    inside  (leaves -> roots):  in_n = pot_n + sum_{c child of n} msg_c,
-                                msg_c[j] = logsumexp_k pair[j, k] + in_c[k]
-    outside (roots -> leaves):  out_c[k] = logsumexp_j pair[j, k] + in_p[j] + out_p[j] - msg_c[j]
-    marginal: p(y_n = k) = exp(in_n[k] + out_n[k] - log Z),  log Z = sum_roots logsumexp in_r.
+The dynamic program, written once over a semiring ((+), (x)), is the inside
+pass, deepest level first:
 
-Replacing logsumexp by max (and keeping the argmax) gives the MAP labelling;
-sampling draws the roots from in_r and each child from pair[y_p, :] + in_c.
+    in_n   = pot_n (x) (x)_{c child of n} msg_c
+    msg_c[j] = (+)_k pair[j, k] (x) in_c[k]
+    value  = (x)_{roots r of the example} (+)_k in_r[k]
+
+Which semiring answers which query (:mod:`dagnet.fields.semiring`):
+
+==================  ===========  ==============================================
+query               semiring     how
+==================  ===========  ==============================================
+``log_partition``   ``LOG``      the value
+``marginals``       ``LOG``      the gradient of log Z w.r.t. the potentials
+``decode``          ``MAX``      the best score; its gradient marks the argmax
+``kbest``           ``KMax(k)``  the k best scores; the gradient of each, its labelling
+``sample``          ``Sampled``  log Z; its gradient marks one exact sample
+``entropy``         ``ENTROPY``  the value's entropy part
+==================  ===========  ==============================================
 
 ``mask`` (B, N) selects the nodes present; a present node whose parent is
-absent becomes a root. Absent nodes get marginal 0 and state -1.
+absent becomes a root. Absent nodes get marginal 0 and state -1; an example
+with no node present has one (empty) labelling of score 0.
 """
 from typing import List, NamedTuple, Optional, Sequence
 
@@ -28,10 +41,12 @@ import networkx as nx
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 
-from . import _logspace as ls
-from ._logspace import label_mask, reduce_loss
+from . import semiring as sr
+from ._logspace import label_mask
+from .protocol import Field, check_k, check_reduction, reduce_loss
+
+NEG_INF = float("-inf")
 
 
 class Level(NamedTuple):
@@ -83,196 +98,132 @@ def tile_schedule(levels: List[Level], batch: int, size: int) -> List[Level]:
     return out
 
 
-def _lse(x: Tensor) -> Tensor:
-    return ls.logsumexp(x, -1)
+def inside(pair: Tensor, levels: List[Level]) -> sr.DP:
+    """The forest's inside pass over any semiring (module doc), for potentials (B, N, K):
+    values (S, B). Examples with no node present have the value ``one``."""
+    def dp(semiring: sr.Semiring, potentials: Tensor) -> Tensor:
+        B, N, K = potentials.shape
+        if not levels:  # the empty labelling; the empty sum keeps the value on the autograd graph
+            return semiring.mul_score(semiring.one((B,), potentials), potentials.flatten(1)[:, :0].sum(1))
+        nodes = torch.cat([level.nodes for level in levels])
+        pots = potentials.reshape(B * N, K)[nodes].split([len(level.nodes) for level in levels])
+        incoming = semiring.one(pots[-1].shape, potentials)
+        for d in range(len(levels) - 1, 0, -1):
+            inside_d = semiring.mul_score(incoming, pots[d])  # (S, n_d, K)
+            messages = semiring.sum(semiring.mul_score(inside_d.unsqueeze(-2), pair), -1)
+            incoming = sr.scatter_times(semiring, messages, levels[d].parent_pos, len(pots[d - 1]))
+        roots = semiring.sum(semiring.mul_score(incoming, pots[0]), -1)  # (S, n_0)
+        return sr.scatter_times(semiring, roots, levels[0].batch, B)
+    return dp
 
 
-def _upward(pot: Tensor, pair: Tensor, levels: List[Level], reduce) -> tuple:
-    """Inside pass, deepest level first. Returns per level the inside scores in_n
-    (n_d, K) and ``reduce`` of pair[j, k] + in_c[k] over k: the message to the parent
-    (and, for max, the best child state per parent state)."""
-    K = pot.shape[-1]
-    inside, sent = [None] * len(levels), [None] * len(levels)
-    incoming = pot.new_zeros(len(levels[-1].nodes), K)
-    for d in reversed(range(len(levels))):
-        inside[d] = pot[levels[d].nodes] + incoming
-        if d:
-            sent[d] = reduce(pair + inside[d].unsqueeze(1))
-            message = sent[d][0] if isinstance(sent[d], tuple) else sent[d]
-            incoming = pot.new_zeros(len(levels[d - 1].nodes), K).index_add(
-                0, levels[d].parent_pos, message)
-    return inside, sent
-
-
-def _downward(inside: List[Tensor], messages: List[Tensor], pair: Tensor, levels,
-              logz: Tensor) -> tuple:
-    """Outside pass, roots first. Returns per level out_n (n_d, K) and the parent's
-    score without this child's own message, excl_c[j] = in_p[j] + out_p[j] - msg_c[j].
-    A root's outside score is the log Z of the other trees of its forest."""
-    own = _lse(inside[0])
-    others = (logz[levels[0].batch] - own).masked_fill(own == ls.NEG_INF, 0.0)
-    outside, excluded = [others.unsqueeze(-1).expand_as(inside[0])], [None]
-    for d in range(1, len(levels)):
-        around = (inside[d - 1] + outside[d - 1])[levels[d].parent_pos]
-        # msg_c[j] = -inf means no child state is possible under j; around[j] is -inf too.
-        excl = (around - messages[d]).masked_fill(messages[d] == ls.NEG_INF, ls.NEG_INF)
-        outside.append(ls.logsumexp(excl.unsqueeze(-1) + pair, 1))
-        excluded.append(excl)
-    return outside, excluded
-
-
-def _root_total(inside0: Tensor, level0: Level, batch: int, reduce) -> Tensor:
-    """Per example, the sum over its roots of ``reduce`` of the root's inside scores."""
-    return inside0.new_zeros(batch).index_add(0, level0.batch, reduce(inside0))
-
-
-def _finite_or_zero(x: Tensor) -> Tensor:
-    return x.masked_fill(~torch.isfinite(x), 0.0)
-
-
-def _node_marginals(inside, outside, logz, levels) -> List[Tensor]:
-    """exp(in + out - log Z) per level; 0 for examples with Z = 0."""
-    out = []
-    for d, level in enumerate(levels):
-        z = logz[level.batch]
-        logp = (inside[d] + outside[d] - _finite_or_zero(z)[:, None])
-        out.append(logp.masked_fill(~torch.isfinite(z)[:, None], ls.NEG_INF).exp())
-    return out
-
-
-def _scatter(levels: List[Level], values: List[Tensor], fill, shape) -> Tensor:
-    """Per-level results (n_d, ...) into a (B, N, ...) tensor; absent nodes get ``fill``."""
-    B, N = shape
-    first = values[0] if values else torch.zeros(0)
-    out = first.new_full((B * N,) + first.shape[1:], fill)
-    if values:
-        out = out.index_copy(0, torch.cat([lv.nodes for lv in levels]), torch.cat(values))
-    return out.view((B, N) + first.shape[1:])
-
-
-class _TreeLogPartition(torch.autograd.Function):
-    """log Z per example; the backward pass is the outside pass: d log Z / d pot =
-    node marginals, d / d pair = summed edge marginals. Stores O(B N K)."""
-
-    @staticmethod
-    def forward(ctx, pot, pair, levels, batch):
-        inside, messages = _upward(pot, pair, levels, _lse)
-        logz = _root_total(inside[0], levels[0], batch, _lse)
-        ctx.save_for_backward(pot, pair, logz)
-        ctx.levels, ctx.inside, ctx.messages = levels, inside, messages
-        return logz
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        pot, pair, logz = ctx.saved_tensors
-        levels, inside = ctx.levels, ctx.inside
-        outside, excluded = _downward(inside, ctx.messages, pair, levels, logz)
-        marg = _node_marginals(inside, outside, logz, levels)
-        d_pot = torch.zeros_like(pot).index_copy(
-            0, torch.cat([lv.nodes for lv in levels]),
-            torch.cat([m * grad[lv.batch, None] for m, lv in zip(marg, levels)]))
-        d_pair = torch.zeros_like(pair)
-        for d in range(1, len(levels)):
-            # edge marginal xi_c[j, k] = exp(excl_c[j] + pair[j, k] + in_c[k] - log Z)
-            z = logz[levels[d].batch]
-            xi = excluded[d].unsqueeze(-1) + pair + inside[d].unsqueeze(1)
-            xi = (xi - _finite_or_zero(z)[:, None, None]).masked_fill(
-                ~torch.isfinite(z)[:, None, None], ls.NEG_INF).exp()
-            d_pair = d_pair + torch.einsum("n,njk->jk", grad[levels[d].batch], xi)
-        return d_pot, d_pair, None, None
-
-
-class TreeCRF(nn.Module):
+class TreeCRF(Field):
     """CRF over the nodes of a tree (or forest) with ``num_tags`` states per node.
 
     ``parents``: the parent array of a fixed tree (root -1), or None to pass a
-    (B, N) parent LongTensor with every call. ``pairwise`` (K, K) scores
-    [parent state, child state]. Potentials are (B, N, K).
+    (B, N) parent LongTensor as ``parents=`` with every call. ``pairwise`` (K, K)
+    scores [parent state, child state]. Potentials are (B, N, K), labels (B, N).
     """
+
+    exact = frozenset({"log_partition", "marginals", "decode", "kbest", "sample", "entropy", "score", "nll"})
+    structure = "tree"
 
     def __init__(self, num_tags: int, parents: Optional[Sequence[int]] = None):
         super().__init__()
-        self.num_tags = num_tags
+        self.num_labels = self.num_tags = num_tags
         self.pairwise = nn.Parameter(torch.empty(num_tags, num_tags))
         nn.init.uniform_(self.pairwise, -0.1, 0.1)
         fixed = None if parents is None else torch.as_tensor(parents, dtype=torch.long)
         self.register_buffer("parents", fixed)
         self._one_tree = None if fixed is None else tree_schedule(fixed.unsqueeze(0))
 
-    def schedule(self, potentials: Tensor, parents=None, mask=None) -> List[Level]:
+    def parent_arrays(self, potentials: Tensor, parents=None) -> Tensor:
+        """(B, N) parents: the given ones, else the fixed tree's."""
         B, N, _ = potentials.shape
         if parents is None:
             if self.parents is None:
                 raise ValueError("this TreeCRF has no fixed tree: pass parents (B, N)")
-            if mask is None:
-                one = [Level(*(t.to(potentials.device) for t in lv)) for lv in self._one_tree]
-                return tile_schedule(one, B, N)
             parents = self.parents
-        return tree_schedule(torch.as_tensor(parents).expand(B, N), mask)
+        return torch.as_tensor(parents, device=potentials.device).expand(B, N)
 
-    def log_partition(self, potentials, parents=None, mask=None, allowed=None) -> Tensor:
-        """log Z (B,) over the labellings whose states are allowed ((B, N, K) bool)."""
-        levels = self.schedule(potentials, parents, mask)
-        B, N, K = potentials.shape
+    def schedule(self, potentials: Tensor, mask=None, parents=None) -> List[Level]:
+        B, N, _ = potentials.shape
+        if parents is None and mask is None and self.parents is not None:
+            one = [Level(*(t.to(potentials.device) for t in lv)) for lv in self._one_tree]
+            return tile_schedule(one, B, N)
+        return tree_schedule(self.parent_arrays(potentials, parents), mask)
+
+    def _dp(self, potentials: Tensor, mask, parents) -> sr.DP:
+        return inside(self.pairwise.to(potentials.dtype), self.schedule(potentials, mask, parents))
+
+    def log_partition(self, potentials, mask=None, parents=None, allowed=None) -> Tensor:
+        """log Z (B,); with ``allowed`` (B, N, K) bool, over the labellings using only allowed states."""
         if allowed is not None:
-            potentials = potentials.masked_fill(~allowed, ls.NEG_INF)
-        if not levels:
-            return potentials.new_zeros(B)
-        pot = potentials.reshape(B * N, K)
-        return _TreeLogPartition.apply(pot, self.pairwise.to(pot.dtype), levels, B)
+            potentials = potentials.masked_fill(~allowed, NEG_INF)
+        return sr.log_partition(self._dp(potentials, mask, parents), potentials)
 
-    def marginals(self, potentials, parents=None, mask=None) -> Tensor:
-        """Node marginals (B, N, K), by the inside and outside passes (differentiable)."""
-        levels = self.schedule(potentials, parents, mask)
-        B, N, K = potentials.shape
-        if not levels:
-            return torch.zeros_like(potentials)
-        pot, pair = potentials.reshape(B * N, K), self.pairwise.to(potentials.dtype)
-        inside, messages = _upward(pot, pair, levels, _lse)
-        logz = _root_total(inside[0], levels[0], B, _lse)
-        outside, _ = _downward(inside, messages, pair, levels, logz)
-        return _scatter(levels, _node_marginals(inside, outside, logz, levels), 0.0, (B, N))
+    def marginals(self, potentials, mask=None, parents=None) -> Tensor:
+        """Node marginals (B, N, K), the gradient of log Z; differentiable."""
+        if torch.is_grad_enabled() and self.pairwise.requires_grad and not potentials.requires_grad:
+            potentials = potentials.detach().requires_grad_()  # so sr.marginals keeps the graph to pairwise
+        return sr.marginals(self._dp(potentials, mask, parents), potentials)
 
-    def nll(self, potentials, labels, parents=None, mask=None, reduction="mean") -> Tensor:
-        """log Z(all) - log Z(labellings consistent with labels); label -1 is summed out."""
-        allowed = label_mask(labels, self.num_tags)
-        losses = (self.log_partition(potentials, parents, mask)
-                  - self.log_partition(potentials, parents, mask, allowed))
+    def score(self, potentials, labels, mask=None, parents=None) -> Tensor:
+        """score(labels) (B,) over the present nodes and the edges between present nodes."""
+        present = torch.ones_like(labels, dtype=torch.bool) if mask is None else mask.bool()
+        parents = self.parent_arrays(potentials, parents)
+        par, y = parents.clamp_min(0), labels.clamp_min(0)
+        nodes = potentials.gather(2, y.unsqueeze(-1)).squeeze(-1).masked_fill(~present, 0.0)
+        edge = (parents >= 0) & present & present.gather(1, par)
+        pairs = self.pairwise.to(potentials.dtype)[y.gather(1, par), y].masked_fill(~edge, 0.0)
+        return nodes.sum(1) + pairs.sum(1)
+
+    def clamped_log_partition(self, potentials, labels, mask=None, parents=None) -> Tensor:
+        """log Z over the labellings that agree with ``labels`` where they are not -1."""
+        labelled = labels >= 0 if mask is None else (labels >= 0) | ~mask.bool()
+        if bool(labelled.all()):  # one labelling agrees: its score
+            return self.score(potentials, labels, mask, parents)
+        return self.log_partition(potentials, mask, parents, label_mask(labels, self.num_labels))
+
+    def nll(self, potentials, labels, mask=None, reduction="mean", parents=None) -> Tensor:
+        """-log p(labels | x), reduced; label -1 is summed out (the protocol's, with ``parents``)."""
+        check_reduction(reduction)
+        losses = (self.log_partition(potentials, mask, parents)
+                  - self.clamped_log_partition(potentials, labels, mask, parents))
         return reduce_loss(losses, reduction)
 
     forward = nll
 
-    @torch.no_grad()
-    def decode(self, potentials, parents=None, mask=None):
-        """MAP states (B, N) (-1 for absent nodes) and their scores (B,)."""
-        levels = self.schedule(potentials, parents, mask)
-        B, N, K = potentials.shape
-        if not levels:
-            return torch.full((B, N), -1, dtype=torch.long), potentials.new_zeros(B)
-        pot = potentials.reshape(B * N, K)
-        inside, best = _upward(pot, self.pairwise.to(pot.dtype), levels, lambda x: x.max(-1))
-        states = [inside[0].argmax(-1)]
-        for d in range(1, len(levels)):  # y_c = argmax_k pair[y_p, k] + in_c[k]
-            parent = states[d - 1][levels[d].parent_pos]
-            states.append(best[d][1].gather(1, parent.unsqueeze(1)).squeeze(1))
-        score = _root_total(inside[0], levels[0], B, lambda x: x.amax(-1))
-        return _scatter(levels, states, -1, (B, N)), score
+    def decode(self, potentials, mask=None, parents=None) -> tuple:
+        """MAP states (B, N) (-1 for absent nodes) and their scores (B,), differentiable."""
+        with torch.no_grad():
+            _, chosen = sr.best(self._dp(potentials, mask, parents), potentials)
+        labels = sr.recover(chosen)
+        return labels, self.score(potentials, labels, mask, parents)
 
     @torch.no_grad()
-    def sample(self, potentials, n: int = 1, parents=None, mask=None, generator=None):
-        """n exact samples (n, B, N): roots from in_r, then each child given its parent."""
-        levels = self.schedule(potentials, parents, mask)
-        B, N, K = potentials.shape
-        if not levels:
-            return torch.full((n, B, N), -1, dtype=torch.long)
-        pot, pair = potentials.reshape(B * N, K), self.pairwise.to(potentials.dtype)
-        inside, _ = _upward(pot, pair, levels, _lse)
-        states = [ls.gumbel_argmax(inside[0].expand(n, -1, -1), generator)]
-        for d in range(1, len(levels)):
-            parent = states[d - 1][:, levels[d].parent_pos]  # (n, n_d)
-            states.append(ls.gumbel_argmax(pair[parent] + inside[d], generator))
-        return _scatter(levels, [s.t() for s in states], -1, (B, N)).permute(2, 0, 1)
+    def kbest(self, potentials, k: int, mask=None, parents=None) -> tuple:
+        """The k best labellings (B, k, N) and their scores (B, k), best first; missing
+        ones (fewer than k exist) score -inf, with labels -1."""
+        scores, chosen = sr.kbest(self._dp(potentials, mask, parents), potentials, check_k(k))
+        labels = sr.recover(chosen).masked_fill((scores == NEG_INF).t()[..., None], -1)
+        return labels.transpose(0, 1), scores
+
+    @torch.no_grad()
+    def sample(self, potentials, n: int = 1, mask=None, generator=None, parents=None) -> Tensor:
+        """n exact samples (n, B, N), from the inside pass of n copies of the batch;
+        -1 for absent nodes and for examples with Z = 0."""
+        B, N, _ = potentials.shape
+        tiled = tile_schedule(self.schedule(potentials, mask, parents), n, B * N)
+        copies = [level._replace(batch=level.nodes // N) for level in tiled]  # example of copy c: c B + b
+        dp = inside(self.pairwise.to(potentials.dtype), copies)
+        logz, chosen = sr.samples(dp, potentials.repeat(n, 1, 1), generator)
+        labels = sr.recover(chosen).masked_fill(~torch.isfinite(logz)[:, None], -1)
+        return labels.view(n, B, N)
+
+    def entropy(self, potentials, mask=None, parents=None) -> Tensor:
+        """H(p(y | x)) (B,) in nats."""
+        return sr.entropy(self._dp(potentials, mask, parents), potentials)
 
     def extra_repr(self) -> str:
         fixed = "per example" if self.parents is None else f"{len(self.parents)} nodes"
