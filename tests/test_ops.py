@@ -4,6 +4,9 @@ Each registered op has cases here (a test fails if one is missing), and each
 case is checked at a few input sizes, symbolic and concrete.
 """
 
+import importlib
+from pathlib import Path
+
 import pytest
 import torch
 import yaml
@@ -54,7 +57,12 @@ CASES = {
     "gru": [([["T", 5]], {"hidden_size": 3})],
 }
 
-SIZES = [{"H": 9, "W": 12, "T": 7, "F": 5}, {"H": 16, "W": 17, "T": 10, "F": 5}]
+# Each family of new ops brings its cases in a file of its own: tests/op_cases_<family>.py
+# with a CASES dict of the same form. An input may also be {"shape": [...], "dtype": "int64"}.
+for _path in sorted(Path(__file__).parent.glob("op_cases_*.py")):
+    CASES.update(importlib.import_module(_path.stem).CASES)
+
+SIZES = [{"H": 9, "W": 12, "T": 7, "F": 5, "D": 6}, {"H": 16, "W": 17, "T": 10, "F": 5, "D": 5}]
 
 
 def test_every_op_has_cases():
@@ -62,8 +70,12 @@ def test_every_op_has_cases():
     assert deterministic == set(CASES)
 
 
+def _input(shape) -> dict:
+    return dict(shape) if isinstance(shape, dict) else {"shape": shape}
+
+
 def _spec(name, in_shapes, args):
-    inputs = {f"x{i}": {"shape": shape} for i, shape in enumerate(in_shapes)}
+    inputs = {f"x{i}": _input(shape) for i, shape in enumerate(in_shapes)}
     if name == "embedding":
         inputs["x0"]["dtype"] = "int64"
     node = {"op": name, "in": list(inputs), **args}
@@ -80,8 +92,11 @@ def test_shape_rule_matches_pytorch(name, in_shapes, args):
     for sizes in SIZES:
         tensors = {}
         for i, shape in enumerate(in_shapes):
-            dims = [sizes.get(d, d) if isinstance(d, str) else d for d in shape]
-            tensors[f"x{i}"] = (torch.randint(0, 10, (2, *dims)) if name == "embedding"
+            spec = _input(shape)
+            dims = [sizes.get(d, d) if isinstance(d, str) else d for d in spec["shape"]]
+            dtype = "int64" if name == "embedding" else spec.get("dtype", "float32")
+            tensors[f"x{i}"] = (torch.randint(0, 10, (2, *dims)) if dtype == "int64"
+                                else torch.rand(2, *dims) < 0.8 if dtype == "bool"
                                 else torch.randn(2, *dims))
         with torch.no_grad():
             out = model(**tensors)
