@@ -225,10 +225,14 @@ class DenseCRF(Field):
 
     def _mean_field(self, unary: Tensor, pairwise: _Pairwise) -> Tensor:
         """Parallel mean-field updates in the kernels' layout; log Q after the last one."""
-        log_q = unary.log_softmax(-1)
-        for _ in range(self.iterations):
-            log_q = (unary + self._field(log_q.exp(), pairwise.filters)).log_softmax(-1)
-        return log_q
+        if self.iterations == 0:
+            return unary.log_softmax(-1)
+        q = unary.softmax(-1)
+        for step in range(self.iterations):
+            scores = unary + self._field(q, pairwise.filters)
+            if step == self.iterations - 1:
+                return scores.log_softmax(-1)
+            q = scores.softmax(-1)
 
     # -- kernels -----------------------------------------------------------------------------
 
@@ -251,23 +255,24 @@ class DenseCRF(Field):
             outputs.append(run(pairwise, pairwise.to_layout(logits[group]), group))
         return tuple(torch.cat(parts) for parts in zip(*outputs))
 
-    def _pairwise(self, image: Tensor, labels: int) -> _Pairwise:
+    def _pairwise(self, image: Tensor, num_labels: int) -> _Pairwise:
+        """The kernels of a group of images: explicit matrices, or lattices pixel-major
+        (P, B, L), where the spatial lattice (the same for every image) filters all
+        B*L columns at once and the bilateral lattice P*B rows of L columns, without copies."""
         batch, _, height, width = image.shape
+        pixels = height * width
         spatial, bilateral = self.kernel_features(image)
         if self.method == "exact":
             return _Pairwise([_exact_filter(spatial.expand(batch, -1, -1)), _exact_filter(bilateral)], 0,
                              lambda x: x.flatten(2).transpose(1, 2),
                              lambda x: x.transpose(1, 2).reshape(batch, -1, height, width))
-        # Pixel-major (P, B, L): the spatial lattice (the same for every image)
-        # filters all B*L columns at once and the bilateral lattice P*B rows of
-        # L columns, without copies.
         bilateral = bilateral.transpose(0, 1).reshape(-1, 5)
-        image_index = torch.arange(batch, device=image.device).repeat(height * width)
-        pixels = height * width
-        filters = [_lattice_filter(self._spatial_lattice(spatial[0], height, width), spatial[0], batch * labels, pixels),
-                   _lattice_filter(build_lattice(bilateral, image_index), bilateral, labels, pixels)]
+        image_index = torch.arange(batch, device=image.device).repeat(pixels)
+        spatial_lattice = self._spatial_lattice(spatial[0], height, width)
+        filters = [_lattice_filter(spatial_lattice, spatial[0], batch * num_labels, pixels),
+                   _lattice_filter(build_lattice(bilateral, image_index), bilateral, num_labels, pixels)]
         return _Pairwise(filters, 1,
-                         lambda x: x.permute(2, 3, 0, 1).reshape(height * width, batch, -1),
+                         lambda x: x.permute(2, 3, 0, 1).reshape(pixels, batch, -1),
                          # contiguous: losses such as nll_loss refuse to backpropagate into strided views
                          lambda x: x.reshape(height, width, batch, -1).permute(2, 3, 0, 1).contiguous())
 
