@@ -326,6 +326,8 @@ def test_nll_sample_and_unsupported_queries():
     assert draw(0).shape == (4, 2, 3, 3) and torch.equal(draw(0), draw(0)) and not torch.equal(draw(0), draw(1))
     with pytest.raises(UnsupportedQuery, match="kbest"):
         crf.kbest(logits, 2)
+    with pytest.raises(UnsupportedQuery, match="-log Q"):
+        crf.clamped_log_partition(logits, labels)
     with pytest.raises(ValueError, match="need the image"):
         crf.marginals(logits)
     with pytest.raises(ValueError, match="absent pixels"):

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dagnet.fields.permutohedral import build_lattice, lattice_filter
-from dagnet.fields.protocol import Field, reduce_loss
+from dagnet.fields.protocol import Field, UnsupportedQuery, reduce_loss
 from dagnet.fields.semiring import NEG_INF, gumbel_argmax
 
 METHODS = ("lattice", "exact")
@@ -180,6 +180,12 @@ class DenseCRF(Field):
         labelled = labels >= 0
         picked = log_q.gather(1, labels.clamp(min=0).unsqueeze(1)).squeeze(1)
         return reduce_loss(-torch.where(labelled, picked, 0.0).sum((1, 2)), reduction)
+
+    def clamped_log_partition(self, potentials: Tensor, labels: Tensor,
+                              mask: Optional[Tensor] = None) -> Tensor:
+        """Not answered: ``nll`` is -log Q(labels), not log Z - log Z(clamped) (see :meth:`nll`)."""
+        raise UnsupportedQuery("DenseCRF does not answer `clamped_log_partition`: its nll is -log Q(labels), "
+                               "see DenseCRF.nll")
 
     # -- mean field --------------------------------------------------------------------------
 
