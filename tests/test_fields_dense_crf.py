@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from dagnet.data.synthetic import disc_scene
 from dagnet.fields.dense_crf import DenseCRF
+from dagnet.fields.protocol import UnsupportedQuery
 from dagnet.fields.permutohedral import (_barycentric, _elevation_matrix, _enclosing_simplex,
                                          build_lattice, lattice_filter)
 
@@ -91,6 +92,37 @@ def explicit_mean_field(crf: DenseCRF, logits: torch.Tensor, image: torch.Tensor
             q = scores.softmax(1)
         out.append(scores.log_softmax(1).t().reshape(labels, height, width))
     return torch.stack(out)
+
+
+def explicit_kernel(crf: DenseCRF, image: torch.Tensor) -> torch.Tensor:
+    """K = sum_m w_m Kn_m (B, P, P), float64, pixel pair by pixel pair."""
+    batch, _, height, width = image.shape
+    sxy, bxy, brgb = crf.log_bandwidths.double().exp().tolist()
+    pixels = [(y, x) for y in range(height) for x in range(width)]
+    total = torch.zeros(batch, len(pixels), len(pixels), dtype=torch.float64)
+    for b, (weight, (sxy_, srgb_)) in itertools.product(range(batch), zip(crf.kernel_weights.double().tolist(),
+                                                                             [(sxy, None), (bxy, brgb)])):
+        k = torch.zeros(len(pixels), len(pixels), dtype=torch.float64)
+        for (i, (yi, xi)), (j, (yj, xj)) in itertools.product(enumerate(pixels), repeat=2):
+            dist = ((xi - xj) ** 2 + (yi - yj) ** 2) / sxy_ ** 2
+            if srgb_ is not None:
+                dist += ((image[b, :, yi, xi] - image[b, :, yj, xj]) ** 2).sum().item() / srgb_ ** 2
+            k[i, j] = math.exp(-dist / 2)
+        norm = k.sum(1).rsqrt()
+        total[b] += weight * norm[:, None] * k * norm[None, :]
+    return total
+
+
+def explicit_scores(crf: DenseCRF, logits: torch.Tensor, image: torch.Tensor, states: torch.Tensor):
+    """score(x) (B, S) of labellings states (S, P): unary - 1/2 sum_{i != j} mu(x_i, x_j) K_ij."""
+    kernel = explicit_kernel(crf, image)
+    kernel = kernel - torch.diag_embed(kernel.diagonal(dim1=1, dim2=2))       # i != j
+    unary = logits.double().flatten(2)                                         # (B, L, P)
+    mu = crf.compatibility.double()
+    pixels = torch.arange(states.shape[1])
+    unaries = unary[:, states, pixels].sum(-1)                                 # (B, S)
+    pairs = mu[states[:, :, None], states[:, None, :]]                         # (S, P, P)
+    return unaries - 0.5 * torch.einsum("spq,bpq->bs", pairs, kernel)
 
 
 # --------------------------------------------------------------------------- the lattice
@@ -244,3 +276,73 @@ def test_cuda_matches_cpu():
     on_gpu = crf.cuda()(logits.cuda().requires_grad_(), image.cuda())
     on_gpu.sum().backward()
     torch.testing.assert_close(on_gpu.cpu(), on_cpu, atol=1e-4, rtol=1e-4)
+
+
+# --------------------------------------------------------------------------- the Field queries
+
+
+def tiny_problem(seed: int, labels: int = 2, size=(2, 2)):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(2, labels, *size, generator=g, dtype=torch.float64)
+    image = torch.rand(2, 3, *size, generator=g, dtype=torch.float64) * 255
+    crf = DenseCRF(labels, iterations=10, spatial_sxy=1.5, bilateral_sxy=3, bilateral_srgb=60,
+                   method="exact").double()
+    with torch.no_grad():
+        crf.compatibility.copy_(torch.randn(labels, labels, generator=g, dtype=torch.float64))
+        crf.kernel_weights.mul_(0.3)
+    return crf, logits, image
+
+
+def test_elbo_and_entropy_against_enumeration_on_2x2():
+    crf, logits, image = tiny_problem(9)
+    states = torch.tensor(list(itertools.product(range(2), repeat=4)))         # (16, P)
+    scores = explicit_scores(crf, logits, image, states)
+    log_z = torch.logsumexp(scores, 1)
+    # E_Q[score] + H(Q) for the layer's Q, by enumeration
+    q = crf.marginals(logits, image=image).flatten(2)                          # (B, L, P)
+    log_q_states = q.log()[:, states, torch.arange(4)].sum(-1)                 # (B, S)
+    elbo = (log_q_states.exp() * (scores - log_q_states)).sum(1)
+    torch.testing.assert_close(crf.log_partition(logits, image=image), elbo)
+    torch.testing.assert_close(crf.entropy(logits, image=image), -(q * q.log()).sum((1, 2)))
+    assert torch.all(crf.log_partition(logits, image=image) <= log_z)
+
+
+def test_decode_returns_labels_and_their_score():
+    crf, logits, image = tiny_problem(10, labels=3, size=(2, 3))
+    labels, score = crf.decode(logits, image=image)
+    assert torch.equal(labels, crf(logits, image).argmax(1))
+    torch.testing.assert_close(score, explicit_scores(crf, logits, image, labels.flatten(1)).diagonal())
+    torch.testing.assert_close(crf.score(logits, labels, image=image), score)
+
+
+def test_nll_sample_and_unsupported_queries():
+    crf, logits, image = tiny_problem(11, labels=3, size=(3, 3))
+    labels = torch.randint(-1, 3, (2, 3, 3), generator=torch.Generator().manual_seed(0))
+    log_q = crf(logits, image)
+    expected = -(log_q.gather(1, labels.clamp(min=0)[:, None])[:, 0] * (labels >= 0)).sum((1, 2))
+    torch.testing.assert_close(crf.nll(logits, labels, image=image, reduction="none"), expected)
+    torch.testing.assert_close(crf.nll(logits, labels, image=image), expected.mean())
+    draw = lambda seed: crf.sample(logits, n=4, image=image, generator=torch.Generator().manual_seed(seed))
+    assert draw(0).shape == (4, 2, 3, 3) and torch.equal(draw(0), draw(0)) and not torch.equal(draw(0), draw(1))
+    with pytest.raises(UnsupportedQuery, match="kbest"):
+        crf.kbest(logits, 2)
+    with pytest.raises(UnsupportedQuery, match="-log Q"):
+        crf.clamped_log_partition(logits, labels)
+    with pytest.raises(ValueError, match="need the image"):
+        crf.marginals(logits)
+    with pytest.raises(ValueError, match="absent pixels"):
+        crf.marginals(logits, torch.zeros(2, 3, 3, dtype=torch.bool), image=image)
+    assert crf.structure == "grid" and "score" in crf.exact and crf.supports("entropy")
+
+
+@pytest.mark.parametrize("method", ["exact", "lattice"])
+def test_minus_inf_logits_give_finite_queries_and_gradients(method):
+    crf, logits, image = tiny_problem(12, labels=3, size=(3, 4))
+    crf.method = method
+    base = logits.clone().requires_grad_()
+    impossible = torch.rand(logits.shape, generator=torch.Generator().manual_seed(1)) < 0.3
+    impossible[:, 0] = False
+    clamped = base.masked_fill(impossible, float("-inf"))
+    for value in (crf.log_partition(clamped, image=image), crf.entropy(clamped, image=image)):
+        (grad,) = torch.autograd.grad(value.sum(), base, retain_graph=True)
+        assert torch.isfinite(value).all() and torch.isfinite(grad).all() and torch.all(grad[impossible] == 0)

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from dagnet.fields.grid import GridCRF, mean_field, mean_field_elbo
+from dagnet.fields.protocol import UnsupportedQuery
 
 
 def enumerate_grid(crf: GridCRF, logits: torch.Tensor):
@@ -40,8 +41,10 @@ def test_loopy_bp_is_exact_on_chains(shape, pairwise):
     torch.testing.assert_close(crf.marginals(logits), exact_marginals(states, log_p, 3))
     torch.testing.assert_close(crf.log_partition(logits), log_z)
     best = states[log_p.argmax(1)]
-    assert torch.equal(crf.decode(logits), best)
-    assert torch.equal(crf.decode(logits, method="icm"), best)
+    for method in ("max_product", "icm"):
+        labels, score = crf.decode(logits, method=method)
+        assert torch.equal(labels, best)
+        torch.testing.assert_close(score, log_p.max(1).values + log_z)
 
 
 def test_nll_of_partial_labels_is_exact_on_chains():
@@ -52,16 +55,17 @@ def test_nll_of_partial_labels_is_exact_on_chains():
     labels = torch.tensor([[[0, -1, 2, -1, -1]], [[-1, -1, -1, -1, -1]]])
     consistent = ((states == labels[:, None]) | (labels[:, None] < 0)).flatten(2).all(2)   # (B, S)
     expected = -torch.logsumexp(log_p.masked_fill(~consistent, -torch.inf), 1)
-    torch.testing.assert_close(crf.nll(logits, labels), expected)
+    torch.testing.assert_close(crf.nll(logits, labels, reduction="none"), expected)
     full = states[5].expand(2, -1, -1)
-    torch.testing.assert_close(crf.nll(logits, full), -log_p[:, 5])
+    torch.testing.assert_close(crf.nll(logits, full, reduction="none"), -log_p[:, 5])
+    torch.testing.assert_close(crf.nll(logits, full), -log_p[:, 5].mean())
 
 
 def test_nll_trains_the_pairwise_weight():
     logits = torch.zeros(1, 2, 3, 3)
     labels = torch.zeros(1, 3, 3, dtype=torch.long)
     crf = GridCRF(2, weight=0.0, iterations=10)
-    crf.nll(logits, labels).sum().backward()
+    crf.nll(logits, labels).backward()
     assert crf.weight.grad < 0            # agreeing neighbours: raise the Potts weight
 
 
@@ -90,7 +94,8 @@ def test_gibbs_histogram_matches_enumeration_on_3x3():
     states, log_p, _ = enumerate_grid(crf, logits)
     # independent chains (one per batch entry), one sample each after burn-in
     chains = 20000
-    samples = crf.sample(logits.expand(chains, -1, -1, -1), n=1, burn_in=20, seed=0)[0]
+    samples = crf.sample(logits.expand(chains, -1, -1, -1), n=1, burn_in=20,
+                         generator=torch.Generator().manual_seed(0))[0]
     index = (samples.flatten(1) * (2 ** torch.arange(8, -1, -1))).sum(1)
     counts = torch.bincount(index, minlength=512).double()
     expected = log_p[0].exp() * chains
@@ -126,3 +131,78 @@ def test_bad_arguments_are_reported():
         GridCRF(3, inference="gibbs")
     with pytest.raises(ValueError, match="decode"):
         GridCRF(3).decode(torch.zeros(1, 3, 2, 2), method="viterbi")
+    with pytest.raises(ValueError, match="mask"):
+        GridCRF(3).marginals(torch.zeros(1, 3, 2, 2), torch.ones(1, 2, 3, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("pairwise", ["potts", "full"])
+def test_bp_on_a_chain_is_exact_for_entropy_log_partition_and_marginals(pairwise):
+    g = torch.Generator().manual_seed(8)
+    logits = torch.randn(2, 3, 1, 6, generator=g, dtype=torch.float64)
+    crf = random_crf(3, pairwise, seed=9, iterations=40)
+    states, log_p, log_z = enumerate_grid(crf, logits)
+    torch.testing.assert_close(crf.entropy(logits), -(log_p.exp() * log_p).sum(1))
+    torch.testing.assert_close(crf.log_partition(logits), log_z)
+    torch.testing.assert_close(crf.marginals(logits), exact_marginals(states, log_p, 3))
+
+
+@pytest.mark.parametrize("inference", ["bp", "mean_field"])
+def test_a_sub_rectangle_mask_is_the_cropped_grid(inference):
+    g = torch.Generator().manual_seed(10)
+    logits = torch.randn(2, 3, 5, 6, generator=g, dtype=torch.float64)
+    labels = torch.randint(-1, 3, (2, 5, 6), generator=g)
+    crf = random_crf(3, "full", seed=11, inference=inference, iterations=15)
+    rows, cols = slice(1, 4), slice(1, 5)            # offset (1, 1): the same checkerboard colours
+    mask = torch.zeros(2, 5, 6, dtype=torch.bool)
+    mask[:, rows, cols] = True
+    cropped, cropped_labels = logits[:, :, rows, cols], labels[:, rows, cols]
+    marginals = crf.marginals(logits, mask)
+    torch.testing.assert_close(marginals[:, :, rows, cols], crf.marginals(cropped))
+    assert marginals.masked_fill(mask[:, None], 0).abs().max() == 0
+    for query in ("log_partition", "entropy"):
+        torch.testing.assert_close(getattr(crf, query)(logits, mask), getattr(crf, query)(cropped))
+    torch.testing.assert_close(crf.nll(logits, labels, mask, reduction="none"),
+                               crf.nll(cropped, cropped_labels, reduction="none"))
+    decoded, score = crf.decode(logits, mask)
+    decoded_crop, score_crop = crf.decode(cropped)
+    assert torch.equal(decoded[:, rows, cols], decoded_crop) and torch.all(decoded[~mask] == -1)
+    torch.testing.assert_close(score, score_crop)
+    samples = crf.sample(logits, n=2, mask=mask, burn_in=3, generator=torch.Generator().manual_seed(0))
+    assert torch.all(samples[:, ~mask] == -1) and torch.all(samples[:, mask] >= 0)
+
+
+@pytest.mark.parametrize("inference", ["bp", "mean_field"])
+def test_minus_inf_clamps_and_absent_pixels_give_nan_free_gradients(inference):
+    g = torch.Generator().manual_seed(12)
+    base = torch.randn(2, 3, 3, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    impossible = torch.rand(2, 3, 3, 4, generator=g) < 0.3
+    impossible[:, 0] = False                          # every pixel keeps a possible label
+    logits = base.masked_fill(impossible, float("-inf"))
+    mask = torch.ones(2, 3, 4, dtype=torch.bool)
+    mask[0, 0, 0] = mask[1, 2, 1:] = False
+    labels = torch.where(torch.rand(2, 3, 4, generator=g) < 0.5, 0, -1)
+    crf = random_crf(3, "full", seed=13, inference=inference, iterations=10)
+    marginals = crf.marginals(logits, mask)
+    assert torch.all(marginals[impossible] == 0)
+    losses = [crf.log_partition(logits, mask), crf.entropy(logits, mask), crf.nll(logits, labels, mask),
+              crf.decode(logits, mask)[1], (marginals * torch.randn(marginals.shape, dtype=torch.float64)).sum()]
+    for loss in losses:
+        assert torch.isfinite(loss).all()
+        grads = torch.autograd.grad(loss.sum(), [base, *crf.parameters()], retain_graph=True)
+        assert all(torch.isfinite(grad).all() for grad in grads)
+        assert torch.all(grads[0][impossible] == 0) and torch.all(grads[0].movedim(1, -1)[~mask] == 0)
+
+
+def test_sampling_is_reproducible_from_the_generator():
+    logits = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(14))
+    crf = GridCRF(3)
+    draw = lambda seed: crf.sample(logits, n=3, burn_in=5, generator=torch.Generator().manual_seed(seed))
+    assert draw(0).shape == (3, 2, 4, 4)
+    assert torch.equal(draw(0), draw(0)) and not torch.equal(draw(0), draw(1))
+
+
+def test_kbest_is_not_answered():
+    crf = GridCRF(2)
+    assert not crf.supports("kbest") and crf.supports("entropy") and "score" in crf.exact
+    with pytest.raises(UnsupportedQuery, match="GridCRF does not answer `kbest`"):
+        crf.kbest(torch.zeros(1, 2, 2, 2), 2)

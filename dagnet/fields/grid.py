@@ -1,13 +1,16 @@
 """Pairwise CRF on a 2-D 4-connected grid: mean-field, loopy BP and Gibbs sampling.
 
-A labelling x of the H x W pixels scores
+A labelling x of the existing pixels of an H x W grid scores
 
     score(x) = sum_i logits_i(x_i) + sum_{i~j} psi(x_i, x_j),     p(x) ∝ exp(score(x)),
 
-over horizontal edges (i left of j) and vertical edges (i above j), with one
-compatibility psi (L, L): Potts, psi = w I (Ising for two labels), or a full
-learnable matrix.  Nothing here is exact on a loopy grid, so every query names
-its approximation:
+over horizontal edges (i left of j) and vertical edges (i above j) whose two
+ends exist, with one compatibility psi (L, L): Potts, psi = w I (Ising for two
+labels), or a full learnable matrix. A ``mask`` (B, H, W) selects the pixels
+that exist: absent ones have no unary and no edges (their neighbour fields
+and BP messages are zero), marginal 0 and label -1, so a sub-rectangle mask
+is the cropped grid. A logit of -inf makes a label impossible. Nothing here is
+exact on a loopy grid, so every query names its approximation:
 
 - mean field: checkerboard sweeps (all "black" pixels, h + w even, at once,
   then all white ones).  Pixels of one colour are independent given the
@@ -20,26 +23,38 @@ its approximation:
   gives max-marginals for decoding.  On a tree (a 1 x N grid) both are exact
   once ``iterations`` exceeds the diameter.
 - Gibbs sampling: checkerboard sweeps, each colour sampled exactly given the other.
+
+Both variational estimates are ``log Z ≈ E_b[score] + H(b)``: b the mean-field
+product with its exact entropy (the ELBO, a lower bound), or the BP beliefs with
+the Bethe entropy.
 """
 from __future__ import annotations
+
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dagnet.fields._logspace import reduce_loss
+from dagnet.fields.protocol import Field
+from dagnet.fields.semiring import NEG_INF, gumbel_argmax
 
-# Log-potential that makes a label impossible while keeping arithmetic finite
-# (a true -inf would turn 0 * log 0 into NaN in entropies and gradients).
-IMPOSSIBLE = -1e4
+# side of the receiving pixel a message comes from -> (dy, dx) with which
+# _shift moves the sender's value onto the receiver
+SIDES = {"left": (0, 1), "right": (0, -1), "up": (1, 0), "down": (-1, 0)}
 
 
-class GridCRF(nn.Module):
-    """Potts or full-compatibility CRF over (B, L, H, W) unary logits.
+class GridCRF(Field):
+    """Potts or full-compatibility CRF over (B, L, H, W) unary logits (labels on axis 1).
 
     ``inference`` ("bp" or "mean_field") answers ``forward``/``marginals``,
-    ``log_partition`` and ``nll``; ``decode`` uses max-product BP.
+    ``log_partition``, ``entropy`` and ``nll``; ``decode`` uses max-product BP
+    and ``sample`` Gibbs sampling. Only ``score`` is exact; ``kbest`` is not answered.
     """
+
+    structure = "grid"
+    exact = frozenset({"score"})
+    approximate = frozenset({"log_partition", "marginals", "decode", "sample", "entropy", "nll"})
 
     def __init__(self, num_labels: int, pairwise: str = "potts", weight: float = 1.0,
                  inference: str = "bp", iterations: int = 30, damping: float = 0.5,
@@ -64,66 +79,91 @@ class GridCRF(nn.Module):
             psi = self.compatibility
         return psi if dtype is None else psi.to(dtype)
 
-    def forward(self, logits: Tensor) -> Tensor:
-        """Approximate log-marginals (B, L, H, W)."""
+    def _existing(self, potentials: Tensor, mask: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+        """(logits with 0 at absent pixels, mask (B, H, W) bool)."""
+        batch, labels, height, width = potentials.shape
+        if labels != self.num_labels:
+            raise ValueError(f"expected potentials (B, {self.num_labels}, H, W), got {tuple(potentials.shape)}")
+        if mask is None:
+            return potentials, potentials.new_ones((batch, height, width), dtype=torch.bool)
+        if mask.shape != (batch, height, width):
+            raise ValueError(f"mask must be (B, H, W) = {(batch, height, width)}, got {tuple(mask.shape)}")
+        mask = mask.bool()
+        return potentials.masked_fill(~mask.unsqueeze(1), 0.0), mask
+
+    def _variational(self, logits: Tensor, mask: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """(log-marginals, E_b[score], H(b)) of the chosen approximation b."""
         psi = self.psi(logits.dtype)
         if self.inference == "mean_field":
-            return mean_field(logits, psi, self.iterations, self.schedule)
-        return beliefs(logits, loopy_bp(logits, psi, self.iterations, self.damping))
+            log_q = mean_field(logits, psi, self.iterations, self.schedule, mask)
+            return (log_q, *mean_field_terms(logits, psi, log_q))
+        links = _links(mask)
+        messages = loopy_bp(logits, psi, self.iterations, self.damping, links=links)
+        log_b = beliefs(logits, messages).masked_fill(~mask.unsqueeze(1), NEG_INF)
+        return (log_b, *bethe_terms(logits, psi, messages, links, mask))
 
-    def marginals(self, logits: Tensor) -> Tensor:
-        """Approximate marginals (B, L, H, W)."""
-        return self.forward(logits).exp()
+    def forward(self, potentials: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        """Approximate log-marginals (B, L, H, W), -inf at absent pixels."""
+        logits, mask = self._existing(potentials, mask)
+        return self._variational(logits, mask)[0]
 
-    def log_partition(self, logits: Tensor) -> Tensor:
-        """Estimate of log Z (B,): Bethe (BP) or the mean-field lower bound."""
-        psi = self.psi(logits.dtype)
-        if self.inference == "mean_field":
-            return mean_field_elbo(logits, psi, mean_field(logits, psi, self.iterations, self.schedule))
-        return bethe_log_partition(logits, psi, loopy_bp(logits, psi, self.iterations, self.damping))
+    def marginals(self, potentials: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        """Approximate marginals (B, L, H, W), 0 at absent pixels."""
+        return self.forward(potentials, mask).exp()
 
-    def nll(self, logits: Tensor, labels: Tensor, mask: Tensor | None = None, reduction: str = "none") -> Tensor:
-        """-log p(observed labels), labels (B, H, W) with -1 for unobserved.
+    def log_partition(self, potentials: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        """Estimate of log Z (B,): Bethe (BP) or the mean-field lower bound (ELBO)."""
+        _, energy, entropy = self._variational(*self._existing(potentials, mask))
+        return energy + entropy
 
-        Computed as log Z - log Z(observed pixels clamped), both with the chosen
-        approximation: the pixels marked -1 (or outside ``mask``) are summed out.
-        Exact on trees with BP; with every pixel observed the second term is
-        score(labels). ``reduction``: "none" (B,), "sum" or "mean", as the other fields.
-        """
-        if mask is not None:
-            labels = labels.masked_fill(~mask.bool(), -1)
-        return reduce_loss(self._nll(logits, labels), reduction)
+    def entropy(self, potentials: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        """Estimate of H(p) (B,): the Bethe entropy (BP) or the sum of the per-pixel
+        mean-field entropies, so that log_partition = E_b[score] + entropy."""
+        return self._variational(*self._existing(potentials, mask))[2]
 
-    def _nll(self, logits: Tensor, labels: Tensor) -> Tensor:
-        observed = labels >= 0
+    def clamped_log_partition(self, potentials: Tensor, labels: Tensor,
+                              mask: Optional[Tensor] = None) -> Tensor:
+        """The same estimate of log Z with every labelled pixel clamped (other labels -inf)."""
         allowed = F.one_hot(labels.clamp(min=0), self.num_labels).permute(0, 3, 1, 2).bool()
-        allowed |= ~observed.unsqueeze(1)
-        return self.log_partition(logits) - self.log_partition(logits.masked_fill(~allowed, IMPOSSIBLE))
+        allowed |= (labels < 0).unsqueeze(1)
+        return self.log_partition(potentials.masked_fill(~allowed, NEG_INF), mask)
 
-    def decode(self, logits: Tensor, method: str = "max_product") -> Tensor:
-        """Labels (B, H, W): argmax of max-product max-marginals; ``"icm"`` then
-        refines them by iterated conditional modes (checkerboard sweeps until
-        no pixel changes), which never lowers the score."""
+    def decode(self, potentials: Tensor, mask: Optional[Tensor] = None,
+               method: str = "max_product") -> Tuple[Tensor, Tensor]:
+        """(labels (B, H, W), -1 at absent pixels; their score (B,)): argmax of the
+        max-product max-marginals; ``"icm"`` then refines them by iterated
+        conditional modes (checkerboard sweeps until no pixel changes), which
+        never lowers the score."""
         if method not in ("max_product", "icm"):
             raise ValueError(f"decode method must be 'max_product' or 'icm', got {method!r}")
+        logits, mask = self._existing(potentials, mask)
         psi = self.psi(logits.dtype)
         with torch.no_grad():
-            labels = beliefs(logits, loopy_bp(logits, psi, self.iterations, self.damping, max_product=True)).argmax(1)
-            return icm(logits, psi, labels) if method == "icm" else labels
+            messages = loopy_bp(logits, psi, self.iterations, self.damping, max_product=True, links=_links(mask))
+            labels = beliefs(logits, messages).argmax(1)
+            if method == "icm":
+                labels = icm(logits, psi, labels, mask)
+        labels = labels.masked_fill(~mask, -1)
+        return labels, self.score(potentials, labels, mask)
 
-    def score(self, logits: Tensor, labels: Tensor) -> Tensor:
-        """score(labels) (B,) for labels (B, H, W)."""
+    def score(self, potentials: Tensor, labels: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        """score(labels) (B,) for labels (B, H, W); the labels of absent pixels are ignored."""
+        logits, mask = self._existing(potentials, mask)
         psi = self.psi(logits.dtype)
-        unary = logits.gather(1, labels.unsqueeze(1)).sum((1, 2, 3))
-        horizontal = psi[labels[:, :, :-1], labels[:, :, 1:]].sum((1, 2))
-        vertical = psi[labels[:, :-1, :], labels[:, 1:, :]].sum((1, 2))
-        return unary + horizontal + vertical
+        labels = labels.clamp(min=0)
+        unary = logits.gather(1, labels.unsqueeze(1)).sum((1, 2, 3))   # absent pixels: logits 0
+        horizontal = psi[labels[:, :, :-1], labels[:, :, 1:]] * (mask[:, :, :-1] & mask[:, :, 1:])
+        vertical = psi[labels[:, :-1, :], labels[:, 1:, :]] * (mask[:, :-1, :] & mask[:, 1:, :])
+        return unary + horizontal.sum((1, 2)) + vertical.sum((1, 2))
 
-    def sample(self, logits: Tensor, n: int, burn_in: int = 50, seed: int = 0) -> Tensor:
-        """``n`` Gibbs samples (n, B, H, W), one per checkerboard sweep after ``burn_in`` sweeps."""
-        generator = torch.Generator(device=logits.device).manual_seed(seed)
+    def sample(self, potentials: Tensor, n: int = 1, mask: Optional[Tensor] = None,
+               generator: Optional[torch.Generator] = None, burn_in: int = 50) -> Tensor:
+        """``n`` Gibbs samples (n, B, H, W), -1 at absent pixels, one per
+        checkerboard sweep after ``burn_in`` sweeps (consecutive samples are correlated)."""
+        logits, mask = self._existing(potentials, mask)
         with torch.no_grad():
-            return gibbs(logits, self.psi(logits.dtype), n, burn_in, generator)
+            samples = gibbs(logits, self.psi(logits.dtype), n, burn_in, mask, generator)
+        return samples.masked_fill(~mask, -1)
 
 
 # --------------------------------------------------------------------------- grid helpers
@@ -136,16 +176,29 @@ def _shift(x: Tensor, dy: int, dx: int) -> Tensor:
     return padded[..., max(-dy, 0):max(-dy, 0) + height, max(-dx, 0):max(-dx, 0) + width]
 
 
+def _links(mask: Tensor) -> dict[str, Tensor]:
+    """side -> (B, 1, H, W) bool: the pixel and its neighbour on that side both exist."""
+    present = mask.unsqueeze(1).float()
+    return {side: (present * _shift(present, dy, dx)) > 0 for side, (dy, dx) in SIDES.items()}
+
+
 def _neighbour_field(q: Tensor, psi: Tensor) -> Tensor:
     """sum over the 4 neighbours j of sum_l' psi(., l') q_j(l'), oriented by edge.
 
     A left/top neighbour j contributes sum_l' q_j(l') psi(l', l); a right/bottom
-    neighbour contributes sum_l' psi(l, l') q_j(l').  ``q`` may be one-hot.
+    neighbour contributes sum_l' psi(l, l') q_j(l').  ``q`` may be one-hot; it
+    is 0 at absent pixels, which so contribute nothing.
     """
     as_first = torch.einsum("bkhw,kl->blhw", q, psi)       # j is the left/top end
     as_second = torch.einsum("bkhw,lk->blhw", q, psi)      # j is the right/bottom end
     return (_shift(as_first, 0, 1) + _shift(as_first, 1, 0)
             + _shift(as_second, 0, -1) + _shift(as_second, -1, 0))
+
+
+def _one_hot(labels: Tensor, num_labels: int, mask: Tensor, dtype) -> Tensor:
+    """(B, L, H, W) indicators of labels (B, H, W), 0 at absent pixels."""
+    onehot = F.one_hot(labels.clamp(min=0), num_labels).permute(0, 3, 1, 2).to(dtype)
+    return onehot * mask.unsqueeze(1)
 
 
 def _checkerboard(height: int, width: int, device) -> Tensor:
@@ -154,71 +207,81 @@ def _checkerboard(height: int, width: int, device) -> Tensor:
     return (rows + torch.arange(width, device=device)) % 2 == 0
 
 
-def _degrees(height: int, width: int, device) -> Tensor:
-    """(H, W) number of grid neighbours of every pixel."""
-    rows = torch.arange(height, device=device).unsqueeze(1)
-    cols = torch.arange(width, device=device)
-    return (rows > 0).long() + (rows < height - 1).long() + (cols > 0).long() + (cols < width - 1).long()
+def _finite(x: Tensor) -> Tensor:
+    """x with -inf replaced by 0: for sums weighted by probabilities that are 0 there."""
+    return x.masked_fill(x == NEG_INF, 0.0)
 
 
 def _entropy(log_p: Tensor, dims) -> Tensor:
-    """-sum p log p over ``dims`` from normalised log-probabilities (finite)."""
-    return -(log_p.exp() * log_p).sum(dims)
+    """-sum p log p over ``dims`` from normalised log-probabilities, 0 log 0 := 0
+    (NaN-free in value and gradient where log_p is -inf)."""
+    p = log_p.exp()
+    return -(p * log_p.masked_fill(p == 0, 0.0)).sum(dims)
 
 
 # --------------------------------------------------------------------------- mean field
 
 
-def mean_field(logits: Tensor, psi: Tensor, iterations: int, schedule: str = "checkerboard") -> Tensor:
-    """Naive mean-field log-marginals after ``iterations`` full sweeps.
+def mean_field(logits: Tensor, psi: Tensor, iterations: int, schedule: str = "checkerboard",
+               mask: Optional[Tensor] = None) -> Tensor:
+    """Naive mean-field log-marginals after ``iterations`` full sweeps, -inf at absent pixels.
 
     Q_i(l) ∝ exp(logits_i(l) + neighbour field); checkerboard: black pixels
     then white pixels per sweep, or every pixel at once with "parallel".
     """
+    present = torch.ones_like(logits[:, :1], dtype=torch.bool) if mask is None else mask.unsqueeze(1)
     log_q = logits.log_softmax(1)
     black = _checkerboard(*logits.shape[-2:], logits.device)
     phases = [black, ~black] if schedule == "checkerboard" else [torch.ones_like(black)]
     for _ in range(iterations):
         for phase in phases:
-            update = (logits + _neighbour_field(log_q.exp(), psi)).log_softmax(1)
+            update = (logits + _neighbour_field(log_q.exp() * present, psi)).log_softmax(1)
             log_q = torch.where(phase, update, log_q)
-    return log_q
+    return log_q.masked_fill(~present, NEG_INF)
+
+
+def mean_field_terms(logits: Tensor, psi: Tensor, log_q: Tensor) -> Tuple[Tensor, Tensor]:
+    """(E_Q[score], H(Q)) per image (B,) for the product Q of the pixels' exp(log_q);
+    absent pixels have Q = 0 and so drop out of both sums."""
+    q = log_q.exp()
+    unary = (q * _finite(logits)).sum((1, 2, 3))
+    horizontal = torch.einsum("bkhw,kl,blhw->b", q[..., :-1], psi, q[..., 1:])
+    vertical = torch.einsum("bkhw,kl,blhw->b", q[..., :-1, :], psi, q[..., 1:, :])
+    return unary + horizontal + vertical, _entropy(log_q, (1, 2, 3))
 
 
 def mean_field_elbo(logits: Tensor, psi: Tensor, log_q: Tensor) -> Tensor:
     """-F(Q) = E_Q[score] + H(Q) <= log Z, per image (B,); KL(Q || p) = log Z - ELBO."""
-    q = log_q.exp()
-    unary = (q * logits).sum((1, 2, 3))
-    horizontal = torch.einsum("bkhw,kl,blhw->b", q[..., :-1], psi, q[..., 1:])
-    vertical = torch.einsum("bkhw,kl,blhw->b", q[..., :-1, :], psi, q[..., 1:, :])
-    return unary + horizontal + vertical + _entropy(log_q, (1, 2, 3))
+    energy, entropy = mean_field_terms(logits, psi, log_q)
+    return energy + entropy
 
 
 # --------------------------------------------------------------------------- loopy BP
 
 
 def loopy_bp(logits: Tensor, psi: Tensor, iterations: int, damping: float = 0.5,
-             max_product: bool = False) -> dict[str, Tensor]:
+             max_product: bool = False, links: Optional[dict[str, Tensor]] = None) -> dict[str, Tensor]:
     """Synchronous loopy BP; returns the incoming log-messages of every pixel.
 
     ``messages[d][..., h, w]`` is the message into pixel (h, w) from its
-    neighbour on side d ("left", "right", "up", "down"); off-grid ones are 0.
+    neighbour on side d ("left", "right", "up", "down"); it is 0 off the grid
+    and, given ``links`` (from :func:`_links`), wherever either end is absent.
     The message from i to j sums (or maxes) over x_i the cavity
     logits_i + (messages into i except j's) + psi, then is normalised.
     """
     reduce = (lambda t, dim: t.amax(dim)) if max_product else torch.logsumexp
-    messages = {side: torch.zeros_like(logits) for side in ("left", "right", "up", "down")}
-    # (source side at the receiver, side the sender excludes, psi orientation, shift)
-    routes = [("left", "right", psi, (0, 1)), ("right", "left", psi.t(), (0, -1)),
-              ("up", "down", psi, (1, 0)), ("down", "up", psi.t(), (-1, 0))]
+    messages = {side: torch.zeros_like(logits) for side in SIDES}
+    # (side at the receiver, side the sender excludes, psi oriented [sender, receiver])
+    routes = [("left", "right", psi), ("right", "left", psi.t()), ("up", "down", psi), ("down", "up", psi.t())]
     for _ in range(iterations):
         belief = logits + sum(messages.values())
         updated = {}
-        for side, excluded, pair, (dy, dx) in routes:
+        for side, excluded, pair in routes:
             cavity = belief - messages[excluded]
             outgoing = reduce(cavity.unsqueeze(2) + pair[None, :, :, None, None], 1)
             outgoing = outgoing - reduce(outgoing, 1).unsqueeze(1)
-            updated[side] = (1 - damping) * _shift(outgoing, dy, dx) + damping * messages[side]
+            message = (1 - damping) * _shift(outgoing, *SIDES[side]) + damping * messages[side]
+            updated[side] = message if links is None else torch.where(links[side], message, 0.0)
         messages = updated
     return messages
 
@@ -228,63 +291,62 @@ def beliefs(logits: Tensor, messages: dict[str, Tensor]) -> Tensor:
     return (logits + sum(messages.values())).log_softmax(1)
 
 
-def bethe_log_partition(logits: Tensor, psi: Tensor, messages: dict[str, Tensor]) -> Tensor:
-    """The Bethe estimate of log Z (B,), exact on trees at convergence:
+def bethe_terms(logits: Tensor, psi: Tensor, messages: dict[str, Tensor],
+                links: dict[str, Tensor], mask: Tensor) -> Tuple[Tensor, Tensor]:
+    """(E_b[score], Bethe entropy) per image (B,) from converged messages, over the
+    existing pixels and edges; their sum is the Bethe estimate of log Z, exact on trees:
 
-    sum_i E_bi[logits_i] + sum_ij E_bij[psi] + sum_ij H(b_ij) - sum_i (deg_i - 1) H(b_i).
+    E_b[score] = sum_i E_bi[logits_i] + sum_ij E_bij[psi],
+    H_Bethe    = sum_ij H(b_ij) - sum_i (deg_i - 1) H(b_i).
     """
     belief = logits + sum(messages.values())
     log_b = belief.log_softmax(1)
-    total = (log_b.exp() * logits).sum((1, 2, 3))
-    degrees = _degrees(*logits.shape[-2:], logits.device)
-    total = total - ((degrees - 1) * _entropy(log_b, 1)).sum((1, 2))
+    degrees = sum(link.to(logits.dtype) for link in links.values())[:, 0]
+    energy = (log_b.exp() * _finite(logits)).sum((1, 2, 3))
+    entropy = -torch.where(mask, (degrees - 1) * _entropy(log_b, 1), 0.0).sum((1, 2))
     # edge beliefs: cavity of each end (without the other's message) plus psi
-    for first, second in [((belief - messages["right"])[..., :-1], (belief - messages["left"])[..., 1:]),
-                          ((belief - messages["down"])[..., :-1, :], (belief - messages["up"])[..., 1:, :])]:
+    for first, second, exists in [
+            ((belief - messages["right"])[..., :-1], (belief - messages["left"])[..., 1:], links["right"][..., :-1]),
+            ((belief - messages["down"])[..., :-1, :], (belief - messages["up"])[..., 1:, :], links["down"][..., :-1, :])]:
         joint = first.unsqueeze(2) + second.unsqueeze(1) + psi[None, :, :, None, None]
         log_pair = joint - torch.logsumexp(joint, (1, 2), keepdim=True)
-        total = total + (log_pair.exp() * psi[None, :, :, None, None]).sum((1, 2, 3, 4))
-        total = total + _entropy(log_pair, (1, 2, 3, 4))
-    return total
+        weight = exists.to(logits.dtype)
+        energy = energy + ((log_pair.exp() * psi[None, :, :, None, None]).sum((1, 2)) * weight[:, 0]).sum((1, 2))
+        entropy = entropy + (_entropy(log_pair, (1, 2)) * weight[:, 0]).sum((1, 2))
+    return energy, entropy
 
 
 # --------------------------------------------------------------------------- MAP and sampling
 
 
-def icm(logits: Tensor, psi: Tensor, labels: Tensor, max_sweeps: int = 100) -> Tensor:
+def icm(logits: Tensor, psi: Tensor, labels: Tensor, mask: Tensor, max_sweeps: int = 100) -> Tensor:
     """Iterated conditional modes from ``labels``: checkerboard argmax updates until stable."""
     black = _checkerboard(*logits.shape[-2:], logits.device)
     for _ in range(max_sweeps):
         previous = labels
         for phase in (black, ~black):
-            onehot = F.one_hot(labels, logits.shape[1]).permute(0, 3, 1, 2).to(logits.dtype)
-            best = (logits + _neighbour_field(onehot, psi)).argmax(1)
-            labels = torch.where(phase, best, labels)
+            field = _neighbour_field(_one_hot(labels, logits.shape[1], mask, logits.dtype), psi)
+            labels = torch.where(phase, (logits + field).argmax(1), labels)
         if torch.equal(labels, previous):
             break
     return labels
 
 
-def gibbs(logits: Tensor, psi: Tensor, n: int, burn_in: int, generator: torch.Generator) -> Tensor:
+def gibbs(logits: Tensor, psi: Tensor, n: int, burn_in: int, mask: Tensor,
+          generator: Optional[torch.Generator] = None) -> Tensor:
     """Checkerboard Gibbs sampler; samples (n, B, H, W), one per sweep after burn-in.
 
     Each colour is drawn exactly from its conditional given the other colour,
-    by the Gumbel-max trick on logits + neighbour field.
+    by the Gumbel-max trick on logits + neighbour field (absent pixels: arbitrary).
     """
     black = _checkerboard(*logits.shape[-2:], logits.device)
-    labels = _gumbel_argmax(logits, generator)
+    labels = gumbel_argmax(logits.movedim(1, -1), generator)
     samples = []
     for sweep in range(burn_in + n):
         for phase in (black, ~black):
-            onehot = F.one_hot(labels, logits.shape[1]).permute(0, 3, 1, 2).to(logits.dtype)
-            drawn = _gumbel_argmax(logits + _neighbour_field(onehot, psi), generator)
+            field = _neighbour_field(_one_hot(labels, logits.shape[1], mask, logits.dtype), psi)
+            drawn = gumbel_argmax((logits + field).movedim(1, -1), generator)
             labels = torch.where(phase, drawn, labels)
         if sweep >= burn_in:
             samples.append(labels)
     return torch.stack(samples)
-
-
-def _gumbel_argmax(scores: Tensor, generator: torch.Generator) -> Tensor:
-    """One draw per pixel from softmax(scores) over dim 1."""
-    uniform = torch.rand(scores.shape, generator=generator, device=scores.device, dtype=scores.dtype)
-    return (scores - torch.log(-torch.log(uniform.clamp_min(1e-12)))).argmax(1)
