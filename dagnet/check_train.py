@@ -114,6 +114,11 @@ def _field_node(ir: IR, name, loc: Loc, errors: ErrorLog) -> str | None:
                    "name a node whose op is structured: "
                    + ", ".join(sorted(n for n, op in ops.OPS.items() if op.stochastic)))
         return None
+    if opdef.arity[0] > 1:      # a second input the loss cannot supply (the dense CRF's image)
+        errors.add(f"`crf_nll` cannot score `{name}`: a `{ir.node(node).op}` needs all its "
+                   f"{opdef.arity[0]} inputs, and the loss passes only the potentials", loc,
+                   "train it through its output instead, e.g. `cross_entropy` on its log-marginals")
+        return None
     return node
 
 

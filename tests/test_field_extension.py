@@ -169,3 +169,13 @@ def test_the_semiring_core_answers_every_query_of_the_toy_field(toy_field):
     assert field.sample(x, 5, mask, torch.Generator().manual_seed(0)).shape == (5, 2, 3)
     assert field.nll(x, torch.tensor([[0, 1, 2], [2, -1, 0]]), mask) > 0
     assert isinstance(ops.get("unary_field").build([(3, 3)], {}), ModuleCall)
+
+
+def test_crf_nll_on_a_field_that_needs_more_inputs_than_the_potentials_is_a_located_error(tmp_path, capsys):
+    spec = tmp_path / "dense.yaml"
+    spec.write_text("dagnet: 1\ninputs:\n  e: {shape: [3, H, W]}\n  image: {shape: [3, H, W]}\nnodes:\n"
+                    "  crf: {op: dense_crf, in: [e, image]}\noutputs: [crf]\n"
+                    "loss: {op: crf_nll, node: crf, target: mask}\n")
+    assert main(["check", str(spec)]) == 1
+    err = capsys.readouterr().err
+    assert f"{spec}:8:21: error" in err and "`crf_nll` cannot score `crf`" in err and "cross_entropy" in err

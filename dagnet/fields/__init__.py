@@ -1,16 +1,19 @@
-"""Stochastic nodes: CRFs and latent-variable models with exact or stated-approximate message passing.
+"""Structured nodes: CRFs and latent-variable models behind one protocol.
 
-Each is an ``nn.Module`` that owns its pairwise parameters and takes potentials
-from a network; each offers ``log_partition``, ``marginals``, ``decode``,
-``nll`` and, where exact sampling is possible, ``sample``. ``DenseCRF`` is a
-trainable mean-field layer returning refined log-marginals.
+Every node is a :class:`~dagnet.fields.protocol.Field` and answers
+``log_partition``, ``marginals``, ``decode`` -> ``(labels, score)``, ``kbest``,
+``sample``, ``entropy``, ``score`` and ``nll`` with the same types and mask
+conventions, exactly (chain, tree, hidden CRFs: one semiring dynamic program
+each, :mod:`dagnet.fields.semiring`) or with a stated approximation (grid,
+dense; some latent-dynamic queries). docs/fields.md has the table.
 """
 
 from dagnet.fields.chain import ChainCRF, Constraints, bio_constraints
 from dagnet.fields.dense_crf import DenseCRF
 from dagnet.fields.grid import GridCRF
 from dagnet.fields.latent import HiddenCRF, LatentDynamicCRF
+from dagnet.fields.protocol import Field, UnsupportedQuery
 from dagnet.fields.tree import TreeCRF
 
-__all__ = ["ChainCRF", "Constraints", "DenseCRF", "GridCRF", "HiddenCRF", "LatentDynamicCRF", "TreeCRF",
-           "bio_constraints"]
+__all__ = ["ChainCRF", "Constraints", "DenseCRF", "Field", "GridCRF", "HiddenCRF", "LatentDynamicCRF", "TreeCRF",
+           "UnsupportedQuery", "bio_constraints"]
