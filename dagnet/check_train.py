@@ -9,12 +9,13 @@ losses with the same :func:`resolve_losses`. Nothing here imports torch.
 
 from __future__ import annotations
 
+import math
 import re
 
 from dagnet import ops
 from dagnet.errors import ErrorLog, Loc, did_you_mean
 from dagnet.ir import IR
-from dagnet.settings import LOSSES, ConfigError, TrainConfig
+from dagnet.settings import LOSS_KEY_KINDS, LOSSES, ConfigError, TrainConfig
 
 LOSS_COMMON_KEYS = ("op", "weight", "name")
 DERIVED_KEYS = {"crf_nll": ("potentials",)}       # filled in from the loss's node, never written
@@ -82,13 +83,27 @@ def _check_loss_keys(loss: dict, locs: _KeyLocs, errors: ErrorLog) -> bool:
         if key not in allowed:
             errors.add(f"unknown key `{key}` in a `{op}` loss", locs[key],
                        did_you_mean(key, allowed) or f"a `{op}` loss takes {', '.join(allowed)}")
-    weight = loss.get("weight", 1.0)
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)):
-        errors.add(f"the `weight` of a `{op}` loss must be a number, found `{weight}`", locs["weight"])
+    for key, value in loss.items():
+        if key in allowed and key != "op" and not _fits(LOSS_KEY_KINDS[key], value, optional.get(key, 0)):
+            errors.add(f"the `{key}` of a `{op}` loss must be a {LOSS_KEY_KINDS[key]}, found `{value}`", locs[key])
     missing = [key for key in required if key not in loss and key not in derived]
     for key in missing:
         errors.add(f"a `{op}` loss needs `{key}`", locs.loss_loc, f"add `{key}: ...` to the loss")
     return not missing
+
+
+def _fits(kind: str, value, default) -> bool:
+    """Whether a loss key's value is of its kind; an optional key may also be null when its default is."""
+    if value is None:
+        return default is None
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "name":
+        return isinstance(value, str) and bool(value)
+    if kind == "integer":
+        return number and float(value).is_integer()
+    if kind == "finite number":
+        return number and math.isfinite(value)
+    return number and 0 <= value <= 1      # a number from 0 to 1
 
 
 def _node(ir: IR, name, loc: Loc, key: str, errors: ErrorLog) -> str | None:

@@ -29,6 +29,10 @@ LOSSES: dict[str, tuple[tuple[str, ...], dict]] = {
     "bce_with_logits": (("output", "target"), {}),
     "crf_nll": (("node", "potentials", "target"), {"mask": None}),
 }
+# what each key of a loss holds: a node, output or batch-key name, or a number
+LOSS_KEY_KINDS = {"output": "name", "target": "name", "node": "name", "potentials": "name", "mask": "name",
+                  "name": "name", "ignore_index": "integer", "weight": "finite number",
+                  "label_smoothing": "number from 0 to 1"}
 
 
 class ConfigError(ValueError):

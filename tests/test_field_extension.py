@@ -179,3 +179,16 @@ def test_crf_nll_on_a_field_that_needs_more_inputs_than_the_potentials_is_a_loca
     assert main(["check", str(spec)]) == 1
     err = capsys.readouterr().err
     assert f"{spec}:8:21: error" in err and "`crf_nll` cannot score `crf`" in err and "cross_entropy" in err
+
+
+def test_every_key_of_a_loss_is_typed_and_located(tmp_path, capsys):
+    spec = tmp_path / "losses.yaml"
+    spec.write_text("dagnet: 1\ninputs:\n  x: {shape: [4]}\nnodes:\n  a: {op: linear, in: x, out_features: 3}\n"
+                    "outputs: [a]\nlosses:\n"
+                    "  - {op: cross_entropy, output: a, target: 3, label_smoothing: 2}\n"
+                    "  - {op: mse, output: a, target: value, weight: .nan}\n")
+    assert main(["check", str(spec)]) == 1
+    err = capsys.readouterr().err
+    assert f"{spec}:8:36: error: the `target` of a `cross_entropy` loss must be a name, found `3`" in err
+    assert f"{spec}:8:47: error: the `label_smoothing` of a `cross_entropy` loss must be a number from 0 to 1" in err
+    assert f"{spec}:9:41: error: the `weight` of a `mse` loss must be a finite number" in err

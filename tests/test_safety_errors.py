@@ -204,7 +204,7 @@ def test_check_reports_a_loss_naming_a_missing_node_and_an_unknown_key(spec_file
     ("{op: [mse], output: fc, target: y}", "unknown loss `['mse']`"),
     ("{output: fc, target: y}", "a loss without `op`"),
     ("{op: mse, output: fc}", "a `mse` loss needs `target`"),
-    ("{op: mse, output: fc, target: y, weight: heavy}", "the `weight` of a `mse` loss must be a number"),
+    ("{op: mse, output: fc, target: y, weight: heavy}", "the `weight` of a `mse` loss must be a finite number"),
     ("{op: crf_nll, node: fc, target: y}", "`crf_nll` needs a CRF node, `fc` is a `linear`"),
     ("{op: crf_nll, node: fc, target: y, potentials: fc}", "unknown key `potentials` in a `crf_nll` loss"),
 ])
