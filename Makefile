@@ -5,6 +5,9 @@ BIN    := $(VENV)/bin
 # A CPU build of torch is enough for everything here and much smaller than the
 # default CUDA build; pyproject.toml itself asks only for torch>=2.3.
 TORCH  ?= torch==2.13.0
+# torchvision's classifiers are the reference the specs are tested against; its
+# version must be the one built for $(TORCH), so it is pinned here with it.
+TORCHVISION ?= torchvision==0.28.0
 
 .PHONY: install test test-slow fuzz demo bench zoo docs gallery clean
 
@@ -13,6 +16,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip show torchvision >/dev/null 2>&1 || $(BIN)/python -m pip install --quiet "$(TORCHVISION)"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
