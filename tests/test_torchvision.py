@@ -16,6 +16,8 @@ FAMILIES = {
     "resnext50_32x4d": ("resnet50", {"groups": 32, "base_width": 4}),
     "wide_resnet50_2": ("resnet50", {"base_width": 128}),
     "densenet121": ("densenet121", {}),
+    "squeezenet1_0": ("squeezenet", {"version": 1.0}),
+    "squeezenet1_1": ("squeezenet", {"version": 1.1}),
     "vgg16": ("vgg16", {}),
 }
 SLOW = {"vgg16", "resnet101", "wide_resnet50_2"}  # 45-140 M parameters: 10-20 s each
