@@ -130,7 +130,7 @@ LRN_ALPHA = Range(0, meaning="alpha scales the squared sum: from 0 up")
 def _local_response_norm_shape(ins, a):
     if len(ins[0]) < 2:
         raise ShapeError(f"`local_response_norm` expects [C, ...] with at least one dim after the channels, "
-                         f"found {fmt_shape(ins[0])}", "the batch dimension is implicit; unflatten the input first")
+                         f"found {fmt_shape(ins[0])}", "the batch dimension is implicit; reshape the input first")
     return ins[0]
 
 
