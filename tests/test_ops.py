@@ -36,7 +36,7 @@ CASES = {
     "interpolate": [([[3, "H", "W"]], {"scale_factor": 2, "mode": "bilinear"}),
                     ([[3, "H", "W"], [1, 5, 7]], {"mode": "nearest"})],
     "upsample": [([[3, "H", "W"]], {"size": [5, 6]})],
-    "batch_norm": [([[3, "H", "W"]], {}), ([[5]], {}), ([[5, "T"]], {"affine": False})],
+    "batch_norm": [([[3, "H", "W"]], {}), ([[5]], {}), ([[5, "T"]], {"affine": False}), ([[2, "D", "H", "W"]], {})],
     "layer_norm": [([["T", 6]], {}), ([[4, 5]], {"normalized_shape": [4, 5]})],
     "group_norm": [([[6, "H", "W"]], {"num_groups": 3})],
     "dropout": [([[3, "H"]], {"p": 0.1})],

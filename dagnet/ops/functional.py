@@ -53,3 +53,27 @@ class GRU(nn.GRU):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x)[0]
+
+
+class StochasticDepth(nn.Module):
+    """``torchvision.ops.StochasticDepth``: in training, zero the whole input of each example
+    (``row``) or of the batch (``batch``) with probability ``p`` and scale what is kept by
+    1 / (1 - p); the identity in eval mode."""
+
+    def __init__(self, p: float, mode: str):
+        super().__init__()
+        self.p = p
+        self.mode = mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        size = [x.shape[0] if self.mode == "row" else 1] + [1] * (x.dim() - 1)
+        noise = torch.empty(size, dtype=x.dtype, device=x.device).bernoulli_(keep)
+        if keep > 0.0:
+            noise.div_(keep)
+        return x * noise
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, mode={self.mode}"

@@ -1,14 +1,17 @@
-"""Normalisation and dropout."""
+"""Normalisation, dropout and stochastic depth."""
 
 from __future__ import annotations
 
 from dagnet._lazy import lazy
 from dagnet.ops import titles
-from dagnet.ops._util import expect_known
-from dagnet.dims import product
-from dagnet.ops.registry import POSITIVE, PROBABILITY, SIZE, Arg, ModuleCall, OpDef, ShapeError, no_params, register
+from dagnet.ops._util import expect_known, expect_rank
+from dagnet.dims import fmt_shape, product
+from dagnet.ops.registry import (FINITE, POSITIVE, PROBABILITY, SIZE, Arg, FunctionCall, ModuleCall, OpDef, Range,
+                                 ShapeError, no_params, register)
 
 nn = lazy("torch.nn")
+F = lazy("torch.nn.functional")
+functional = lazy("dagnet.ops.functional")
 _BATCH_NORM = {1: "BatchNorm1d", 2: "BatchNorm1d", 3: "BatchNorm2d", 4: "BatchNorm3d"}
 
 
@@ -90,8 +93,81 @@ register(OpDef(
     saves="inputs", title=titles.with_arg("group norm, ", "num_groups"), inferred=("num_channels",),
 ))
 
-for _name, _cls, _doc in (("dropout", "Dropout", "Element-wise dropout (`nn.Dropout`)."),
-                          ("dropout2d", "Dropout2d", "Channel-wise dropout (`nn.Dropout2d`).")):
-    register(OpDef(_name, "norm", _doc, (Arg("p", "float", 0.5, range=PROBABILITY),),
-                   lambda ins, a: ins[0], lambda ins, a, c=_cls: ModuleCall(getattr(nn, c), dict(a)), params=no_params,
+_INSTANCE_NORM = {2: "InstanceNorm1d", 3: "InstanceNorm2d", 4: "InstanceNorm3d"}
+
+
+def _instance_norm_shape(ins, a):
+    x = ins[0]
+    if len(x) not in _INSTANCE_NORM:
+        raise ShapeError(f"`instance_norm` expects [C, L], [C, H, W] or [C, D, H, W], found {fmt_shape(x)}",
+                         "it normalises each channel of an example over that example's positions")
+    expect_known(x[0], "channel count", "instance_norm")
+    if product(x[1:]) == 1:
+        raise ShapeError(f"`instance_norm`: a {fmt_shape(x)} input has one position per channel to normalise over",
+                         "PyTorch refuses it; normalise before the spatial size shrinks to 1")
+    return x
+
+
+def _instance_norm_build(ins, a):
+    return ModuleCall(getattr(nn, _INSTANCE_NORM[len(ins[0])]), {"num_features": ins[0][0], **a})
+
+
+register(OpDef(
+    "instance_norm", "norm",
+    "Instance normalisation: each channel of each example over its positions "
+    "(`nn.InstanceNorm1d/2d/3d`, chosen by rank).",
+    (Arg("eps", "float", 1e-5, range=POSITIVE), Arg("momentum", "float", 0.1, range=PROBABILITY),
+     Arg("affine", "bool", False), Arg("track_running_stats", "bool", False)),
+    _instance_norm_shape,
+    _instance_norm_build,
+    params=lambda ins, a: 2 * ins[0][0] if a["affine"] else 0,
+    saves="inputs", title="instance norm", inferred=("num_features",),
+))
+
+LRN_ALPHA = Range(0, meaning="alpha scales the squared sum: from 0 up")
+
+
+def _local_response_norm_shape(ins, a):
+    if len(ins[0]) < 2:
+        raise ShapeError(f"`local_response_norm` expects [C, ...] with at least one dim after the channels, "
+                         f"found {fmt_shape(ins[0])}", "the batch dimension is implicit; reshape the input first")
+    return ins[0]
+
+
+register(OpDef(
+    "local_response_norm", "norm",
+    "x / (k + alpha * mean of x^2 over `size` neighbouring channels)^beta (`nn.LocalResponseNorm`).",
+    (Arg("size", "int", range=SIZE), Arg("alpha", "float", 1e-4, range=LRN_ALPHA),
+     Arg("beta", "float", 0.75, range=FINITE), Arg("k", "float", 1.0, range=POSITIVE)),
+    _local_response_norm_shape,
+    lambda ins, a: FunctionCall(F.local_response_norm, dict(a)),
+    params=no_params, saves="inputs", title="LRN", inferred=(),
+))
+
+
+def _dropout(name, cls, doc, rank=None):
+    """``rank``: the per-example rank a channel-wise dropout expects."""
+    def shape(ins, a):
+        if rank is not None:
+            expect_rank(ins[0], rank, name)
+        return ins[0]
+
+    register(OpDef(name, "norm", doc, (Arg("p", "float", 0.5, range=PROBABILITY),), shape,
+                   lambda ins, a: ModuleCall(getattr(nn, cls), dict(a)), params=no_params,
                    saves="nothing", title=titles.with_arg("dropout ", "p", 0.5, "{:g}"), inferred=()))
+
+
+_dropout("dropout", "Dropout", "Element-wise dropout (`nn.Dropout`).")
+_dropout("dropout1d", "Dropout1d", "Channel-wise dropout over [C, L] (`nn.Dropout1d`).", 2)
+_dropout("dropout2d", "Dropout2d", "Channel-wise dropout over [C, H, W] (`nn.Dropout2d`).", 3)
+_dropout("dropout3d", "Dropout3d", "Channel-wise dropout over [C, D, H, W] (`nn.Dropout3d`).", 4)
+
+register(OpDef(
+    "stochastic_depth", "norm",
+    "Drops a residual branch with probability `p` in training, per example (`row`) or for the whole batch "
+    "(`batch`), scaling what is kept by 1 / (1 - p); the identity in eval (`torchvision.ops.StochasticDepth`).",
+    (Arg("p", "float", range=PROBABILITY), Arg("mode", "str", choices=("row", "batch"))),
+    lambda ins, a: ins[0],
+    lambda ins, a: ModuleCall(functional.StochasticDepth, dict(a)),
+    params=no_params, saves="nothing", title=titles.with_arg("stochastic depth ", "p"), inferred=(),
+))

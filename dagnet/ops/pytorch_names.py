@@ -1,6 +1,6 @@
 """Names of PyTorch's own layers and functions, as a spec would write them (no torch import).
 
-An unknown op that is one of these is not a typo: ``relu6`` is not a misspelt
+An unknown op that is one of these is not a typo: ``rrelu`` is not a misspelt
 ``relu`` but a different function that dagnet does not have yet, so the
 checker says so (and how to add it) instead of offering a near name. Names
 dagnet registers are left out at the point of use, not here, so the list
