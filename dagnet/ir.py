@@ -220,14 +220,16 @@ class _Expander:
         """An op name dagnet does not know: a PyTorch op not added yet, or a typo of one it has."""
         from dagnet import ops
         from dagnet.ops.pytorch_names import PYTORCH_OPS
-        if ns.target.lower() in PYTORCH_OPS:    # a different function, never "did you mean" a near name
+        name = ns.target.lower()
+        if name in PYTORCH_OPS and name not in ops.OPS:  # a different function: no near name offered
             self.errors.add(f"`{ns.target}` is a PyTorch op dagnet does not have yet", ns.loc,
                             "add it as a plugin (docs/custom_ops.md) and load it with --plugin MODULE; "
                             "`dagnet ops` lists the ops dagnet has")
             return
+        close = did_you_mean(ns.target, list(ops.OPS) + list(self.spec.blocks))  # `ReLU6` -> `relu6`
         self.errors.add(f"unknown op `{ns.target}`", ns.loc,
-                        did_you_mean(ns.target, list(ops.OPS) + list(self.spec.blocks))
-                        or "run `dagnet ops` for the list; custom ops load with --plugin MODULE")
+                        (f"{close} Custom ops load with --plugin MODULE" if close
+                         else "run `dagnet ops` for the list; custom ops load with --plugin MODULE"))
 
     def block(self, path, ns, ins, env, ctx) -> str | None:
         block = self.spec.blocks.get(ns.target)

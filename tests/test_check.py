@@ -24,7 +24,7 @@ def only(text: str) -> SpecError:
 def test_unknown_op_suggests_the_closest():
     err = only(HEAD + "nodes:\n  c1: {op: conv2e, in: image, out_channels: 4, kernel_size: 3}\noutputs: [c1]\n")
     assert "unknown op `conv2e`" in err.message
-    assert err.hint == "did you mean `conv2d`?"
+    assert err.hint == "did you mean `conv2d`? Custom ops load with --plugin MODULE"
     assert (err.loc.line, err.loc.col) == (6, 3)
 
 

@@ -30,7 +30,7 @@ def test_the_doc_shows_the_example_as_it_is():
 
 def test_without_the_plugin_the_op_is_unknown(capsys):
     assert main(["check", SPEC]) == 1
-    assert "custom ops load with --plugin MODULE" in capsys.readouterr().err
+    assert "Custom ops load with --plugin MODULE" in capsys.readouterr().err
 
 
 def test_summary_train_eval_render(swish, tmp_path, capsys):

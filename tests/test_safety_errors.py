@@ -38,7 +38,7 @@ def test_a_mistake_in_a_block_is_one_error_naming_every_use():
     assert [e.message for e in errs] == [f"unknown op `relu7` {USES}",
                                          f"`out_channels` of `conv2d`: unknown name `chanels` {USES}"]
     assert [e.loc.line for e in errs] == [9, 10]
-    assert errs[0].hint == "did you mean `relu`?"
+    assert errs[0].hint == "did you mean `relu`? Custom ops load with --plugin MODULE"
 
 
 def test_an_error_in_some_uses_only_says_which():
