@@ -13,7 +13,7 @@ import yaml
 from dagnet import expr
 from dagnet.dims import symbol
 from dagnet.errors import ErrorLog, Loc, closest, did_you_mean
-from dagnet.ops.registry import REQUIRED, Arg, OpDef
+from dagnet.ops.registry import OPS, REQUIRED, Arg, OpDef
 
 _INVALID = object()
 INT64 = 2**63           # PyTorch keeps sizes, strides and indices as C++ int64
@@ -29,6 +29,14 @@ class _Unbound:
 
 
 UNBOUND = _Unbound()
+
+
+def _ops_taking(arg: Arg, word: str) -> str:
+    """The ops whose numeric argument of this name also takes ``word`` (`padding: same`), listed."""
+    if not arg.numeric:
+        return ""
+    names = [op.name for op in OPS.values() if word in getattr(op.arg(arg.name), "choices", ())]
+    return f"{', '.join(names[:-1])} and {names[-1]}" if len(names) > 1 else "".join(names)
 
 
 class Resolver:
@@ -107,10 +115,11 @@ class Resolver:
             word = self.word_choice(arg, raw, loc, what)
             if word is not None:
                 return word
-        if arg.name == "padding" and raw in ("same", "valid") and raw not in self.env:
+        takers = _ops_taking(arg, raw) if isinstance(raw, str) and raw not in self.env else ""
+        if takers:                                                      # `padding: same` in a pool
             self.errors.add(f"{what} must be a number, found `{raw}`", loc,
-                            f"PyTorch takes padding `{raw}` only in conv1d and conv2d: give the padding "
-                            "in positions (kernel_size // 2 keeps the size of an odd kernel at stride 1)")
+                            f"{arg.name} `{raw}` is for {takers} only: give a number here"
+                            + (f" ({arg.doc})" if arg.doc else ""))
             return _INVALID
         if kind in ("ints", "shape"):
             items = raw if isinstance(raw, list) else [raw]

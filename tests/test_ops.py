@@ -18,9 +18,6 @@ from dagnet.dims import substitute
 # op -> list of (input shapes, args); "H"/"W"/"T" are symbolic sizes
 CASES = {
     "linear": [([[5]], {"out_features": 5}), ([[7, 3]], {"out_features": 2, "bias": False})],
-    "conv1d": [([[3, "T"]], {"out_channels": 4, "kernel_size": 3, "stride": 2, "padding": 1})],
-    "conv2d": [([[3, "H", "W"]], {"out_channels": 4, "kernel_size": [3, 1], "dilation": 2, "padding": 2}),
-               ([[4, "H", "W"]], {"out_channels": 8, "kernel_size": 3, "groups": 2, "stride": 3})],
     "conv_transpose1d": [([[3, "T"]], {"out_channels": 2, "kernel_size": 4, "stride": 2, "padding": 1})],
     "conv_transpose2d": [([[3, "H", "W"]], {"out_channels": 2, "kernel_size": 3, "stride": 2,
                                            "padding": 1, "output_padding": 1})],

@@ -213,7 +213,8 @@ def test_a_misspelt_padding_word_lists_the_words():
 def test_padding_same_where_pytorch_has_none_says_so(op, args):
     error = _error(_spec(op, [3, 8, 8], padding="same", **args))
     assert error.message == f"`padding` of `{op}` must be a number, found `same`"
-    assert error.hint.startswith("PyTorch takes padding `same` only in conv1d and conv2d")
+    assert error.hint == ("padding `same` is for conv1d, conv2d and conv3d only: give a number here (positions "
+                          "on each side; kernel_size // 2 keeps an odd kernel's size at stride 1)")
 
 
 def test_standalone_source_keeps_padding_same(tmp_path, spec_file):

@@ -1,9 +1,10 @@
-"""Convolutions, transposed convolutions, pooling and upsampling (1-d and 2-d)."""
+"""Convolutions, transposed convolutions, pooling and upsampling (1-d, 2-d and 3-d), and the
+channel rearrangements that go with them (pixel shuffle, channel shuffle)."""
 
 from __future__ import annotations
 
 from dagnet._lazy import lazy
-from dagnet.dims import ceildiv, floordiv, product
+from dagnet.dims import ceildiv, floordiv, fmt_shape, known, product
 from dagnet.ops import titles
 from dagnet.ops._util import expect_known, expect_rank, tuple_of
 from dagnet.ops.registry import (NON_NEGATIVE, POSITIVE, SIZE, Arg, FunctionCall, ModuleCall, OpDef, ShapeError,
@@ -25,12 +26,15 @@ def _window_out(size, k, s, p, d, ceil_mode=False):
     return out
 
 
+PADDING_DOC = "positions on each side; kernel_size // 2 keeps an odd kernel's size at stride 1"
+
+
 def _conv_args(transposed: bool):
     # PyTorch's padding="same" / "valid" exist for convolutions only, not transposed ones
     padding_words = () if transposed else ("same", "valid")
     args = [Arg("out_channels", "int", doc="output channels", range=SIZE),
             Arg("kernel_size", "ints", range=SIZE), Arg("stride", "ints", 1, range=SIZE),
-            Arg("padding", "ints", 0, padding_words, range=NON_NEGATIVE)]
+            Arg("padding", "ints", 0, padding_words, PADDING_DOC, range=NON_NEGATIVE)]
     if transposed:
         args.append(Arg("output_padding", "ints", 0, range=NON_NEGATIVE))
     modes = ("zeros",) if transposed else ("zeros", "reflect", "replicate", "circular")
@@ -124,7 +128,7 @@ def _tuple(v):
 def _pool(nd: int, kind: str):
     name = f"{kind}_pool{nd}d"
     args = [Arg("kernel_size", "ints", range=SIZE), Arg("stride", "ints_or_none", None, range=SIZE),
-            Arg("padding", "ints", 0, range=NON_NEGATIVE)]
+            Arg("padding", "ints", 0, doc=PADDING_DOC, range=NON_NEGATIVE)]
     if kind == "max":
         args.append(Arg("dilation", "ints", 1, range=SIZE))
     args.append(Arg("ceil_mode", "bool", False))
@@ -226,7 +230,60 @@ for _name in ("interpolate", "upsample"):
                    arity=(1, 2), params=no_params, saves="inputs", title=titles.upsample,
                    inferred=()))
 
-for _nd in (1, 2):
+
+def _pixel_shuffle_shape(ins, a):
+    (x,) = ins
+    expect_rank(x, 3, "pixel_shuffle")
+    c, r = expect_known(x[0], "channel count", "pixel_shuffle"), a["upscale_factor"]
+    if c % (r * r):
+        raise ShapeError(f"`pixel_shuffle`: channels {c} not divisible by upscale_factor² ({r * r})",
+                         f"it makes each {r * r} channels one {r}{titles.TIMES}{r} patch: give it a multiple "
+                         f"of {r * r} channels ({r * r} * C from the layer before)")
+    return (c // (r * r), x[1] * r, x[2] * r)
+
+
+def _pixel_unshuffle_shape(ins, a):
+    (x,) = ins
+    expect_rank(x, 3, "pixel_unshuffle")
+    r = a["downscale_factor"]
+    for axis, size in zip("HW", x[1:]):
+        if known(size) and int(size) % r:
+            raise ShapeError(f"`pixel_unshuffle`: {axis} = {size} not divisible by downscale_factor {r}",
+                             f"it folds each {r}{titles.TIMES}{r} patch into channels: crop or pad the input "
+                             f"to a multiple of {r}")
+    # PyTorch refuses a remainder rather than flooring it, so a symbolic size divides exactly
+    return (x[0] * r * r, *(floordiv(L, r) if known(L) else L / r for L in x[1:]))
+
+
+def _channel_shuffle_shape(ins, a):
+    (x,) = ins
+    if len(x) < 2:
+        raise ShapeError(f"`channel_shuffle` expects a [C, ...] input with spatial dims, found {fmt_shape(x)}",
+                         "PyTorch shuffles [C, L], [C, H, W] or [C, D, H, W]: reshape a [C] input to [C, 1]")
+    c = expect_known(x[0], "channel count", "channel_shuffle")
+    if c % a["groups"]:
+        raise ShapeError(f"`channel_shuffle`: channels {c} not divisible by groups {a['groups']}",
+                         "use the groups of the grouped convolution before it, which divide its channels")
+    return x
+
+
+register(OpDef("pixel_shuffle", "upsample",
+               "[C * r², H, W] -> [C, H * r, W * r], r = `upscale_factor` (`nn.PixelShuffle`, sub-pixel "
+               "convolution).", (Arg("upscale_factor", "int", range=SIZE),), _pixel_shuffle_shape,
+               lambda ins, a: FunctionCall(F.pixel_shuffle, dict(a)), params=no_params, saves="nothing",
+               title=titles.with_arg(f"pixel shuffle {titles.TIMES}", "upscale_factor"), inferred=()))
+register(OpDef("pixel_unshuffle", "shape",
+               "[C, H * r, W * r] -> [C * r², H, W], r = `downscale_factor` (`nn.PixelUnshuffle`).",
+               (Arg("downscale_factor", "int", range=SIZE),), _pixel_unshuffle_shape,
+               lambda ins, a: FunctionCall(F.pixel_unshuffle, dict(a)), params=no_params, saves="nothing",
+               title=titles.with_arg("pixel unshuffle /", "downscale_factor"), inferred=()))
+register(OpDef("channel_shuffle", "shape",
+               "Interleave the channels of `groups` groups (`nn.ChannelShuffle`, ShuffleNet).",
+               (Arg("groups", "int", range=SIZE),), _channel_shuffle_shape,
+               lambda ins, a: FunctionCall(F.channel_shuffle, dict(a)), params=no_params, saves="nothing",
+               title=titles.with_arg("channel shuffle, ", "groups", fmt="{} groups"), inferred=()))
+
+for _nd in (1, 2, 3):
     _conv(_nd, transposed=False)
     _conv(_nd, transposed=True)
     for _kind in ("max", "avg"):

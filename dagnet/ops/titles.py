@@ -16,11 +16,16 @@ def kernel(k, nd: int) -> str:
     return TIMES.join(str(v) for v in ks)
 
 
+def ones(v) -> bool:
+    """Whether an int or list argument is 1 in every dim (no stride, no dilation, a global pool)."""
+    return all(x == 1 for x in v) if isinstance(v, (list, tuple)) else v == 1
+
+
 def stride(s) -> int | str | None:
     """The stride as a title shows it; None for stride 1."""
-    ss = list(s) if isinstance(s, (list, tuple)) else [s]
-    if all(v == 1 for v in ss) or s is None:
+    if s is None or ones(s):
         return None
+    ss = list(s) if isinstance(s, (list, tuple)) else [s]
     return ss[0] if len(set(ss)) == 1 else "(" + ",".join(map(str, ss)) + ")"
 
 
@@ -32,7 +37,7 @@ def conv(nd: int, transposed: bool):
         s = stride(a.get("stride", 1))
         if s is not None:
             text += f", {TIMES}{s}" if transposed else f", /{s}"
-        if a.get("dilation", 1) not in (1, [1, 1], (1, 1), [1], (1,)):
+        if not ones(a.get("dilation", 1)):
             text += f", dil {a['dilation']}"
         if a.get("groups", 1) != 1:
             text += f", g{a['groups']}"
@@ -52,7 +57,7 @@ def adaptive_pool(nd: int, kind: str):
     """``global avg pool`` for output size 1, else ``adaptive avg pool 7×7``."""
     def title(a: dict) -> str:
         size = a.get("output_size")
-        if size in (1, [1], (1,), [1, 1], (1, 1)):
+        if ones(size):
             return f"global {kind} pool"
         return f"adaptive {kind} pool {kernel(size, nd)}"
     return title
