@@ -39,10 +39,10 @@ def _mha_dims(ins):
 def _mha_shape(ins, a):
     T, S, E, _, _ = _mha_dims(ins)
     if E % a["num_heads"]:
-        divisors = ", ".join(str(h) for h in range(1, min(E, 16) + 1) if E % h == 0)
+        divisors = ", ".join(str(h) for h in range(1, min(E, 16) + 1) if E % h == 0) + (", ..." if E > 16 else "")
         raise ShapeError(f"`multihead_attention`: num_heads {a['num_heads']} does not divide embed_dim {E}",
                          f"each head takes embed_dim / num_heads of the features: use a divisor of {E} "
-                         f"({divisors}, ...) or project the query to a multiple of {a['num_heads']}")
+                         f"({divisors}) or project the query to a multiple of {a['num_heads']}")
     if len(ins) > 3:
         _expect_shape("multihead_attention", "key_padding_mask (input 4)", ins[3], (S,),
                       "one entry per key position: true where the key is padding")

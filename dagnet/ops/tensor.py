@@ -11,7 +11,7 @@ import string
 
 from dagnet._lazy import lazy
 from dagnet.dims import differ, fmt_shape, known, product, same
-from dagnet.ops._util import batch_dim
+from dagnet.ops._util import batch_dim, broadcast
 from dagnet.ops.registry import (DIM, FINITE, NON_NEGATIVE, SIZE, Arg, FunctionCall, OpDef, Range, ShapeError,
                                  no_params, register)
 from dagnet.ops.titles import TIMES
@@ -34,19 +34,6 @@ def _must_agree(op: str, what: str, a, b, hint: str) -> None:
 
 # -- products -----------------------------------------------------------------------------
 
-def _broadcast(op: str, shapes) -> tuple:
-    """NumPy broadcasting of per-example shapes (a 1 stretches; others must agree)."""
-    rank = max(len(s) for s in shapes)
-    out = []
-    for dims in zip(*[(1,) * (rank - len(s)) + tuple(s) for s in shapes]):
-        big = [d for d in dims if not (isinstance(d, int) and d == 1)]
-        if any(differ(big[0], d) for d in big[1:]):
-            raise ShapeError(f"`{op}`: the batch dims of {' and '.join(fmt_shape(s) for s in shapes)} "
-                             "do not broadcast", "leading dims must be equal or 1")
-        out.append(big[0] if big else 1)
-    return tuple(out)
-
-
 def _matmul_shape(ins, a):
     x, y = ins
     if not x or not y:
@@ -58,7 +45,7 @@ def _matmul_shape(ins, a):
                 "for a vector): transpose one of them")
     rows = () if len(x) == 1 else (x[-2],)
     cols = () if len(y) == 1 else (y[-1],)
-    return (*_broadcast("matmul", [x[:-2], y[:-2]]), *rows, *cols)
+    return (*broadcast([x[:-2], y[:-2]], "matmul", "batch dims"), *rows, *cols)
 
 
 register(OpDef(
