@@ -69,6 +69,15 @@ def depth(tree: ast.AST) -> int:
     return deepest
 
 
+def parses(text: str) -> bool:
+    """Whether ``text`` reads as an expression at all (`td,sd->ts` does not)."""
+    try:
+        ast.parse(text.strip(), mode="eval")
+    except SyntaxError:
+        return False
+    return True
+
+
 def names_in(text: str) -> set[str]:
     """The free names an expression refers to (empty if it does not parse)."""
     try:

@@ -90,7 +90,8 @@ class Resolver:
         if isinstance(raw, str) and raw.isidentifier() and raw in self.env:
             self.knock_ons += self.env[raw] is UNBOUND
             return self.env[raw]
-        if isinstance(raw, str) and (raw.isidentifier() or not expr.names_in(raw) <= set(self.env)):
+        if isinstance(raw, str) and (raw.isidentifier() or not expr.parses(raw)
+                                     or not expr.names_in(raw) <= set(self.env)):
             return raw
         return raw if not isinstance(raw, str) else self.evaluate(raw, Loc(), "value")
 

@@ -71,6 +71,25 @@ def _input(shape) -> dict:
     return dict(shape) if isinstance(shape, dict) else {"shape": shape}
 
 
+def _concrete(shape, sizes) -> dict:
+    """An input with its symbolic sizes given values."""
+    spec = _input(shape)
+    return {**spec, "shape": [sizes.get(d, d) if isinstance(d, str) else d for d in spec["shape"]]}
+
+
+def _tensors(name, in_shapes, sizes) -> dict:
+    """A batch of two examples for each input, of its dtype (int64: zeros, an index into any
+    table; bool: mostly true)."""
+    tensors = {}
+    for i, shape in enumerate(in_shapes):
+        spec = _concrete(shape, sizes)
+        dims, dtype = spec["shape"], "int64" if name == "embedding" else spec.get("dtype", "float32")
+        tensors[f"x{i}"] = (torch.zeros(2, *dims, dtype=torch.int64) if dtype == "int64"
+                            else torch.rand(2, *dims) < 0.8 if dtype == "bool"
+                            else torch.randn(2, *dims))
+    return tensors
+
+
 def _spec(name, in_shapes, args):
     inputs = {f"x{i}": _input(shape) for i, shape in enumerate(in_shapes)}
     if name == "embedding":
@@ -87,15 +106,7 @@ def test_shape_rule_matches_pytorch(name, in_shapes, args):
     ir = dagnet.load(_spec(name, in_shapes, args))
     model = dagnet.compile(ir).eval()
     for sizes in SIZES:
-        tensors = {}
-        for i, shape in enumerate(in_shapes):
-            spec = _input(shape)
-            dims = [sizes.get(d, d) if isinstance(d, str) else d for d in spec["shape"]]
-            dtype = "int64" if name == "embedding" else spec.get("dtype", "float32")
-            tensors[f"x{i}"] = (torch.randint(0, 10, (2, *dims)) if dtype == "int64"
-                                else torch.rand(2, *dims) < 0.8 if dtype == "bool"
-                                else torch.randn(2, *dims))
         with torch.no_grad():
-            out = model(**tensors)
+            out = model(**_tensors(name, in_shapes, sizes))
         expected = substitute(ir.node("y").shape, sizes)
         assert tuple(out.shape) == (2, *expected), (name, sizes)

@@ -143,10 +143,10 @@ def _probe_values(arg):
 
 
 def _probe_cases():
-    from tests.test_ops import CASES, SIZES
+    from tests.test_ops import CASES, SIZES, _concrete
     for name, cases in sorted(CASES.items()):
         for shapes, args in cases:
-            shapes = [[SIZES[0].get(d, d) for d in shape] for shape in shapes]
+            shapes = [_concrete(shape, SIZES[0]) for shape in shapes]
             for arg in ops.get(name).args:
                 if arg.numeric:
                     yield name, shapes, args, arg.name, _probe_values(arg)
@@ -156,16 +156,14 @@ def _probe_cases():
                          ids=lambda v: v if isinstance(v, str) else None)
 def test_every_value_check_accepts_builds_and_runs(name, shapes, args, key, values):
     """What `check` accepts, PyTorch builds and runs: the declared ranges are not too loose."""
-    from tests.test_ops import _spec as op_spec
+    from tests.test_ops import _spec as op_spec, _tensors
     for value in values:
         try:
             model = dagnet.compile(op_spec(name, shapes, {**args, key: value})).eval()
         except SpecError:
             continue
-        inputs = {f"x{i}": torch.zeros(2, *s, dtype=torch.long) if name == "embedding" else torch.randn(2, *s)
-                  for i, s in enumerate(shapes)}
         with torch.no_grad():
-            model(**inputs)
+            model(**_tensors(name, shapes, {}))
 
 
 # -- padding: same / valid ----------------------------------------------------------------------

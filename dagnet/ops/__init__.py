@@ -1,7 +1,8 @@
 """All ops, registered on import: one module per family."""
 
 from dagnet.ops.registry import OPS, REQUIRED, Arg, FunctionCall, ModuleCall, OpDef, ShapeError, get, register
-from dagnet.ops import activation, conv, dense, fields, merge, norm, recurrent, shape  # noqa: F401  (registration)
+from dagnet.ops import (activation, attention, conv, dense, fields, learned, merge, norm,  # noqa: F401  (registration)
+                        recurrent, shape, tensor)
 
 __all__ = ["OPS", "REQUIRED", "Arg", "FunctionCall", "ModuleCall", "OpDef", "ShapeError", "get", "register",
            "build_call", "count_params", "module_params"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dagnet.dims import fmt_shape, known
+from dagnet.dims import differ, fmt_shape, known
 from dagnet.ops.registry import ShapeError
 
 LAYOUTS = {1: "[C, L]", 2: "[C, H, W]", 3: "[C, D, H, W]"}
@@ -40,3 +40,16 @@ def batch_dim(dim: int, rank: int, op: str) -> int:
         raise ShapeError(f"`{op}` cannot act on the batch dimension (dim {dim})",
                          "dims count the batch: dim=1 is the first per-example dim")
     return dim % full - 1
+
+
+def broadcast(shapes, op: str, what: str = "inputs") -> tuple:
+    """NumPy broadcasting of per-example shapes (a 1 stretches; other sizes must agree)."""
+    rank = max(len(s) for s in shapes)
+    out = []
+    for dims in zip(*[(1,) * (rank - len(s)) + tuple(s) for s in shapes]):
+        big = [d for d in dims if not (isinstance(d, int) and d == 1)]
+        if any(differ(big[0], d) for d in big[1:]):
+            raise ShapeError(f"`{op}` {what} do not broadcast: {', '.join(fmt_shape(s) for s in shapes)}",
+                             "aligned at the last dim, sizes must be equal or 1")
+        out.append(big[0] if big else 1)
+    return tuple(out)

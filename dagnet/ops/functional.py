@@ -77,3 +77,129 @@ class StochasticDepth(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}, mode={self.mode}"
+
+
+class MultiheadAttention(nn.MultiheadAttention):
+    """A batch-first ``nn.MultiheadAttention`` that returns only the attention output and
+    takes an ``attn_mask`` per example, [B, T, S], for every head."""
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                key_padding_mask: Optional[torch.Tensor] = None,
+                attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if attn_mask is not None:
+            attn_mask = attn_mask.repeat_interleave(self.num_heads, dim=0)
+        return super().forward(query, key, value, key_padding_mask=key_padding_mask, need_weights=False,
+                               attn_mask=attn_mask)[0]
+
+
+class ScaledDotProductAttention(nn.Module):
+    """``F.scaled_dot_product_attention`` whose dropout acts in training mode only, as
+    ``nn.Dropout``'s does; a mask of lower rank than the query broadcasts over the heads."""
+
+    def __init__(self, dropout_p: float = 0.0, is_causal: bool = False, scale: Optional[float] = None):
+        super().__init__()
+        self.dropout_p = dropout_p
+        self.is_causal = is_causal
+        self.scale = scale
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if attn_mask is not None:
+            while attn_mask.dim() < query.dim():
+                attn_mask = attn_mask.unsqueeze(1)
+        return F.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask,
+                                              dropout_p=self.dropout_p if self.training else 0.0,
+                                              is_causal=self.is_causal, scale=self.scale)
+
+
+def matmul(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``torch.matmul`` of each example's tensors: the batch stays first and the per-example
+    dims broadcast among themselves (a per-example vector is a vector, not a matrix)."""
+    x_vector, y_vector = x.dim() == 2, y.dim() == 2
+    if x_vector:
+        x = x.unsqueeze(1)
+    if y_vector:
+        y = y.unsqueeze(2)
+    while x.dim() < y.dim():
+        x = x.unsqueeze(1)
+    while y.dim() < x.dim():
+        y = y.unsqueeze(1)
+    out = torch.matmul(x, y)
+    if y_vector:
+        out = out.squeeze(-1)
+    if x_vector:
+        out = out.squeeze(-1 if y_vector else -2)
+    return out
+
+
+def einsum(operands: List[torch.Tensor], equation: str) -> torch.Tensor:
+    """``torch.einsum`` with the equation after the operands, as emitted code passes it."""
+    return torch.einsum(equation, operands)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x`` [B, T, ...] over the positions where ``mask`` [B, T] is true; zeros
+    where no position is."""
+    weights = mask.to(x.dtype).reshape([mask.shape[0], mask.shape[1]] + [1] * (x.dim() - 2))
+    return (x * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+
+def positions(x: torch.Tensor) -> torch.Tensor:
+    """The positions 0 .. T-1 of a sequence [B, T, ...], as int64 [B, T]."""
+    return torch.arange(x.shape[1], device=x.device).expand(x.shape[0], x.shape[1])
+
+
+def sinusoidal_positions(x: torch.Tensor, d_model: int) -> torch.Tensor:
+    """The fixed encoding of "Attention is all you need" for the T positions of ``x``
+    [B, T, ...]: [B, T, d_model], sin(t / 10000^(2i/d_model)) at 2i and cos at 2i + 1."""
+    dtype = x.dtype if x.is_floating_point() else torch.float32
+    position = torch.arange(x.shape[1], device=x.device, dtype=dtype)
+    feature = torch.arange(d_model, device=x.device)
+    frequency = torch.pow(10000.0, -(feature - feature % 2).to(dtype) / d_model)
+    angle = position[:, None] * frequency[None, :]
+    encoding = torch.where(feature % 2 == 0, torch.sin(angle), torch.cos(angle))
+    return encoding.expand(x.shape[0], x.shape[1], d_model)
+
+
+class LearnedTensor(nn.Module):
+    """A learned tensor of ``shape``, the same for every example of the batch of its input.
+
+    ``std`` is the standard deviation of the random inits: ``normal``, ``trunc_normal``
+    (cut at two deviations) and ``uniform`` (on [-sqrt(3) std, sqrt(3) std]).
+    """
+
+    def __init__(self, shape: List[int], init: str = "zeros", std: float = 0.02):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(shape))
+        self.init = init
+        self.std = std
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if self.init == "zeros":
+            nn.init.zeros_(self.weight)
+        elif self.init == "normal":
+            nn.init.normal_(self.weight, std=self.std)
+        elif self.init == "trunc_normal":
+            nn.init.trunc_normal_(self.weight, std=self.std, a=-2 * self.std, b=2 * self.std)
+        else:
+            bound = 3 ** 0.5 * self.std
+            nn.init.uniform_(self.weight, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.weight.expand([x.shape[0]] + list(self.weight.shape))
+
+
+class LayerScale(nn.Module):
+    """Multiply by a learned per-channel scale along ``dim`` (which counts the batch),
+    initialised to ``init_values``, as in CaiT and ConvNeXt."""
+
+    def __init__(self, channels: int, init_values: float = 1e-5, dim: int = -1):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((channels,), float(init_values)))
+        self.dim = dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = [1] * x.dim()
+        shape[self.dim] = -1
+        return x * self.gamma.view(shape)

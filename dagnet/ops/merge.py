@@ -7,7 +7,7 @@ import operator
 from dagnet._lazy import lazy
 from dagnet.dims import differ, fmt_shape, may_differ_at, same
 from dagnet.ops import titles
-from dagnet.ops._util import batch_dim
+from dagnet.ops._util import batch_dim, broadcast
 from dagnet.ops.registry import DIM, NON_NEGATIVE, Arg, FunctionCall, OpDef, ShapeError, no_params, register
 
 torch = lazy("torch")
@@ -54,21 +54,8 @@ register(OpDef("add", "merge", "Element-wise sum of two or more inputs of one sh
                inferred=()))
 
 
-def _mul_shape(ins, a):
-    """NumPy broadcasting over per-example shapes (a 1 stretches; others must agree)."""
-    rank = max(len(s) for s in ins)
-    padded = [(1,) * (rank - len(s)) + tuple(s) for s in ins]
-    out = []
-    for dims in zip(*padded):
-        big = [d for d in dims if not (isinstance(d, int) and d == 1)]
-        if any(differ(big[0], d) for d in big[1:]):
-            raise ShapeError(f"`mul` inputs do not broadcast: {', '.join(fmt_shape(s) for s in ins)}")
-        out.append(big[0] if big else 1)
-    return tuple(out)
-
-
 register(OpDef("mul", "merge", "Element-wise product with broadcasting (gates, attention).",
-               (), _mul_shape, lambda ins, a: FunctionCall(operator.mul), arity=(2, 2), params=no_params,
+               (), lambda ins, a: broadcast(ins, "mul"), lambda ins, a: FunctionCall(operator.mul), arity=(2, 2), params=no_params,
                saves="inputs", title=titles.TIMES, look="merge", mark=titles.TIMES, mark_legend="multiply",
                inferred=()))
 

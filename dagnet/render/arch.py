@@ -26,8 +26,8 @@ from dagnet.render.labels import (TIMES, Line, op_title, params_line, plain, sha
 
 NUMBERED = re.compile(r"^(\d+)(_add|_in)?$")
 # Which family a closed `seq` is drawn as: the first of its members' families in this order.
-DOMINANT = ("conv", "dense", "recurrent", "field", "upsample", "pool", "norm", "activation",
-            "merge", "shape")
+DOMINANT = ("conv", "dense", "recurrent", "attention", "field", "upsample", "pool", "norm", "learned",
+            "activation", "tensor", "merge", "shape")
 
 
 @dataclass

@@ -52,8 +52,11 @@ PAPER_LOOKS = {
     "upsample": Look("#a3d39c", legend="upsampling"),
     "pool": Look("#f7d9a8", legend="pooling"),
     "recurrent": Look("#6fc0b8", style="rounded", legend="recurrent"),
+    "attention": Look("#fbe3d6", style="bold", legend="attention"),
     "norm": Look("#e9e9e9", style="rounded", legend="normalisation"),
+    "learned": Look("#e0d090", style="rounded", legend="learned tensor"),
     "activation": Look("#ffffff", style="rounded", legend="activation"),
+    "tensor": Look("#c4d4e8", style="dashed", legend="tensor operation"),
     "shape": Look("#ffffff", style="dashed", legend="reshape"),
     "merge": Look("#ffffff", shape="circle", legend="merge"),
     "crop": Look("#e9e9e9", style="dashed", legend="crop"),
@@ -69,8 +72,11 @@ SLIDES_LOOKS = {
     "upsample": Look("#98df8a", legend="upsampling"),
     "pool": Look("#ffbb78", legend="pooling"),
     "recurrent": Look("#9edae5", style="rounded", legend="recurrent"),
+    "attention": Look("#f7b6a0", style="bold", legend="attention"),
     "norm": Look("#dbdb8d", style="rounded", legend="normalisation"),
+    "learned": Look("#e7cb94", style="rounded", legend="learned tensor"),
     "activation": Look("#ff9896", style="rounded", legend="activation"),
+    "tensor": Look("#c6dbef", style="dashed", legend="tensor operation"),
     "shape": Look("#f7f7f7", style="dashed", legend="reshape"),
     "merge": Look("#ffffff", shape="circle", legend="merge"),
     "crop": Look("#f7f7f7", style="dashed", legend="crop"),
@@ -101,8 +107,8 @@ THEMES = {
                     "#9aa5b1", 0.25, 0.35, ("13.33,7.5", "13.33,7.5"), SLIDES_LOOKS, tex_family="\\sffamily"),
 }
 # Families as the legend lists them (the registry's order of importance to a reader).
-FAMILY_ORDER = ("input", "conv", "pool", "upsample", "dense", "recurrent", "norm", "activation",
-                "shape", "crop", "merge", "field", "block")
+FAMILY_ORDER = ("input", "conv", "pool", "upsample", "dense", "recurrent", "attention", "norm", "learned",
+                "activation", "tensor", "shape", "crop", "merge", "field", "block")
 
 
 def theme(name: str, **overrides) -> Theme:
