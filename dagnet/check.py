@@ -13,7 +13,7 @@ import networkx as nx
 from dagnet import ops
 from dagnet.dims import fmt_shape, known, product
 from dagnet.errors import ErrorLog, SpecError
-from dagnet.ir import IR, UNKNOWN_OP
+from dagnet.ir import IR, UNKNOWN_OP, loss_refs
 
 # What a spec may ask for, so that `check` refuses a model that cannot be built
 # rather than `compile` dying in the allocator. Values are float32 (4 bytes).
@@ -62,11 +62,7 @@ def _cycles(graph: nx.DiGraph):
 
 
 def _check_reach(ir: IR, errors: ErrorLog) -> None:
-    sinks = set(ir.outputs.values())
-    for loss in ir.losses:
-        for key in ("output", "node", "potentials"):
-            if isinstance(loss.get(key), str) and loss[key] in ir.graph:
-                sinks.add(loss[key])
+    sinks = set(ir.outputs.values()) | {r for r in loss_refs(ir.losses) if r in ir.graph}
     if not sinks:
         return
     useful = set(sinks)

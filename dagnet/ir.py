@@ -11,6 +11,11 @@ nodes under ``b.``; a repeated node puts repetition ``k`` under ``b.k``; a
 ``b.k_add`` (residual) and ``b.k_in`` / ``b.cat`` (dense). A name that is not a
 node (a block use, a ``seq``, a node switched off by ``when``) is an *alias*
 that resolves to the node producing its value.
+
+A node switched off by ``when`` is an alias of its first
+input; its other inputs are released, and a node that then feeds nothing,
+with everything upstream that fed only it, is dropped: the branch it computed
+is switched off too. Model inputs, outputs and what losses read are kept.
 """
 
 from __future__ import annotations
@@ -81,6 +86,7 @@ class _Expander:
         self.alias: dict[str, tuple[str, Loc]] = {}
         self.block_stack: list[str] = []
         self.use_stack: list[str] = []          # paths of the block uses being expanded
+        self.released: list[tuple[str, Loc]] = []   # inputs a switched-off node did not consume
 
     # -- bookkeeping -------------------------------------------------------
     def add_node(self, node: Node) -> None:
@@ -95,6 +101,12 @@ class _Expander:
 
     def add_alias(self, name: str, target: str, loc: Loc) -> None:
         self.alias[name] = (target, loc)
+
+    def pass_through(self, path: str, ins: list[str], loc: Loc) -> None:
+        """A node switched off: its first input stands for it, the others are released."""
+        if ins:                         # none: reported where the node is written
+            self.add_alias(path, ins[0], loc)
+            self.released += [(i, loc) for i in ins[1:]]
 
     def origin(self) -> dict:
         """The innermost block, and the use of it, that a node made now comes from."""
@@ -136,11 +148,7 @@ class _Expander:
         if ns.checkpoint and not ctx.get("checkpoint"):
             ctx = {**ctx, "checkpoint": path}
         if ns.when is not None and not resolver.boolean(ns.when, ns.loc, "`when`"):
-            if len(ins) != 1:
-                self.errors.add(f"`{ns.name}` is switched off by `when` but has {len(ins)} inputs",
-                                ns.loc, "a node that can be switched off must have exactly one input")
-            elif ins:
-                self.add_alias(path, ins[0], ns.loc)
+            self.pass_through(path, ins, ns.loc)
             return
         repeat = resolver.integer(ns.repeat, ns.loc, "`repeat`", low=0, high=MAX_REPEAT)
         if repeat is None:
@@ -279,6 +287,25 @@ class _Expander:
         return name
 
 
+LOSS_REF_KEYS = ("output", "node", "potentials")
+
+
+def loss_refs(losses: list[dict]) -> list[str]:
+    """The output names and node paths that training losses read."""
+    return [loss[key] for loss in losses for key in LOSS_REF_KEYS if isinstance(loss.get(key), str)]
+
+
+def _prune(graph: nx.DiGraph, released: list[str | None], keep: set[str]) -> None:
+    """Switch off what only switched-off nodes consumed, up the branch (never a model input)."""
+    todo = list(released)
+    while todo:
+        name = todo.pop()
+        if (name in graph and name not in keep and graph.out_degree(name) == 0
+                and graph.nodes[name]["node"].op != "input"):
+            todo += graph.predecessors(name)
+            graph.remove_node(name)
+
+
 def expand(spec: Spec, overrides: dict | None = None, errors: ErrorLog | None = None) -> IR:
     """Inline blocks and resolve names.
 
@@ -317,6 +344,8 @@ def expand(spec: Spec, overrides: dict | None = None, errors: ErrorLog | None = 
         if target in exp.nodes:
             outputs[ref.name] = target
             output_locs[ref.name] = ref.loc
+    keep = set(outputs.values()) | set(loss_refs(spec.losses))
+    _prune(graph, [exp.resolve(r, loc) for r, loc in exp.released], keep)
     if own_log:
         errors.raise_if_any()
     return IR(spec.name, spec.file, graph, list(spec.inputs), outputs, spec.losses, spec.train,

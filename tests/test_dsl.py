@@ -141,6 +141,21 @@ def test_same_model_as_yaml(tmp_path):
     assert signature(dagnet.load(tmp_path / "m.dag")) == signature(dagnet.load(tmp_path / "m.yaml"))
 
 
+def test_when_on_a_node_with_several_inputs_as_in_yaml(tmp_path):
+    yaml_text = ("dagnet: 1\nname: m\nparams: {stride: 1}\ninputs:\n  x: {shape: [3, H, W]}\nnodes:\n"
+                 "  proj: {op: conv2d, in: x, out_channels: 3, kernel_size: 3, stride: stride, padding: 1}\n"
+                 "  out: {op: add, in: [proj, x], when: stride == 1}\noutputs: [out]\n")
+    dag_text = ("model m\nparam stride = 1\ninput x[3, H, W]\n"
+                "proj = x -> conv2d(3, 3, stride=stride, padding=1)\n"
+                "out = [proj, x] -> add when stride == 1\noutput out\n")
+    (tmp_path / "m.yaml").write_text(yaml_text)
+    (tmp_path / "m.dag").write_text(dag_text)
+    for stride in ("1", "2"):
+        ir = dagnet.load(tmp_path / "m.dag", {"stride": stride})
+        assert signature(ir) == signature(dagnet.load(tmp_path / "m.yaml", {"stride": stride}))
+        assert ir.outputs == {"out": "out" if stride == "1" else "proj"}
+
+
 def test_imports_of_dag_and_yaml_libraries(tmp_path):
     (tmp_path / "lib").mkdir()
     (tmp_path / "lib" / "a.dag").write_text('library a\nimport "b.yaml"\n'
