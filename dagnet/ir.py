@@ -12,10 +12,13 @@ nodes under ``b.``; a repeated node puts repetition ``k`` under ``b.k``; a
 node (a block use, a ``seq``, a node switched off by ``when``) is an *alias*
 that resolves to the node producing its value.
 
-A node switched off by ``when`` is an alias of its first
+A node switched off by ``when`` (or repeated 0 times) is an alias of its first
 input; its other inputs are released, and a node that then feeds nothing,
 with everything upstream that fed only it, is dropped: the branch it computed
-is switched off too. Model inputs, outputs and what losses read are kept.
+is switched off too. Model inputs, outputs and what losses read are kept. A
+repeated block threads its first input and output through the repetitions;
+its other inputs reach each one, and its other outputs are the last one's
+(the earlier ones' are released).
 """
 
 from __future__ import annotations
@@ -154,30 +157,30 @@ class _Expander:
         if repeat is None:
             return
         if repeat == 0:
-            if len(ins) == 1:
-                self.add_alias(path, ins[0], ns.loc)
-            else:
-                self.errors.add("`repeat: 0` needs exactly one input", ns.loc)
+            self.pass_through(path, ins, ns.loc)
             return
         if repeat == 1 and ns.connect == "sequential":
             out = self.body(path, ns, ins, env, ctx)
             if out and out != path:
                 self.add_alias(path, out, ns.loc)
             return
-        if len(ins) != 1 and repeat > 1:
-            self.errors.add(f"a repeated node takes one input, `{ns.name}` has {len(ins)}", ns.loc)
-            return
-        self.add_alias(path, self.repeated(path, ns, ins, env, ctx, repeat), ns.loc)
+        out = self.repeated(path, ns, ins, env, ctx, repeat)
+        if out:
+            self.add_alias(path, out, ns.loc)
 
-    def repeated(self, path, ns, ins, env, ctx, repeat) -> str:
-        """Unroll ``repeat`` with sequential, residual or dense connections."""
-        x, features = ins[0] if ins else None, list(ins)
+    def repeated(self, path, ns, ins, env, ctx, repeat) -> str | None:
+        """Unroll ``repeat`` with sequential, residual or dense connections.
+
+        The first input threads through the repetitions; the others reach every
+        repetition unchanged (a mask, an encoder's memory).
+        """
+        x, carried, features = (ins[0] if ins else None), ins[1:], ins[:1]
         for k in range(repeat):
             rep_env = {**env, "i": k}
             rep_in = [x] if ns.connect != "dense" else self.merge(f"{path}.{k}_in", "concat", features, ns.loc, ctx)
-            y = self.body(f"{path}.{k}", ns, rep_in if x is not None else ins, rep_env, ctx)
+            y = self.body(f"{path}.{k}", ns, rep_in + carried if x is not None else [], rep_env, ctx)
             if y is None:
-                return path
+                return None
             if ns.connect == "residual":
                 x = self.merge(f"{path}.{k}_add", "add", [x, y], ns.loc, ctx)[0]
             elif ns.connect == "dense":
@@ -185,8 +188,22 @@ class _Expander:
             else:
                 x = y
         if ns.connect == "dense":
-            return self.merge(f"{path}.cat", "concat", features, ns.loc, ctx)[0]
+            x = self.merge(f"{path}.cat", "concat", features, ns.loc, ctx)[0]
+        if ns.kind == "block":
+            self.repeated_outputs(path, self.spec.blocks[ns.target], x, repeat - 1)
         return x
+
+    def repeated_outputs(self, path, block, value, last) -> None:
+        """``path.out``: the repeated value for the block's first output, the last repetition's for the others.
+
+        The other outputs of earlier repetitions are released: nothing can name them.
+        """
+        for k, ref in enumerate(block.outputs):
+            target = value if k == 0 else f"{path}.{last}.{ref.name}"
+            if target != f"{path}.{ref.name}":
+                self.add_alias(f"{path}.{ref.name}", target, ref.loc)
+            if k:
+                self.released += [(f"{path}.{r}.{ref.name}", ref.loc) for r in range(last)]
 
     def merge(self, name, op, inputs, loc, ctx) -> list[str]:
         if len(inputs) == 1:
@@ -250,8 +267,11 @@ class _Expander:
             chain = " -> ".join(self.block_stack + [ns.target])
             raise SpecError(f"recursive block: {chain}", ns.loc, "a block cannot use itself")
         if len(ins) != len(block.inputs):
+            hint = f"give one node per input, in this order: {', '.join(block.inputs)}"
+            if ns.repeat != 1:
+                hint += "; under `repeat` the first threads through the repetitions, the others reach each one"
             self.errors.add(f"block `{block.name}` takes {len(block.inputs)} input(s) "
-                            f"({', '.join(block.inputs)}), `{ns.name}` gives {len(ins)}", ns.loc)
+                            f"({', '.join(block.inputs)}), `{ns.name}` gives {len(ins)}", ns.loc, hint)
             return None
         inner_env = Resolver(env, self.errors).block_params(block, ns)
         self.block_stack.append(block.name)

@@ -156,6 +156,7 @@ class _Gen:
                 other = self.draw(st.sampled_from(available))
                 node = NodeSpec(name, self.loc(), "op", self.draw(st.sampled_from(["add", "mul"])),
                                 inputs=[Ref(source, self.loc()), Ref(other, self.loc())],
+                                repeat=self.draw(st.sampled_from([1, 1, 2])),
                                 when=self.draw(st.sampled_from([None, None, "flag"])))
             else:
                 node = self.item()

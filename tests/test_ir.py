@@ -195,3 +195,57 @@ def test_when_errors_are_located():
     with pytest.raises(SpecError) as info:
         dagnet.load(HEAD + wrong + "nodes:\n  b: {block: inverted, in: x, cin: 4, cout: 8}\noutputs: [b]\n")
     assert str(info.value).startswith("<spec>:14:7: error: b.out: `add` inputs disagree")
+
+
+# -- `repeat` carrying extra inputs ------------------------------------------------------
+SEQ_HEAD = "dagnet: 1\nname: t\nparams: {layers: 3}\ninputs:\n  h: {shape: [5, 8]}\n  mask: {shape: [5, 8]}\n"
+LAYER = """
+blocks:
+  layer:
+    inputs: [h, mask]
+    nodes:
+      y: {op: linear, in: h, out_features: 8}
+      g: {op: mul, in: [y, mask]}
+      out: {op: add, in: [g, h]}
+      aux: {op: tanh, in: g}
+    outputs: [out, aux]
+"""
+
+
+def test_repeat_threads_the_first_input_and_carries_the_others():
+    ir = dagnet.load(SEQ_HEAD + LAYER + "nodes:\n  enc: {block: layer, in: [h, mask], repeat: layers}\n"
+                     "  a: {op: relu, in: enc.aux}\noutputs: [enc, a]\n")
+    assert ir.node("enc.0.y").inputs == ["h"] and ir.node("enc.0.out").inputs == ["enc.0.g", "h"]
+    assert [ir.node(f"enc.{k}.g").inputs for k in (1, 2)] == [["enc.1.y", "mask"], ["enc.2.y", "mask"]]
+    assert ir.node("enc.2.y").inputs == ["enc.1.out"]
+    assert ir.outputs["enc"] == "enc.2.out" and ir.node("a").inputs == ["enc.2.aux"]
+    assert ir.node("enc.2.out").shape == (5, 8)
+
+
+def test_repeated_block_equals_the_unrolled_spec():
+    unrolled = "".join(f"  e{k}: {{block: layer, in: [{'e' + str(k - 1) if k else 'h'}, mask]}}\n" for k in range(3))
+    layer = LAYER.replace("      aux: {op: tanh, in: g}\n", "").replace("[out, aux]", "[out]")
+    rolled = dagnet.compile(SEQ_HEAD + layer + "nodes:\n  enc: {block: layer, in: [h, mask], repeat: 3}\n"
+                            "outputs: [enc]\n")
+    reference = dagnet.compile(SEQ_HEAD + layer + "nodes:\n" + unrolled + "outputs: [e2]\n")
+    assert list(reference.state_dict()) == [k.replace("enc.", "e", 1)
+                                            for k in rolled.state_dict()]
+    reference.load_state_dict(dict(zip(reference.state_dict(), rolled.state_dict().values())))
+    h, mask = torch.randn(2, 5, 8), torch.randn(2, 5, 8)
+    assert torch.equal(rolled(h=h, mask=mask), reference(h=h, mask=mask))
+
+
+def test_residual_and_zero_repeats_with_carried_inputs():
+    ir = dagnet.load(SEQ_HEAD + "nodes:\n  r: {op: mul, in: [h, mask], repeat: 2, connect: residual}\n"
+                     "  z: {op: mul, in: [r, mask], repeat: 0}\n  o: {op: relu, in: z}\noutputs: [o]\n")
+    assert ir.node("r.1").inputs == ["r.0_add", "mask"] and ir.node("r.1_add").inputs == ["r.0_add", "r.1"]
+    assert ir.node("o").inputs == ["r.1_add"]
+
+
+def test_repeated_block_with_the_wrong_number_of_inputs():
+    with pytest.raises(SpecError) as info:
+        dagnet.load(SEQ_HEAD + LAYER + "nodes:\n  enc: {block: layer, in: h, repeat: 3}\noutputs: [enc]\n")
+    error = info.value.errors[0]
+    assert len(info.value.errors) == 1 and (error.loc.line, error.loc.col) == (18, 3)
+    assert error.message == "block `layer` takes 2 input(s) (h, mask), `enc` gives 1"
+    assert error.hint.startswith("give one node per input, in this order: h, mask; under `repeat`")
