@@ -89,7 +89,7 @@ class _Expander:
         self.alias: dict[str, tuple[str, Loc]] = {}
         self.block_stack: list[str] = []
         self.use_stack: list[str] = []          # paths of the block uses being expanded
-        self.released: list[tuple[str, Loc]] = []   # inputs a switched-off node did not consume
+        self.released: list[tuple[str, Loc]] = []   # values nothing may consume any more (see _prune)
 
     # -- bookkeeping -------------------------------------------------------
     def add_node(self, node: Node) -> None:
