@@ -7,7 +7,8 @@ Shapes are not known yet; :mod:`dagnet.check` infers them.
 
 Naming: an op node is named by its path. A block use ``b`` puts the block's
 nodes under ``b.``; a repeated node puts repetition ``k`` under ``b.k``; a
-``seq`` puts item ``i`` under ``b.i``. Merge nodes made by the sugar are
+``seq`` puts item ``i`` under ``b.i``; an op with several outputs (``chunk``) is
+one node per output named, ``b.0``, ``b.1``, ... Merge nodes made by the sugar are
 ``b.k_add`` (residual) and ``b.k_in`` / ``b.cat`` (dense). A name that is not a
 node (a block use, a ``seq``, a node switched off by ``when``) is an *alias*
 that resolves to the node producing its value.
@@ -23,7 +24,7 @@ its other inputs reach each one, and its other outputs are the last one's
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import networkx as nx
@@ -90,6 +91,8 @@ class _Expander:
         self.block_stack: list[str] = []
         self.use_stack: list[str] = []          # paths of the block uses being expanded
         self.released: list[tuple[str, Loc]] = []   # values nothing may consume any more (see _prune)
+        self.multi: dict[str, Node] = {}        # several-output nodes, by path: made a node per output
+        self.picked: dict[str, set[int]] = {}   # their outputs that something names
 
     # -- bookkeeping -------------------------------------------------------
     def add_node(self, node: Node) -> None:
@@ -130,9 +133,11 @@ class _Expander:
         return local
 
     def local_ref(self, name: str, loc: Loc, local: dict[str, str], nodes: dict[str, NodeSpec]):
+        head, _, tail = name.partition(".")
+        if head in nodes and multi_output(nodes[head]):
+            return self.pick(local[head], nodes[head], tail, loc)
         if name in local:
             return local[name]
-        head, _, tail = name.partition(".")
         if tail and head in nodes and nodes[head].kind == "block":
             block = self.spec.blocks.get(nodes[head].target)
             outs = [r.name for r in block.outputs] if block else []
@@ -145,11 +150,31 @@ class _Expander:
                         did_you_mean(name, local) or f"visible here: {', '.join(sorted(local))}")
         return None
 
+    def pick(self, path: str, ns: NodeSpec, tail: str, loc: Loc) -> str | None:
+        """``s.0``: output 0 of the several-output node ``s``, made a node when expansion ends."""
+        if not tail.isdigit():
+            what = f"has no output `{tail}`" if tail else "has several outputs"
+            self.errors.add(f"`{ns.name}` ({ns.target}) {what}", loc,
+                            f"name one by its index: `{ns.name}.0`, `{ns.name}.1`, ...")
+            return None
+        self.picked.setdefault(path, set()).add(int(tail))
+        return f"{path}.{int(tail)}"
+
+    def add_picked(self) -> None:
+        """A node per output of a several-output node that something names (`s.0`; none named: `s.0`)."""
+        for path, template in self.multi.items():
+            for k in sorted(self.picked.get(path, {0})):
+                self.add_node(replace(template, name=f"{path}.{k}", args={**template.args, "output": k}))
+
     # -- one node ------------------------------------------------------------
     def node(self, path: str, ns: NodeSpec, ins: list[str], env: dict, ctx: dict) -> None:
         resolver = Resolver(env, self.errors)
         if ns.checkpoint and not ctx.get("checkpoint"):
             ctx = {**ctx, "checkpoint": path}
+        if multi_output(ns) and (ns.when is not None or ns.repeat != 1 or ns.connect != "sequential"):
+            self.errors.add(f"`{ns.name}` ({ns.target}) has several outputs: it takes no `when` or `repeat`",
+                            ns.loc, f"switch off or repeat what reads `{ns.name}.0`, `{ns.name}.1`, ...")
+            return
         if ns.when is not None and not resolver.boolean(ns.when, ns.loc, "`when`"):
             self.pass_through(path, ins, ns.loc)
             return
@@ -217,6 +242,11 @@ class _Expander:
         if ns.kind == "seq":
             x = ins
             for i, item in enumerate(ns.items):
+                if multi_output(item):
+                    self.errors.add(f"`{item.target}` has several outputs: it cannot be an item of a chain",
+                                    item.loc, f"give it a node of its own, `s = x -> {item.target}(...)`, "
+                                    "and name its outputs `s.0`, `s.1`, ...")
+                    return None
                 self.node(f"{path}.{i}", item, x, env, ctx)
                 x = [f"{path}.{i}"]
             return x[0]
@@ -237,8 +267,12 @@ class _Expander:
         # bad arguments (reported here or where a parameter failed): no shape to infer
         broken = (self.errors.logged > before or resolver.knock_ons
                   or any(a.required and a.name not in args for a in opdef.args))
-        self.add_node(Node(path, UNKNOWN_OP if broken else opdef.name, list(ins), args, ns.loc,
-                           checkpoint=ctx.get("checkpoint"), **self.origin()))
+        node = Node(path, UNKNOWN_OP if broken else opdef.name, list(ins), args, ns.loc,
+                    checkpoint=ctx.get("checkpoint"), **self.origin())
+        if opdef.multi_output:
+            self.multi[path] = node
+        else:
+            self.add_node(node)
         return path
 
     def unknown_op(self, ns: NodeSpec) -> None:
@@ -307,6 +341,13 @@ class _Expander:
         return name
 
 
+def multi_output(ns: NodeSpec) -> bool:
+    """Whether ``ns`` is an op with several outputs (`chunk`, `split`), named `node.0`, `node.1`, ..."""
+    from dagnet import ops
+    opdef = ops.get(ns.target) if ns.kind == "op" else None
+    return bool(opdef and opdef.multi_output)
+
+
 LOSS_REF_KEYS = ("output", "node", "potentials")
 
 
@@ -347,6 +388,9 @@ def expand(spec: Spec, overrides: dict | None = None, errors: ErrorLog | None = 
         node = Node(name, "input", [], {}, inp.loc, shape=shape, dtype=inp.dtype)
         exp.nodes[name] = node
     exp.scope("", spec.nodes, env, {n: n for n in spec.inputs}, {})
+    top_local = {**{n: n for n in spec.inputs}, **{n: n for n in spec.nodes}}
+    targets = [(ref, exp.local_ref(ref.name, ref.loc, top_local, spec.nodes)) for ref in spec.outputs]
+    exp.add_picked()
     for node in exp.nodes.values():
         graph.add_node(node.name, node=node)
     for node in exp.nodes.values():
@@ -357,9 +401,7 @@ def expand(spec: Spec, overrides: dict | None = None, errors: ErrorLog | None = 
         for r in node.inputs:
             graph.add_edge(r, node.name)
     outputs, output_locs = {}, {}
-    top_local = {**{n: n for n in spec.inputs}, **{n: n for n in spec.nodes}}
-    for ref in spec.outputs:
-        target = exp.local_ref(ref.name, ref.loc, top_local, spec.nodes)
+    for ref, target in targets:
         target = exp.resolve(target, ref.loc) if target else None
         if target in exp.nodes:
             outputs[ref.name] = target
