@@ -98,14 +98,15 @@ def infer_shapes(ir: IR, errors: ErrorLog) -> None:
 
 def output_shape(node, in_shapes) -> tuple:
     opdef = ops.get(node.op)
+    name = node.name.rpartition(".")[0] if opdef.multi_output else node.name    # `s`, not its output `s.0`
     low, high = opdef.arity
     if len(in_shapes) < low or (high is not None and len(in_shapes) > high):
         want = f"{low}" if low == high else f"{low} or more" if high is None else f"{low} to {high}"
-        raise SpecError(f"`{node.op}` takes {want} input(s), `{node.name}` has {len(in_shapes)}", node.loc)
+        raise SpecError(f"`{node.op}` takes {want} input(s), `{name}` has {len(in_shapes)}", node.loc)
     try:
         return tuple(opdef.shape(in_shapes, node.args))
     except ops.ShapeError as exc:
-        raise SpecError(f"{node.name}: {exc}", node.loc, exc.hint) from None
+        raise SpecError(f"{name}: {exc}", node.loc, exc.hint) from None
 
 
 def check_memory(ir: IR, errors: ErrorLog) -> None:

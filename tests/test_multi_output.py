@@ -111,22 +111,23 @@ def test_a_figure_draws_one_node_per_op():
     ("s = x -> chunk(2, dim=1)\ny = s.first -> relu\noutput y\n", (4, 5), "`s` (chunk) has no output `first`",
      "name one by its index"),
     ("s = x -> chunk(2, dim=1)\ny = s.2 -> relu\noutput y\n", (3, 10),
-     "s.2: `chunk` gives 2 outputs here (0, 1), not output 2", "name one of its outputs"),
+     "s: `chunk` gives 2 outputs here (0, 1), not output 2", "name one of its outputs"),
     ("y = x -> relu -> chunk(2, dim=1)\noutput y\n", (3, 18),
      "`chunk` has several outputs: it cannot be an item of a chain", "give it a node of its own"),
     ("s = x -> chunk(2, dim=1) when false\ny = s.0 -> relu\noutput y\n", (3, 10),
      "`s` (chunk) has several outputs: it takes no `when` or `repeat`", "switch off or repeat what reads"),
     ("s = x -> split(3, dim=2)\ny = s.0 -> relu\noutput y\n", (3, 10),
-     "s.0: `split` needs a known size along dim 2, found `T`", "must not depend on symbolic input sizes"),
-    ("s = x -> split([1, 2], dim=1)\ny = s.0 -> relu\noutput y\n", (3, 10),
-     "s.0: `split`: sections [1, 2] add up to 3, dim 1 has size 4", "must add up"),
+     "s: `split` needs a known size along dim 2, found `T`", "must not depend on symbolic input sizes"),
+    ("s = x -> split([1, 2], dim=1)\ny = [s.0, s.1] -> add\noutput y\n", (3, 10),
+     "s: `split`: sections [1, 2] add up to 3, dim 1 has size 4", "must add up"),
     ("s = x -> chunk(2, dim=1)\ny = x -> relu\noutput y\n", (3, 10), "node `s.0` reaches no output", None),
 ])
 def test_errors_are_located(tmp_path, body, where, message, hint):
+    """Each mistake once, where it is written; a mistake of the op is not repeated for each output."""
     path = tmp_path / "m.dag"
     path.write_text("model m\ninput x[4, T]\n" + body)
     with pytest.raises(SpecError) as info:
         dagnet.load(path)
-    error = info.value.errors[0]
+    (error,) = info.value.errors
     assert ((error.loc.line, error.loc.col), error.message) == (where, message)
     assert hint is None or hint in error.hint
