@@ -13,7 +13,7 @@ import networkx as nx
 from dagnet import ops
 from dagnet.dims import fmt_shape, known, product
 from dagnet.errors import ErrorLog, SpecError
-from dagnet.ir import IR, UNKNOWN_OP
+from dagnet.ir import IR, UNKNOWN_OP, loss_refs
 
 # What a spec may ask for, so that `check` refuses a model that cannot be built
 # rather than `compile` dying in the allocator. Values are float32 (4 bytes).
@@ -62,11 +62,7 @@ def _cycles(graph: nx.DiGraph):
 
 
 def _check_reach(ir: IR, errors: ErrorLog) -> None:
-    sinks = set(ir.outputs.values())
-    for loss in ir.losses:
-        for key in ("output", "node", "potentials"):
-            if isinstance(loss.get(key), str) and loss[key] in ir.graph:
-                sinks.add(loss[key])
+    sinks = set(ir.outputs.values()) | {r for r in loss_refs(ir.losses) if r in ir.graph}
     if not sinks:
         return
     useful = set(sinks)
@@ -102,14 +98,15 @@ def infer_shapes(ir: IR, errors: ErrorLog) -> None:
 
 def output_shape(node, in_shapes) -> tuple:
     opdef = ops.get(node.op)
+    name = node.name.rpartition(".")[0] if opdef.multi_output else node.name    # `s`, not its output `s.0`
     low, high = opdef.arity
     if len(in_shapes) < low or (high is not None and len(in_shapes) > high):
         want = f"{low}" if low == high else f"{low} or more" if high is None else f"{low} to {high}"
-        raise SpecError(f"`{node.op}` takes {want} input(s), `{node.name}` has {len(in_shapes)}", node.loc)
+        raise SpecError(f"`{node.op}` takes {want} input(s), `{name}` has {len(in_shapes)}", node.loc)
     try:
         return tuple(opdef.shape(in_shapes, node.args))
     except ops.ShapeError as exc:
-        raise SpecError(f"{node.name}: {exc}", node.loc, exc.hint) from None
+        raise SpecError(f"{name}: {exc}", node.loc, exc.hint) from None
 
 
 def check_memory(ir: IR, errors: ErrorLog) -> None:

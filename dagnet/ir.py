@@ -7,15 +7,24 @@ Shapes are not known yet; :mod:`dagnet.check` infers them.
 
 Naming: an op node is named by its path. A block use ``b`` puts the block's
 nodes under ``b.``; a repeated node puts repetition ``k`` under ``b.k``; a
-``seq`` puts item ``i`` under ``b.i``. Merge nodes made by the sugar are
+``seq`` puts item ``i`` under ``b.i``; an op with several outputs (``chunk``) is
+one node per output named, ``b.0``, ``b.1``, ... Merge nodes made by the sugar are
 ``b.k_add`` (residual) and ``b.k_in`` / ``b.cat`` (dense). A name that is not a
 node (a block use, a ``seq``, a node switched off by ``when``) is an *alias*
 that resolves to the node producing its value.
+
+A node switched off by ``when`` (or repeated 0 times) is an alias of its first
+input; its other inputs are released, and a node that then feeds nothing,
+with everything upstream that fed only it, is dropped: the branch it computed
+is switched off too. Model inputs, outputs and what losses read are kept. A
+repeated block threads its first input and output through the repetitions;
+its other inputs reach each one, and its other outputs are the last one's
+(the earlier ones' are released).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import networkx as nx
@@ -81,6 +90,9 @@ class _Expander:
         self.alias: dict[str, tuple[str, Loc]] = {}
         self.block_stack: list[str] = []
         self.use_stack: list[str] = []          # paths of the block uses being expanded
+        self.released: list[tuple[str, Loc]] = []   # values nothing may consume any more (see _prune)
+        self.multi: dict[str, Node] = {}        # several-output nodes, by path: made a node per output
+        self.picked: dict[str, set[int]] = {}   # their outputs that something names
 
     # -- bookkeeping -------------------------------------------------------
     def add_node(self, node: Node) -> None:
@@ -95,6 +107,12 @@ class _Expander:
 
     def add_alias(self, name: str, target: str, loc: Loc) -> None:
         self.alias[name] = (target, loc)
+
+    def pass_through(self, path: str, ins: list[str], loc: Loc) -> None:
+        """A node switched off: its first input stands for it, the others are released."""
+        if ins:                         # none: reported where the node is written
+            self.add_alias(path, ins[0], loc)
+            self.released += [(i, loc) for i in ins[1:]]
 
     def origin(self) -> dict:
         """The innermost block, and the use of it, that a node made now comes from."""
@@ -115,9 +133,11 @@ class _Expander:
         return local
 
     def local_ref(self, name: str, loc: Loc, local: dict[str, str], nodes: dict[str, NodeSpec]):
+        head, _, tail = name.partition(".")
+        if head in nodes and multi_output(nodes[head]):
+            return self.pick(local[head], nodes[head], tail, loc)
         if name in local:
             return local[name]
-        head, _, tail = name.partition(".")
         if tail and head in nodes and nodes[head].kind == "block":
             block = self.spec.blocks.get(nodes[head].target)
             outs = [r.name for r in block.outputs] if block else []
@@ -130,46 +150,62 @@ class _Expander:
                         did_you_mean(name, local) or f"visible here: {', '.join(sorted(local))}")
         return None
 
+    def pick(self, path: str, ns: NodeSpec, tail: str, loc: Loc) -> str | None:
+        """``s.0``: output 0 of the several-output node ``s``, made a node when expansion ends."""
+        if not tail.isdigit():
+            what = f"has no output `{tail}`" if tail else "has several outputs"
+            self.errors.add(f"`{ns.name}` ({ns.target}) {what}", loc,
+                            f"name one by its index: `{ns.name}.0`, `{ns.name}.1`, ...")
+            return None
+        self.picked.setdefault(path, set()).add(int(tail))
+        return f"{path}.{int(tail)}"
+
+    def add_picked(self) -> None:
+        """A node per output of a several-output node that something names (`s.0`; none named: `s.0`)."""
+        for path, template in self.multi.items():
+            for k in sorted(self.picked.get(path, {0})):
+                self.add_node(replace(template, name=f"{path}.{k}", args={**template.args, "output": k}))
+
     # -- one node ------------------------------------------------------------
     def node(self, path: str, ns: NodeSpec, ins: list[str], env: dict, ctx: dict) -> None:
         resolver = Resolver(env, self.errors)
         if ns.checkpoint and not ctx.get("checkpoint"):
             ctx = {**ctx, "checkpoint": path}
+        if multi_output(ns) and (ns.when is not None or ns.repeat != 1 or ns.connect != "sequential"):
+            self.errors.add(f"`{ns.name}` ({ns.target}) has several outputs: it takes no `when` or `repeat`",
+                            ns.loc, f"switch off or repeat what reads `{ns.name}.0`, `{ns.name}.1`, ...")
+            return
         if ns.when is not None and not resolver.boolean(ns.when, ns.loc, "`when`"):
-            if len(ins) != 1:
-                self.errors.add(f"`{ns.name}` is switched off by `when` but has {len(ins)} inputs",
-                                ns.loc, "a node that can be switched off must have exactly one input")
-            elif ins:
-                self.add_alias(path, ins[0], ns.loc)
+            self.pass_through(path, ins, ns.loc)
             return
         repeat = resolver.integer(ns.repeat, ns.loc, "`repeat`", low=0, high=MAX_REPEAT)
         if repeat is None:
             return
         if repeat == 0:
-            if len(ins) == 1:
-                self.add_alias(path, ins[0], ns.loc)
-            else:
-                self.errors.add("`repeat: 0` needs exactly one input", ns.loc)
+            self.pass_through(path, ins, ns.loc)
             return
         if repeat == 1 and ns.connect == "sequential":
             out = self.body(path, ns, ins, env, ctx)
             if out and out != path:
                 self.add_alias(path, out, ns.loc)
             return
-        if len(ins) != 1 and repeat > 1:
-            self.errors.add(f"a repeated node takes one input, `{ns.name}` has {len(ins)}", ns.loc)
-            return
-        self.add_alias(path, self.repeated(path, ns, ins, env, ctx, repeat), ns.loc)
+        out = self.repeated(path, ns, ins, env, ctx, repeat)
+        if out:
+            self.add_alias(path, out, ns.loc)
 
-    def repeated(self, path, ns, ins, env, ctx, repeat) -> str:
-        """Unroll ``repeat`` with sequential, residual or dense connections."""
-        x, features = ins[0] if ins else None, list(ins)
+    def repeated(self, path, ns, ins, env, ctx, repeat) -> str | None:
+        """Unroll ``repeat`` with sequential, residual or dense connections.
+
+        The first input threads through the repetitions; the others reach every
+        repetition unchanged (a mask, an encoder's memory).
+        """
+        x, carried, features = (ins[0] if ins else None), ins[1:], ins[:1]
         for k in range(repeat):
             rep_env = {**env, "i": k}
             rep_in = [x] if ns.connect != "dense" else self.merge(f"{path}.{k}_in", "concat", features, ns.loc, ctx)
-            y = self.body(f"{path}.{k}", ns, rep_in if x is not None else ins, rep_env, ctx)
+            y = self.body(f"{path}.{k}", ns, rep_in + carried if x is not None else [], rep_env, ctx)
             if y is None:
-                return path
+                return None
             if ns.connect == "residual":
                 x = self.merge(f"{path}.{k}_add", "add", [x, y], ns.loc, ctx)[0]
             elif ns.connect == "dense":
@@ -177,8 +213,22 @@ class _Expander:
             else:
                 x = y
         if ns.connect == "dense":
-            return self.merge(f"{path}.cat", "concat", features, ns.loc, ctx)[0]
+            x = self.merge(f"{path}.cat", "concat", features, ns.loc, ctx)[0]
+        if ns.kind == "block":
+            self.repeated_outputs(path, self.spec.blocks[ns.target], x, repeat - 1)
         return x
+
+    def repeated_outputs(self, path, block, value, last) -> None:
+        """``path.out``: the repeated value for the block's first output, the last repetition's for the others.
+
+        The other outputs of earlier repetitions are released: nothing can name them.
+        """
+        for k, ref in enumerate(block.outputs):
+            target = value if k == 0 else f"{path}.{last}.{ref.name}"
+            if target != f"{path}.{ref.name}":
+                self.add_alias(f"{path}.{ref.name}", target, ref.loc)
+            if k:
+                self.released += [(f"{path}.{r}.{ref.name}", ref.loc) for r in range(last)]
 
     def merge(self, name, op, inputs, loc, ctx) -> list[str]:
         if len(inputs) == 1:
@@ -192,6 +242,11 @@ class _Expander:
         if ns.kind == "seq":
             x = ins
             for i, item in enumerate(ns.items):
+                if multi_output(item):
+                    self.errors.add(f"`{item.target}` has several outputs: it cannot be an item of a chain",
+                                    item.loc, f"give it a node of its own, `s = x -> {item.target}(...)`, "
+                                    "and name its outputs `s.0`, `s.1`, ...")
+                    return None
                 self.node(f"{path}.{i}", item, x, env, ctx)
                 x = [f"{path}.{i}"]
             return x[0]
@@ -212,8 +267,12 @@ class _Expander:
         # bad arguments (reported here or where a parameter failed): no shape to infer
         broken = (self.errors.logged > before or resolver.knock_ons
                   or any(a.required and a.name not in args for a in opdef.args))
-        self.add_node(Node(path, UNKNOWN_OP if broken else opdef.name, list(ins), args, ns.loc,
-                           checkpoint=ctx.get("checkpoint"), **self.origin()))
+        node = Node(path, UNKNOWN_OP if broken else opdef.name, list(ins), args, ns.loc,
+                    checkpoint=ctx.get("checkpoint"), **self.origin())
+        if opdef.multi_output:
+            self.multi[path] = node
+        else:
+            self.add_node(node)
         return path
 
     def unknown_op(self, ns: NodeSpec) -> None:
@@ -244,8 +303,11 @@ class _Expander:
             chain = " -> ".join(self.block_stack + [ns.target])
             raise SpecError(f"recursive block: {chain}", ns.loc, "a block cannot use itself")
         if len(ins) != len(block.inputs):
+            hint = f"give one node per input, in this order: {', '.join(block.inputs)}"
+            if ns.repeat != 1:
+                hint += "; under `repeat` the first threads through the repetitions, the others reach each one"
             self.errors.add(f"block `{block.name}` takes {len(block.inputs)} input(s) "
-                            f"({', '.join(block.inputs)}), `{ns.name}` gives {len(ins)}", ns.loc)
+                            f"({', '.join(block.inputs)}), `{ns.name}` gives {len(ins)}", ns.loc, hint)
             return None
         inner_env = Resolver(env, self.errors).block_params(block, ns)
         self.block_stack.append(block.name)
@@ -281,6 +343,32 @@ class _Expander:
         return name
 
 
+def multi_output(ns: NodeSpec) -> bool:
+    """Whether ``ns`` is an op with several outputs (`chunk`, `split`), named `node.0`, `node.1`, ..."""
+    from dagnet import ops
+    opdef = ops.get(ns.target) if ns.kind == "op" else None
+    return bool(opdef and opdef.multi_output)
+
+
+LOSS_REF_KEYS = ("output", "node", "potentials")
+
+
+def loss_refs(losses: list[dict]) -> list[str]:
+    """The output names and node paths that training losses read."""
+    return [loss[key] for loss in losses for key in LOSS_REF_KEYS if isinstance(loss.get(key), str)]
+
+
+def _prune(graph: nx.DiGraph, released: list[str | None], keep: set[str]) -> None:
+    """Switch off what only switched-off nodes consumed, up the branch (never a model input)."""
+    todo = list(released)
+    while todo:
+        name = todo.pop()
+        if (name in graph and name not in keep and graph.out_degree(name) == 0
+                and graph.nodes[name]["node"].op != "input"):
+            todo += graph.predecessors(name)
+            graph.remove_node(name)
+
+
 def expand(spec: Spec, overrides: dict | None = None, errors: ErrorLog | None = None) -> IR:
     """Inline blocks and resolve names.
 
@@ -302,6 +390,9 @@ def expand(spec: Spec, overrides: dict | None = None, errors: ErrorLog | None = 
         node = Node(name, "input", [], {}, inp.loc, shape=shape, dtype=inp.dtype)
         exp.nodes[name] = node
     exp.scope("", spec.nodes, env, {n: n for n in spec.inputs}, {})
+    top_local = {**{n: n for n in spec.inputs}, **{n: n for n in spec.nodes}}
+    targets = [(ref, exp.local_ref(ref.name, ref.loc, top_local, spec.nodes)) for ref in spec.outputs]
+    exp.add_picked()
     for node in exp.nodes.values():
         graph.add_node(node.name, node=node)
     for node in exp.nodes.values():
@@ -312,13 +403,13 @@ def expand(spec: Spec, overrides: dict | None = None, errors: ErrorLog | None = 
         for r in node.inputs:
             graph.add_edge(r, node.name)
     outputs, output_locs = {}, {}
-    top_local = {**{n: n for n in spec.inputs}, **{n: n for n in spec.nodes}}
-    for ref in spec.outputs:
-        target = exp.local_ref(ref.name, ref.loc, top_local, spec.nodes)
+    for ref, target in targets:
         target = exp.resolve(target, ref.loc) if target else None
         if target in exp.nodes:
             outputs[ref.name] = target
             output_locs[ref.name] = ref.loc
+    keep = set(outputs.values()) | set(loss_refs(spec.losses))
+    _prune(graph, [exp.resolve(r, loc) for r, loc in exp.released], keep)
     if own_log:
         errors.raise_if_any()
     return IR(spec.name, spec.file, graph, list(spec.inputs), outputs, spec.losses, spec.train,

@@ -141,6 +141,42 @@ def test_same_model_as_yaml(tmp_path):
     assert signature(dagnet.load(tmp_path / "m.dag")) == signature(dagnet.load(tmp_path / "m.yaml"))
 
 
+def test_when_on_a_node_with_several_inputs_as_in_yaml(tmp_path):
+    yaml_text = ("dagnet: 1\nname: m\nparams: {stride: 1}\ninputs:\n  x: {shape: [3, H, W]}\nnodes:\n"
+                 "  proj: {op: conv2d, in: x, out_channels: 3, kernel_size: 3, stride: stride, padding: 1}\n"
+                 "  out: {op: add, in: [proj, x], when: stride == 1}\noutputs: [out]\n")
+    dag_text = ("model m\nparam stride = 1\ninput x[3, H, W]\n"
+                "proj = x -> conv2d(3, 3, stride=stride, padding=1)\n"
+                "out = [proj, x] -> add when stride == 1\noutput out\n")
+    (tmp_path / "m.yaml").write_text(yaml_text)
+    (tmp_path / "m.dag").write_text(dag_text)
+    for stride in ("1", "2"):
+        ir = dagnet.load(tmp_path / "m.dag", {"stride": stride})
+        assert signature(ir) == signature(dagnet.load(tmp_path / "m.yaml", {"stride": stride}))
+        assert ir.outputs == {"out": "out" if stride == "1" else "proj"}
+
+
+def test_repeat_carrying_inputs_as_in_yaml(tmp_path):
+    block = ("block layer {\n    input h, mask\n    y = h -> linear(8)\n    g = [y, mask] -> mul\n"
+             "    out = [g, h] -> add\n    output out\n}\n")
+    dag_text = ("model m\nparam layers = 3\n" + block + "input h[5, 8]\ninput mask[5, 8]\n"
+                "enc = [h, mask] -> layer * layers\noutput enc\n")
+    yaml_text = ("dagnet: 1\nname: m\nparams: {layers: 3}\nblocks:\n  layer:\n    inputs: [h, mask]\n"
+                 "    nodes:\n      y: {op: linear, in: h, out_features: 8}\n      g: {op: mul, in: [y, mask]}\n"
+                 "      out: {op: add, in: [g, h]}\n    outputs: [out]\n"
+                 "inputs:\n  h: {shape: [5, 8]}\n  mask: {shape: [5, 8]}\n"
+                 "nodes:\n  enc: {block: layer, in: [h, mask], repeat: layers}\noutputs: [enc]\n")
+    (tmp_path / "m.yaml").write_text(yaml_text)
+    (tmp_path / "m.dag").write_text(dag_text)
+    ir = dagnet.load(tmp_path / "m.dag")
+    assert signature(ir) == signature(dagnet.load(tmp_path / "m.yaml"))
+    assert ir.node("enc.2.g").inputs == ["enc.2.y", "mask"]
+    (tmp_path / "bad.dag").write_text(dag_text.replace("[h, mask] -> layer", "h -> layer"))
+    with pytest.raises(SpecError) as info:
+        dagnet.load(tmp_path / "bad.dag")
+    assert f"{tmp_path / 'bad.dag'}:12:12: error: block `layer` takes 2 input(s)" in str(info.value)
+
+
 def test_imports_of_dag_and_yaml_libraries(tmp_path):
     (tmp_path / "lib").mkdir()
     (tmp_path / "lib" / "a.dag").write_text('library a\nimport "b.yaml"\n'

@@ -155,7 +155,9 @@ class _Gen:
             if self.draw(st.integers(0, 5)) == 0 and len(available) > 1:
                 other = self.draw(st.sampled_from(available))
                 node = NodeSpec(name, self.loc(), "op", self.draw(st.sampled_from(["add", "mul"])),
-                                inputs=[Ref(source, self.loc()), Ref(other, self.loc())])
+                                inputs=[Ref(source, self.loc()), Ref(other, self.loc())],
+                                repeat=self.draw(st.sampled_from([1, 1, 2])),
+                                when=self.draw(st.sampled_from([None, None, "flag"])))
             else:
                 node = self.item()
                 node.name, node.inputs = name, [Ref(source, self.loc())]

@@ -130,3 +130,122 @@ def test_symbolic_input_sizes_flow_through():
     assert substitute(shape, {"H": 9, "W": 10}) == (4, 5, 5)
     model = dagnet.compile(ir)
     assert model(x=torch.randn(1, 3, 9, 10)).shape == (1, 4, 5, 5)
+
+
+# -- `when` on nodes of any arity --------------------------------------------------------
+INVERTED = """
+blocks:
+  inverted:
+    params: {cin: null, cout: null, stride: 1}
+    nodes:
+      h:
+        in: x
+        seq: conv2d(cin * 2, 1) -> relu -> conv2d(cin * 2, 3, stride=stride, padding=1, groups=cin * 2)
+      proj: {op: conv2d, in: h, out_channels: cout, kernel_size: 1}
+      out: {op: add, in: [proj, x], when: stride == 1 and cin == cout}
+    outputs: [out]
+"""
+
+
+def test_when_switches_off_a_node_with_several_inputs():
+    ir = dagnet.load(HEAD + INVERTED + "nodes:\n  a: {block: inverted, in: x, cin: 4, cout: 4}\n"
+                     "  b: {block: inverted, in: a, cin: 4, cout: 8, stride: 2}\noutputs: [b]\n")
+    assert ir.node("a.out").inputs == ["a.proj", "x"]
+    assert "b.out" not in ir.graph and ir.outputs == {"b": "b.proj"}
+    assert ir.node("b.h.0").inputs == ["a.out"]
+    assert ir.node("b.proj").shape == (8, 3, 3)
+
+
+@pytest.mark.parametrize("cout, stride, hand_written", [
+    (4, 1, "      out: {op: add, in: [proj, x]}\n"),
+    (8, 2, "      out: {op: identity, in: proj}\n"),
+])
+def test_when_compiles_to_the_hand_written_block(cout, stride, hand_written):
+    use = f"nodes:\n  b: {{block: inverted, in: x, cin: 4, cout: {cout}, stride: {stride}}}\noutputs: [b]\n"
+    switched = dagnet.compile(HEAD + INVERTED + use).eval()
+    plain = INVERTED.replace("      out: {op: add, in: [proj, x], when: stride == 1 and cin == cout}\n",
+                             hand_written)
+    reference = dagnet.compile(HEAD + plain + use).eval()
+    reference.load_state_dict(switched.state_dict())
+    x = torch.randn(2, 4, 6, 6)
+    assert torch.equal(switched(x=x), reference(x=x))
+
+
+def test_a_branch_only_a_switched_off_node_consumed_is_dropped():
+    text = (HEAD.replace("inputs:", "params: {gated: false}\ninputs:") +
+            "  m: {shape: [4, 6, 6]}\nnodes:\n"
+            "  gate:\n    in: x\n    seq: conv2d(4, 1) -> sigmoid\n"
+            "  y: {op: mul, in: [x, gate], when: gated}\n  z: {op: add, in: [y, m], when: gated}\n"
+            "  w: {op: relu, in: z}\noutputs: [w]\n")
+    assert names(dagnet.load(text, {"gated": "true"})) == ["x", "m", "gate.0", "gate.1", "y", "z", "w"]
+    with pytest.raises(SpecError) as info:          # model inputs are kept, and said to be unused
+        dagnet.load(text)
+    assert str(info.value).count("error") == 1 and "input `m` reaches no output" in str(info.value)
+    ir = dagnet.load(text.replace("  z: {op: add, in: [y, m], when: gated}\n", "  z: {op: add, in: [y, m]}\n"))
+    assert names(ir) == ["x", "m", "z", "w"] and ir.node("z").inputs == ["x", "m"]
+
+
+def test_a_node_that_was_dead_anyway_is_still_reported():
+    with pytest.raises(SpecError, match="node `dead` reaches no output"):
+        dagnet.load(HEAD + "nodes:\n  dead: {op: relu, in: x}\n  y: {op: tanh, in: x}\noutputs: [y]\n")
+
+
+def test_when_errors_are_located():
+    wrong = INVERTED.replace("when: stride == 1 and cin == cout", "when: stride == 1")
+    with pytest.raises(SpecError) as info:
+        dagnet.load(HEAD + wrong + "nodes:\n  b: {block: inverted, in: x, cin: 4, cout: 8}\noutputs: [b]\n")
+    assert str(info.value).startswith("<spec>:14:7: error: b.out: `add` inputs disagree")
+
+
+# -- `repeat` carrying extra inputs ------------------------------------------------------
+SEQ_HEAD = "dagnet: 1\nname: t\nparams: {layers: 3}\ninputs:\n  h: {shape: [5, 8]}\n  mask: {shape: [5, 8]}\n"
+LAYER = """
+blocks:
+  layer:
+    inputs: [h, mask]
+    nodes:
+      y: {op: linear, in: h, out_features: 8}
+      g: {op: mul, in: [y, mask]}
+      out: {op: add, in: [g, h]}
+      aux: {op: tanh, in: g}
+    outputs: [out, aux]
+"""
+
+
+def test_repeat_threads_the_first_input_and_carries_the_others():
+    ir = dagnet.load(SEQ_HEAD + LAYER + "nodes:\n  enc: {block: layer, in: [h, mask], repeat: layers}\n"
+                     "  a: {op: relu, in: enc.aux}\noutputs: [enc, a]\n")
+    assert ir.node("enc.0.y").inputs == ["h"] and ir.node("enc.0.out").inputs == ["enc.0.g", "h"]
+    assert [ir.node(f"enc.{k}.g").inputs for k in (1, 2)] == [["enc.1.y", "mask"], ["enc.2.y", "mask"]]
+    assert ir.node("enc.2.y").inputs == ["enc.1.out"]
+    assert ir.outputs["enc"] == "enc.2.out" and ir.node("a").inputs == ["enc.2.aux"]
+    assert ir.node("enc.2.out").shape == (5, 8)
+
+
+def test_repeated_block_equals_the_unrolled_spec():
+    unrolled = "".join(f"  e{k}: {{block: layer, in: [{'e' + str(k - 1) if k else 'h'}, mask]}}\n" for k in range(3))
+    layer = LAYER.replace("      aux: {op: tanh, in: g}\n", "").replace("[out, aux]", "[out]")
+    rolled = dagnet.compile(SEQ_HEAD + layer + "nodes:\n  enc: {block: layer, in: [h, mask], repeat: 3}\n"
+                            "outputs: [enc]\n")
+    reference = dagnet.compile(SEQ_HEAD + layer + "nodes:\n" + unrolled + "outputs: [e2]\n")
+    assert list(reference.state_dict()) == [k.replace("enc.", "e", 1)
+                                            for k in rolled.state_dict()]
+    reference.load_state_dict(dict(zip(reference.state_dict(), rolled.state_dict().values())))
+    h, mask = torch.randn(2, 5, 8), torch.randn(2, 5, 8)
+    assert torch.equal(rolled(h=h, mask=mask), reference(h=h, mask=mask))
+
+
+def test_residual_and_zero_repeats_with_carried_inputs():
+    ir = dagnet.load(SEQ_HEAD + "nodes:\n  r: {op: mul, in: [h, mask], repeat: 2, connect: residual}\n"
+                     "  z: {op: mul, in: [r, mask], repeat: 0}\n  o: {op: relu, in: z}\noutputs: [o]\n")
+    assert ir.node("r.1").inputs == ["r.0_add", "mask"] and ir.node("r.1_add").inputs == ["r.0_add", "r.1"]
+    assert ir.node("o").inputs == ["r.1_add"]
+
+
+def test_repeated_block_with_the_wrong_number_of_inputs():
+    with pytest.raises(SpecError) as info:
+        dagnet.load(SEQ_HEAD + LAYER + "nodes:\n  enc: {block: layer, in: h, repeat: 3}\noutputs: [enc]\n")
+    error = info.value.errors[0]
+    assert len(info.value.errors) == 1 and (error.loc.line, error.loc.col) == (18, 3)
+    assert error.message == "block `layer` takes 2 input(s) (h, mask), `enc` gives 1"
+    assert error.hint.startswith("give one node per input, in this order: h, mask; under `repeat`")

@@ -171,6 +171,9 @@ class OpDef:
     # its module's arguments that come from the input shapes (`in_channels`): given in a
     # spec, the error says to remove them; None: guessed from the name (`in_*`, ...)
     inferred: tuple[str, ...] | None = None
+    # several outputs (`chunk`, `split`), named `node.0`, `node.1`, ...: each one used is a
+    # node of its own, whose args hold its index as "output" (read by `shape` and `build`)
+    multi_output: bool = False
 
     def arg(self, name: str) -> Arg | None:
         return next((a for a in self.args if a.name == name), None)

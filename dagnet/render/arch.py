@@ -118,6 +118,11 @@ class ArchBuilder:
     def is_block(self, group: Group) -> bool:
         return not self.numbered(group) and all(n.block for n in self.members(group))
 
+    @staticmethod
+    def several_outputs(group: Group) -> bool:
+        """Whether ``group`` is the outputs ``s.0``, ``s.1``, ... of one op with several (`chunk`)."""
+        return all(isinstance(c, Node) and ops.get(c.op) and ops.get(c.op).multi_output for c in group.children)
+
     def block_name(self, group: Group) -> str:
         shallowest = min(self.members(group), key=lambda n: n.name.count("."))
         return shallowest.block
@@ -137,6 +142,8 @@ class ArchBuilder:
             return op_title(item.op, item.args)
         if self.is_block(item):
             return self.block_name(item)
+        if self.several_outputs(item):
+            return op_title(item.children[0].op, item.children[0].args)
         if self.numbered(item):
             mains = [c for c in item.children if NUMBERED.match(local(c)) and local(c).isdigit()]
             kinds = [self.describe(c) for c in mains]

@@ -33,6 +33,11 @@ _CLOSERS = {"RPAR": "LPAR", "RSQB": "LSQB", "RBRACE": "LBRACE"}
 MAX_NESTING = 100
 
 
+def _is_output_index(tok: Token, before: Token) -> bool:
+    """``s.0`` lexes as NAME ``s`` and NUMBER ``.0``: a reference to output 0, to read as ``s`` ``.`` ``0``."""
+    return tok.value[:1] == "." and tok.value[1:].isdigit() and tok.start_pos == before.end_pos
+
+
 class NestedTooDeep(Exception):
     """Brackets nested past :data:`MAX_NESTING`; ``token`` is the first one too deep."""
 
@@ -79,6 +84,13 @@ class PostLexer:
             if kind == "NAME":
                 kind = self.keyword(tok.value, prev, nxt.type if nxt is not None else None)
                 tok.type = kind
+            elif kind == "NUMBER" and prev == "NAME" and _is_output_index(tok, recent[-1]):
+                dot = Token("DOT", ".", tok.start_pos, tok.line, tok.column, tok.line, tok.column + 1,
+                            tok.start_pos + 1)
+                recent.append(dot)
+                yield dot
+                tok = Token("NUMBER", tok.value[1:], tok.start_pos + 1, tok.line, tok.column + 1,
+                            tok.end_line, tok.end_column, tok.end_pos)
             if kind in ("LPAR", "LSQB", "LBRACE"):
                 opened.append(tok)
                 if len(opened) > MAX_NESTING:

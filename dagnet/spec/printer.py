@@ -254,7 +254,7 @@ def item_text(node: NodeSpec) -> str:
 
 
 def _ref_text(ref: Ref) -> str:
-    if not all(name_ok(part) for part in ref.name.split(".")):
+    if not all(name_ok(part) or part.isdigit() for part in ref.name.split(".")):
         raise fail(f"the reference `{ref.name}` in the DSL", ref.loc)
     return ref.name
 
