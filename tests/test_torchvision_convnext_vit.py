@@ -39,6 +39,8 @@ def _stochastic_depths(module):
 def test_convnext_tiny_equals_torchvision():
     reference = randomise(torchvision().models.convnext_tiny()).eval()
     model = dagnet.compile(dagnet.load(SPECS / "convnext.yaml")).eval()
+    scales = [w for key, w in model.state_dict().items() if key.endswith(".scale.weight")]
+    assert len(scales) == 18 and all(torch.equal(w, torch.full_like(w, 1e-6)) for w in scales)  # torchvision's init
     copy_in_order(reference, model)
     # the drop probability grows linearly over the 18 blocks, as torchvision's does
     assert _stochastic_depths(model) == _stochastic_depths(reference)
