@@ -172,6 +172,15 @@ def test_parameter_is_one_learned_tensor_repeated_over_the_batch(init, check):
     assert params_rule(text) == 2000
 
 
+def test_parameter_init_constant_sets_every_entry_to_value():
+    # ConvNeXt's layer scale: a [C, 1, 1] tensor of 1e-6, multiplied into the block
+    text = one_node({"x": ([4, 3, 3], None)}, "parameter", shape=[4, 1, 1], init="constant", value=1e-6)
+    model = dagnet.compile(text)
+    assert torch.equal(model.y.weight.detach(), torch.full((4, 1, 1), 1e-6))
+    assert torch.equal(dagnet.compile(one_node({"x": ([2], None)}, "parameter", shape=[3], init="constant")
+                                      ).y.weight.detach(), torch.zeros(3))
+
+
 @pytest.mark.parametrize("shape, dim, channels", [([5, 6], -1, 6), ([4, 3, 3], 1, 4)])
 def test_layer_scale_scales_each_channel(shape, dim, channels):
     text = one_node({"x": (shape, None)}, "layer_scale", init_values=1e-6, dim=dim)

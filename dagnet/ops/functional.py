@@ -165,19 +165,23 @@ class LearnedTensor(nn.Module):
     """A learned tensor of ``shape``, the same for every example of the batch of its input.
 
     ``std`` is the standard deviation of the random inits: ``normal``, ``trunc_normal``
-    (cut at two deviations) and ``uniform`` (on [-sqrt(3) std, sqrt(3) std]).
+    (cut at two deviations) and ``uniform`` (on [-sqrt(3) std, sqrt(3) std]); ``constant``
+    sets every entry to ``value``.
     """
 
-    def __init__(self, shape: List[int], init: str = "zeros", std: float = 0.02):
+    def __init__(self, shape: List[int], init: str = "zeros", std: float = 0.02, value: float = 0.0):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(shape))
         self.init = init
         self.std = std
+        self.value = value
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         if self.init == "zeros":
             nn.init.zeros_(self.weight)
+        elif self.init == "constant":
+            nn.init.constant_(self.weight, self.value)
         elif self.init == "normal":
             nn.init.normal_(self.weight, std=self.std)
         elif self.init == "trunc_normal":

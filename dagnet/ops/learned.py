@@ -18,9 +18,12 @@ functional = lazy("dagnet.ops.functional")
 
 register(OpDef(
     "parameter", "learned", "A learned tensor of `shape`, repeated over the batch of the input (whose values "
-    "are not read); `init` zeros, normal, trunc_normal (cut at 2 std) or uniform, with deviation `std`.",
-    (Arg("shape", "shape", range=SIZE), Arg("init", "str", "zeros", ("zeros", "normal", "trunc_normal", "uniform")),
-     Arg("std", "float", 0.02, range=POSITIVE, doc="standard deviation of the random inits")),
+    "are not read); `init` zeros, normal, trunc_normal (cut at 2 std) or uniform, with deviation `std`, or "
+    "constant, every entry `value` (a layer scale).",
+    (Arg("shape", "shape", range=SIZE),
+     Arg("init", "str", "zeros", ("zeros", "normal", "trunc_normal", "uniform", "constant")),
+     Arg("std", "float", 0.02, range=POSITIVE, doc="standard deviation of the random inits"),
+     Arg("value", "float", 0.0, range=FINITE, doc="every entry's value for `init: constant`")),
     lambda ins, a: tuple(a["shape"]),
     lambda ins, a: ModuleCall(functional.LearnedTensor, {**a, "shape": list(a["shape"])}),
     params=lambda ins, a: product(a["shape"]),
