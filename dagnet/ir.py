@@ -184,8 +184,8 @@ class _Expander:
         if repeat == 0:
             self.pass_through(path, ins, ns.loc)
             return
-        if repeat == 1 and ns.connect == "sequential":
-            out = self.body(path, ns, ins, env, ctx)
+        if repeat == 1 and ns.connect == "sequential":      # `repeat: depth` with depth 1 still has i = 0
+            out = self.body(path, ns, ins, env if ns.repeat == 1 else {**env, "i": 0}, ctx)
             if out and out != path:
                 self.add_alias(path, out, ns.loc)
             return

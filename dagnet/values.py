@@ -122,6 +122,8 @@ class Resolver:
                             f"{arg.name} `{raw}` is for {takers} only: give a number here"
                             + (f" ({arg.doc})" if arg.doc else ""))
             return _INVALID
+        if isinstance(raw, str) and isinstance(self.env.get(raw), list) and kind in ("ints", "shape", "floats"):
+            raw = self.env[raw]                                         # a parameter holding a list
         if kind in ("ints", "shape"):
             items = raw if isinstance(raw, list) else [raw]
             if kind == "shape" and not isinstance(raw, list):
@@ -291,6 +293,9 @@ class Resolver:
                                 ns.arg_locs.get(key, ns.loc),
                                 did_you_mean(key, names) or f"its parameters: {', '.join(names) or 'none'}")
                 continue
+            if key in given:
+                self.errors.add(f"`{key}` of block `{block.name}` given twice", ns.arg_locs.get(key, ns.loc),
+                                "give it once: by position or by name")
             given[key] = value
         call = {}
         for key, value in given.items():

@@ -249,3 +249,38 @@ def test_repeated_block_with_the_wrong_number_of_inputs():
     assert len(info.value.errors) == 1 and (error.loc.line, error.loc.col) == (18, 3)
     assert error.message == "block `layer` takes 2 input(s) (h, mask), `enc` gives 1"
     assert error.hint.startswith("give one node per input, in this order: h, mask; under `repeat`")
+
+
+BLOCK_CALLS = """model t
+
+block conv_bn(c, kernel=1, pad=0) {
+    out = x -> conv2d(c, kernel, padding=pad) -> batch_norm
+    output out
+}
+
+param depth = 1
+
+input image[3, H, W]
+
+a = image -> conv_bn(8, [1, 7], pad=[0, 3])
+b = a -> conv_bn(8 + i, 3, pad=1) * depth
+output b
+"""
+
+
+def dag_file(tmp_path, text):
+    path = tmp_path / "t.dag"
+    path.write_text(text)
+    return path
+
+
+def test_a_list_parameter_feeds_an_ints_argument_and_a_repeat_of_one_has_i(tmp_path):
+    ir = dagnet.load(dag_file(tmp_path, BLOCK_CALLS))
+    assert ir.node("a.out.0").args["kernel_size"] == [1, 7] and ir.node("a.out.0").args["padding"] == [0, 3]
+    assert ir.node("b.out.0").shape[0] == 8                          # i = 0 in the one repetition
+    assert dagnet.load(dag_file(tmp_path, BLOCK_CALLS), {"depth": 2}).node("b.1.out.0").shape[0] == 9
+
+
+def test_a_block_parameter_given_twice_is_an_error(tmp_path):
+    with pytest.raises(SpecError, match="`c` of block `conv_bn` given twice"):
+        dagnet.load(dag_file(tmp_path, BLOCK_CALLS.replace("conv_bn(8 + i, 3, pad=1)", "conv_bn(8, 3, c=4)")))
