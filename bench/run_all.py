@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 BENCHMARKS = [
     ("Compiled specs vs hand-written PyTorch", ["bench/bench_compile.py"]),
+    ("Compiled specs vs the library models they stand for", ["bench/bench_library.py"]),
     ("Backward engines", ["bench/bench_backward.py"]),
     ("Chain CRF vs pytorch-crf and torch-struct", ["bench/bench_chain_crf.py"]),
     ("Dense CRF vs pydensecrf", ["bench/bench_dense_crf.py"]),
