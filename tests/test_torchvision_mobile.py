@@ -19,6 +19,10 @@ VARIANTS = {
     "mobilenet_v2(width_mult=0.75)": ("mobilenet_v2", {"width_mult": 0.75}, 2_636_424),
     "mobilenet_v2(width_mult=1.4)": ("mobilenet_v2", {"width_mult": 1.4}, 6_108_776),
     "mobilenet_v2(width_mult=0.1)": ("mobilenet_v2", {"width_mult": 0.1}, 1_367_080),
+    "mnasnet0_5": ("mnasnet", {"alpha": 0.5}, 2_218_512),
+    "mnasnet0_75": ("mnasnet", {"alpha": 0.75}, 3_170_208),
+    "mnasnet1_0": ("mnasnet", {}, 4_383_312),
+    "mnasnet1_3": ("mnasnet", {"alpha": 1.3}, 6_282_256),
 }
 
 
@@ -45,3 +49,11 @@ def test_equals_torchvision(constructor):
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         torch.testing.assert_close(model(x), reference(x), rtol=0, atol=0)
+
+
+def test_mnasnet_keeps_torchvision_batch_norm_momentum():
+    reference = torchvision().models.mnasnet1_0()
+    model = dagnet.compile(dagnet.load(SPECS / "mnasnet.yaml"))
+    momenta = [m.momentum for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert momenta == [m.momentum for m in reference.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert set(momenta) == {1 - 0.9997}
