@@ -19,6 +19,8 @@ VARIANTS = {
     "mobilenet_v2(width_mult=0.75)": ("mobilenet_v2", {"width_mult": 0.75}, 2_636_424),
     "mobilenet_v2(width_mult=1.4)": ("mobilenet_v2", {"width_mult": 1.4}, 6_108_776),
     "mobilenet_v2(width_mult=0.1)": ("mobilenet_v2", {"width_mult": 0.1}, 1_367_080),
+    "mobilenet_v3_large": ("mobilenet_v3", {}, 5_483_032),
+    "mobilenet_v3_small": ("mobilenet_v3", {"small": True}, 2_542_856),
     "mnasnet0_5": ("mnasnet", {"alpha": 0.5}, 2_218_512),
     "mnasnet0_75": ("mnasnet", {"alpha": 0.75}, 3_170_208),
     "mnasnet1_0": ("mnasnet", {}, 4_383_312),
