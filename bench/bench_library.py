@@ -42,6 +42,7 @@ def vision(constructor: str, spec: str, params: dict, size: int = 224):
 MODELS = {
     "vit_b_16": vision("vit_b_16", "vit", {}),
     "convnext_tiny": vision("convnext_tiny", "convnext", {}),
+    "mobilenet_v3_large": vision("mobilenet_v3_large", "mobilenet_v3", {}),
     "resnet50": vision("resnet50", "resnet50", {}),
 }
 
