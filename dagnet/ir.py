@@ -185,7 +185,8 @@ class _Expander:
             self.pass_through(path, ins, ns.loc)
             return
         if repeat == 1 and ns.connect == "sequential":
-            out = self.body(path, ns, ins, env, ctx)
+            # one repetition keeps the node's own path, and a count that came to 1 still gives `i`
+            out = self.body(path, ns, ins, env if ns.repeat == 1 else {**env, "i": 0}, ctx)
             if out and out != path:
                 self.add_alias(path, out, ns.loc)
             return

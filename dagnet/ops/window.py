@@ -16,6 +16,10 @@ SWIN = "shifted_window_attention"
 
 def _windows(a) -> tuple[tuple[int, int], tuple[int, int]]:
     """(window_size, shift_size), each as (height, width)."""
+    for name in ("window_size", "shift_size"):
+        if isinstance(a[name], (list, tuple)) and len(a[name]) != 2:
+            raise ShapeError(f"`{SWIN}`: `{name}` needs 2 values (height, width), found {len(a[name])}",
+                             "windows are 2-d: give [height, width], or one int for a square")
     window, shift = tuple_of(a["window_size"], 2, "window_size"), tuple_of(a["shift_size"], 2, "shift_size")
     for w, s, axis in zip(window, shift, ("height", "width")):
         if s >= w:
