@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dagnet._lazy import lazy
 from dagnet.dims import ceildiv, fmt_shape
+from dagnet.ops import titles
 from dagnet.ops._util import expect_known, expect_rank, tuple_of
 from dagnet.ops.registry import NON_NEGATIVE, POSITIVE, PROBABILITY, SIZE, Arg, ModuleCall, OpDef, ShapeError, register
 
@@ -72,9 +73,11 @@ def _swin_macs(ins, out, a):
 
 
 def _swin_title(a) -> str:
-    window = a.get("window_size", "?")
-    shifted = any(tuple_of(a.get("shift_size", 0), 2, "shift_size"))
-    return f"{'SW' if shifted else 'W'}-MSA, window {window}, {a.get('num_heads', '?')} heads"
+    """``SW-MSA 7×7, 3 heads`` as the paper names it: W-MSA unshifted, SW-MSA shifted."""
+    shift = a.get("shift_size", 0)
+    shifted = any(shift) if isinstance(shift, (list, tuple)) else shift != 0
+    return f"{'SW' if shifted else 'W'}-MSA {titles.kernel(a.get('window_size', '?'), 2)}, " \
+           f"{a.get('num_heads', '?')} heads"
 
 
 register(OpDef(
