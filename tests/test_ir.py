@@ -21,6 +21,13 @@ def test_repeat_gives_each_repetition_its_own_weights_and_index():
     assert ir.outputs == {"c": "c.2"}
 
 
+def test_a_repeat_count_that_comes_to_one_still_gives_the_index():
+    # Swin's stages repeat `* depth1`: a variant with one block per stage reads `i` as 0
+    ir = dagnet.load(HEAD + "params: {n: 1}\nnodes:\n  c:\n    op: conv2d\n    in: x\n    repeat: n\n"
+                     "    out_channels: 4 * (i + 1)\n    kernel_size: 1\noutputs: [c]\n")
+    assert names(ir) == ["x", "c"] and ir.node("c").shape[0] == 4
+
+
 def test_residual_connect_adds_each_output_to_its_input():
     ir = dagnet.load(HEAD + "nodes:\n  r:\n    in: x\n    seq: conv2d(4, 3, padding=1) -> relu\n"
                      "    repeat: 2\n    connect: residual\noutputs: [r]\n")

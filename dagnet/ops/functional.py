@@ -207,3 +207,112 @@ class LayerScale(nn.Module):
         shape = [1] * x.dim()
         shape[self.dim] = -1
         return x * self.gamma.view(shape)
+
+
+class ShiftedWindowAttention(nn.Module):
+    """torchvision's ``ShiftedWindowAttention`` (Swin v1) over channels-last [B, H, W, C]:
+    multi-head self-attention inside windows of ``window_size``, with a learned relative
+    position bias, after a cyclic shift by ``shift_size`` (the shifted windows masked where
+    they wrap). The input is padded on the right and bottom to whole windows and cropped
+    back; a window as large as the padded input is not shifted. Its state is torchvision's,
+    registered in the same order: ``qkv``, ``proj``, ``relative_position_bias_table`` and the
+    buffer ``relative_position_index``."""
+
+    def __init__(self, dim: int, window_size: List[int], shift_size: List[int], num_heads: int,
+                 qkv_bias: bool = True, proj_bias: bool = True, attention_dropout: float = 0.0,
+                 dropout: float = 0.0):
+        super().__init__()
+        self.window_size = window_size
+        self.shift_size = shift_size
+        self.num_heads = num_heads
+        self.attention_dropout = attention_dropout
+        self.dropout = dropout
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim, bias=proj_bias)
+        self.relative_position_bias_table = nn.Parameter(
+            torch.zeros((2 * window_size[0] - 1) * (2 * window_size[1] - 1), num_heads))
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+        # the relative offset of every pair of positions in a window, as an index into the table
+        coords = torch.stack(torch.meshgrid(torch.arange(window_size[0]), torch.arange(window_size[1]),
+                                            indexing="ij")).flatten(1)
+        relative = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0).contiguous()
+        relative[:, :, 0] += window_size[0] - 1
+        relative[:, :, 1] += window_size[1] - 1
+        relative[:, :, 0] *= 2 * window_size[1] - 1
+        self.register_buffer("relative_position_index", relative.sum(-1).flatten())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        window_size, num_heads = self.window_size, self.num_heads
+        N = window_size[0] * window_size[1]
+        bias = self.relative_position_bias_table[self.relative_position_index]
+        bias = bias.view(N, N, -1).permute(2, 0, 1).contiguous().unsqueeze(0)
+        B, H, W, C = x.shape
+        # pad to whole windows
+        pad_r = (window_size[1] - W % window_size[1]) % window_size[1]
+        pad_b = (window_size[0] - H % window_size[0]) % window_size[0]
+        x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
+        _, pad_H, pad_W, _ = x.shape
+        shift_size = [0 if window_size[0] >= pad_H else self.shift_size[0],
+                      0 if window_size[1] >= pad_W else self.shift_size[1]]
+        if sum(shift_size) > 0:
+            x = torch.roll(x, shifts=(-shift_size[0], -shift_size[1]), dims=(1, 2))
+        # partition into windows: [B * windows, N, C]
+        num_windows = (pad_H // window_size[0]) * (pad_W // window_size[1])
+        x = x.view(B, pad_H // window_size[0], window_size[0], pad_W // window_size[1], window_size[1], C)
+        x = x.permute(0, 1, 3, 2, 4, 5).reshape(B * num_windows, N, C)
+        qkv = F.linear(x, self.qkv.weight, self.qkv.bias)
+        qkv = qkv.reshape(x.size(0), x.size(1), 3, num_heads, C // num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        q = q * (C // num_heads) ** -0.5
+        attn = q.matmul(k.transpose(-2, -1))
+        attn = attn + bias
+        if sum(shift_size) > 0:
+            # positions from different regions of the shifted input do not attend to each other
+            mask = x.new_zeros((pad_H, pad_W))
+            h_slices = ((0, -window_size[0]), (-window_size[0], -shift_size[0]), (-shift_size[0], None))
+            w_slices = ((0, -window_size[1]), (-window_size[1], -shift_size[1]), (-shift_size[1], None))
+            count = 0
+            for h in h_slices:
+                for w in w_slices:
+                    mask[h[0]:h[1], w[0]:w[1]] = count
+                    count += 1
+            mask = mask.view(pad_H // window_size[0], window_size[0], pad_W // window_size[1], window_size[1])
+            mask = mask.permute(0, 2, 1, 3).reshape(num_windows, N)
+            mask = mask.unsqueeze(1) - mask.unsqueeze(2)
+            mask = mask.masked_fill(mask != 0, float(-100.0)).masked_fill(mask == 0, float(0.0))
+            attn = attn.view(x.size(0) // num_windows, num_windows, num_heads, N, N)
+            attn = attn + mask.unsqueeze(1).unsqueeze(0)
+            attn = attn.view(-1, num_heads, N, N)
+        attn = F.softmax(attn, dim=-1)
+        attn = F.dropout(attn, p=self.attention_dropout, training=self.training)
+        x = attn.matmul(v).transpose(1, 2).reshape(x.size(0), N, C)
+        x = F.linear(x, self.proj.weight, self.proj.bias)
+        x = F.dropout(x, p=self.dropout, training=self.training)
+        # reverse the windows, the shift and the padding
+        x = x.view(B, pad_H // window_size[0], pad_W // window_size[1], window_size[0], window_size[1], C)
+        x = x.permute(0, 1, 3, 2, 4, 5).reshape(B, pad_H, pad_W, C)
+        if sum(shift_size) > 0:
+            x = torch.roll(x, shifts=(shift_size[0], shift_size[1]), dims=(1, 2))
+        return x[:, :H, :W, :].contiguous()
+
+    def extra_repr(self) -> str:
+        return f"window_size={self.window_size}, shift_size={self.shift_size}, num_heads={self.num_heads}"
+
+
+class PatchMerging(nn.Module):
+    """torchvision's Swin ``PatchMerging`` over channels-last [B, H, W, C]: each 2x2
+    neighbourhood concatenated into 4C channels (an odd H or W padded with zeros), layer
+    normalised, projected to 2C by a linear map without bias; ``reduction`` is registered
+    before ``norm``, as in torchvision."""
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+        self.norm = nn.LayerNorm(4 * dim, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        H, W = x.shape[-3], x.shape[-2]
+        x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))
+        x = torch.cat([x[..., 0::2, 0::2, :], x[..., 1::2, 0::2, :], x[..., 0::2, 1::2, :],
+                       x[..., 1::2, 1::2, :]], -1)
+        return self.reduction(self.norm(x))
