@@ -64,3 +64,49 @@ def test_small_bert_equals_transformers(transformers, params, grad):
 
 def test_bert_dsl_is_short():
     assert len((SPECS / "bert.dag").read_text().splitlines()) <= 40
+
+
+GPT2_SMALL = {"vocab": 100, "hidden": 32, "layers": 2, "heads": 4, "max_positions": 40}
+
+
+def copy_conv1d_transposed(source, target):
+    """copy_in_order for GPT-2: HF's Conv1D stores its weight as [in, out], the transpose
+    of the spec's `linear` (nn.Linear, [out, in]); every other entry is copied as it is."""
+    convs = {f"{name}.weight" for name, m in source.named_modules() if type(m).__name__ == "Conv1D"}
+    theirs = {k: v.t() if k in convs else v for k, v in source.state_dict().items()}
+    ours = target.state_dict()
+    assert len(convs) > 0 and len(ours) == len(theirs), f"{len(theirs)} tensors to copy into {len(ours)}"
+    for (their_key, value), (our_key, slot) in zip(theirs.items(), ours.items()):
+        assert value.shape == slot.shape, f"{their_key} {tuple(value.shape)} vs {our_key} {tuple(slot.shape)}"
+    target.load_state_dict(dict(zip(ours, theirs.values())))
+
+
+def test_gpt2_parameter_count_equals_transformers(transformers):
+    with torch.device("meta"):
+        reference = transformers.GPT2Model(transformers.GPT2Config())
+    count = sum(p.numel() for p in reference.parameters())
+    assert count == 124_439_808
+    assert sum(r.params for r in summarize(dagnet.load(SPECS / "gpt2.yaml"))) == count
+
+
+@pytest.mark.parametrize("params", [GPT2_SMALL, {**GPT2_SMALL, "hidden": 48, "heads": 3, "layers": 3}],
+                         ids=["h32", "h48"])
+@pytest.mark.parametrize("activation", ["gelu_pytorch_tanh", "gelu_new"])
+@pytest.mark.parametrize("grad", [False, True], ids=["no_grad", "grad"])
+def test_small_gpt2_equals_transformers(transformers, params, activation, grad):
+    config = transformers.GPT2Config(vocab_size=params["vocab"], n_embd=params["hidden"], n_layer=params["layers"],
+                                     n_head=params["heads"], n_positions=params["max_positions"],
+                                     activation_function=activation, bos_token_id=0, eos_token_id=0)
+    reference = randomise(transformers.GPT2Model(config)).eval()
+    model = dagnet.compile(dagnet.load(SPECS / "gpt2.yaml", params)).eval()
+    copy_conv1d_transposed(reference, model)
+    # `gelu_pytorch_tanh` is the spec's F.gelu(approximate="tanh"); GPT-2's default `gelu_new`
+    # writes the same formula in Python ops, which round differently (up to 4.8e-7 at |x| ~ 3)
+    tolerance = {"rtol": 0, "atol": 0} if activation == "gelu_pytorch_tanh" else {"rtol": 1e-6, "atol": 1e-6}
+    ids, mask = _batch(params["vocab"], [10, 6, 3])
+    with torch.set_grad_enabled(grad):
+        out = model(tokens=ids)
+        torch.testing.assert_close(out, reference(input_ids=ids).last_hidden_state, **tolerance)
+        # causal: padding on the right cannot reach the real tokens, so HF's padding mask changes nothing there
+        expected = reference(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+        torch.testing.assert_close(out[mask], expected[mask], **tolerance)
