@@ -110,3 +110,37 @@ def test_small_gpt2_equals_transformers(transformers, params, activation, grad):
         # causal: padding on the right cannot reach the real tokens, so HF's padding mask changes nothing there
         expected = reference(input_ids=ids, attention_mask=mask.long()).last_hidden_state
         torch.testing.assert_close(out[mask], expected[mask], **tolerance)
+
+
+def test_bert_crf_tagger_takes_a_training_step():
+    from dagnet.data import collate, load_dataset
+    from dagnet.train.config import resolve_config
+    from dagnet.train.evaluate import forward, model_inputs
+    from dagnet.train.from_spec import build_model, check_data
+    from dagnet.train.loop import seed_everything
+    ir = dagnet.load(SPECS / "bert_crf_tagger.yaml")
+    seed_everything(0)
+    model, objective, losses = build_model(ir)
+    config = resolve_config(ir.train, None, [])
+    dataset = load_dataset(**(dict(config.data) | {"num": 4}))
+    check_data(dataset, ir, losses, limit=4)
+    batch = collate([dataset[i] for i in range(4)])        # sequences of different lengths, padded
+    assert not batch["mask"].all()
+    model.train()
+    loss, _ = objective(forward(model, batch, model_inputs(model)), batch)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_bert_crf_tagger_ignores_padding():
+    """The mask reaches every attention layer and the CRF: padding a sequence changes
+    nothing at its real frames."""
+    model = dagnet.compile(dagnet.load(SPECS / "bert_crf_tagger.yaml")).eval()
+    frames = torch.randn(1, 20, 8, generator=torch.Generator().manual_seed(0))
+    padded = torch.cat([frames, torch.randn(1, 7, 8)], dim=1)
+    mask = torch.arange(27) < 20
+    with torch.no_grad():
+        alone = model(frames=frames, mask=torch.ones(1, 20, dtype=torch.bool))
+        within = model(frames=padded, mask=mask[None])
+    torch.testing.assert_close(within[:, :20], alone, rtol=1e-5, atol=1e-6)
