@@ -47,6 +47,16 @@ def test_every_yaml_example_has_a_dag_twin():
         assert path.with_suffix(".dag").is_file(), f"{path.name} has no .dag version"
 
 
+def _example(node):
+    """Random values for a float input; token ids (zeros) or an all-true mask for the others."""
+    shape = (1, *[d if isinstance(d, int) else 32 for d in node.shape])
+    if node.dtype == "bool":
+        return torch.ones(shape, dtype=torch.bool)
+    if node.dtype.startswith("int"):
+        return torch.zeros(shape, dtype=getattr(torch, node.dtype))
+    return torch.randn(shape)
+
+
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
 def test_both_forms_compile_to_the_same_module(path):
     small = SMALL.get(path.stem, {})
@@ -57,8 +67,7 @@ def test_both_forms_compile_to_the_same_module(path):
     from_dag.load_state_dict(from_yaml.state_dict())
     ir = dagnet.load(path, small)
     torch.manual_seed(0)
-    inputs = {name: torch.randn(1, *[d if isinstance(d, int) else 32 for d in ir.node(name).shape])
-              for name in ir.inputs}
+    inputs = {name: _example(ir.node(name)) for name in ir.inputs}
     with torch.no_grad():
         a, b = from_yaml(**inputs), from_dag(**inputs)
     for x, y in zip(a.values() if isinstance(a, dict) else [a], b.values() if isinstance(b, dict) else [b]):
