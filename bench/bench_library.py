@@ -4,7 +4,8 @@ Each spec is compiled, the library's model (torchvision, transformers) gets
 the same weights (copied entry by entry, every shape checked, as in the
 equality tests), and forward + backward in training mode is timed, median of
 alternating runs with the order swapped every round, so drift in machine load
-hits both alike. The ratio is dagnet's time over the library's.
+hits both alike. The ratio is dagnet's time over the library's. BERT-base runs on sequences of
+128 tokens, padded at random lengths.
 
     python bench/bench_library.py [--batch 8] [--repeats 7] [--models vit_b_16 convnext_tiny] [--out FILE]
 """
@@ -39,10 +40,27 @@ def vision(constructor: str, spec: str, params: dict, size: int = 224):
     return make
 
 
+def bert(length: int = 128):
+    """transformers' BERT-base encoder (no pooler) and specs/bert.yaml, on padded token batches."""
+    def make(batch: int):
+        torchvision()          # transformers imports torchvision, which needs the nms schemas first
+        import transformers
+        reference = transformers.BertModel(transformers.BertConfig(), add_pooling_layer=False)
+        ours = dagnet.compile(dagnet.load(ROOT / "specs" / "bert.yaml"))
+        copy_in_order(reference, ours)
+        ids = torch.randint(0, 30522, (batch, length))
+        types = torch.zeros_like(ids)
+        mask = torch.arange(length) < torch.randint(length // 2, length + 1, (batch, 1))
+        return (ours, reference, lambda m: m(tokens=ids, token_types=types, mask=mask),
+                lambda m: m(input_ids=ids, token_type_ids=types, attention_mask=mask.long()).last_hidden_state)
+    return make
+
+
 MODELS = {
     "vit_b_16": vision("vit_b_16", "vit", {}),
     "convnext_tiny": vision("convnext_tiny", "convnext", {}),
     "mobilenet_v3_large": vision("mobilenet_v3_large", "mobilenet_v3", {}),
+    "bert_base": bert(),
     "resnet50": vision("resnet50", "resnet50", {}),
 }
 
