@@ -59,6 +59,8 @@ ENTRIES = [
     Entry("ldcrf_gestures", "latent-dynamic CRF (linear features)", "gestures", ["val_accuracy", "val_macro_f1"]),
     Entry("ldcnf_gestures", "latent-dynamic CNF (CNN features + LDCRF)", "gestures",
           ["val_accuracy", "val_macro_f1"]),
+    Entry("bert_crf_tagger", "Transformer CNF (2 BERT layers + chain CRF)", "gestures",
+          ["val_accuracy", "val_macro_f1"]),
     Entry("fcn32s_shapes", "FCN-32s (no skips)", "shapes 64px", ["val_pixel_accuracy", "val_miou"]),
     Entry("fcn16s_shapes", "FCN-16s (pool4 skip)", "shapes 64px", ["val_pixel_accuracy", "val_miou"]),
     Entry("fcn8s_shapes", "FCN-8s (pool4 + pool3 skips)", "shapes 64px", ["val_pixel_accuracy", "val_miou"]),

@@ -144,3 +144,38 @@ def test_bert_crf_tagger_ignores_padding():
         alone = model(frames=frames, mask=torch.ones(1, 20, dtype=torch.bool))
         within = model(frames=padded, mask=mask[None])
     torch.testing.assert_close(within[:, :20], alone, rtol=1e-5, atol=1e-6)
+
+
+def _hf_vit_in_spec_order(state: dict, layers: int) -> list:
+    """transformers' ViT tensors in specs/vit's order (torchvision's): its separate query, key
+    and value projections stacked into multihead_attention's one in_proj."""
+    e = "vit.embeddings."
+    out = [state[e + "cls_token"], state[e + "patch_embeddings.projection.weight"],
+           state[e + "patch_embeddings.projection.bias"], state[e + "position_embeddings"]]
+    for i in range(layers):
+        p = f"vit.layers.{i}."
+        qkv = [p + f"attention.{n}_proj" for n in "qkv"]
+        out += [state[p + "layernorm_before.weight"], state[p + "layernorm_before.bias"],
+                torch.cat([state[k + ".weight"] for k in qkv]), torch.cat([state[k + ".bias"] for k in qkv]),
+                state[p + "attention.o_proj.weight"], state[p + "attention.o_proj.bias"],
+                state[p + "layernorm_after.weight"], state[p + "layernorm_after.bias"],
+                state[p + "mlp.fc1.weight"], state[p + "mlp.fc1.bias"],
+                state[p + "mlp.fc2.weight"], state[p + "mlp.fc2.bias"]]
+    return out + [state["vit.layernorm.weight"], state["vit.layernorm.bias"],
+                  state["classifier.weight"], state["classifier.bias"]]
+
+
+def test_vit_equals_transformers_vit_for_image_classification(transformers):
+    params = {"image_size": 32, "patch": 8, "dim": 48, "layers": 2, "heads": 3, "mlp_dim": 96, "classes": 5}
+    config = transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=48, num_hidden_layers=2,
+                                    num_attention_heads=3, intermediate_size=96, layer_norm_eps=1e-6,
+                                    num_labels=5)
+    reference = randomise(transformers.ViTForImageClassification(config)).double().eval()
+    model = dagnet.compile(dagnet.load(SPECS / "vit.yaml", params)).double().eval()
+    ours = model.state_dict()
+    theirs = _hf_vit_in_spec_order(reference.state_dict(), 2)
+    assert [tuple(t.shape) for t in theirs] == [tuple(t.shape) for t in ours.values()]
+    model.load_state_dict(dict(zip(ours, theirs)))
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():        # different attention kernels: equal to rounding, in float64
+        torch.testing.assert_close(model(x), reference(pixel_values=x).logits, rtol=0, atol=1e-12)
