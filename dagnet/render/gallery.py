@@ -32,6 +32,12 @@ FIGURES = [
     ("grid_segmenter", "grid_segmenter.svg", {}),
     ("fcn_densecrf", "fcn_densecrf.svg", {}),
     ("fcn_densecrf", "fcn_densecrf_bw.svg", {"bw": True}),
+    ("bert_crf_tagger", "bert_crf_tagger.svg", {}),
+    ("bert_crf_tagger", "bert_crf_tagger_arch.svg", {"view": "arch", "depth": 1}),
+    # torchvision's families and the Transformers (docs/models.md)
+    *[(spec, f"{spec}.svg", {}) for spec in (
+        "squeezenet", "googlenet", "inception_v3", "mobilenet_v2", "mobilenet_v3", "mnasnet", "efficientnet",
+        "efficientnet_v2", "shufflenet_v2", "regnet", "convnext", "vit", "swin", "bert", "gpt2")],
 ]
 
 
