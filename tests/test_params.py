@@ -103,6 +103,10 @@ with contextlib.redirect_stdout(out):
         assert main(["check", path]) == 0
         assert main(["summary", path]) == 0
         assert main(["render", path, "-o", r"{tmp_path}/figure.dot"]) == 0
+    for spec in ("squeezenet", "googlenet", "inception_v3", "mobilenet_v2", "mobilenet_v3", "mnasnet",
+                 "efficientnet", "efficientnet_v2", "shufflenet_v2", "regnet", "convnext", "vit", "swin",
+                 "bert", "gpt2", "bert_crf_tagger"):     # the op library of 2026, too
+        assert main(["summary", r"{SPECS}/" + spec + ".dag"]) == 0
     assert main(["fmt", "--check", r"{SPECS}/resnet50.dag"]) == 0
     assert main(["ops"]) == 0
 loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
