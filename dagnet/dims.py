@@ -78,7 +78,9 @@ def may_differ_at(a, b, samples=(224, 225, 513, 1000)) -> dict | None:
     return None
 
 
+@functools.lru_cache(maxsize=4096)
 def fmt(d) -> str:
+    """A dim as text; cached, since sympy's printer is slow and a network repeats its dims."""
     return str(d)
 
 
