@@ -135,8 +135,20 @@ def test_a_block_two_imports_bring_is_an_error_at_the_second(tmp_path):
                      "one.dag": "library o\nblock once {\n  y = x -> relu\n  output y\n}\n",
                      "m.dag": 'import "one.yaml"\nimport "one.dag"\ninput x[4]\na = x -> once\noutput a\n'})
     [error] = errors_of(tmp_path / "m.dag")
-    assert error.message == "block `once` is imported twice"
+    assert error.message.startswith("block `once` is imported twice: defined at ")
+    assert "one.yaml" in error.message and "one.dag:2" in error.message
     assert (error.loc.line, error.loc.col) == (2, 8)
+
+
+def test_one_library_reached_along_two_import_paths_is_imported_once(tmp_path):
+    """A diamond: two libraries import a common base; a spec importing both gets the base's blocks once."""
+    write(tmp_path, {"base.dag": "library b\nblock act {\n  y = x -> relu\n  output y\n}\n",
+                     "left.dag": 'library l\nimport "base.dag"\nblock left {\n  y = x -> act\n  output y\n}\n',
+                     "right.yaml": "dagnet: 1\nimports: [base.dag]\nblocks:\n  right:\n    nodes:\n"
+                                   "      y: {block: act, in: x}\n    outputs: [y]\n",
+                     "m.dag": 'import "left.dag"\nimport "right.yaml"\ninput x[4]\n'
+                              'a = x -> left -> right -> act\noutput a\n'})
+    assert [n.op for n in dagnet.load(tmp_path / "m.dag").order()][1:] == ["relu"] * 3
 
 
 @pytest.mark.parametrize("library", [False, True])

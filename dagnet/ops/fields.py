@@ -17,7 +17,7 @@ from dagnet.ops.registry import FINITE, POSITIVE, SIZE, Arg, ModuleCall, OpDef, 
 
 # how a chain's messages are computed: chosen from the shape, or a linear or log-depth scan
 SCAN = Arg("method", "str", "auto", ("auto", "linear", "parallel"))
-ITERATIONS = Range(0, meaning="rounds of message passing, from 0 (the unary scores alone) up")
+ITERATIONS = Range(0, 1000, meaning="rounds of message passing, from 0 (the unary scores alone) to 1000")
 PARENT = Range(-1, meaning="each entry is the index of the node's parent, or -1 for a root")
 
 

@@ -6,8 +6,9 @@ in it. Each imported file is loaded by :func:`~dagnet.spec.frontends.load_spec`,
 with the front end its suffix names, so a YAML spec imports a ``.dag`` library
 and a ``.dag`` spec a YAML one, and an imported file's own imports come along.
 Every problem is located at the import that causes it: a file that does not
-exist, an import cycle (reported once, with the chain of files), a block that
-two imports bring, and a block defined in a file that also imports it.
+exist, an import cycle (reported once, with the chain of files), two different
+blocks of one name that two imports bring (one library reached along two import
+paths is fine), and a block defined in a file that also imports it.
 """
 
 from __future__ import annotations
@@ -62,8 +63,10 @@ def import_blocks(file: str, imports: list[tuple[str, Loc]], stack: ImportStack 
     for path, loc in imports:
         library = _load_library(base, path, loc, stack, errors)
         for name, block in library.blocks.items() if library else ():
-            if name in imported:
-                errors.add(f"block `{name}` is imported twice", loc)
+            first = imported.get(name)
+            if first is not None and first.loc != block.loc:   # the same block along two paths is fine
+                errors.add(f"block `{name}` is imported twice: defined at {first.loc.file}:{first.loc.line} "
+                           f"and at {block.loc.file}:{block.loc.line}", loc, "rename one of them")
             imported[name] = block
     return imported
 
