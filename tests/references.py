@@ -55,3 +55,31 @@ def randomise(module: nn.Module, seed: int = 0) -> nn.Module:
             value.copy_(noise(value.shape, generator=generator) * (1.0 if key.endswith("running_var") else 0.05)
                         + (0.5 if key.endswith("running_var") else 0.0))
     return module
+
+
+def spec_parameters(spec: str, params: dict | None = None) -> int:
+    """`dagnet summary`'s parameter count of specs/<spec>.yaml with the given parameters."""
+    import dagnet
+    from dagnet.summary import summarize
+    from tests.conftest import SPECS
+    return sum(r.params for r in summarize(dagnet.load(SPECS / f"{spec}.yaml", params or {})))
+
+
+def assert_same_outputs(reference: nn.Module, spec: str, params: dict | None = None, size: int = 64) -> nn.Module:
+    """Compile specs/<spec>.yaml, copy ``reference``'s weights in (after randomising them) and check
+    the two give exactly the same outputs on a batch of two ``size`` x ``size`` images, in eval mode.
+    Returns the compiled model, for further checks."""
+    import dagnet
+    from tests.conftest import SPECS
+    reference = randomise(reference).eval()
+    model = dagnet.compile(dagnet.load(SPECS / f"{spec}.yaml", params or {})).eval()
+    copy_in_order(reference, model)
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), rtol=0, atol=0)
+    return model
+
+
+def marked_slow(names, slow) -> list:
+    """pytest parameters over ``names``, those in ``slow`` marked slow (`make test-slow`)."""
+    return [pytest.param(n, marks=[pytest.mark.slow] if n in slow else []) for n in sorted(names)]

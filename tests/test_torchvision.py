@@ -2,11 +2,8 @@
 with torchvision's weights copied in."""
 
 import pytest
-import torch
 
-import dagnet
-from references import copy_in_order, randomise, torchvision
-from tests.conftest import SPECS
+from references import assert_same_outputs, marked_slow, torchvision
 
 # torchvision constructor -> (spec, spec parameters that choose the variant); slow ones are marked
 FAMILIES = {
@@ -25,13 +22,7 @@ FAMILIES = {
 SLOW = {"vgg16", "resnet101", "resnet152", "resnext101_32x8d", "wide_resnet50_2"}  # 45-140 M parameters
 
 
-@pytest.mark.parametrize("constructor", [pytest.param(c, marks=[pytest.mark.slow] if c in SLOW else [])
-                                         for c in sorted(FAMILIES)])
+@pytest.mark.parametrize("constructor", marked_slow(FAMILIES, SLOW))
 def test_outputs_equal_torchvision_with_its_weights(constructor):
     spec, params = FAMILIES[constructor]
-    reference = randomise(getattr(torchvision().models, constructor)()).eval()
-    model = dagnet.compile(dagnet.load(SPECS / f"{spec}.yaml", params)).eval()
-    copy_in_order(reference, model)
-    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), reference(x), rtol=0, atol=0)
+    assert_same_outputs(getattr(torchvision().models, constructor)(), spec, params)

@@ -6,9 +6,7 @@ import pytest
 import torch
 
 import dagnet
-from dagnet.summary import summarize
-from references import copy_in_order, randomise, torchvision
-from tests.conftest import SPECS
+from references import assert_same_outputs, marked_slow, spec_parameters, torchvision
 
 # EfficientNet-B5 to B7 use batch norm with eps 0.001 and momentum 0.01
 BN_B5 = {"eps": 0.001, "momentum": 0.01}
@@ -44,7 +42,7 @@ SLOW = {"efficientnet_v2_l"}  # 119 M parameters, about 8 s
 @pytest.mark.parametrize("constructor", sorted(VARIANTS))
 def test_parameter_counts_match_torchvision(constructor):
     spec, params, count = VARIANTS[constructor]
-    assert sum(r.params for r in summarize(dagnet.load(SPECS / f"{spec}.yaml", params))) == count
+    assert spec_parameters(spec, params) == count
 
 
 def _stochastic_depths(model):
@@ -61,19 +59,14 @@ def _batch_norms(model):
     return [(m.eps, m.momentum) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
 
 
-@pytest.mark.parametrize("constructor", [pytest.param(c, marks=[pytest.mark.slow] if c in SLOW else [])
-                                         for c in sorted(VARIANTS)])
+@pytest.mark.parametrize("constructor", marked_slow(VARIANTS, SLOW))
 def test_outputs_equal_torchvision_with_its_weights(constructor):
     spec, params, _ = VARIANTS[constructor]
-    reference = randomise(getattr(torchvision().models, constructor)()).eval()
-    model = dagnet.compile(dagnet.load(SPECS / f"{spec}.yaml", params)).eval()
-    copy_in_order(reference, model)      # also checks the registration order (shufflenet: branch1 first)
+    reference = getattr(torchvision().models, constructor)()
+    model = assert_same_outputs(reference, spec, params)  # copying checks the order (shufflenet: branch1 first)
     assert _batch_norms(model) == _batch_norms(reference)
     if spec.startswith("efficientnet"):  # drop probabilities grow as torchvision's, 0.2 * index / blocks
         assert _stochastic_depths(model) == _residual_stochastic_depths(reference)
-    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), reference(x), rtol=0, atol=0)
 
 
 def test_a_repeat_count_of_one_still_binds_the_index():

@@ -3,10 +3,9 @@ with torchvision's weights copied in (built with aux_logits=False: torchvision r
 auxiliary classifiers in training only; transform_input is off, its default)."""
 
 import pytest
-import torch
 
 import dagnet
-from references import copy_in_order, randomise, torchvision
+from references import assert_same_outputs, torchvision
 from tests.conftest import SPECS
 
 # torchvision constructor -> (spec, spec parameters that choose the variant, input side)
@@ -24,12 +23,7 @@ def reference(constructor):
 @pytest.mark.parametrize("constructor", sorted(FAMILIES))
 def test_outputs_equal_torchvision_with_its_weights(constructor):
     spec, params, side = FAMILIES[constructor]
-    theirs = randomise(reference(constructor)).eval()
-    model = dagnet.compile(dagnet.load(SPECS / f"{spec}.yaml", params)).eval()
-    copy_in_order(theirs, model)
-    x = torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), theirs(x), rtol=0, atol=0)
+    assert_same_outputs(reference(constructor), spec, params, side)
 
 
 @pytest.mark.parametrize("constructor", sorted(FAMILIES))

@@ -5,8 +5,7 @@ import pytest
 import torch
 
 import dagnet
-from dagnet.summary import summarize
-from references import copy_in_order, randomise, torchvision
+from references import assert_same_outputs, randomise, spec_parameters, torchvision
 from tests.conftest import SPECS
 
 # torchvision constructor (and its keyword arguments) -> (spec, parameters that choose the
@@ -38,7 +37,7 @@ def _constructor(name):
 @pytest.mark.parametrize("constructor", sorted(VARIANTS))
 def test_parameter_counts_match_torchvision(constructor):
     spec, params, count = VARIANTS[constructor]
-    assert sum(r.params for r in summarize(dagnet.load(SPECS / f"{spec}.yaml", params))) == count
+    assert spec_parameters(spec, params) == count
 
 
 @pytest.mark.parametrize("constructor", sorted(VARIANTS))
@@ -46,11 +45,7 @@ def test_equals_torchvision(constructor):
     spec, params, count = VARIANTS[constructor]
     reference = _constructor(constructor)
     assert sum(p.numel() for p in reference.parameters()) == count
-    model = dagnet.compile(dagnet.load(SPECS / f"{spec}.yaml", params)).eval()
-    copy_in_order(reference, model)
-    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), reference(x), rtol=0, atol=0)
+    assert_same_outputs(reference, spec, params)
 
 
 def test_mnasnet_keeps_torchvision_batch_norm_momentum():

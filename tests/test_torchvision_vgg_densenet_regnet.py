@@ -3,12 +3,8 @@ torchvision's models compute, with torchvision's weights copied in: one spec per
 family, the variant chosen by spec parameters."""
 
 import pytest
-import torch
 
-import dagnet
-from dagnet.summary import summarize
-from references import copy_in_order, randomise, torchvision
-from tests.conftest import SPECS
+from references import assert_same_outputs, marked_slow, spec_parameters, torchvision
 
 VGG = {"vgg11": {"convs1": 1, "convs2": 1, "convs3": 2, "convs4": 2, "convs5": 2},
        "vgg13": {"convs3": 2, "convs4": 2, "convs5": 2},
@@ -58,16 +54,10 @@ SLOW = {c for c in FAMILIES if c.startswith("vgg") and c != "vgg11_bn"} | {
 @pytest.mark.parametrize("constructor", sorted(FAMILIES))
 def test_parameter_counts_match_torchvision(constructor):
     spec, params, count = FAMILIES[constructor]
-    assert sum(r.params for r in summarize(dagnet.load(SPECS / f"{spec}.yaml", params))) == count
+    assert spec_parameters(spec, params) == count
 
 
-@pytest.mark.parametrize("constructor", [pytest.param(c, marks=[pytest.mark.slow] if c in SLOW else [])
-                                         for c in sorted(FAMILIES)])
+@pytest.mark.parametrize("constructor", marked_slow(FAMILIES, SLOW))
 def test_outputs_equal_torchvision_with_its_weights(constructor):
     spec, params, _ = FAMILIES[constructor]
-    reference = randomise(getattr(torchvision().models, constructor)()).eval()
-    model = dagnet.compile(dagnet.load(SPECS / f"{spec}.yaml", params)).eval()
-    copy_in_order(reference, model)
-    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), reference(x), rtol=0, atol=0)
+    assert_same_outputs(getattr(torchvision().models, constructor)(), spec, params)

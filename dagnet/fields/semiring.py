@@ -228,11 +228,19 @@ def _rank_within_groups(index: Tensor) -> Tensor:
 
 # -- every query from one dp -----------------------------------------------------------------
 
-def _indicators(value: Tensor, potentials: Tensor, retain: bool = False) -> Tensor:
-    if not value.requires_grad:  # nothing present anywhere: the value is a constant
+def _gradient(value: Tensor, potentials: Tensor, retain: bool = False, create: bool = False) -> Tensor:
+    """d value.sum() / d potentials; zeros where the value does not depend on them (nothing present)."""
+    if not value.requires_grad:
         return torch.zeros_like(potentials)
-    (grad,) = torch.autograd.grad(value.sum(), potentials, retain_graph=retain, allow_unused=True)
+    (grad,) = torch.autograd.grad(value.sum(), potentials, retain_graph=retain or create, create_graph=create,
+                                  allow_unused=True)
     return torch.zeros_like(potentials) if grad is None else grad
+
+
+def _traced(dp: DP, semiring: Semiring, potentials: Tensor) -> tuple:
+    """The dp's value (S, B) in ``semiring`` over a fresh leaf copy of the potentials, for its gradients."""
+    leaf = potentials.detach().requires_grad_()
+    return dp(semiring, leaf), leaf
 
 
 def log_partition(dp: DP, potentials: Tensor) -> Tensor:
@@ -245,11 +253,7 @@ def marginals(dp: DP, potentials: Tensor) -> Tensor:
     differentiable = torch.is_grad_enabled()
     with torch.enable_grad():
         leaf = potentials if potentials.requires_grad else potentials.detach().requires_grad_()
-        logz = dp(LOG, leaf)[0]
-        if not logz.requires_grad:
-            return torch.zeros_like(potentials)
-        (grad,) = torch.autograd.grad(logz.sum(), leaf, create_graph=differentiable, allow_unused=True)
-    return torch.zeros_like(potentials) if grad is None else grad
+        return _gradient(dp(LOG, leaf)[0], leaf, create=differentiable)
 
 
 def entropy(dp: DP, potentials: Tensor) -> Tensor:
@@ -259,29 +263,25 @@ def entropy(dp: DP, potentials: Tensor) -> Tensor:
 def best(dp: DP, potentials: Tensor) -> tuple:
     """The best score (B,) and the indicators of one labelling that attains it."""
     with torch.enable_grad():
-        leaf = potentials.detach().requires_grad_()
-        value = dp(MAX, leaf)[0]
-        return value.detach(), _indicators(value, leaf)
+        values, leaf = _traced(dp, MAX, potentials)
+        return values[0].detach(), _gradient(values[0], leaf)
 
 
 def kbest(dp: DP, potentials: Tensor, k: int) -> tuple:
     """The k best scores (B, k) and their labellings' indicators (k, *potentials.shape)."""
     with torch.enable_grad():
-        leaf = potentials.detach().requires_grad_()
-        values = dp(KMax(k), leaf)  # (k, B)
+        values, leaf = _traced(dp, KMax(k), potentials)  # (k, B)
         finite = torch.isfinite(values)
-        picks = [_indicators(values[r].masked_fill(~finite[r], 0.0), leaf, retain=r < k - 1)
-                 for r in range(k)]
+        picks = [_gradient(values[r].masked_fill(~finite[r], 0.0), leaf, retain=r < k - 1) for r in range(k)]
     return values.detach().t(), torch.stack(picks)
 
 
 def samples(dp: DP, potentials: Tensor, generator: Optional[torch.Generator] = None) -> tuple:
     """log Z (B,) and the indicators of one exact sample per example."""
     with torch.enable_grad():
-        leaf = potentials.detach().requires_grad_()
-        logz = dp(Sampled(generator), leaf)[0]
-        possible = torch.isfinite(logz)
-        return logz.detach(), _indicators(logz.masked_fill(~possible, 0.0), leaf)
+        values, leaf = _traced(dp, Sampled(generator), potentials)
+        logz = values[0]
+        return logz.detach(), _gradient(logz.masked_fill(~torch.isfinite(logz), 0.0), leaf)
 
 
 def recover(indicators: Tensor) -> Tensor:

@@ -164,8 +164,6 @@ class TreeCRF(Field):
 
     def marginals(self, potentials, mask=None, parents=None) -> Tensor:
         """Node marginals (B, N, K), the gradient of log Z; differentiable."""
-        if torch.is_grad_enabled() and self.pairwise.requires_grad and not potentials.requires_grad:
-            potentials = potentials.detach().requires_grad_()  # so sr.marginals keeps the graph to pairwise
         return sr.marginals(self._dp(potentials, mask, parents), potentials)
 
     def score(self, potentials, labels, mask=None, parents=None) -> Tensor:
