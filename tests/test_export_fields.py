@@ -118,7 +118,7 @@ def test_pack_order_is_the_stable_sort():
     assert torch.equal(ls.pack_order(mask), expected)
 
 
-# -- recurrent layers: TorchScript, torch.export, ONNX, standalone .py ----------------
+# -- recurrent layers and attention: TorchScript, torch.export, ONNX, standalone .py ----------------
 
 RECURRENT = """
 dagnet: 1
@@ -128,7 +128,8 @@ inputs:
 nodes:
   lstm: {op: lstm, in: x, hidden_size: 5, num_layers: 2, bidirectional: true}
   gru: {op: gru, in: lstm, hidden_size: 4, bidirectional: true}
-  out: {op: linear, in: gru, out_features: 3}
+  attended: {op: multihead_attention, in: [gru, gru, gru], num_heads: 2}
+  out: {op: linear, in: attended, out_features: 3}
 outputs: [out]
 """
 
@@ -142,7 +143,7 @@ def recurrent(tmp_path_factory):
 
 
 @pytest.mark.parametrize("suffix", [".pt", ".pt2", ".onnx"])
-def test_recurrent_exports(tmp_path, recurrent, suffix):
+def test_recurrent_and_attention_export(tmp_path, recurrent, suffix):
     if suffix == ".onnx":
         ort = pytest.importorskip("onnxruntime")
         pytest.importorskip("onnxscript")

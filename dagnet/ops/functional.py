@@ -155,8 +155,21 @@ class MultiheadAttention(nn.MultiheadAttention):
                 attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         if attn_mask is not None:
             attn_mask = attn_mask.repeat_interleave(self.num_heads, dim=0)
-        return super().forward(query, key, value, key_padding_mask=key_padding_mask, need_weights=False,
-                               attn_mask=attn_mask)[0]
+        if torch.jit.is_scripting():  # TorchScript has no super(): torch's function, without the fast path
+            return self.scripted(query, key, value, key_padding_mask, attn_mask)
+        else:
+            return super().forward(query, key, value, key_padding_mask=key_padding_mask, need_weights=False,
+                                   attn_mask=attn_mask)[0]
+
+    def scripted(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                 key_padding_mask: Optional[torch.Tensor], attn_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        return F.multi_head_attention_forward(
+            query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1), self.embed_dim, self.num_heads,
+            self.in_proj_weight, self.in_proj_bias, self.bias_k, self.bias_v, self.add_zero_attn, self.dropout,
+            self.out_proj.weight, self.out_proj.bias, training=self.training, key_padding_mask=key_padding_mask,
+            need_weights=False, attn_mask=attn_mask, use_separate_proj_weight=not self._qkv_same_embed_dim,
+            q_proj_weight=self.q_proj_weight, k_proj_weight=self.k_proj_weight,
+            v_proj_weight=self.v_proj_weight)[0].transpose(0, 1)
 
 
 class ScaledDotProductAttention(nn.Module):
