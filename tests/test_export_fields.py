@@ -168,3 +168,19 @@ def test_recurrent_scan_equals_fused(recurrent):
         layer = copy.deepcopy(layer).double()
         torch.testing.assert_close(layer.scanned(x), layer.fused(x), atol=1e-12, rtol=1e-12)
         x = layer.fused(x)
+
+
+def test_recurrent_and_attention_standalone_file(tmp_path, recurrent):
+    import importlib.util
+
+    from dagnet.emit import standalone_source
+    path = tmp_path / "recurrent_model.py"
+    path.write_text(standalone_source(recurrent))
+    spec = importlib.util.spec_from_file_location("recurrent_model", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    standalone = getattr(module, type(recurrent).__name__)().eval()
+    standalone.load_state_dict(recurrent.state_dict())
+    x = torch.randn(3, 9, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(standalone(x), recurrent(x=x))
