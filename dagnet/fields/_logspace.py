@@ -294,13 +294,13 @@ def pack(emissions: Tensor, mask: Optional[Tensor]) -> Packed:
         emissions, mask = emissions.new_zeros(B, 1, K), mask.new_zeros(B, 1)
     mask = mask.bool()
     lengths = mask.sum(1)
-    prefix = valid(lengths, mask.shape[1])
     if capturing():  # branch-free: always reorder, zero the padding arithmetically
         order = pack_order(mask)
-        emissions = torch.where(prefix.unsqueeze(-1), gather_time(emissions, order), 0.0)
-        return Packed(emissions, lengths, order, T)
+        prefix = valid(lengths, mask.shape[1]).unsqueeze(-1)
+        return Packed(torch.where(prefix, gather_time(emissions, order), 0.0), lengths, order, T)
     if bool(mask.all()):
         return Packed(emissions, lengths, None, T)
+    prefix = valid(lengths, mask.shape[1])
     order = None
     if not torch.equal(mask, prefix):
         order = pack_order(mask)
