@@ -49,6 +49,7 @@ class Recurrent:
     (Dropout between layers acts in training only, hence not in an export.)"""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._update_flat_weights()  # as nn.LSTM's forward: parameters swapped in (functional_call)
         if not torch.jit.is_scripting():
             if torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export():
                 return self.scanned(x)
