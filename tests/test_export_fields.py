@@ -64,6 +64,12 @@ def test_onnx_equals_compiled(exported, B, T):
         np.testing.assert_allclose(got, model(frames=frames, mask=mask).numpy(), atol=1e-5)
 
 
+def test_torchscript_refuses_fields_clearly(exported, tmp_path):
+    model, _ = exported
+    with pytest.raises(ValueError, match="export to .pt2 or .onnx instead"):
+        export(model, tmp_path / "m.pt")
+
+
 # -- the branch-free path equals the fast paths ---------------------------------------
 
 def chain_case(B=4, T=9, K=5, seed=0):
