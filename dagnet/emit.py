@@ -291,11 +291,11 @@ def standalone_source(module: fx.GraphModule, header: str = "") -> str:
     for node in ir.order():
         if node.op != "input" and isinstance(call := build_call(ir, node), ModuleCall):
             installs.append(f"        _install(self, {node.name!r}, {_module_source(call)})")
-            if call.cls.__module__ == "dagnet.ops.functional":
-                classes.add(call.cls)
+            if call.cls.__module__ == "dagnet.ops.functional":  # with its bases from there
+                classes.update(c for c in call.cls.__mro__ if c.__module__ == call.cls.__module__)
             elif _from_plugin(call.cls.__module__):
                 imports.add(f"from {call.cls.__module__} import {call.cls.__qualname__}")
-    helpers += [inspect.getsource(c) for c in sorted(classes, key=lambda c: c.__name__)]
+    helpers += [inspect.getsource(c) for c in sorted(classes, key=lambda c: (len(c.__mro__), c.__name__))]
     plugins = sorted({line.split()[1] for line in imports})
     needs = "Imports only torch."
     if plugins:

@@ -59,6 +59,11 @@ def export(module: torch.nn.Module, path, dims: dict | None = None) -> str:
         return fmt
     inputs = example_inputs(ir, dims=dims)
     if fmt == "torchscript":
+        from dagnet import ops
+        fields = [n.name for n in ir.order() if n.op != "input" and ops.get(n.op).family == "field"]
+        if fields:
+            raise ValueError(f"TorchScript cannot compile `{fields[0]}`, a structured node: "
+                             "export to .pt2 or .onnx instead")
         torch.jit.save(torch.jit.script(module), str(path))
     elif fmt == "torch.export":
         program = torch.export.export(module, (), inputs, dynamic_shapes=_dynamic_shapes(ir))

@@ -66,7 +66,8 @@ class HiddenCRF(Field):
         B, T, H = emissions.shape
         Y = self.num_labels
         emit = (emissions.unsqueeze(0) + self.hidden[:, None, None, :]).reshape(Y * B, T, H)
-        per_chain = [p.repeat_interleave(B, 0) for p in (self.start, self.end, self.transitions)]
+        per_chain = [p.unsqueeze(1).expand(Y, B, *p.shape[1:]).reshape(Y * B, *p.shape[1:])
+                     for p in (self.start, self.end, self.transitions)]  # repeat_interleave(B, 0)
         return emit, per_chain, None if mask is None else mask.repeat(Y, 1)
 
     def label_scores(self, potentials: Tensor, mask: Optional[Tensor] = None) -> Tensor:

@@ -41,18 +41,86 @@ def add(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, *more: torch.Tensor) 
     return out
 
 
-class LSTM(nn.LSTM):
+class Recurrent:
+    """What ``LSTM`` and ``GRU`` share: batch-first, zero initial state, the output
+    sequence only. Eager and TorchScript run torch's fused kernel; under ``torch.export``
+    (.pt2, ONNX), which would unroll that kernel for the example's length, the time loop
+    is one traced ``scan`` over the same weights, so the sequence length stays dynamic.
+    (Dropout between layers acts in training only, hence not in an export.)"""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._update_flat_weights()  # as nn.LSTM's forward: parameters swapped in (functional_call)
+        if not torch.jit.is_scripting():
+            if torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export():
+                return self.scanned(x)
+        return self.fused(x)
+
+    def scanned(self, x: torch.Tensor) -> torch.Tensor:
+        from torch._higher_order_ops.scan import scan
+        dirs = 2 if self.bidirectional else 1
+        names = self._flat_weights_names  # the parameters, as export swaps them in (by name)
+        per = len(names) // (self.num_layers * dirs)  # w_ih, w_hh[, b_ih, b_hh]
+        for layer in range(self.num_layers):
+            outs = []
+            for d in range(dirs):
+                first = (layer * dirs + d) * per
+                w = [getattr(self, name) for name in names[first:first + per]]
+                gates_x = x @ w[0].t() + (w[2] if self.bias else 0.0)  # (B, T, G * H)
+                gates_x = (gates_x.flip(1) if d else gates_x).transpose(0, 1)
+                b_hh = w[3] if self.bias else None
+                init = self.zero_state(x)
+                cell, w_hh = self.cell, w[1]  # a function, not the module, in the traced body
+                _, ys = scan(lambda state, g: cell(state, g, w_hh, b_hh), init, gates_x)
+                ys = ys.transpose(0, 1)
+                outs.append(ys.flip(1) if d else ys)
+            x = torch.cat(outs, -1) if dirs == 2 else outs[0]
+        return x
+
+
+class LSTM(Recurrent, nn.LSTM):
     """A batch-first ``nn.LSTM`` that returns only the output sequence."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x)[0]
+    def fused(self, x: torch.Tensor) -> torch.Tensor:
+        dirs = 2 if self.bidirectional else 1
+        h = x.new_zeros(self.num_layers * dirs, x.shape[0], self.hidden_size)
+        return torch._VF.lstm(x, (h, h), self._flat_weights, self.bias, self.num_layers,
+                              float(self.dropout), self.training, self.bidirectional, True)[0]
+
+    def zero_state(self, x: torch.Tensor):
+        h = x.new_zeros(x.shape[0], self.hidden_size)
+        return h, h.clone()
+
+    @staticmethod
+    def cell(state, gates_x, w_hh, b_hh):
+        h, c = state
+        gates = gates_x + h @ w_hh.t() + (0.0 if b_hh is None else b_hh)
+        i, f, g, o = gates.chunk(4, -1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return (h, c), h.clone()
 
 
-class GRU(nn.GRU):
+class GRU(Recurrent, nn.GRU):
     """A batch-first ``nn.GRU`` that returns only the output sequence."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x)[0]
+    def fused(self, x: torch.Tensor) -> torch.Tensor:
+        dirs = 2 if self.bidirectional else 1
+        h = x.new_zeros(self.num_layers * dirs, x.shape[0], self.hidden_size)
+        return torch._VF.gru(x, h, self._flat_weights, self.bias, self.num_layers,
+                             float(self.dropout), self.training, self.bidirectional, True)[0]
+
+    def zero_state(self, x: torch.Tensor):
+        return (x.new_zeros(x.shape[0], self.hidden_size),)
+
+    @staticmethod
+    def cell(state, gates_x, w_hh, b_hh):
+        (h,) = state
+        hidden = h @ w_hh.t() + (0.0 if b_hh is None else b_hh)
+        xr, xz, xn = gates_x.chunk(3, -1)
+        hr, hz, hn = hidden.chunk(3, -1)
+        r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+        h = (1 - z) * torch.tanh(xn + r * hn) + z * h
+        return (h,), h.clone()
 
 
 class StochasticDepth(nn.Module):
@@ -88,8 +156,21 @@ class MultiheadAttention(nn.MultiheadAttention):
                 attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         if attn_mask is not None:
             attn_mask = attn_mask.repeat_interleave(self.num_heads, dim=0)
-        return super().forward(query, key, value, key_padding_mask=key_padding_mask, need_weights=False,
-                               attn_mask=attn_mask)[0]
+        if torch.jit.is_scripting():  # TorchScript has no super(): torch's function, without the fast path
+            return self.scripted(query, key, value, key_padding_mask, attn_mask)
+        else:
+            return super().forward(query, key, value, key_padding_mask=key_padding_mask, need_weights=False,
+                                   attn_mask=attn_mask)[0]
+
+    def scripted(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                 key_padding_mask: Optional[torch.Tensor], attn_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        return F.multi_head_attention_forward(
+            query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1), self.embed_dim, self.num_heads,
+            self.in_proj_weight, self.in_proj_bias, self.bias_k, self.bias_v, self.add_zero_attn, self.dropout,
+            self.out_proj.weight, self.out_proj.bias, training=self.training, key_padding_mask=key_padding_mask,
+            need_weights=False, attn_mask=attn_mask, use_separate_proj_weight=not self._qkv_same_embed_dim,
+            q_proj_weight=self.q_proj_weight, k_proj_weight=self.k_proj_weight,
+            v_proj_weight=self.v_proj_weight)[0].transpose(0, 1)
 
 
 class ScaledDotProductAttention(nn.Module):
