@@ -133,9 +133,13 @@ def load_checkpoint(path: str | Path, map_location="cpu", verify: bool = True) -
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
-    payload = _read(path, map_location)
+    return verified(path, _read(path, map_location), verify)
+
+
+def verified(path: Path, payload, verify: bool = True) -> dict:
+    """A payload read from `path`, checked to be of this format and, if verify, against its sha256."""
     meta = payload.pop("meta", None) if isinstance(payload, dict) else None
-    if not meta or meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a {FORMAT} checkpoint")
     if verify and digest(payload) != meta.get("sha256"):
         raise CheckpointError(f"{path} is corrupt: its contents do not match the sha256 in its metadata")
