@@ -64,11 +64,10 @@ def export_run(run, output, dims: dict | None = None) -> tuple[str, dict]:
     """Export a run directory's best model (best.pt, or last.pt if that cannot be read) with its
     preprocessing; return the format and the standardisation statistics baked in."""
     from dagnet.emit import emit
-    from dagnet.export import export
+    from dagnet.export import FORMATS, export
     from dagnet.loader import load
+    from dagnet.train.checkpoint import load_model_state
     from dagnet.train.run import RunDir, stored_spec
-    from dagnet.weights import load_into
-    from dagnet.export import FORMATS
     run = Path(run)
     if Path(output).suffix not in FORMATS:
         raise ExportError(f"cannot export {run} to {output}: use one of {', '.join(FORMATS)} (a .py file "
@@ -76,6 +75,6 @@ def export_run(run, output, dims: dict | None = None) -> tuple[str, dict]:
     spec, params = stored_spec(run)
     module = emit(load(spec, params))
     path, state = RunDir(run).load_state("best")
-    load_into(module, state["model"], path)
+    load_model_state(module, state["model"], path)
     stats = state.get("data_stats") or {}
     return export(standardized(module, stats) if stats else module, output, dims), stats
