@@ -17,7 +17,7 @@ from dagnet.errors import SpecError
 
 # errors about the user's data, settings or files: printed as one line, no traceback
 USER_ERRORS = {"DataError", "ConfigError", "CheckpointError", "ObjectiveError", "FileNotFoundError",
-               "TrainingDiverged", "RunDirError"}
+               "TrainingDiverged", "RunDirError", "ExportError"}
 
 # optional packages, by the name they are imported as: (the name pip knows, the dagnet extra that brings it)
 EXTRAS = {"sklearn": ("scikit-learn", "train"), "matplotlib": ("matplotlib", "train"), "tqdm": ("tqdm", "train"),
@@ -85,14 +85,26 @@ def cmd_compile(args) -> int:
         print(f"wrote {args.output}")
     elif args.output:
         from dagnet.export import export
+        stats = {}
         if args.weights:
-            from dagnet.train.checkpoint import load_weights
-            load_weights(module, args.weights)
+            from dagnet.deploy import with_weights
+            module, stats = with_weights(module, args.weights)
         fmt = export(module, args.output, _dims(args.dim))
-        print(f"wrote {args.output} ({fmt})")
+        print(f"wrote {args.output} ({fmt}{_standardizes(stats)})")
     else:
         print(module.code.strip("\n"))
     return 0
+
+
+def cmd_export(args) -> int:
+    from dagnet.deploy import export_run
+    fmt, stats = export_run(args.run, args.output, _dims(args.dim))
+    print(f"wrote {args.output} ({fmt}{_standardizes(stats)})")
+    return 0
+
+
+def _standardizes(stats: dict) -> str:
+    return f"; standardizes {', '.join(stats)} as in training" if stats else ""
 
 
 def cmd_train(args) -> int:
@@ -189,7 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the model: .py (a standalone module that imports only torch, and "
                         "plugins), .pt (TorchScript), .pt2 (torch.export), .onnx, or .safetensors "
                         "(weights with the spec embedded)")
-    p.add_argument("--weights", metavar="CHECKPOINT", help="load trained weights before exporting")
+    p.add_argument("--weights", metavar="FILE",
+                   help="load trained weights first: a dagnet checkpoint (run/best.pt), a .safetensors file, "
+                        "or a state dict saved with torch.save (read with weights_only=True)")
     p.add_argument("--schedule", action="store_true",
                    help="print the forward and backward message schedules, lifetimes and peak memory")
     p.add_argument("--batch", type=int, default=1, help="batch size for --schedule (default 1)")
@@ -227,6 +241,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="data to evaluate on (default: the training data)")
     p.add_argument("--out", metavar="FILE.json", help="also write the metrics here")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("export", help="Export a trained run's best model, with its preprocessing.",
+                       description="Write a run's best model (its spec, parameters and best.pt) as .pt2, "
+                                   ".onnx, .pt or .safetensors; inputs standardised in training are "
+                                   "standardised by the exported model too.")
+    p.add_argument("run", metavar="RUN_DIR")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help=".pt2, .onnx, .pt or .safetensors")
+    p.add_argument("--dim", action="append", metavar="NAME=N", help="symbolic input size of the example")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("predict", help="Write predictions of a trained run.",
                        description="Write PNG masks, label sequences or class probabilities.")

@@ -102,7 +102,8 @@ def spec_files(path: Path) -> dict[str, str]:
 
 
 def save_safetensors(module: torch.nn.Module, path) -> None:
-    """Weights as safetensors, with the spec (and its imports) and parameters in the metadata.
+    """Weights as safetensors, with the spec (and its imports) and parameters in the metadata, and
+    a run's input standardisation (``dagnet.standardize``: JSON {input: {mean, std}}) if it has one.
 
     The file is self-contained and loads without unpickling anything:
     :func:`load_safetensors` rebuilds the model from the embedded spec.
@@ -112,6 +113,10 @@ def save_safetensors(module: torch.nn.Module, path) -> None:
     files = spec_files(Path(ir.file))
     meta = {"dagnet.format": "1", "dagnet.main": next(iter(files)), "dagnet.files": json.dumps(files),
             "dagnet.params": json.dumps(ir.params)}
+    stats = getattr(module, "dagnet_standardize", None)    # a trained run's preprocessing (dagnet.deploy)
+    if stats:
+        meta["dagnet.standardize"] = json.dumps(stats)
+        module = module.model
     state = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
     save_file(state, str(path), metadata=meta)
 
@@ -135,4 +140,7 @@ def load_safetensors(path) -> torch.nn.Module:
             target.write_text(text)
         model = dagnet.compile(Path(tmp) / meta["dagnet.main"], overrides=json.loads(meta["dagnet.params"]))
     model.load_state_dict(state)
+    if "dagnet.standardize" in meta:
+        from dagnet.deploy import standardized
+        model = standardized(model, json.loads(meta["dagnet.standardize"]))
     return model

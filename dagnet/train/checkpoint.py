@@ -14,6 +14,7 @@ import hashlib
 import io
 import os
 import random
+import re
 import tempfile
 import threading
 import time
@@ -25,6 +26,9 @@ import torch
 from dagnet.torch_files import HoldsObjects, NotATorchFile, load_weights_only
 
 FORMAT = "dagnet-checkpoint/1"
+
+# top-level module names of torchvision's classification models (a hint when a file's names differ)
+TORCHVISION = re.compile(r"^(conv1|bn1|layer[1-4]|fc|features|classifier|avgpool|conv_proj|encoder\.layers|heads)\.")
 
 
 class CheckpointError(RuntimeError):
@@ -133,9 +137,13 @@ def load_checkpoint(path: str | Path, map_location="cpu", verify: bool = True) -
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
-    payload = _read(path, map_location)
+    return verified(path, read_payload(path, map_location), verify)
+
+
+def verified(path: Path, payload, verify: bool = True) -> dict:
+    """A payload read from `path`, checked to be of this format and, if verify, against its sha256."""
     meta = payload.pop("meta", None) if isinstance(payload, dict) else None
-    if not meta or meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a {FORMAT} checkpoint")
     if verify and digest(payload) != meta.get("sha256"):
         raise CheckpointError(f"{path} is corrupt: its contents do not match the sha256 in its metadata")
@@ -143,7 +151,7 @@ def load_checkpoint(path: str | Path, map_location="cpu", verify: bool = True) -
     return payload
 
 
-def _read(path: Path, map_location):
+def read_payload(path: Path, map_location="cpu"):
     """torch.load with weights_only=True; every way a file can fail to be one is a CheckpointError."""
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty (a save that never finished?)")
@@ -164,13 +172,40 @@ def load_weights(model: torch.nn.Module, path: str | Path, strict: bool = True) 
 
 
 def load_model_state(model: torch.nn.Module, weights: dict, path: str | Path, strict: bool = True) -> None:
-    """model.load_state_dict, with weights of another model (other names or shapes) a one-line CheckpointError."""
-    try:
-        model.load_state_dict(weights, strict=strict)
-    except RuntimeError as error:
-        details = [line.strip() for line in str(error).splitlines()[1:] if line.strip()]
-        first = details[0].rstrip(".") if details else str(error)
-        raise CheckpointError(f"{path} holds the weights of another model: {first}") from None
+    """``model.load_state_dict(weights)`` once the names (if strict) and shapes fit; weights of another
+    model are a one-line CheckpointError naming `path`, the first key that differs, and a hint."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in weights]
+    unexpected = [k for k in weights if k not in expected]
+    if strict and (missing or unexpected):
+        raise CheckpointError(f"{path} does not fit the model: {_names_differ(missing, unexpected)}; "
+                              f"{_hint(list(expected), list(weights), unexpected)}")
+    for key, value in expected.items():
+        if key in weights and tuple(weights[key].shape) != tuple(value.shape):
+            raise CheckpointError(f"{path} does not fit the model: `{key}` has shape {tuple(weights[key].shape)} "
+                                  f"in the file but {tuple(value.shape)} in the model; were the weights trained "
+                                  "with other spec parameters (--set, e.g. classes)?")
+    model.load_state_dict(weights, strict=strict)
+
+
+def _names_differ(missing: list[str], unexpected: list[str]) -> str:
+    if missing and unexpected:
+        return f"the model's `{missing[0]}` is missing from it, and its `{unexpected[0]}` is not in the model"
+    if missing:
+        return f"the model's `{missing[0]}` is missing from it ({len(missing)} keys in all)"
+    return f"it holds `{unexpected[0]}`, which the model does not have ({len(unexpected)} keys in all)"
+
+
+def _hint(model_keys: list[str], file_keys: list[str], unexpected: list[str]) -> str:
+    if file_keys and all(k.startswith("module.") for k in file_keys):
+        return "its keys carry DistributedDataParallel's `module.` prefix: save `model.module.state_dict()`"
+    if any(TORCHVISION.match(k) for k in unexpected):
+        return ("the names differ: this looks like a torchvision state dict; rename its keys to the spec's "
+                f"(e.g. `{file_keys[0]}` -> `{model_keys[0]}`) and save it again (see docs/backend.md)")
+    if set(file_keys) & set(model_keys):
+        return "are they the weights of this spec, with the same parameters (--set)?"
+    return (f"the names differ (the file's begin with `{file_keys[0] if file_keys else '-'}`, the model's with "
+            f"`{model_keys[0] if model_keys else '-'}`): were they saved from another model?")
 
 
 def digest(obj) -> str:
