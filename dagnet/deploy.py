@@ -15,11 +15,8 @@ from pathlib import Path
 import torch
 from torch import fx
 
+from dagnet.export import ExportError
 from dagnet.ir import IR
-
-
-class ExportError(ValueError):
-    """A run cannot be exported as asked."""
 
 
 def standardized(module: fx.GraphModule, stats: dict) -> fx.GraphModule:

@@ -17,6 +17,10 @@ import torch
 from dagnet.dims import known
 from dagnet.ir import IR
 
+
+class ExportError(ValueError):
+    """A model cannot be exported as asked: said in one line, before anything is written."""
+
 FORMATS = {".pt": "torchscript", ".pt2": "torch.export", ".onnx": "onnx", ".safetensors": "safetensors"}
 
 
@@ -51,7 +55,7 @@ def export(module: torch.nn.Module, path, dims: dict | None = None) -> str:
     path = Path(path)
     fmt = FORMATS.get(path.suffix)
     if fmt is None:
-        raise ValueError(f"cannot export to `{path.suffix}`: use one of {', '.join(FORMATS)} (or .py)")
+        raise ExportError(f"cannot export to `{path.suffix}`: use one of {', '.join(FORMATS)} (or .py)")
     ir: IR = module.dagnet_ir
     module = module.eval()
     if fmt == "safetensors":
@@ -62,7 +66,7 @@ def export(module: torch.nn.Module, path, dims: dict | None = None) -> str:
         from dagnet import ops
         fields = [n.name for n in ir.order() if n.op != "input" and ops.get(n.op).family == "field"]
         if fields:
-            raise ValueError(f"TorchScript cannot compile `{fields[0]}`, a structured node: "
+            raise ExportError(f"TorchScript cannot compile `{fields[0]}`, a structured node: "
                              "export to .pt2 or .onnx instead")
         torch.jit.save(torch.jit.script(module), str(path))
     elif fmt == "torch.export":

@@ -190,3 +190,12 @@ def test_recurrent_and_attention_standalone_file(tmp_path, recurrent):
     x = torch.randn(3, 9, 6)
     with torch.no_grad():
         torch.testing.assert_close(standalone(x), recurrent(x=x))
+
+
+def test_the_cli_refuses_a_crf_to_torchscript_in_one_line_and_writes_nothing(tmp_path, capsys):
+    from dagnet.cli import main
+    target = tmp_path / "model.pt"
+    assert main(["compile", str(SPECS / "cnf_tagger.yaml"), "-o", str(target)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "TorchScript cannot compile `crf`" in err and ".pt2 or .onnx" in err
+    assert not target.exists()
