@@ -125,6 +125,16 @@ def save_safetensors(module: torch.nn.Module, path) -> None:
     save_file(state, str(path), metadata=meta)
 
 
+def metadata_json(path, meta: dict, key: str, default=None):
+    """The JSON value of a safetensors metadata entry; a malformed one is an ExportError naming it."""
+    if key not in meta:
+        return default
+    try:
+        return json.loads(meta[key])
+    except json.JSONDecodeError as error:
+        raise ExportError(f"{path}: metadata `{key}` is not valid JSON ({error})") from None
+
+
 def load_safetensors(path) -> torch.nn.Module:
     """The model saved by :func:`save_safetensors`, weights loaded (nothing is unpickled)."""
     from safetensors import safe_open
@@ -136,15 +146,17 @@ def load_safetensors(path) -> torch.nn.Module:
     if meta.get("dagnet.format") != "1":
         raise ValueError(f"{path} holds no dagnet spec (was it written by `dagnet compile -o`?)")
     with tempfile.TemporaryDirectory() as tmp:
-        for name, text in json.loads(meta["dagnet.files"]).items():
+        for name, text in metadata_json(path, meta, "dagnet.files", {}).items():
             target = Path(tmp) / name
             if not target.resolve().is_relative_to(Path(tmp).resolve()):
                 raise ValueError(f"{path}: an embedded file would be written outside its folder: {name}")
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text)
-        model = dagnet.compile(Path(tmp) / meta["dagnet.main"], overrides=json.loads(meta["dagnet.params"]))
+        params = metadata_json(path, meta, "dagnet.params", {})
+        model = dagnet.compile(Path(tmp) / meta["dagnet.main"], overrides=params)
     model.load_state_dict(state)
-    if "dagnet.standardize" in meta:
+    stats = metadata_json(path, meta, "dagnet.standardize")
+    if stats:
         from dagnet.deploy import standardized
-        model = standardized(model, json.loads(meta["dagnet.standardize"]))
+        model = standardized(model, stats)
     return model

@@ -11,12 +11,12 @@ one-line :class:`CheckpointError` naming the file and the first key that differs
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from dagnet.export import metadata_json
 from dagnet.train.checkpoint import FORMAT, CheckpointError, load_model_state, read_payload, verified
 
 
@@ -50,7 +50,7 @@ def _read_safetensors(path: Path) -> Weights:
             state = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f"{path} is not a safetensors file ({str(error).splitlines()[0]})") from None
-    return Weights(state, json.loads(meta.get("dagnet.standardize", "{}")))
+    return Weights(state, metadata_json(path, meta, "dagnet.standardize", {}))
 
 
 def _state_dict(path: Path, payload) -> dict[str, torch.Tensor]:

@@ -112,3 +112,12 @@ def test_compile_weights_error_is_one_line(tmp_path, capsys):
     assert main(args) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("dagnet compile: error: ") and "\n" not in err and "w.pt does not fit" in err
+
+
+def test_malformed_metadata_json_is_one_line_naming_the_entry(tmp_path, capsys):
+    from safetensors.torch import save_file
+    bad = tmp_path / "bad.safetensors"
+    save_file({"w": torch.zeros(1)}, str(bad), metadata={"dagnet.standardize": "{not json"})
+    assert main(["compile", str(SPECS / "mlp.yaml"), "-o", str(tmp_path / "m.onnx"), "--weights", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "metadata `dagnet.standardize` is not valid JSON" in err
