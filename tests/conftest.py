@@ -1,3 +1,4 @@
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,14 @@ SPECS = ROOT / "specs"
 # Tests use small models, for which one thread is fastest, and a second thread only
 # spins when other work shares the cores.
 torch.set_num_threads(1)
+
+
+def import_file(path: Path, name: str = "generated"):
+    """Import a Python file (a standalone model written by dagnet) as a module."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture

@@ -1,6 +1,5 @@
 """The custom-op example of docs/custom_ops.md works from the command line, end to end."""
 
-import importlib.util
 import sys
 
 import pytest
@@ -9,7 +8,7 @@ import torch
 import dagnet
 from dagnet import ops
 from dagnet.cli import main
-from tests.conftest import ROOT
+from tests.conftest import ROOT, import_file
 
 EXAMPLES = ROOT / "examples" / "plugins"
 SPEC = str(EXAMPLES / "swish_mlp.yaml")
@@ -59,10 +58,7 @@ def test_a_standalone_file_imports_the_plugin(swish, tmp_path):
     source = out.read_text()
     assert "from dagnet_swish import Swish\n" in source
     assert source.splitlines()[0].endswith("Imports torch and the plugin module dagnet_swish.\"\"\"")
-    spec = importlib.util.spec_from_file_location("swish_mlp_standalone", out)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    net = module.SwishMlp()
+    net = import_file(out, "swish_mlp_standalone").SwishMlp()
     assert net(torch.randn(3, 1, 8, 8)).shape == (3, 10)
     assert sum(p.numel() for p in net.parameters()) == 9_098
 
@@ -79,11 +75,8 @@ def test_a_plugin_function_is_imported_too(tmp_path, monkeypatch):
         out = tmp_path / "m.py"
         assert main(["--plugin", "double_ops", "compile", str(tmp_path / "m.yaml"), "-o", str(out)]) == 0
         assert "from double_ops import double as double_ops_double\n" in out.read_text()
-        spec = importlib.util.spec_from_file_location("double_standalone", out)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
         x = torch.randn(2, 4)
-        torch.testing.assert_close(module.M()(x), 2 * x)        # the class is named after the spec
+        torch.testing.assert_close(import_file(out, "double_standalone").M()(x), 2 * x)        # the class is named after the spec
     finally:
         ops.OPS.pop("double", None)
         sys.modules.pop("double_ops", None)

@@ -1,13 +1,12 @@
 """The emitted module: readable code, node-named state, outputs, standalone file, torch.compile."""
 
-import importlib.util
 
 import pytest
 import torch
 
 import dagnet
 from dagnet.emit import standalone_source
-from tests.conftest import SPECS
+from tests.conftest import SPECS, import_file
 
 TINY = """dagnet: 1
 name: tiny-cnn
@@ -45,13 +44,6 @@ def test_several_outputs_return_a_dict():
     assert set(forced) == {"logits"}
 
 
-def _import(path):
-    spec = importlib.util.spec_from_file_location("generated", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("name", ["resnet18", "unet", "fcn8s"])
 def test_standalone_file_matches_the_compiled_module(tmp_path, name):
     overrides = {"width": 4, "fc": 8} if name == "fcn8s" else {}
@@ -61,7 +53,7 @@ def test_standalone_file_matches_the_compiled_module(tmp_path, name):
     assert all(" torch" in line or line.startswith("from typing") for line in imports), imports
     path = tmp_path / "model.py"
     path.write_text(source)
-    standalone = getattr(_import(path), type(model).__name__)().eval()
+    standalone = getattr(import_file(path), type(model).__name__)().eval()
     standalone.load_state_dict(model.state_dict())
     x = torch.randn(1, 3, 48, 40)
     with torch.no_grad():

@@ -12,7 +12,7 @@ import dagnet
 from dagnet.export import export
 from dagnet.fields import _logspace as ls
 from dagnet.fields import chain
-from tests.conftest import SPECS
+from tests.conftest import SPECS, import_file
 
 FIELD_SPECS = ["cnf_tagger", "cnf_gestures", "ldcrf_gestures", "hcrf_gestures"]
 SIZES = [(3, 7), (5, 30)]  # (batch, length): neither is the example's (2, 64)
@@ -177,15 +177,10 @@ def test_recurrent_scan_equals_fused(recurrent):
 
 
 def test_recurrent_and_attention_standalone_file(tmp_path, recurrent):
-    import importlib.util
-
     from dagnet.emit import standalone_source
     path = tmp_path / "recurrent_model.py"
     path.write_text(standalone_source(recurrent))
-    spec = importlib.util.spec_from_file_location("recurrent_model", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    standalone = getattr(module, type(recurrent).__name__)().eval()
+    standalone = getattr(import_file(path, "recurrent_model"), type(recurrent).__name__)().eval()
     standalone.load_state_dict(recurrent.state_dict())
     x = torch.randn(3, 9, 6)
     with torch.no_grad():

@@ -1,7 +1,6 @@
 """The naming rule (dagnet.spec.names) and what reaches generated code: a spec is data, never code."""
 
 import ast
-import importlib.util
 import json
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import dagnet
 from dagnet.emit import class_name, emit, standalone_source
 from dagnet.errors import SpecError
 from dagnet.spec.names import MODULE_ATTRIBUTES, legal_name, name_problem
+from tests.conftest import import_file
 
 MARKER = "dagnet_payload_ran"
 
@@ -157,9 +157,7 @@ def test_any_model_name_gives_a_standalone_file_that_imports_and_runs(tmp_path, 
     assert class_name(name).isidentifier()
     path = tmp_path / "model.py"
     path.write_text(source)
-    spec = importlib.util.spec_from_file_location("generated", path)
-    generated = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(generated)
+    generated = import_file(path)
     assert not (tmp_path / MARKER).exists()
     standalone = getattr(generated, type(model).__name__)()
     standalone.load_state_dict(model.state_dict())

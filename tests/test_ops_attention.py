@@ -1,7 +1,6 @@
 """Attention, tensor-algebra, learned and position ops against the PyTorch they stand for,
 in float64: forward values, input gradients and parameter counts; and their spec errors."""
 
-import importlib.util
 import math
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import dagnet
 from dagnet import ops
 from dagnet.emit import standalone_source
 from dagnet.errors import SpecError
+from tests.conftest import import_file
 
 B = 3
 
@@ -308,10 +308,7 @@ def test_a_tiny_transformer_runs_from_its_standalone_file(tmp_path):
     model = dagnet.compile(TINY_TRANSFORMER).eval()
     path = tmp_path / "model.py"
     path.write_text(standalone_source(model))
-    spec = importlib.util.spec_from_file_location("tiny_transformer", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    standalone = getattr(module, type(model).__name__)().eval()
+    standalone = getattr(import_file(path, "tiny_transformer"), type(model).__name__)().eval()
     standalone.load_state_dict(model.state_dict())
     tokens, pad = torch.randint(0, 20, (B, 6)), torch.zeros(B, 6, dtype=torch.bool)
     pad[0, 4:] = True
