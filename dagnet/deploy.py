@@ -45,8 +45,9 @@ def standardized(module: fx.GraphModule, stats: dict) -> fx.GraphModule:
 
 
 def _stats_shape(rank: int) -> list[int]:
-    """Broadcast shape over a batch of one input: channels lead images (C, H, W), trail (T, D) and (D,)."""
-    axis = 1 if rank >= 3 else rank          # batched; as dagnet.data.transforms.channel_axis
+    """Broadcast shape of the statistics over a batch of inputs of this (per-example) rank."""
+    from dagnet.data.transforms import channel_dim
+    axis = 1 + channel_dim(rank)             # the batch comes first
     return [-1 if d == axis else 1 for d in range(rank + 1)]
 
 

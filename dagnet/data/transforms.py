@@ -92,9 +92,14 @@ def warp_box(box: Tensor, theta: Tensor) -> Tensor:
     return ((torch.stack([lo, hi]).clamp(-1, 1) + 1) / 2).reshape(4)
 
 
+def channel_dim(rank: int) -> int:
+    """The channel dim of one example of this rank: channels lead images (C, H, W) and trail
+    sequences (T, D) and feature vectors (D,)."""
+    return 0 if rank >= 3 else rank - 1
+
+
 def channel_axis(value: Tensor) -> int:
-    """Channels lead images (C, H, W) and trail sequences (T, D) and feature vectors (D,)."""
-    return 0 if value.dim() >= 3 else value.dim() - 1
+    return channel_dim(value.dim())
 
 
 def channel_stats(dataset: Dataset, keys: tuple[str, ...]) -> dict[str, dict[str, list[float]]]:
