@@ -35,6 +35,21 @@ def _overrides(pairs: list[str]) -> dict:
     return out
 
 
+def _data_options(pairs: list[str]) -> dict:
+    """``--data-option key=value`` pairs, values read as YAML: ``columns={features: [a, b], label: c}``."""
+    import yaml
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise SystemExit(f"dagnet: --data-option expects key=value, found `{pair}`")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise SystemExit(f"dagnet: --data-option {key.strip()}: `{value}` is not a YAML value") from None
+    return out
+
+
 def _dims(pairs: list[str]) -> dict:
     out = {}
     for pair in pairs or []:
@@ -123,12 +138,13 @@ def cmd_train(args) -> int:
         flags.append("compile=true")
     if args.nproc > 1:
         from dagnet.train.distributed import launch
-        launch(args.nproc, _train_worker, args.spec, out, args.data, args.epochs, args.config, flags,
-               _overrides(args.set), bool(args.resume))
+        launch(args.nproc, _train_worker, args.spec, out, args.data, _data_options(args.data_option),
+               args.epochs, args.config, flags, _overrides(args.set), bool(args.resume))
         print(f"run written to {out}")
         return 0
-    summary = train(args.spec, out, data=args.data, epochs=args.epochs, config_file=args.config,
-                    flags=flags, params=_overrides(args.set), resume=bool(args.resume))
+    summary = train(args.spec, out, data=args.data, data_options=_data_options(args.data_option),
+                    epochs=args.epochs, config_file=args.config, flags=flags, params=_overrides(args.set),
+                    resume=bool(args.resume))
     print(f"{summary['status']}: {summary['epochs_completed']} epochs in {summary['seconds']:.1f} s; "
           f"best {_fmt(summary['best'])} (epoch {summary['best_epoch']}); run in {out}")
     return 0
@@ -138,9 +154,10 @@ def _run_dir(args) -> str:
     return args.resume or args.out or f"runs/{Path(args.spec or '').stem}"
 
 
-def _train_worker(spec, out, data, epochs, config, flags, params, resume):
+def _train_worker(spec, out, data, data_options, epochs, config, flags, params, resume):
     from dagnet.train.from_spec import train
-    train(spec, out, data=data, epochs=epochs, config_file=config, flags=flags, params=params, resume=resume)
+    train(spec, out, data=data, data_options=data_options, epochs=epochs, config_file=config, flags=flags,
+          params=params, resume=resume)
 
 
 def _fmt(values: dict) -> str:
@@ -149,7 +166,7 @@ def _fmt(values: dict) -> str:
 
 def cmd_eval(args) -> int:
     from dagnet.train.from_spec import evaluate_run
-    result = evaluate_run(args.run, args.data, args.out)
+    result = evaluate_run(args.run, args.data, args.out, _data_options(args.data_option))
     for key, value in result.items():
         if key not in ("confusion", "per_class_iou", "per_class_f1"):
             print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
@@ -162,7 +179,7 @@ def cmd_eval(args) -> int:
 
 def cmd_predict(args) -> int:
     from dagnet.train.from_spec import predict_run
-    print(f"wrote {predict_run(args.run, args.data, args.out)}")
+    print(f"wrote {predict_run(args.run, args.data, args.out, _data_options(args.data_option))}")
     return 0
 
 
@@ -214,7 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a spec. Settings come from the spec's `train:` section, then "
                                    "--config FILE, then flags.")
     p.add_argument("spec", nargs="?", help="spec file (.yaml or .dag); omit with --resume")
-    p.add_argument("--data", help="built-in data set (digits, shapes, gestures, photos) or a file/folder")
+    p.add_argument("--data", help="built-in data set (digits, shapes, gestures, photos) or a file/folder "
+                                  "(.csv, .tsv, .parquet, .npz, .pt, an image folder); see docs/data.md")
+    _data_option_argument(p)
     p.add_argument("--epochs", type=int)
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default runs/<spec name>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly where it stopped")
@@ -238,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="Evaluate a trained run or checkpoint.",
                        description="Print and write the metrics that fit the task.")
     p.add_argument("run", metavar="RUN_DIR|CHECKPOINT")
-    p.add_argument("--data", help="data to evaluate on (default: the training data)")
+    p.add_argument("--data", help="data to evaluate on (default: the run's validation split)")
+    _data_option_argument(p)
     p.add_argument("--out", metavar="FILE.json", help="also write the metrics here")
     p.set_defaults(func=cmd_eval)
 
@@ -255,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Write PNG masks, label sequences or class probabilities.")
     p.add_argument("run", metavar="RUN_DIR|CHECKPOINT")
     p.add_argument("--data", required=True, help="data to predict for")
+    _data_option_argument(p)
     p.add_argument("--out", required=True, metavar="DIR")
     p.set_defaults(func=cmd_predict)
 
@@ -268,6 +289,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--family", help="only ops of this family (conv, pool, dense, ...)")
     p.set_defaults(func=cmd_ops)
     return parser
+
+
+def _data_option_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-option", action="append", metavar="KEY=VALUE",
+                   help="an option of the data source, value in YAML, e.g. --data-option resize=64 (repeatable); "
+                        "eval and predict start from the run's own options")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import torch
+from typing import NamedTuple
+
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset, Subset
@@ -10,6 +12,18 @@ from torch.utils.data import Dataset, Subset
 
 class DataError(ValueError):
     """A data set does not match what the config or the model expects."""
+
+
+class Field(NamedTuple):
+    """What a spec's input expects of one example, told to the loaders of user files so that
+    they can meet it (name the columns, resize images, make a mask).
+
+    shape: ints, symbolic sizes (``"T"``) or None for a size computed from another;
+    dtype: ``"float"`` (any floating type) or a torch dtype's name (``"int64"``, ``"bool"``).
+    """
+
+    shape: tuple
+    dtype: str
 
 
 class ArrayDataset(Dataset):
@@ -73,6 +87,17 @@ def split_dataset(dataset: Dataset, val_fraction: float, seed: int) -> tuple[Dat
 
 def input_names(dataset: Dataset) -> tuple[str, ...]:
     """The columns a data set declares as model inputs, looking through wrappers (Subset, Augmented, ...)."""
-    while not hasattr(dataset, "inputs") and hasattr(dataset, "dataset"):
+    return declared(dataset, "inputs", ())
+
+
+def preprocessing_of(dataset: Dataset) -> dict:
+    """What a loader derived from the training data (class names, vocabularies, columns, resize),
+    looking through wrappers; a run saves it so that eval and predict read new data the same way."""
+    return declared(dataset, "preprocessing", {})
+
+
+def declared(dataset: Dataset, attribute: str, default):
+    """An attribute of the data set under any wrappers (Subset, Standardized, Augmented, ...)."""
+    while not hasattr(dataset, attribute) and hasattr(dataset, "dataset"):
         dataset = dataset.dataset
-    return getattr(dataset, "inputs", ())
+    return getattr(dataset, attribute, default)

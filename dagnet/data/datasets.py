@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
-from dagnet.data.base import ArrayDataset, DataError, input_names, split_dataset
-from dagnet.data.files import ImageFolder, load_arrays
+from dagnet.data.base import ArrayDataset, DataError, declared, input_names, preprocessing_of, split_dataset
+from dagnet.data.files import load_arrays, load_folder
 from dagnet.data.synthetic import gestures, shapes
 from dagnet.data.transforms import AugmentConfig, Augmented, Standardized, channel_stats
 
@@ -69,16 +69,69 @@ def _colour_clusters(color: torch.Tensor, k: int, seed: int) -> torch.Tensor:
 
 BUILTIN = {"digits": digits, "shapes": shapes, "gestures": gestures, "photos": photos}
 
+# User data: the loader for a file suffix, or "folder" for a directory. A loader is called as
+# loader(path, *, inputs=..., targets=..., preprocessing=..., **options): `inputs` maps the
+# spec's input names to Fields (shape, dtype), `targets` names the losses' targets and masks,
+# `preprocessing` is what the loader put in `dataset.preprocessing` when the run was trained
+# (None when training), each passed only if the loader's signature names it. Its other
+# keyword parameters are the options a user may set.
+SOURCES = {
+    ".npz": load_arrays,
+    ".pt": load_arrays,
+    "folder": load_folder,
+}
+CONTEXT = ("inputs", "targets", "preprocessing")     # what dagnet passes; not user options
 
-def load_dataset(name: str | None = None, path: str | None = None, **options) -> Dataset:
-    """A built-in data set by name, or user data by path (.npz, .pt, or a folder with images/ and masks/)."""
+
+def load_dataset(name: str | None = None, path: str | None = None, *, inputs: dict | None = None,
+                 targets: tuple[str, ...] = (), preprocessing: dict | None = None, **options) -> Dataset:
+    """A built-in data set by name, or user data by path (a file whose suffix is in SOURCES, or a folder).
+
+    inputs, targets: what the spec reads and its losses score, so that user files map onto them;
+    preprocessing: a run's saved ``dataset.preprocessing``, so that new data is read the same way.
+    """
     loader, kwargs = _resolve({"name": name, "path": path, **options})
-    return loader(**kwargs)
+    context = {"inputs": inputs, "targets": tuple(targets), "preprocessing": preprocessing}
+    accepted = inspect.signature(loader).parameters
+    return loader(**kwargs, **{key: value for key, value in context.items() if key in accepted})
 
 
 def check_source(source: dict) -> None:
     """Raise DataError if `source` names no data set or passes it an option it does not take."""
     _resolve(source)
+
+
+def data_source(data: str | None, options: dict | None = None, base: dict | None = None) -> dict | None:
+    """The source to load: `data` (a built-in name or a path; None keeps `base`, the run's or the
+    spec's source) with `options` on top.
+
+    base's options carry over to `data` when both are the same kind of source (the same
+    built-in, or files read by the same loader): a run trained on ``shapes`` with size 64
+    predicts on ``shapes`` at size 64, and one trained on a CSV with a column map reads a
+    new CSV with it.
+    """
+    if data is None:
+        source = dict(base or {})
+    else:
+        source = {"path": str(data)} if Path(str(data)).exists() else {"name": str(data)}
+        if base and _kind(base) == _kind(source):
+            source = {key: value for key, value in base.items() if key not in ("name", "path")} | source
+    if options:
+        if not source:
+            raise DataError("data options given, but no data: give --data NAME|PATH")
+        source.update(options)
+    return source or None
+
+
+def _kind(source: dict):
+    if source.get("path") is None:
+        return source.get("name")
+    loader = _source_loader(Path(source["path"]))
+    return loader if loader is None else loader.__qualname__
+
+
+def _source_loader(path: Path):
+    return SOURCES.get("folder" if path.is_dir() else path.suffix.lower())
 
 
 def _resolve(source: dict):
@@ -90,18 +143,21 @@ def _resolve(source: dict):
     if path is not None:
         if not Path(path).exists():
             raise DataError(f"data path {str(path)!r} does not exist")
-        loader, what = (ImageFolder if Path(path).is_dir() else load_arrays), f"data file {path}"
-        options = {"root" if loader is ImageFolder else "path": path, **options}
+        loader, what = _source_loader(Path(path)), f"data file {path}"
+        if loader is None:
+            files = ", ".join(key for key in SOURCES if key != "folder")
+            raise DataError(f"{path}: unsupported data file type {Path(path).suffix!r} (use {files} or a folder)")
+        options = {"path": path, **options}
     elif name in BUILTIN:
         loader, what = BUILTIN[name], f"data set {name!r}"
     else:
         raise DataError(f"unknown data set {name!r}{_did_you_mean(name, BUILTIN)}; built-in: {', '.join(BUILTIN)}")
-    allowed = inspect.signature(loader).parameters
+    allowed = [option for option in inspect.signature(loader).parameters if option not in CONTEXT]
     for option in options:
         if option not in allowed:
             raise DataError(
                 f"unknown option {option!r} for {what}{_did_you_mean(option, allowed)}; "
-                f"options: {', '.join(allowed)}"
+                f"options: {', '.join(o for o in allowed if o != 'path') or 'none'}"
             )
     return loader, options
 
@@ -113,11 +169,13 @@ def _did_you_mean(word: str, choices) -> str:
 
 @dataclass
 class DataSplit:
-    """Training and validation sets, and the standardisation stats to apply to any new data."""
+    """Training and validation sets, and what to apply to any new data: the standardisation
+    stats and the loader's preprocessing (class names, vocabularies, ...; see load_dataset)."""
 
     train: Dataset
     val: Dataset | None
     stats: dict[str, dict[str, list[float]]]
+    preprocessing: dict
 
 
 def prepare_data(
@@ -127,14 +185,26 @@ def prepare_data(
     seed: int = 0,
     standardize: bool | list[str] = False,
     augment: AugmentConfig | dict | None = None,
+    inputs: dict | None = None,
+    targets: tuple[str, ...] = (),
+    preprocessing: dict | None = None,
 ) -> DataSplit:
     """Load `source` ({"name" or "path", **options}), split off a seeded validation set,
     standardise with statistics of the training part only, and augment the training part.
 
-    standardize: True for the data set's declared inputs, or a list of keys.
+    standardize: True for the data set's declared inputs, or a list of keys. A data set
+    that names its own validation examples (``val_indices``: a folder with train/ and
+    val/) is split there instead of by val_split. inputs, targets, preprocessing: as
+    for load_dataset.
     """
-    dataset = load_dataset(**source)
-    train, val = split_dataset(dataset, val_split, seed)
+    dataset = load_dataset(**source, inputs=inputs, targets=targets, preprocessing=preprocessing)
+    val_indices = declared(dataset, "val_indices", None)
+    if val_indices is None:
+        train, val = split_dataset(dataset, val_split, seed)
+    else:
+        chosen = set(val_indices)
+        train = Subset(dataset, [i for i in range(len(dataset)) if i not in chosen])
+        val = Subset(dataset, sorted(chosen)) if chosen else None
     keys = input_names(dataset) if standardize is True else tuple(standardize or ())
     if standardize is True and not keys:
         raise DataError("standardize: true, but the data set declares no inputs; list the keys instead")
@@ -144,4 +214,4 @@ def prepare_data(
     augment = AugmentConfig(**augment) if isinstance(augment, dict) else augment
     if augment is not None and augment.active:
         train = Augmented(train, augment, seed)
-    return DataSplit(train, val, stats)
+    return DataSplit(train, val, stats, preprocessing_of(dataset))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -16,11 +17,18 @@ from dagnet.torch_files import HoldsObjects, NotATorchFile, load_weights_only
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
-def load_arrays(path: str | Path) -> ArrayDataset:
+def load_arrays(path: str | Path, *, inputs: dict | None = None, targets: tuple[str, ...] = (),
+                keys: dict | None = None, scale_uint8: bool = True) -> ArrayDataset:
     """A `.npz` or `.pt` file mapping names to arrays whose first dimension indexes examples.
 
-    Floating arrays become float32, integer arrays int64 (class labels), booleans
-    stay boolean. Every floating column counts as a model input for `standardize: true`.
+    keys renames arrays for the model, ``{X: features, y: label}``; the others keep their
+    names. Floating arrays become float32, integer arrays int64 (class labels), booleans
+    stay boolean, except that uint8 arrays of 3 or more dims are images: scaled by 1/255
+    to float32 in [0, 1] (a warning says so; ``scale_uint8: false`` keeps the integers),
+    and moved from channels-last to the (C, H, W) the spec's input asks for. In a `.pt`
+    file a list of tensors of different lengths is a column of sequences, padded per batch;
+    the spec must then have a boolean (T,) mask input, which is made from the lengths
+    unless the file holds it. Every floating column counts as an input for `standardize: true`.
     """
     path = Path(path)
     if not path.is_file():
@@ -30,13 +38,44 @@ def load_arrays(path: str | Path) -> ArrayDataset:
     arrays = _read_npz(path) if path.suffix == ".npz" else _read_pt(path)
     if not arrays:
         raise DataError(f"{path}: holds no arrays")
-    columns = {key: _column(path, key, value) for key, value in arrays.items()}
+    for name in keys or {}:
+        if name not in arrays:
+            raise DataError(f"{path}: keys names array {name!r}, which is not in the file (arrays: {', '.join(arrays)})")
+    inputs = inputs or {}
+    columns = {}
+    for name, value in arrays.items():
+        key = (keys or {}).get(name, name)
+        columns[key] = _column(path, key, value, inputs.get(key), scale_uint8)
     sizes = {key: len(column) for key, column in columns.items()}
     if len(set(sizes.values())) != 1:
         raise DataError(f"{path}: arrays hold different numbers of examples (first dimension): {sizes}")
     if not next(iter(sizes.values())):
         raise DataError(f"{path}: holds no examples (its arrays have length 0)")
-    return ArrayDataset(columns, inputs=tuple(k for k, v in columns.items() if v.is_floating_point()))
+    if inputs:
+        _add_mask(path, columns, inputs)
+    for name in (*inputs, *targets):
+        if name not in columns:
+            raise DataError(f"{path}: no array for the spec's {'input' if name in inputs else 'target'} {name!r} "
+                            f"(arrays: {', '.join(arrays)}); name one with keys: {{ARRAY: {name}}}")
+    floating = tuple(k for k, v in columns.items() if isinstance(v, Tensor) and v.is_floating_point())
+    return ArrayDataset(columns, inputs=floating)
+
+
+def _add_mask(path: Path, columns: dict, inputs: dict) -> None:
+    """Sequences of different lengths need a mask input marking the real positions: make it from the
+    lengths when the spec has one (a boolean (T,) input) and the file does not hold it."""
+    ragged = [key for key, column in columns.items() if isinstance(column, list)]
+    if not ragged:
+        return
+    masks = [name for name, field in inputs.items() if field.dtype == "bool" and len(field.shape) == 1]
+    if not masks:
+        lengths = [len(value) for value in columns[ragged[0]]]
+        raise DataError(f"{path}: {ragged[0]!r} holds sequences of different lengths ({min(lengths)} to "
+                        f"{max(lengths)}) and the spec has no boolean mask input (T,) to mark the padding; "
+                        "add one (e.g. `mask: {shape: [T], dtype: bool}`) or save sequences of one length")
+    for name in masks:
+        if name not in columns:
+            columns[name] = [torch.ones(len(value), dtype=torch.bool) for value in columns[ragged[0]]]
 
 
 def _read_npz(path: Path) -> dict:
@@ -67,8 +106,11 @@ def _read_pt(path: Path) -> dict:
     return arrays
 
 
-def _column(path: Path, key, values) -> Tensor:
-    """One named array as a column: numbers or booleans, with a first dimension that indexes examples."""
+def _column(path: Path, key, values, field, scale_uint8: bool) -> Tensor | list[Tensor]:
+    """One named array as a column: numbers or booleans, with a first dimension that indexes examples,
+    or (a list of tensors of different lengths) a column of sequences."""
+    if isinstance(values, (list, tuple)) and values and not isinstance(values[0], (int, float, bool)):
+        return _sequences(path, key, values)
     try:
         values = torch.as_tensor(values)
     except (TypeError, ValueError, RuntimeError):
@@ -77,13 +119,53 @@ def _column(path: Path, key, values) -> Tensor:
         raise DataError(f"{path}: {key!r} is a single value; its first dimension must index the examples")
     if values.is_complex():
         raise DataError(f"{path}: {key!r} holds complex numbers; expected real numbers or booleans")
+    if values.dtype == torch.uint8 and values.dim() >= 3 and scale_uint8:
+        warnings.warn(f"{path}: {key!r} holds uint8 images; scaled by 1/255 to [0, 1] "
+                      "(set scale_uint8: false to keep the integers)", stacklevel=3)
+        values = _channels_first(values, field).float() / 255
     return _canonical(values)
+
+
+def _channels_first(images: Tensor, field) -> Tensor:
+    """(N, H, W, C) -> (N, C, H, W), and (N, H, W) -> (N, 1, H, W), where that is the spec's input shape."""
+    if field is None or len(field.shape) != 3:
+        return images
+    def fits(shape):
+        return all(not isinstance(d, int) or d == s for d, s in zip(field.shape, shape))
+    if images.dim() == 3 and fits((1, *images.shape[1:])):
+        return images.unsqueeze(1)
+    if images.dim() == 4 and not fits(images.shape[1:]) and fits(images.permute(0, 3, 1, 2).shape[1:]):
+        return images.permute(0, 3, 1, 2).contiguous()
+    return images
+
+
+def _sequences(path: Path, key, values) -> list[Tensor]:
+    """A list of per-example arrays that may differ in their first dimension (sequence length)."""
+    column = []
+    for index, value in enumerate(values):
+        try:
+            value = torch.as_tensor(value)
+        except (TypeError, ValueError, RuntimeError):
+            raise DataError(f"{path}: {key!r}[{index}] is not an array of numbers "
+                            f"(found {type(value).__name__})") from None
+        if value.dim() == 0 or value.shape[1:] != torch.as_tensor(values[0]).shape[1:]:
+            raise DataError(f"{path}: {key!r}[{index}] has shape {tuple(value.shape)}; the sequences of a "
+                            "list must differ only in their first dimension (length)")
+        column.append(_canonical(value))
+    return column
 
 
 def _canonical(values: Tensor) -> Tensor:
     if values.dtype == torch.bool:
         return values
     return values.float() if values.is_floating_point() else values.long()
+
+
+def load_folder(path: str | Path, *, inputs: dict | None = None, channels: int | None = None) -> ImageFolder:
+    """A folder of `images/` (and `masks/`): channels from the option, else the spec's image input."""
+    if channels is None:
+        channels = next((f.shape[0] for f in (inputs or {}).values() if len(f.shape) == 3 and f.shape[0] in (1, 3)), 3)
+    return ImageFolder(path, channels)
 
 
 class ImageFolder(Dataset):

@@ -111,12 +111,15 @@ def predict(
     batch_size: int = 64,
     device: str | torch.device = "cpu",
     collate_fn: Callable = collate,
+    class_names: list[str] | None = None,
 ) -> Path:
     """Write predictions for every example of `data`, in order, and return the file or folder written.
 
     classification: predictions.csv (index, label, p_0 .. p_{C-1}); segmentation:
     masks/<index>.png holding class ids; sequence: predictions.jsonl, one
     {"index", "labels"} per line, cut to the mask. Targets need not be present.
+    class_names (the names of the class ids, from the data's preprocessing) add a
+    `class` column to predictions.csv and a "classes" list to each JSON line.
     """
     device, out_dir = torch.device(device), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -127,7 +130,7 @@ def predict(
         outputs = forward(model, batch, inputs)
         scores = outputs[task.output]
         kind = task.resolve_kind(scores, batch.get(task.target))
-        writer = writer or _WRITERS[kind](out_dir)
+        writer = writer or _WRITERS[kind](out_dir, class_names)
         labels = task.predict(model, outputs, batch).cpu()
         probabilities = None
         if kind == "classification" and task.node is None:
@@ -148,22 +151,25 @@ def predict(
 
 
 class _CsvWriter:
-    def __init__(self, out_dir: Path):
+    def __init__(self, out_dir: Path, class_names: list[str] | None):
         self.path = out_dir / "predictions.csv"
         self.file = self.path.open("w", newline="")
         self.csv = csv.writer(self.file)
+        self.names = class_names
 
     def write(self, index: int, label: Tensor, probabilities: Tensor, mask) -> None:
+        named = ["class"] if self.names else []
         if index == 0:
-            self.csv.writerow(["index", "label", *(f"p_{c}" for c in range(len(probabilities)))])
-        self.csv.writerow([index, int(label), *(f"{p:.6g}" for p in probabilities.tolist())])
+            self.csv.writerow(["index", "label", *named, *(f"p_{c}" for c in range(len(probabilities)))])
+        name = [self.names[int(label)]] if self.names else []
+        self.csv.writerow([index, int(label), *name, *(f"{p:.6g}" for p in probabilities.tolist())])
 
     def close(self) -> None:
         self.file.close()
 
 
 class _MaskWriter:
-    def __init__(self, out_dir: Path):
+    def __init__(self, out_dir: Path, class_names: list[str] | None):
         self.path = out_dir / "masks"
         self.path.mkdir(exist_ok=True)
 
@@ -179,13 +185,17 @@ class _MaskWriter:
 
 
 class _JsonLinesWriter:
-    def __init__(self, out_dir: Path):
+    def __init__(self, out_dir: Path, class_names: list[str] | None):
         self.path = out_dir / "predictions.jsonl"
         self.file = self.path.open("w")
+        self.names = class_names
 
     def write(self, index: int, label: Tensor, probabilities: Tensor, mask) -> None:
         length = int(mask.sum()) if mask is not None else len(label)
-        self.file.write(json.dumps({"index": index, "labels": label[:length].tolist()}) + "\n")
+        line = {"index": index, "labels": label[:length].tolist()}
+        if self.names:
+            line["classes"] = [self.names[i] for i in line["labels"]]
+        self.file.write(json.dumps(line) + "\n")
 
     def close(self) -> None:
         self.file.close()

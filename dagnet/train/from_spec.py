@@ -15,7 +15,8 @@ import torch
 
 from dagnet import ops
 from dagnet.loader import load
-from dagnet.data import DataError, Standardized, check_example_shapes, check_labels, load_dataset, prepare_data
+from dagnet.data import (DataError, Field, Standardized, check_example_shapes, check_labels, data_source,
+                         load_dataset, prepare_data)
 from dagnet.dims import known
 from dagnet.emit import emit
 from dagnet.check_train import resolve_losses
@@ -64,6 +65,17 @@ def input_dtypes(ir: IR) -> dict:
             getattr(torch, ir.node(name).dtype) for name in ir.inputs}
 
 
+def data_fields(ir: IR, losses: list[dict]) -> tuple[dict[str, Field], tuple[str, ...]]:
+    """What the data must hold, told to the loaders of user files: the spec's inputs
+    (shape, dtype) and the keys its losses read (targets and masks)."""
+    dtypes = input_dtypes(ir)
+    inputs = {name: Field(shape, dtype if dtype == "float" else str(dtype).removeprefix("torch."))
+              for (name, shape), dtype in zip(input_shapes(ir).items(), dtypes.values())}
+    targets = tuple(dict.fromkeys(loss[key] for loss in losses for key in ("target", "mask")
+                                  if loss.get(key) and loss[key] not in inputs))
+    return inputs, targets
+
+
 def check_data(dataset, ir: IR, losses: list[dict], limit: int = 256) -> None:
     """Shapes and dtypes of the inputs (of the first `limit` examples), and class labels within the
     range the outputs score (of every example: a label out of range would fail deep in a loss)."""
@@ -92,9 +104,15 @@ def build_model(ir: IR, checkpoint: str | None = None):
     return model, objective, losses
 
 
-def train(spec, out, *, data=None, epochs=None, config_file=None, flags=(), params=None,
+def train(spec, out, *, data=None, data_options=None, epochs=None, config_file=None, flags=(), params=None,
           resume: bool = False, progress: bool = True) -> dict:
     """Train a spec; ``flags`` are ``key=value`` training overrides. Returns the run summary.
+
+    ``data`` (a built-in name or a path) replaces the spec's data source, keeping its options
+    when it is the same kind of source; ``data_options`` are set on top (see data_source).
+    What the loader derived from the data (``dataset.preprocessing``: class names,
+    vocabularies, ...) is saved in the checkpoints (``data_state``) and as data.json, so
+    that eval and predict read new data the same way.
 
     With ``resume`` the run's stored spec is trained; a ``spec`` or ``params`` given too
     must match it. Nothing is written into ``out`` until every check has passed.
@@ -111,19 +129,26 @@ def train(spec, out, *, data=None, epochs=None, config_file=None, flags=(), para
         config = resolve_config(ir.train, config_file, flags)
     seed_everything(config.seed)        # before the weights are initialised
     model, objective, losses = build_model(ir, None if config.checkpoint == "none" else config.checkpoint)
-    if data is not None:
-        config.data = {"path": str(data)} if Path(str(data)).exists() else {"name": str(data)}
-    if not config.data:
+    if data is None and not config.data:
         raise SpecError("no data to train on", Loc(ir.file, 1, 1),
                         "give --data NAME|FILE or `train: {data: {name: digits}}` in the spec")
+    config.data = data_source(data, data_options, config.data)
+    inputs, targets = data_fields(ir, losses)
+    saved = out / "data.json"
     split = prepare_data(config.data, val_split=config.val_split, seed=config.seed,
-                         standardize=config.standardize, augment=config.augment)
+                         standardize=config.standardize, augment=config.augment, inputs=inputs, targets=targets,
+                         preprocessing=json.loads(saved.read_text()) if resume and saved.exists() else None)
     for part in (split.train, split.val):
         if part is not None:
             check_data(part, ir, losses)
-    files = None if resume else spec_files(Path(spec), params)
+    files = None
+    if not resume:
+        files = spec_files(Path(spec), params)
+        if split.preprocessing:
+            files["data.json"] = (json.dumps(split.preprocessing, indent=2) + "\n").encode()
     return fit(model, objective, split.train, split.val, config, out, metrics=task_of(ir, losses),
-               resume=resume, data_stats=split.stats, progress=progress, run_files=files)
+               resume=resume, data_stats=split.stats, data_state=split.preprocessing, progress=progress,
+               run_files=files)
 
 
 def _resumed_config(path: Path, flags: list[str]) -> TrainConfig:
@@ -149,25 +174,33 @@ def restore(run_or_checkpoint) -> tuple:
     return ir, model.eval(), objective, losses, state
 
 
-def _data(source, state: dict, expected: dict):
-    dataset = load_dataset(**({"path": str(source)} if Path(str(source)).exists() else {"name": str(source)}))
+def _run_data(ir: IR, losses: list[dict], state: dict, data, options: dict | None, *, labelled: bool):
+    """New data for a trained run, read as in training: the run's source options (when ``data``
+    is the same kind of source), ``options`` on top, its preprocessing and its standardisation."""
+    inputs, targets = data_fields(ir, losses)
+    source = data_source(data, options, state["config"].get("data"))
+    dataset = load_dataset(**source, inputs=inputs, targets=targets if labelled else (),
+                           preprocessing=state.get("data_state"))
     if state.get("data_stats"):
         dataset = Standardized(dataset, state["data_stats"])
-    check_example_shapes(dataset, expected, limit=256)
+    check_example_shapes(dataset, input_shapes(ir), limit=256)
     return dataset
 
 
-def evaluate_run(run_or_checkpoint, data=None, out: Path | None = None) -> dict:
-    """Metrics of a trained model on ``data``; by default on the run's own validation split."""
+def evaluate_run(run_or_checkpoint, data=None, out: Path | None = None, data_options: dict | None = None) -> dict:
+    """Metrics of a trained model on ``data`` (read with the run's data options, ``data_options``
+    on top); by default on the run's own validation split."""
     ir, model, objective, losses, state = restore(run_or_checkpoint)
     config = TrainConfig.from_dict(state["config"])
-    if data is None:            # the same seeded split and statistics as in training
-        dataset = prepare_data(config.data, val_split=config.val_split, seed=config.seed,
-                               standardize=config.standardize).val
+    if data is None:            # the same seeded split, preprocessing and statistics as in training
+        inputs, targets = data_fields(ir, losses)
+        dataset = prepare_data(data_source(None, data_options, config.data), val_split=config.val_split,
+                               seed=config.seed, standardize=config.standardize, inputs=inputs, targets=targets,
+                               preprocessing=state.get("data_state")).val
         if dataset is None:
             raise DataError("the run kept no validation split (val_split: 0); give --data")
     else:
-        dataset = _data(data, state, input_shapes(ir))
+        dataset = _run_data(ir, losses, state, data, data_options, labelled=True)
         check_data(dataset, ir, losses)
     result = evaluate(model, dataset, task_of(ir, losses), objective=objective, batch_size=config.batch_size)
     if out:
@@ -175,10 +208,13 @@ def evaluate_run(run_or_checkpoint, data=None, out: Path | None = None) -> dict:
     return result
 
 
-def predict_run(run_or_checkpoint, data, out) -> Path:
-    """Write predictions of a trained model for every example of ``data``."""
+def predict_run(run_or_checkpoint, data, out, data_options: dict | None = None) -> Path:
+    """Write predictions of a trained model for every example of ``data`` (read with the run's
+    data options, ``data_options`` on top); classes are named as in training where the data gave names."""
     ir, model, _, losses, state = restore(run_or_checkpoint)
     task = task_of(ir, losses)
     if task is None:
         raise DataError("predict needs a classification, segmentation or sequence loss in the spec")
-    return predict(model, _data(data, state, input_shapes(ir)), task, out)
+    dataset = _run_data(ir, losses, state, data, data_options, labelled=False)
+    names = (state.get("data_state") or {}).get("class_names", {}).get(task.target)
+    return predict(model, dataset, task, out, class_names=names)

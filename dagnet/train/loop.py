@@ -56,6 +56,7 @@ def fit(
     resume: bool = False,
     collate_fn: Callable = collate,
     data_stats: dict | None = None,
+    data_state: dict | None = None,
     progress: bool = True,
     run_files: dict[str, bytes] | None = None,
 ) -> dict:
@@ -70,12 +71,15 @@ def fit(
     Ctrl-C, TrainingDiverged on a non-finite loss, and RunDirError when a write fails
     (a full disk): what was saved before stays loadable. `run_files` (name: bytes, e.g.
     the spec) are written into run_dir when the run starts, after every check passed.
+    `data_state` (the loader's preprocessing: class names, vocabularies) is saved in every
+    checkpoint, for eval and predict to read new data the same way.
     """
     config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     with _determinism(config.deterministic):
         trainer = Trainer(
             model, objective, train_set, val_set, config, run_dir, metrics, collate_fn, progress, data_stats or {}
         )
+        trainer.data_state = data_state or {}
         return trainer.run(resume, run_files)
 
 
@@ -339,6 +343,7 @@ class Trainer:
             "progress": {"epoch": self.epoch, "step": self.step, "seen": self.seen, "sums": self.sums},
             "config": self.config.to_dict(),
             "data_stats": self.data_stats,
+            "data_state": self.data_state,
         }
 
     def _save(self, paths: list) -> None:
