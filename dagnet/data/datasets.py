@@ -12,8 +12,10 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from dagnet.data.base import ArrayDataset, DataError, declared, input_names, preprocessing_of, split_dataset
-from dagnet.data.files import load_arrays, load_folder
+from dagnet.data.files import load_arrays
+from dagnet.data.images import load_image_folder
 from dagnet.data.synthetic import gestures, shapes
+from dagnet.data.tables import load_table
 from dagnet.data.transforms import AugmentConfig, Augmented, Standardized, channel_stats
 
 
@@ -76,9 +78,12 @@ BUILTIN = {"digits": digits, "shapes": shapes, "gestures": gestures, "photos": p
 # (None when training), each passed only if the loader's signature names it. Its other
 # keyword parameters are the options a user may set.
 SOURCES = {
+    ".csv": load_table,
+    ".tsv": load_table,
+    ".parquet": load_table,
     ".npz": load_arrays,
     ".pt": load_arrays,
-    "folder": load_folder,
+    "folder": load_image_folder,
 }
 CONTEXT = ("inputs", "targets", "preprocessing")     # what dagnet passes; not user options
 

@@ -139,8 +139,9 @@ def _channels_first(images: Tensor, field) -> Tensor:
     return images
 
 
-def _sequences(path: Path, key, values) -> list[Tensor]:
-    """A list of per-example arrays that may differ in their first dimension (sequence length)."""
+def _sequences(path: Path, key, values) -> Tensor | list[Tensor]:
+    """A list of per-example arrays that may differ in their first dimension (sequence length);
+    stacked into one tensor when they do not."""
     column = []
     for index, value in enumerate(values):
         try:
@@ -152,20 +153,13 @@ def _sequences(path: Path, key, values) -> list[Tensor]:
             raise DataError(f"{path}: {key!r}[{index}] has shape {tuple(value.shape)}; the sequences of a "
                             "list must differ only in their first dimension (length)")
         column.append(_canonical(value))
-    return column
+    return torch.stack(column) if all(v.shape == column[0].shape for v in column) else column
 
 
 def _canonical(values: Tensor) -> Tensor:
     if values.dtype == torch.bool:
         return values
     return values.float() if values.is_floating_point() else values.long()
-
-
-def load_folder(path: str | Path, *, inputs: dict | None = None, channels: int | None = None) -> ImageFolder:
-    """A folder of `images/` (and `masks/`): channels from the option, else the spec's image input."""
-    if channels is None:
-        channels = next((f.shape[0] for f in (inputs or {}).values() if len(f.shape) == 3 and f.shape[0] in (1, 3)), 3)
-    return ImageFolder(path, channels)
 
 
 class ImageFolder(Dataset):
