@@ -102,7 +102,8 @@ def _read_pt(path: Path) -> dict:
     except NotATorchFile:
         raise DataError(f"{path}: truncated, or not a file torch.save wrote") from None
     if not isinstance(arrays, dict):
-        raise DataError(f"{path}: expected a dict of tensors, found {type(arrays).__name__}")
+        raise DataError(f"{path}: expected a dict of named arrays (torch.save({{'frames': [...], 'labels': "
+                        f"[...]}})), found a {type(arrays).__name__}")
     return arrays
 
 

@@ -191,8 +191,8 @@ def evaluate_run(run_or_checkpoint, data=None, out: Path | None = None, data_opt
     """Metrics of a trained model on ``data`` (read with the run's data options, ``data_options``
     on top); by default on the run's own validation split."""
     ir, model, objective, losses, state = restore(run_or_checkpoint)
-    config = TrainConfig.from_dict(state["config"])
     if data is None:            # the same seeded split, preprocessing and statistics as in training
+        config = TrainConfig.from_dict(state["config"])     # checks that the training data is still there
         inputs, targets = data_fields(ir, losses)
         dataset = prepare_data(data_source(None, data_options, config.data), val_split=config.val_split,
                                seed=config.seed, standardize=config.standardize, inputs=inputs, targets=targets,
@@ -202,7 +202,8 @@ def evaluate_run(run_or_checkpoint, data=None, out: Path | None = None, data_opt
     else:
         dataset = _run_data(ir, losses, state, data, data_options, labelled=True)
         check_data(dataset, ir, losses)
-    result = evaluate(model, dataset, task_of(ir, losses), objective=objective, batch_size=config.batch_size)
+    result = evaluate(model, dataset, task_of(ir, losses), objective=objective,
+                      batch_size=state["config"]["batch_size"])
     if out:
         Path(out).write_text(json.dumps(result, indent=2) + "\n")
     return result
