@@ -58,10 +58,14 @@ def collate(examples: list[dict]) -> dict[str, Tensor]:
     right-padded with zeros (False for boolean masks), so a `mask` column marks
     the real positions.
     """
-    return {key: _stack(key, [torch.as_tensor(e[key]) for e in examples]) for key in examples[0]}
+    return {key: _stack(key, [e[key] for e in examples]) for key in examples[0]}
 
 
-def _stack(key: str, values: list[Tensor]) -> Tensor:
+def _stack(key: str, values: list) -> Tensor:
+    try:                    # the common case, tensors of one shape, without a check per example
+        return torch.stack(values)
+    except (TypeError, RuntimeError):   # numbers, arrays, or different lengths
+        values = [torch.as_tensor(v) for v in values]
     if all(v.shape == values[0].shape for v in values):
         return torch.stack(values)
     shapes = sorted({tuple(v.shape) for v in values})

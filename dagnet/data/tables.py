@@ -96,10 +96,14 @@ def _default_columns(path: Path, frame, inputs: dict | None, targets: tuple[str,
 
 
 def _looks_numeric(series) -> bool:
-    """A column of numbers, maybe with a bad cell (reported later, naming it), rather than a column of text."""
+    """A column of numbers, maybe with a bad cell further down (reported later, naming it), rather than
+    a column of text: its first value is a number."""
     import pandas as pd
 
-    return pd.api.types.is_numeric_dtype(series) or pd.to_numeric(series, errors="coerce").notna().any()
+    if pd.api.types.is_numeric_dtype(series):
+        return True
+    present = series.dropna()
+    return bool(len(present)) and pd.notna(pd.to_numeric(present.iloc[:1], errors="coerce").iloc[0])
 
 
 def _column(path: Path, frame, column: str, key: str, field, class_names: dict) -> torch.Tensor:
@@ -122,7 +126,7 @@ def _numbers(path: Path, frame, column: str) -> np.ndarray:
     import pandas as pd
 
     series = frame[column]
-    values = pd.to_numeric(series, errors="coerce")
+    values = series if pd.api.types.is_numeric_dtype(series) else pd.to_numeric(series, errors="coerce")
     bad = values.isna().to_numpy()
     if bad.any():
         row = int(np.argmax(bad))
