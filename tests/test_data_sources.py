@@ -105,6 +105,9 @@ def test_a_columns_map_names_features_and_label(tmp_path, capsys):
     code, _, err = run_cli(capsys, "train", spec, "--data", table, "--data-option", f"columns={columns}",
                            "--out", tmp_path / "run")
     assert code == 0, err
+    code, _, err = run_cli(capsys, "train", spec, "--data", table, "--data-option", "columns={species: cultivar}",
+                           "--out", tmp_path / "run2")         # features: the other numeric columns
+    assert code == 0, err
     dataset = load_dataset(path=table, columns={"x": ["alcohol", "ash"], "y": "cultivar"})
     assert dataset[0]["x"].shape == (2,) and dataset.preprocessing["class_names"] == {"y": WINE_CLASSES}
 
@@ -216,6 +219,9 @@ def test_an_npz_with_a_keys_map_and_uint8_images(tmp_path, capsys):
 
     code, _, err = run_cli(capsys, "train", spec, "--data", data, "--out", tmp_path / "other")
     assert code == 1 and "d.npz: no array for the spec's input 'image' (arrays: X, y); name one with keys:" in err
+    code, _, err = run_cli(capsys, "train", spec, "--data", data, "--data-option", "keys={X: image, y: label}",
+                           "--data-option", "scale_uint8=false", "--out", tmp_path / "other")
+    assert code == 1 and "d.npz: 'X' holds integers, but the spec's input 'image' is float; set scale_uint8: true" in err
 
 
 def test_ragged_sequences_in_a_pt_list_are_padded_with_a_mask_or_refused(tmp_path):

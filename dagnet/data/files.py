@@ -46,6 +46,13 @@ def load_arrays(path: str | Path, *, inputs: dict | None = None, targets: tuple[
     for name, value in arrays.items():
         key = (keys or {}).get(name, name)
         columns[key] = _column(path, key, value, inputs.get(key), scale_uint8)
+        field = inputs.get(key)
+        if field is not None and field.dtype == "float" and isinstance(columns[key], Tensor) \
+                and not columns[key].is_floating_point():
+            images = str(getattr(value, "dtype", "")) in ("uint8", "torch.uint8") and columns[key].dim() >= 3
+            raise DataError(f"{path}: {name!r} holds integers, but the spec's input {key!r} is float; "
+                            + ("set scale_uint8: true to divide these uint8 images by 255" if images
+                               else "save it as floats"))
     sizes = {key: len(column) for key, column in columns.items()}
     if len(set(sizes.values())) != 1:
         raise DataError(f"{path}: arrays hold different numbers of examples (first dimension): {sizes}")

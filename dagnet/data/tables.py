@@ -32,9 +32,9 @@ def load_table(path: str | Path, *, inputs: dict | None = None, targets: tuple[s
     path = Path(path)
     frame = _read(path)
     saved = preprocessing or {}
-    mapping = saved.get("columns") or columns or _default_columns(path, frame, inputs, targets)
-    if not isinstance(mapping, dict):
-        raise DataError(f"{path}: columns must map keys to a column or a list of columns, found {mapping!r}")
+    if columns is not None and not isinstance(columns, dict):
+        raise DataError(f"{path}: columns must map keys to a column or a list of columns, found {columns!r}")
+    mapping = saved.get("columns") or _default_columns(path, frame, inputs, targets, columns or {})
     inputs = inputs or {}
     class_names = dict(saved.get("class_names", {}))
     data = {}
@@ -78,15 +78,20 @@ def _read(path: Path):
     return frame
 
 
-def _default_columns(path: Path, frame, inputs: dict | None, targets: tuple[str, ...]) -> dict:
-    """Columns named like an input or a target are that; one vector input left over takes the other numbers."""
+def _default_columns(path: Path, frame, inputs: dict | None, targets: tuple[str, ...], given: dict) -> dict:
+    """The `columns` given, completed: columns named like an input or a target are that; one vector
+    input left over takes the numeric columns not used."""
     if not inputs:
-        return {c: c for c in frame.columns}
-    mapping = {key: key for key in (*inputs, *targets) if key in frame.columns}
+        return given or {c: c for c in frame.columns}
+    mapping = dict(given)
+    used = {c for chosen in given.values() for c in ([chosen] if isinstance(chosen, str) else chosen)}
+    mapping |= {key: key for key in (*inputs, *targets) if key not in mapping and key in frame.columns
+                and key not in used}
     open_inputs = [key for key in inputs if key not in mapping]
     if len(open_inputs) == 1 and len(inputs[open_inputs[0]].shape) == 1:
         key, size = open_inputs[0], inputs[open_inputs[0]].shape[0]
-        rest = [c for c in frame.columns if c not in mapping.values() and _looks_numeric(frame[c])]
+        used |= {c for c in mapping.values() if isinstance(c, str)}
+        rest = [c for c in frame.columns if c not in used and _looks_numeric(frame[c])]
         if isinstance(size, int) and len(rest) != size:
             raise DataError(f"{path}: the spec's input {key!r} takes {size} values per row, but the table has "
                             f"{len(rest)} numeric columns besides the targets ({', '.join(rest)}); choose them "
