@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dagnet.cli import main
-from dagnet.data import DataError, Field, collate, load_dataset
+from dagnet.data import DataError, Field, collate, load_dataset, prepare_data
 
 WINE_CLASSES = ["barbera", "barolo", "grignolino"]      # sorted: class ids follow this order
 
@@ -158,7 +158,7 @@ def photo_patches(root, size=32, per_class=24):
                 image = image.convert("L")
             elif i == 1:
                 image = image.convert("RGBA")
-            image.save(folder / f"{i:02d}.{'png' if i % 2 else 'jpg'}" if i != 1 else folder / "01.png")
+            image.save(folder / f"{i:02d}.{'png' if i % 2 else 'jpg'}")     # the RGBA one (i = 1) a PNG
 
 
 def test_an_image_folder_trains_evaluates_and_predicts(tmp_path, capsys):
@@ -183,7 +183,6 @@ def test_an_image_folder_with_train_and_val_and_resize_crop(tmp_path):
     photo_patches(tmp_path / "d" / "train", per_class=6)
     photo_patches(tmp_path / "d" / "val", per_class=2)
     spec = {"image": Field((1, 20, 20), "float")}
-    from dagnet.data import prepare_data
     split = prepare_data({"path": str(tmp_path / "d"), "resize": 22, "crop": 20}, inputs=spec, targets=("label",))
     assert len(split.train) == 12 and len(split.val) == 4
     example = split.val[3]

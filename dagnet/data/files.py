@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 from dagnet.data.base import ArrayDataset, DataError
 from dagnet.torch_files import HoldsObjects, NotATorchFile, load_weights_only
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
 def load_arrays(path: str | Path, *, inputs: dict | None = None, targets: tuple[str, ...] = (),

@@ -21,9 +21,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from dagnet.data.base import DataError
-from dagnet.data.files import ImageFolder
+from dagnet.data.files import IMAGE_SUFFIXES, ImageFolder
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 
 
