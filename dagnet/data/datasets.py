@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +13,10 @@ from torch.utils.data import Dataset
 
 from dagnet.data.base import ArrayDataset, DataError, input_names, split_dataset
 from dagnet.data.files import ImageFolder, load_arrays
+from dagnet.data.sequences import load_conll, load_jsonl
 from dagnet.data.synthetic import gestures, shapes
 from dagnet.data.transforms import AugmentConfig, Augmented, Standardized, channel_stats
+from dagnet.data.treebank import turkish_pos
 
 
 def digits(onehot: bool = False) -> ArrayDataset:
@@ -67,13 +69,24 @@ def _colour_clusters(color: torch.Tensor, k: int, seed: int) -> torch.Tensor:
     return torch.from_numpy(labels.astype(np.int64)).view(color.shape[0], *color.shape[2:])
 
 
-BUILTIN = {"digits": digits, "shapes": shapes, "gestures": gestures, "photos": photos}
+BUILTIN = {"digits": digits, "shapes": shapes, "gestures": gestures, "photos": photos, "turkish_pos": turkish_pos}
+
+# File loaders by suffix; any other file is read as arrays (.npz, .pt), a folder as images.
+SOURCES = {".jsonl": load_jsonl, ".conll": load_conll, ".bio": load_conll, ".iob": load_conll}
+
+# What the run gives a loader besides the user's options: the spec's inputs (name -> "float" or a
+# torch dtype) and the preprocessing a trained run saved (vocabularies), for loaders that take them.
+RUN_ARGUMENTS = ("inputs", "preprocessing")
 
 
-def load_dataset(name: str | None = None, path: str | None = None, **options) -> Dataset:
-    """A built-in data set by name, or user data by path (.npz, .pt, or a folder with images/ and masks/)."""
+def load_dataset(name: str | None = None, path: str | None = None, *, inputs: dict | None = None,
+                 preprocessing: dict | None = None, **options) -> Dataset:
+    """A built-in data set by name, or user data by path (.npz, .pt, .jsonl, .conll, or a folder with
+    images/ and masks/)."""
     loader, kwargs = _resolve({"name": name, "path": path, **options})
-    return loader(**kwargs)
+    given = {"inputs": inputs, "preprocessing": preprocessing}
+    accepted = inspect.signature(loader).parameters
+    return loader(**kwargs, **{k: v for k, v in given.items() if v is not None and k in accepted})
 
 
 def check_source(source: dict) -> None:
@@ -90,13 +103,14 @@ def _resolve(source: dict):
     if path is not None:
         if not Path(path).exists():
             raise DataError(f"data path {str(path)!r} does not exist")
-        loader, what = (ImageFolder if Path(path).is_dir() else load_arrays), f"data file {path}"
+        loader = ImageFolder if Path(path).is_dir() else SOURCES.get(Path(path).suffix.lower(), load_arrays)
+        what = f"data file {path}"
         options = {"root" if loader is ImageFolder else "path": path, **options}
     elif name in BUILTIN:
         loader, what = BUILTIN[name], f"data set {name!r}"
     else:
         raise DataError(f"unknown data set {name!r}{_did_you_mean(name, BUILTIN)}; built-in: {', '.join(BUILTIN)}")
-    allowed = inspect.signature(loader).parameters
+    allowed = [p for p in inspect.signature(loader).parameters if p not in RUN_ARGUMENTS]
     for option in options:
         if option not in allowed:
             raise DataError(
@@ -113,11 +127,13 @@ def _did_you_mean(word: str, choices) -> str:
 
 @dataclass
 class DataSplit:
-    """Training and validation sets, and the standardisation stats to apply to any new data."""
+    """Training and validation sets, and what to apply to any new data: the standardisation stats
+    and the data set's learnt preprocessing (vocabularies), saved by the run as `data_state`."""
 
     train: Dataset
     val: Dataset | None
     stats: dict[str, dict[str, list[float]]]
+    preprocessing: dict = field(default_factory=dict)
 
 
 def prepare_data(
@@ -127,14 +143,21 @@ def prepare_data(
     seed: int = 0,
     standardize: bool | list[str] = False,
     augment: AugmentConfig | dict | None = None,
+    inputs: dict | None = None,
+    preprocessing: dict | None = None,
 ) -> DataSplit:
     """Load `source` ({"name" or "path", **options}), split off a seeded validation set,
     standardise with statistics of the training part only, and augment the training part.
 
     standardize: True for the data set's declared inputs, or a list of keys.
+    inputs: the spec's inputs (name -> dtype), for loaders that read types from it.
+    preprocessing: a trained run's `data_state`; without it a data set that learns its
+    preprocessing (vocabularies: `learn`) learns it from the training part only.
     """
-    dataset = load_dataset(**source)
+    dataset = load_dataset(**source, inputs=inputs, preprocessing=preprocessing)
     train, val = split_dataset(dataset, val_split, seed)
+    if preprocessing is None and hasattr(dataset, "learn"):
+        dataset.learn(train.indices)
     keys = input_names(dataset) if standardize is True else tuple(standardize or ())
     if standardize is True and not keys:
         raise DataError("standardize: true, but the data set declares no inputs; list the keys instead")
@@ -144,4 +167,4 @@ def prepare_data(
     augment = AugmentConfig(**augment) if isinstance(augment, dict) else augment
     if augment is not None and augment.active:
         train = Augmented(train, augment, seed)
-    return DataSplit(train, val, stats)
+    return DataSplit(train, val, stats, getattr(dataset, "preprocessing", None) or {})

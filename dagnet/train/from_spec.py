@@ -66,8 +66,17 @@ def input_dtypes(ir: IR) -> dict:
 
 def check_data(dataset, ir: IR, losses: list[dict], limit: int = 256) -> None:
     """Shapes and dtypes of the inputs (of the first `limit` examples), and class labels within the
-    range the outputs score (of every example: a label out of range would fail deep in a loss)."""
+    range the outputs score, token ids within the rows of the embedding that reads them (of every
+    example: an index out of range would fail deep in a loss or a lookup)."""
     check_example_shapes(dataset, input_shapes(ir), dtypes=input_dtypes(ir), limit=limit)
+    for node in ir.order():
+        if node.op == "embedding" and node.inputs[0] in ir.inputs:
+            rows = node.args["num_embeddings"]
+            try:
+                check_labels(dataset, node.inputs[0], (0, rows - 1))
+            except DataError as error:
+                raise DataError(f"{error}: `{node.name}` has {rows} rows; raise its num_embeddings to the "
+                                "vocabulary's size, or the data's min_count to shrink it") from None
     for loss in losses:
         if loss.get("op") != "cross_entropy":
             continue
@@ -117,13 +126,14 @@ def train(spec, out, *, data=None, epochs=None, config_file=None, flags=(), para
         raise SpecError("no data to train on", Loc(ir.file, 1, 1),
                         "give --data NAME|FILE or `train: {data: {name: digits}}` in the spec")
     split = prepare_data(config.data, val_split=config.val_split, seed=config.seed,
-                         standardize=config.standardize, augment=config.augment)
+                         standardize=config.standardize, augment=config.augment, inputs=input_dtypes(ir))
     for part in (split.train, split.val):
         if part is not None:
             check_data(part, ir, losses)
     files = None if resume else spec_files(Path(spec), params)
     return fit(model, objective, split.train, split.val, config, out, metrics=task_of(ir, losses),
-               resume=resume, data_stats=split.stats, progress=progress, run_files=files)
+               resume=resume, data_stats=split.stats, data_state=split.preprocessing, progress=progress,
+               run_files=files)
 
 
 def _resumed_config(path: Path, flags: list[str]) -> TrainConfig:
@@ -149,11 +159,14 @@ def restore(run_or_checkpoint) -> tuple:
     return ir, model.eval(), objective, losses, state
 
 
-def _data(source, state: dict, expected: dict):
-    dataset = load_dataset(**({"path": str(source)} if Path(str(source)).exists() else {"name": str(source)}))
+def _data(source, state: dict, ir: IR):
+    """New data for a trained run: loaded with the run's preprocessing (vocabularies), standardised
+    with its statistics."""
+    where = {"path": str(source)} if Path(str(source)).exists() else {"name": str(source)}
+    dataset = load_dataset(**where, inputs=input_dtypes(ir), preprocessing=state.get("data_state") or None)
     if state.get("data_stats"):
         dataset = Standardized(dataset, state["data_stats"])
-    check_example_shapes(dataset, expected, limit=256)
+    check_example_shapes(dataset, input_shapes(ir), limit=256)
     return dataset
 
 
@@ -163,11 +176,12 @@ def evaluate_run(run_or_checkpoint, data=None, out: Path | None = None) -> dict:
     config = TrainConfig.from_dict(state["config"])
     if data is None:            # the same seeded split and statistics as in training
         dataset = prepare_data(config.data, val_split=config.val_split, seed=config.seed,
-                               standardize=config.standardize).val
+                               standardize=config.standardize, inputs=input_dtypes(ir),
+                               preprocessing=state.get("data_state") or None).val
         if dataset is None:
             raise DataError("the run kept no validation split (val_split: 0); give --data")
     else:
-        dataset = _data(data, state, input_shapes(ir))
+        dataset = _data(data, state, ir)
         check_data(dataset, ir, losses)
     result = evaluate(model, dataset, task_of(ir, losses), objective=objective, batch_size=config.batch_size)
     if out:
@@ -181,4 +195,4 @@ def predict_run(run_or_checkpoint, data, out) -> Path:
     task = task_of(ir, losses)
     if task is None:
         raise DataError("predict needs a classification, segmentation or sequence loss in the spec")
-    return predict(model, _data(data, state, input_shapes(ir)), task, out)
+    return predict(model, _data(data, state, ir), task, out)
