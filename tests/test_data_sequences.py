@@ -156,3 +156,10 @@ def test_bucket_true_reaches_the_training_order(tmp_path):
     lengths = [len(data[train.indices[i]]) for i in sampler.epoch_order()]
     batches = [lengths[s:s + 4] for s in range(0, len(lengths) - len(lengths) % 4, 4)]
     assert sum(len(set(b)) > 1 for b in batches) <= 1         # 3 or 4 words: one batch may straddle
+
+
+def test_a_file_that_is_not_utf8_names_its_line(tmp_path):
+    path = tmp_path / "latin1.conll"
+    path.write_bytes("the\tDET\ncafé\tNOUN\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin1.conll:2: not UTF-8 text"):
+        load_dataset(path=str(path))

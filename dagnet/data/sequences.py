@@ -57,10 +57,10 @@ class SequenceDataset(Dataset):
         chosen = range(len(self.examples)) if indices is None else indices
         vocab, tags = {}, {}
         for key in sorted(self.strings):
-            counts = Counter(token for i in chosen for token in _items(self.examples[i][key]))
             if key in self.targets:
-                tags[key] = sorted(counts)
+                tags[key] = sorted({tag for i in chosen for tag in _items(self.examples[i][key])})
             else:
+                counts = Counter(token for i in chosen for token in _items(self.examples[i][key]))
                 kept = sorted((t for t, n in counts.items() if n >= self.min_count), key=lambda t: (-counts[t], t))
                 vocab[key] = [PAD, UNKNOWN, *kept]
         self._encode({"vocab": vocab, "tags": tags, "padding": PAD, "unknown": UNKNOWN})
@@ -80,21 +80,22 @@ class SequenceDataset(Dataset):
     def _tensors(self, n: int, example: dict, index: dict, unknown: dict) -> dict:
         out = {}
         for key, value in example.items():
-            if key in unknown:
-                out[key] = torch.tensor(_map(value, lambda t, table=index[key], u=unknown[key]: table.get(t, u)))
-            elif key in self.strings:
-                out[key] = torch.tensor(_map(value, lambda t, k=key: self._tag_index(index[k], k, t, n)))
+            if key in self.strings:
+                table, items = index[key], _items(value)
+                if key in unknown:
+                    ids = [table.get(token, unknown[key]) for token in items]
+                else:
+                    ids = [table[tag] if tag in table else self._unseen(table, key, tag, n) for tag in items]
+                out[key] = torch.tensor(ids if isinstance(value, list) else ids[0])
             else:
                 out[key] = torch.tensor(value, dtype=torch.float32 if key in self.floats else torch.int64)
         if "mask" not in out and self.lengths[n] is not None:
             out["mask"] = torch.ones(self.lengths[n], dtype=torch.bool)
         return out
 
-    def _tag_index(self, table: dict, key: str, tag: str, n: int) -> int:
-        if tag not in table:
-            raise DataError(f"{self.path}:{self._line_of(n, key, tag)}: {key} {tag!r} was not in the training "
-                            f"data (known: {', '.join(table)})")
-        return table[tag]
+    def _unseen(self, table: dict, key: str, tag: str, n: int):
+        raise DataError(f"{self.path}:{self._line_of(n, key, tag)}: {key} {tag!r} was not in the training "
+                        f"data (known: {', '.join(table)})")
 
     def _line_of(self, n: int, key: str, tag: str) -> int:
         """The file line of an example; for a CoNLL file (one token a line) the line of that tag."""
@@ -121,11 +122,10 @@ def load_jsonl(path, *, inputs=None, preprocessing: dict | None = None, targets:
     """
     path = Path(path)
     examples, lines = [], []
-    with open(path, encoding="utf-8") as file:
-        for number, line in enumerate(file, 1):
-            if line.strip():
-                examples.append(_json_example(path, number, line, examples[0] if examples else None))
-                lines.append(number)
+    for number, line in enumerate(_lines(path), 1):
+        if line.strip():
+            examples.append(_json_example(path, number, line, examples[0] if examples else None))
+            lines.append(number)
     if not examples:
         raise DataError(f"{path}: no examples (expected one JSON object per line)")
     return SequenceDataset(path, examples, lines, targets=tuple(targets), inputs=inputs,
@@ -162,26 +162,21 @@ def load_conll(path, *, inputs=None, preprocessing: dict | None = None, tokens: 
     two names are options, so the tags can meet any loss target (`tags: ner`).
     """
     path = Path(path)
-    examples, lines, sentence, start = [], [], ([], []), 0
-    with open(path, encoding="utf-8") as file:
-        for number, line in enumerate(file, 1):
-            line = line.rstrip("\r\n")
-            if not line.strip() or line.startswith("-DOCSTART-"):
-                if sentence[0]:
-                    examples.append({tokens: sentence[0], tags: sentence[1]})
-                    lines.append(start)
-                sentence = ([], [])
-                continue
+    examples, lines, words, labels, start = [], [], [], [], 0
+    for number, line in enumerate(_lines(path) + [""], 1):
+        if line and not line.isspace() and not line.startswith("-DOCSTART-"):
             columns = line.split("\t") if "\t" in line else line.split()
             if len(columns) < 2 or not columns[0] or not columns[-1]:
                 raise DataError(f"{path}:{number}: expected 'token<TAB>tag' (token first, tag last), "
                                 f"found {line[:60]!r}")
-            start = start if sentence[0] else number
-            sentence[0].append(columns[0])
-            sentence[1].append(columns[-1])
-    if sentence[0]:
-        examples.append({tokens: sentence[0], tags: sentence[1]})
-        lines.append(start)
+            if not words:
+                start = number
+            words.append(columns[0])
+            labels.append(columns[-1])
+        elif words:         # a blank line (or -DOCSTART-, or the end of the file) ends a sentence
+            examples.append({tokens: words, tags: labels})
+            lines.append(start)
+            words, labels = [], []
     if not examples:
         raise DataError(f"{path}: no sentences (expected 'token<TAB>tag' lines, a blank line between sentences)")
     return SequenceDataset(path, examples, lines, targets=(tags,), inputs=inputs, preprocessing=preprocessing,
@@ -219,8 +214,20 @@ def bucketed(order: list[int], lengths: list[int], batch_size: int, seed: int, p
     return [i for batch in batches for i in batch] + partial
 
 
+def _lines(path: Path) -> list[str]:
+    """The file's lines, split at newlines only (JSON strings may hold other line separators)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        line = path.read_bytes()[:error.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text ({error.reason}); save the file as UTF-8") from None
+    return text.replace("\r\n", "\n").split("\n")
+
+
 def _is_text(path, examples: list[dict], key: str) -> bool:
-    kinds = {isinstance(item, str) for example in examples for item in _items(example[key])}
+    """Whether a field holds strings; each example's values are of one kind (`_well_typed`), so its
+    first value tells."""
+    kinds = {isinstance(_items(example[key])[0], str) for example in examples if _items(example[key])}
     if len(kinds) > 1:
         raise DataError(f"{path}: {key!r} mixes strings and numbers across the examples; use one or the other")
     return kinds == {True}
@@ -242,16 +249,15 @@ def _flat(value):
         yield value
 
 
-def _map(value, fn):
-    return [fn(item) for item in value] if isinstance(value, list) else fn(value)
-
-
 def _well_typed(value) -> bool:
-    if isinstance(value, list):
-        return all(isinstance(x, (int, float, str)) and not isinstance(x, bool) for x in value) or \
-            all(isinstance(x, list) and all(isinstance(y, (int, float)) and not isinstance(y, bool) for y in x)
-                for x in value)
-    return isinstance(value, (int, float, str)) and not isinstance(value, bool)
+    """A number, a string, or a list of numbers, of strings, or of lists of numbers (one kind a list)."""
+    def number(x):
+        return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+    if not isinstance(value, list):
+        return number(value) or isinstance(value, str)
+    return all(number(x) for x in value) or all(isinstance(x, str) for x in value) or \
+        all(isinstance(x, list) and all(number(y) for y in x) for x in value)
 
 
 def _length(example: dict) -> int | None:
