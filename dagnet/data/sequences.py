@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -85,7 +86,7 @@ class SequenceDataset(Dataset):
                 if key in unknown:
                     ids = [table.get(token, unknown[key]) for token in items]
                 else:
-                    ids = [table[tag] if tag in table else self._unseen(table, key, tag, n) for tag in items]
+                    ids = self._tag_ids(table, key, items, n)
                 out[key] = torch.tensor(ids if isinstance(value, list) else ids[0])
             else:
                 out[key] = torch.tensor(value, dtype=torch.float32 if key in self.floats else torch.int64)
@@ -93,9 +94,13 @@ class SequenceDataset(Dataset):
             out["mask"] = torch.ones(self.lengths[n], dtype=torch.bool)
         return out
 
-    def _unseen(self, table: dict, key: str, tag: str, n: int):
-        raise DataError(f"{self.path}:{self._line_of(n, key, tag)}: {key} {tag!r} was not in the training "
-                        f"data (known: {', '.join(table)})")
+    def _tag_ids(self, table: dict, key: str, tags: list, n: int) -> list[int]:
+        try:
+            return [table[tag] for tag in tags]
+        except KeyError as error:
+            tag = error.args[0]
+            raise DataError(f"{self.path}:{self._line_of(n, key, tag)}: {key} {tag!r} was not in the training "
+                            f"data (known: {', '.join(table)})") from None
 
     def _line_of(self, n: int, key: str, tag: str) -> int:
         """The file line of an example; for a CoNLL file (one token a line) the line of that tag."""
@@ -122,7 +127,7 @@ def load_jsonl(path, *, inputs=None, preprocessing: dict | None = None, targets:
     """
     path = Path(path)
     examples, lines = [], []
-    for number, line in enumerate(_lines(path), 1):
+    for number, line in enumerate(_text(path).split("\n"), 1):
         if line.strip():
             examples.append(_json_example(path, number, line, examples[0] if examples else None))
             lines.append(number)
@@ -155,32 +160,56 @@ def _json_example(path: Path, number: int, line: str, first: dict | None) -> dic
 
 def load_conll(path, *, inputs=None, preprocessing: dict | None = None, tokens: str = "tokens",
                tags: str = "labels", min_count: int = 1, bucket: bool = False) -> SequenceDataset:
-    """A CoNLL-style file: `token<TAB>tag` a line (or whitespace-separated columns: the token
-    first, the tag last), a blank line between sentences, `-DOCSTART-` lines ignored.
+    """A CoNLL-style file: `token<TAB>tag` a line (whitespace-separated columns if the file has no
+    tab; the token first, the tag last), a blank line between sentences, `-DOCSTART-` lines ignored.
 
     Examples: `tokens` (T,) int64 ids, `labels` (T,) int64 tag ids and `mask` (T,); the
     two names are options, so the tags can meet any loss target (`tags: ner`).
     """
     path = Path(path)
-    examples, lines, words, labels, start = [], [], [], [], 0
-    for number, line in enumerate(_lines(path) + [""], 1):
-        if line and not line.isspace() and not line.startswith("-DOCSTART-"):
-            columns = line.split("\t") if "\t" in line else line.split()
-            if len(columns) < 2 or not columns[0] or not columns[-1]:
-                raise DataError(f"{path}:{number}: expected 'token<TAB>tag' (token first, tag last), "
-                                f"found {line[:60]!r}")
-            if not words:
-                start = number
-            words.append(columns[0])
-            labels.append(columns[-1])
-        elif words:         # a blank line (or -DOCSTART-, or the end of the file) ends a sentence
-            examples.append({tokens: words, tags: labels})
-            lines.append(start)
-            words, labels = [], []
+    examples, lines = [], []
+    for start, words, labels in _conll_sentences(path, _text(path)):
+        examples.append({tokens: words, tags: labels})
+        lines.append(start)
     if not examples:
         raise DataError(f"{path}: no sentences (expected 'token<TAB>tag' lines, a blank line between sentences)")
     return SequenceDataset(path, examples, lines, targets=(tags,), inputs=inputs, preprocessing=preprocessing,
                            min_count=min_count, bucket=bucket, token_lines=True)
+
+
+_RUN_OF_LINES = re.compile(r"[^\n]*\S[^\n]*(?:\n[^\n]*\S[^\n]*)*")     # lines that are not blank
+
+
+def _conll_sentences(path: Path, text: str):
+    """(first line number, tokens, tags) per sentence. Sentences are found a block of lines at a
+    time by a regular expression, and each block is split by list comprehensions: a loop over lines in
+    Python would cost twice the time of everything else in loading."""
+    separator = "\t" if "\t" in text else None
+    line, end = 1, 0
+    for block in _RUN_OF_LINES.finditer(text):
+        line += text.count("\n", end, block.start())
+        end = block.start()
+        rows = [row.split(separator) for row in block.group().split("\n")]
+        pieces = _split_at_docstart(line, rows) if "-DOCSTART-" in block.group() else [(line, rows)]
+        for start, sentence in pieces:
+            words, tags = [row[0] for row in sentence], [row[-1] for row in sentence]
+            if min(map(len, sentence)) < 2 or not all(words) or not all(tags):
+                bad = next(i for i, row in enumerate(sentence) if len(row) < 2 or not row[0] or not row[-1])
+                found = (separator or " ").join(sentence[bad])[:60]
+                raise DataError(f"{path}:{start + bad}: expected 'token<TAB>tag' (token first, tag last), "
+                                f"found {found!r}")
+            yield start, words, tags
+
+
+def _split_at_docstart(line: int, rows: list[list[str]]) -> list[tuple[int, list]]:
+    """The sentences of a block holding `-DOCSTART-` lines, which are dropped and end a sentence."""
+    pieces, start = [], 0
+    for i, row in enumerate([*rows, ["-DOCSTART-"]]):
+        if row[0].startswith("-DOCSTART-"):
+            if i > start:
+                pieces.append((line + start, rows[start:i]))
+            start = i + 1
+    return pieces
 
 
 def bucket_lengths(dataset: Dataset) -> list[int] | None:
@@ -214,14 +243,15 @@ def bucketed(order: list[int], lengths: list[int], batch_size: int, seed: int, p
     return [i for batch in batches for i in batch] + partial
 
 
-def _lines(path: Path) -> list[str]:
-    """The file's lines, split at newlines only (JSON strings may hold other line separators)."""
+def _text(path: Path) -> str:
+    """The file's text with "\\n" line ends; `str.splitlines` is not used on it, as a JSON string may hold
+    other line separators."""
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
         line = path.read_bytes()[:error.start].count(b"\n") + 1
         raise DataError(f"{path}:{line}: not UTF-8 text ({error.reason}); save the file as UTF-8") from None
-    return text.replace("\r\n", "\n").split("\n")
+    return text.replace("\r\n", "\n")
 
 
 def _is_text(path, examples: list[dict], key: str) -> bool:
