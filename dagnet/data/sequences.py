@@ -49,7 +49,7 @@ class SequenceDataset(Dataset):
         self.inputs = tuple(sorted(self.floats - set(targets)))    # what `standardize: true` scales
         self.lengths = [_length(example) for example in examples]
         self.min_count, self.bucket = min_count, bucket
-        self.preprocessing, self.encoded = None, None
+        self.preprocessing, self.columns = None, {}
         if preprocessing is not None:
             self._encode(preprocessing)
 
@@ -73,26 +73,28 @@ class SequenceDataset(Dataset):
         if missing:
             raise DataError(f"{self.path}: the run has no vocabulary for {missing[0]!r} (it has: "
                             f"{', '.join(tables) or 'none'}); was it trained on other data?")
-        index = {key: {token: i for i, token in enumerate(tables[key])} for key in self.strings}
-        unknown = {key: index[key][preprocessing["unknown"]] for key in self.strings - self.targets}
-        self.encoded = [self._tensors(n, example, index, unknown) for n, example in enumerate(self.examples)]
+        self.columns = {key: self._column(key, tables.get(key), preprocessing["unknown"]) for key in self.examples[0]}
+        if "mask" not in self.columns and self.lengths[0] is not None:
+            self.columns["mask"] = list(torch.ones(sum(self.lengths), dtype=torch.bool).split(self.lengths))
         self.preprocessing = preprocessing
 
-    def _tensors(self, n: int, example: dict, index: dict, unknown: dict) -> dict:
-        out = {}
-        for key, value in example.items():
-            if key in self.strings:
-                table, items = index[key], _items(value)
-                if key in unknown:
-                    ids = [table.get(token, unknown[key]) for token in items]
-                else:
-                    ids = self._tag_ids(table, key, items, n)
-                out[key] = torch.tensor(ids if isinstance(value, list) else ids[0])
-            else:
-                out[key] = torch.tensor(value, dtype=torch.float32 if key in self.floats else torch.int64)
-        if "mask" not in out and self.lengths[n] is not None:
-            out["mask"] = torch.ones(self.lengths[n], dtype=torch.bool)
-        return out
+    def _column(self, key: str, table: list[str] | None, unknown: str) -> list[torch.Tensor]:
+        """One field of every example as tensors. Strings are encoded a field at a time into one flat
+        tensor, split into per-example views: one `torch.tensor` call for the file instead of one per
+        example, which was most of the time spent loading."""
+        values = [example[key] for example in self.examples]
+        if key not in self.strings:
+            dtype = torch.float32 if key in self.floats else torch.int64
+            return [torch.tensor(value, dtype=dtype) for value in values]
+        index = {token: i for i, token in enumerate(table)}
+        if key in self.targets:
+            ids = [self._tag_ids(index, key, _items(value), n) for n, value in enumerate(values)]
+        else:
+            fallback = index[unknown]
+            ids = [[index.get(token, fallback) for token in _items(value)] for value in values]
+        if not isinstance(values[0], list):     # one value an example (a list in every example or in none)
+            return list(torch.tensor([row[0] for row in ids]))
+        return list(torch.tensor([i for row in ids for i in row]).split([len(row) for row in ids]))
 
     def _tag_ids(self, table: dict, key: str, tags: list, n: int) -> list[int]:
         try:
@@ -112,9 +114,9 @@ class SequenceDataset(Dataset):
         return len(self.examples)
 
     def __getitem__(self, index: int) -> dict:
-        if self.encoded is None:        # used on its own, not through prepare_data: learn from everything
+        if self.preprocessing is None:      # used on its own, not through prepare_data: learn from everything
             self.learn()
-        return self.encoded[index]
+        return {key: column[index] for key, column in self.columns.items()}
 
 
 def load_jsonl(path, *, inputs=None, preprocessing: dict | None = None, targets: list[str] = TARGETS,
@@ -148,6 +150,10 @@ def _json_example(path: Path, number: int, line: str, first: dict | None) -> dic
         raise DataError(f"{where}: expected a JSON object of named fields, found {type(example).__name__}")
     if first is not None and example.keys() != first.keys():
         raise DataError(f"{where}: fields {sorted(example)} differ from the first example's {sorted(first)}")
+    for key, value in (example.items() if first is not None else ()):
+        if isinstance(value, list) != isinstance(first[key], list):
+            raise DataError(f"{where}: {key!r} is {'a' if isinstance(value, list) else 'not a'} list here but "
+                            f"{'is' if isinstance(first[key], list) else 'not'} in the first example")
     lengths = {key: len(value) for key, value in example.items() if isinstance(value, list)}
     if len(set(lengths.values())) > 1:
         raise DataError(f"{where}: sequences of different lengths {lengths}; every list is one value a position")
