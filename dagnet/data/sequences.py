@@ -14,6 +14,7 @@ import json
 import random
 import re
 from collections import Counter
+from itertools import chain
 from pathlib import Path
 
 import torch
@@ -34,15 +35,20 @@ class SequenceDataset(Dataset):
     tokens seen at least `min_count` times, most frequent first. Numbers become float32
     tensors if a field holds any non-integer (or the spec declares that input float),
     else int64.
+
+    `lines` holds each example's first line in `path`, for errors; with `token_lines` the
+    file has one token a line (CoNLL), so an error can name the token's own line.
     """
 
     def __init__(self, path, examples: list[dict], lines: list[int], *, targets=TARGETS, inputs=None,
                  preprocessing: dict | None = None, min_count: int = 1, bucket: bool = False,
-                 token_lines: bool = False):
+                 strings: set[str] | None = None, token_lines: bool = False):
         if min_count < 1:
             raise DataError(f"{path}: min_count must be at least 1, got {min_count}")
         self.path, self.examples, self.lines, self.token_lines = path, examples, lines, token_lines
-        self.strings = {key for key in examples[0] if _is_text(path, examples, key)}
+        if strings is None:     # not fixed by the format (JSON Lines): found from the values
+            strings = {key for key in examples[0] if _is_text(path, examples, key)}
+        self.strings = strings
         self.targets = {key for key in self.strings if key in targets}
         self.floats = {key for key in examples[0] if key not in self.strings
                        and (_has_float(examples, key) or (inputs or {}).get(key) == "float")}
@@ -58,10 +64,11 @@ class SequenceDataset(Dataset):
         chosen = range(len(self.examples)) if indices is None else indices
         vocab, tags = {}, {}
         for key in sorted(self.strings):
+            seen = chain.from_iterable(_items(self.examples[i][key]) for i in chosen)
             if key in self.targets:
-                tags[key] = sorted({tag for i in chosen for tag in _items(self.examples[i][key])})
+                tags[key] = sorted(set(seen))
             else:
-                counts = Counter(token for i in chosen for token in _items(self.examples[i][key]))
+                counts = Counter(seen)
                 kept = sorted((t for t, n in counts.items() if n >= self.min_count), key=lambda t: (-counts[t], t))
                 vocab[key] = [PAD, UNKNOWN, *kept]
         self._encode({"vocab": vocab, "tags": tags, "padding": PAD, "unknown": UNKNOWN})
@@ -180,7 +187,7 @@ def load_conll(path, *, inputs=None, preprocessing: dict | None = None, tokens: 
     if not examples:
         raise DataError(f"{path}: no sentences (expected 'token<TAB>tag' lines, a blank line between sentences)")
     return SequenceDataset(path, examples, lines, targets=(tags,), inputs=inputs, preprocessing=preprocessing,
-                           min_count=min_count, bucket=bucket, token_lines=True)
+                           min_count=min_count, bucket=bucket, strings={tokens, tags}, token_lines=True)
 
 
 _RUN_OF_LINES = re.compile(r"[^\n]*\S[^\n]*(?:\n[^\n]*\S[^\n]*)*")     # lines that are not blank

@@ -32,8 +32,8 @@ def turkish_pos(part: str = "all", *, inputs=None, preprocessing: dict | None = 
         for start, sentence in _conllu_sentences(path):
             examples.append({"tokens": [row[1] for row in sentence], "labels": [row[3] for row in sentence]})
             lines.append(start)
-    return SequenceDataset(path, examples, lines, targets=("labels",), inputs=inputs,
-                           preprocessing=preprocessing, min_count=min_count, bucket=bucket)
+    return SequenceDataset(path, examples, lines, targets=("labels",), inputs=inputs, preprocessing=preprocessing,
+                           min_count=min_count, bucket=bucket, strings={"tokens", "labels"})
 
 
 def _treebank_file(name: str):
