@@ -163,3 +163,13 @@ def test_a_file_that_is_not_utf8_names_its_line(tmp_path):
     path.write_bytes("the\tDET\ncafé\tNOUN\n".encode("latin-1"))
     with pytest.raises(DataError, match=r"latin1.conll:2: not UTF-8 text"):
         load_dataset(path=str(path))
+
+
+def test_jsonl_string_fields_the_spec_does_not_read_are_tag_sets(tmp_path):
+    path = tmp_path / "reviews.jsonl"
+    path.write_text('{"tokens": ["good", "film"], "label": "pos"}\n{"tokens": ["bad"], "label": "neg"}\n')
+    dataset = load_dataset(path=str(path), inputs={"tokens": torch.int64, "mask": torch.bool})
+    assert [dataset[0]["label"].item(), dataset[1]["label"].item()] == [1, 0]     # neg, pos: no <pad>, <unk>
+    assert dataset.preprocessing["tags"] == {"label": ["neg", "pos"]}
+    again = load_dataset(path=str(path), preprocessing=dataset.preprocessing)     # the spec unknown: as saved
+    assert again[0]["label"].item() == 1 and again[0]["tokens"].tolist() == dataset[0]["tokens"].tolist()

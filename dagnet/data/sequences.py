@@ -30,8 +30,9 @@ class SequenceDataset(Dataset):
     """Examples read from a file as plain lists, encoded to tensors once the vocabularies are known.
 
     A string field named in `targets` is a closed set of tags: index i is the i-th tag
-    in sorted order, and a tag not seen in training is an error. Any other string field
-    is an open vocabulary: 0 is padding, 1 the unknown token, then the training split's
+    in sorted order, and a tag not seen in training is an error. Without `targets`, the
+    string fields that are not spec `inputs` are tags (or, the spec unknown, those named
+    `tags` or `labels`). Any other string field is an open vocabulary: 0 is padding, 1 the unknown token, then the training split's
     tokens seen at least `min_count` times, most frequent first. Numbers become float32
     tensors if a field holds any non-integer (or the spec declares that input float),
     else int64.
@@ -40,7 +41,7 @@ class SequenceDataset(Dataset):
     file has one token a line (CoNLL), so an error can name the token's own line.
     """
 
-    def __init__(self, path, examples: list[dict], lines: list[int], *, targets=TARGETS, inputs=None,
+    def __init__(self, path, examples: list[dict], lines: list[int], *, targets=None, inputs=None,
                  preprocessing: dict | None = None, min_count: int = 1, bucket: bool = False,
                  strings: set[str] | None = None, token_lines: bool = False):
         if min_count < 1:
@@ -49,6 +50,8 @@ class SequenceDataset(Dataset):
         if strings is None:     # not fixed by the format (JSON Lines): found from the values
             strings = {key for key in examples[0] if _is_text(path, examples, key)}
         self.strings = strings
+        if targets is None:     # a spec reads token ids as inputs and scores tags
+            targets = [key for key in self.strings if key not in inputs] if inputs else TARGETS
         self.targets = {key for key in self.strings if key in targets}
         self.floats = {key for key in examples[0] if key not in self.strings
                        and (_has_float(examples, key) or (inputs or {}).get(key) == "float")}
@@ -80,6 +83,7 @@ class SequenceDataset(Dataset):
         if missing:
             raise DataError(f"{self.path}: the run has no vocabulary for {missing[0]!r} (it has: "
                             f"{', '.join(tables) or 'none'}); was it trained on other data?")
+        self.targets = self.strings & set(preprocessing.get("tags", {}))     # as in training, whatever the spec
         self.columns = {key: self._column(key, tables.get(key), preprocessing["unknown"]) for key in self.examples[0]}
         if "mask" not in self.columns and self.lengths[0] is not None:
             self.columns["mask"] = list(torch.ones(sum(self.lengths), dtype=torch.bool).split(self.lengths))
@@ -126,7 +130,7 @@ class SequenceDataset(Dataset):
         return {key: column[index] for key, column in self.columns.items()}
 
 
-def load_jsonl(path, *, inputs=None, preprocessing: dict | None = None, targets: list[str] = TARGETS,
+def load_jsonl(path, *, inputs=None, preprocessing: dict | None = None, targets: list[str] | None = None,
                min_count: int = 1, bucket: bool = False) -> SequenceDataset:
     """One JSON object per line, e.g. {"tokens": ["the", "cat"], "tags": ["DET", "NOUN"]} or
     {"frames": [[0.1, 0.2], [0.3, 0.4]], "labels": [0, 2]}.
@@ -142,7 +146,7 @@ def load_jsonl(path, *, inputs=None, preprocessing: dict | None = None, targets:
             lines.append(number)
     if not examples:
         raise DataError(f"{path}: no examples (expected one JSON object per line)")
-    return SequenceDataset(path, examples, lines, targets=tuple(targets), inputs=inputs,
+    return SequenceDataset(path, examples, lines, targets=targets, inputs=inputs,
                            preprocessing=preprocessing, min_count=min_count, bucket=bucket)
 
 
