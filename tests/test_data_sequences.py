@@ -173,3 +173,15 @@ def test_jsonl_string_fields_the_spec_does_not_read_are_tag_sets(tmp_path):
     assert dataset.preprocessing["tags"] == {"label": ["neg", "pos"]}
     again = load_dataset(path=str(path), preprocessing=dataset.preprocessing)     # the spec unknown: as saved
     assert again[0]["label"].item() == 1 and again[0]["tokens"].tolist() == dataset[0]["tokens"].tolist()
+
+
+def test_turkish_pos_is_the_treebank_shipped_in_the_wheel():
+    dataset = load_dataset(name="turkish_pos", min_count=2)
+    assert len(dataset) == 4849 and sum(dataset.lengths) == 81370
+    assert len(dataset[0]["tokens"]) == len(dataset[0]["labels"]) == dataset.lengths[0]
+    assert len(dataset.preprocessing["tags"]["labels"]) == 14
+    web = load_dataset(name="turkish_pos", part="web")
+    saved = web.learn()
+    saved["tags"]["labels"].remove("ONOM")
+    with pytest.raises(DataError, match=r"wiki.conllu:\d+: labels 'ONOM' was not in the training data"):
+        load_dataset(name="turkish_pos", part="wiki", preprocessing=saved)

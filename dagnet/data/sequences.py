@@ -37,16 +37,18 @@ class SequenceDataset(Dataset):
     most frequent first. Numbers become float32 tensors if a field holds any non-integer
     (or the spec declares that input float), else int64.
 
-    `lines` holds each example's first line in `path`, for errors; with `token_lines` the
-    file has one token a line (CoNLL), so an error can name the token's own line.
+    `lines` holds each example's first line in `path` (or in `files[n]`, when the examples
+    come from several files), for errors; with `token_lines` the file has one token a
+    line (CoNLL), so an error can name the token's own line.
     """
 
     def __init__(self, path, examples: list[dict], lines: list[int], *, targets=None, inputs=None,
                  preprocessing: dict | None = None, min_count: int = 1, bucket: bool = False,
-                 strings: set[str] | None = None, token_lines: bool = False):
+                 strings: set[str] | None = None, token_lines: bool = False, files: list | None = None):
         if min_count < 1:
             raise DataError(f"{path}: min_count must be at least 1, got {min_count}")
         self.path, self.examples, self.lines, self.token_lines = path, examples, lines, token_lines
+        self.files = files
         if strings is None:     # not fixed by the format (JSON Lines): found from the values
             strings = {key for key in examples[0] if _is_text(path, examples, key)}
         self.strings = strings
@@ -112,7 +114,8 @@ class SequenceDataset(Dataset):
             return [table[tag] for tag in tags]
         except KeyError as error:
             tag = error.args[0]
-            raise DataError(f"{self.path}:{self._line_of(n, key, tag)}: {key} {tag!r} was not in the training "
+            file = self.files[n] if self.files else self.path
+            raise DataError(f"{file}:{self._line_of(n, key, tag)}: {key} {tag!r} was not in the training "
                             f"data (known: {', '.join(table)})") from None
 
     def _line_of(self, n: int, key: str, tag: str) -> int:

@@ -26,14 +26,16 @@ def turkish_pos(part: str = "all", *, inputs=None, preprocessing: dict | None = 
     """
     if part not in (*PARTS, "all"):
         raise DataError(f"turkish_pos: part must be one of {', '.join(PARTS)}, all; got {part!r}")
-    examples, lines = [], []
+    examples, lines, files = [], [], []
     for name in PARTS if part == "all" else (part,):
         path = _treebank_file(name)
         for start, sentence in _conllu_sentences(path):
             examples.append({"tokens": [row[1] for row in sentence], "labels": [row[3] for row in sentence]})
             lines.append(start)
-    return SequenceDataset(path, examples, lines, targets=("labels",), inputs=inputs, preprocessing=preprocessing,
-                           min_count=min_count, bucket=bucket, strings={"tokens", "labels"})
+            files.append(path)
+    return SequenceDataset(f"turkish_pos ({part})", examples, lines, targets=("labels",), inputs=inputs,
+                           preprocessing=preprocessing, min_count=min_count, bucket=bucket,
+                           strings={"tokens", "labels"}, files=files)
 
 
 def _treebank_file(name: str):
