@@ -147,7 +147,7 @@ def main() -> None:
             f"{name} {statistics.median(values) * 1000:.0f} ms" for name, values in times.items()))
         print(padding_report({"path": str(path)}, f"generated ({args.sentences} sentences)"))
     try:
-        print(padding_report({"name": "turkish_pos"}, "turkish_pos (4,849 sentences)"))
+        print(padding_report({"name": "turkish_pos"}, "turkish_pos (4,851 sentences)"))
     except DataError as error:
         print(f"turkish_pos skipped: {error}")
 

@@ -177,7 +177,7 @@ def test_jsonl_string_fields_the_spec_does_not_read_are_tag_sets(tmp_path):
 
 def test_turkish_pos_is_the_treebank_shipped_in_the_wheel():
     dataset = load_dataset(name="turkish_pos", min_count=2)
-    assert len(dataset) == 4849 and sum(dataset.lengths) == 81370
+    assert len(dataset) == 4851 and sum(dataset.lengths) == 81370
     assert len(dataset[0]["tokens"]) == len(dataset[0]["labels"]) == dataset.lengths[0]
     assert len(dataset.preprocessing["tags"]["labels"]) == 14
     web = load_dataset(name="turkish_pos", part="web")

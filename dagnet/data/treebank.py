@@ -2,7 +2,7 @@
 
 The `turkish-treebanks` package (Google Research, Apache 2.0) installs the
 Turkish Web Treebank (forums, blogs: `web.conllu`) and a Wikipedia treebank
-(`wiki.conllu`): 4,849 hand-annotated sentences, 81,370 tokens, 14 universal
+(`wiki.conllu`): 4,851 hand-annotated sentences, 81,370 tokens, 14 universal
 part-of-speech tags (UD v1 names: NOUN, VERB, ..., CONJ, PRT). Tokens are the
 treebank's rows: words, or the inflectional groups that Turkish words split
 into (`Açık` `la` `nma` `yan`), each with its own tag.
