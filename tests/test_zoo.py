@@ -16,7 +16,7 @@ from tests.test_dsl_roundtrip import signature
 ZOO = [
     "mlp_mse", "mlp_regularised", "resnet_digits", "densenet_digits",
     "softmax_gestures", "cnf_gestures", "hcrf_gestures", "ldcrf_gestures", "ldcnf_gestures",
-    "bert_crf_tagger",
+    "bert_crf_tagger", "conll_softmax_tagger", "conll_tagger",
     "fcn32s_shapes", "fcn16s_shapes", "fcn8s_shapes", "deconvnet_shapes", "deeplab_shapes",
     "segmenter_full", "segmenter_points", "localise_shapes", "colorise_photos",
 ]

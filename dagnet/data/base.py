@@ -66,10 +66,11 @@ def _stack(key: str, values: list) -> Tensor:
         return torch.stack(values)
     except (TypeError, RuntimeError):   # numbers, arrays, or different lengths
         values = [torch.as_tensor(v) for v in values]
-    if all(v.shape == values[0].shape for v in values):
+    first = values[0].shape
+    if all(v.shape == first for v in values):
         return torch.stack(values)
-    shapes = sorted({tuple(v.shape) for v in values})
-    if not all(shape and shape[1:] == shapes[0][1:] for shape in shapes):
+    if not first or any(v.shape[1:] != first[1:] or not v.dim() for v in values):
+        shapes = sorted({tuple(v.shape) for v in values})
         raise DataError(
             f"cannot batch {key!r}: examples may differ only in their first dimension, found shapes {shapes}"
         )

@@ -14,9 +14,11 @@ from torch.utils.data import Dataset, Subset
 from dagnet.data.base import ArrayDataset, DataError, declared, input_names, preprocessing_of, split_dataset
 from dagnet.data.files import load_arrays
 from dagnet.data.images import load_image_folder
+from dagnet.data.sequences import load_conll, load_jsonl
 from dagnet.data.synthetic import gestures, shapes
 from dagnet.data.tables import load_table
 from dagnet.data.transforms import AugmentConfig, Augmented, Standardized, channel_stats
+from dagnet.data.treebank import turkish_pos
 
 
 def digits(onehot: bool = False) -> ArrayDataset:
@@ -69,7 +71,7 @@ def _colour_clusters(color: torch.Tensor, k: int, seed: int) -> torch.Tensor:
     return torch.from_numpy(labels.astype(np.int64)).view(color.shape[0], *color.shape[2:])
 
 
-BUILTIN = {"digits": digits, "shapes": shapes, "gestures": gestures, "photos": photos}
+BUILTIN = {"digits": digits, "shapes": shapes, "gestures": gestures, "photos": photos, "turkish_pos": turkish_pos}
 
 # User data: the loader for a file suffix, or "folder" for a directory. A loader is called as
 # loader(path, *, inputs=..., targets=..., preprocessing=..., **options): `inputs` maps the
@@ -83,6 +85,10 @@ SOURCES = {
     ".parquet": load_table,
     ".npz": load_arrays,
     ".pt": load_arrays,
+    ".jsonl": load_jsonl,
+    ".conll": load_conll,
+    ".bio": load_conll,
+    ".iob": load_conll,
     "folder": load_image_folder,
 }
 CONTEXT = ("inputs", "targets", "preprocessing")     # what dagnet passes; not user options
@@ -210,6 +216,8 @@ def prepare_data(
         chosen = set(val_indices)
         train = Subset(dataset, [i for i in range(len(dataset)) if i not in chosen])
         val = Subset(dataset, sorted(chosen)) if chosen else None
+    if preprocessing is None and hasattr(dataset, "learn"):    # vocabularies: from the training part only
+        dataset.learn(train.indices)
     keys = input_names(dataset) if standardize is True else tuple(standardize or ())
     if standardize is True and not keys:
         raise DataError("standardize: true, but the data set declares no inputs; list the keys instead")

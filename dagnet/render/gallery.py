@@ -34,6 +34,9 @@ FIGURES = [
     ("fcn_densecrf", "fcn_densecrf_bw.svg", {"bw": True}),
     ("bert_crf_tagger", "bert_crf_tagger.svg", {}),
     ("bert_crf_tagger", "bert_crf_tagger_arch.svg", {"view": "arch", "depth": 1}),
+    ("conll_tagger", "conll_tagger.svg", {}),
+    ("conll_tagger", "conll_tagger_arch.svg", {"view": "arch", "depth": 1}),
+    ("conll_softmax_tagger", "conll_softmax_tagger.svg", {}),
     # torchvision's families and the Transformers (docs/models.md)
     *[(spec, f"{spec}.svg", {}) for spec in (
         "squeezenet", "googlenet", "inception_v3", "mobilenet_v2", "mobilenet_v3", "mnasnet", "efficientnet",

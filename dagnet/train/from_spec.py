@@ -78,8 +78,17 @@ def data_fields(ir: IR, losses: list[dict]) -> tuple[dict[str, Field], tuple[str
 
 def check_data(dataset, ir: IR, losses: list[dict], limit: int = 256) -> None:
     """Shapes and dtypes of the inputs (of the first `limit` examples), and class labels within the
-    range the outputs score (of every example: a label out of range would fail deep in a loss)."""
+    range the outputs score, token ids within the rows of the embedding that reads them (of every
+    example: an index out of range would fail deep in a loss or a lookup)."""
     check_example_shapes(dataset, input_shapes(ir), dtypes=input_dtypes(ir), limit=limit)
+    for node in ir.order():
+        if node.op == "embedding" and node.inputs[0] in ir.inputs:
+            rows = node.args["num_embeddings"]
+            try:
+                check_labels(dataset, node.inputs[0], (0, rows - 1))
+            except DataError as error:
+                raise DataError(f"{error}: `{node.name}` has {rows} rows; raise its num_embeddings to the "
+                                "vocabulary's size, or the data's min_count to shrink it") from None
     for loss in losses:
         if loss.get("op") != "cross_entropy":
             continue
@@ -180,7 +189,7 @@ def _run_data(ir: IR, losses: list[dict], state: dict, data, options: dict | Non
     inputs, targets = data_fields(ir, losses)
     source = data_source(data, options, state["config"].get("data"))
     dataset = load_dataset(**source, inputs=inputs, targets=targets if labelled else (),
-                           preprocessing=state.get("data_state"))
+                           preprocessing=state.get("data_state") or None)
     if state.get("data_stats"):
         dataset = Standardized(dataset, state["data_stats"])
     check_example_shapes(dataset, input_shapes(ir), limit=256)
@@ -196,7 +205,7 @@ def evaluate_run(run_or_checkpoint, data=None, out: Path | None = None, data_opt
         inputs, targets = data_fields(ir, losses)
         dataset = prepare_data(data_source(None, data_options, config.data), val_split=config.val_split,
                                seed=config.seed, standardize=config.standardize, inputs=inputs, targets=targets,
-                               preprocessing=state.get("data_state")).val
+                               preprocessing=state.get("data_state") or None).val
         if dataset is None:
             raise DataError("the run kept no validation split (val_split: 0); give --data")
     else:

@@ -27,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from dagnet.data import collate
+from dagnet.data.sequences import bucket_lengths, bucketed
 from dagnet.train.checkpoint import CheckpointWriter, load_model_state, rng_state, set_rng_state
 from dagnet.train.config import ConfigError, TrainConfig
 from dagnet.train.distributed import all_gather, all_reduce_sum, local_rank, world
@@ -77,9 +78,9 @@ def fit(
     config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     with _determinism(config.deterministic):
         trainer = Trainer(
-            model, objective, train_set, val_set, config, run_dir, metrics, collate_fn, progress, data_stats or {}
+            model, objective, train_set, val_set, config, run_dir, metrics, collate_fn, progress, data_stats or {},
+            data_state or {},
         )
-        trainer.data_state = data_state or {}
         return trainer.run(resume, run_files)
 
 
@@ -106,12 +107,21 @@ def _determinism(enabled: bool):
 
 
 class ResumableSampler(DistributedSampler):
-    """DistributedSampler (an order seeded by seed + epoch, dealt out to the processes) that can start mid-epoch."""
+    """DistributedSampler (an order seeded by seed + epoch, dealt out to the processes) that can start mid-epoch.
+
+    Given `lengths` (data with `bucket: true`), each batch of the order holds examples of
+    similar length (dagnet.data.sequences.bucketed), still a function of seed and epoch.
+    """
 
     start = 0
+    lengths: list[int] | None = None
+    batch_size = 1
 
     def epoch_order(self) -> list[int]:
-        return list(super().__iter__())
+        order = list(super().__iter__())
+        if self.lengths is None:
+            return order
+        return bucketed(order, self.lengths, self.batch_size, seed=self.seed + self.epoch)
 
     def __iter__(self):
         return iter(self.epoch_order()[self.start :])
@@ -129,11 +139,12 @@ class Trainer:
     """The state of one run and the steps that advance it; `fit` is the way in."""
 
     def __init__(
-        self, model, objective, train_set, val_set, config, run_dir, task, collate_fn, progress, data_stats
+        self, model, objective, train_set, val_set, config, run_dir, task, collate_fn, progress, data_stats,
+        data_state=None,
     ):
         self.rank, self.world = world()
         self.config, self.model, self.objective, self.task = config, model, objective, task
-        self.train_set, self.data_stats = train_set, data_stats
+        self.train_set, self.data_stats, self.data_state = train_set, data_stats, data_state or {}
         self.device = _resolve_device(config.device, self.world)
         self.autocast = _autocast(self.device, config.precision)
         seed_everything(config.seed + self.rank)
@@ -145,6 +156,7 @@ class Trainer:
         if config.batch_size % self.world:
             raise ConfigError("batch_size", f"{config.batch_size} does not split evenly into {self.world} processes")
         self.sampler = ResumableSampler(train_set, num_replicas=self.world, rank=self.rank, seed=config.seed)
+        self.sampler.lengths, self.sampler.batch_size = bucket_lengths(train_set), config.batch_size // self.world
         self.loader = self._loader(train_set, self.sampler, collate_fn)
         self.val_loader = None
         if val_set is not None:  # a strided shard, without DistributedSampler's padding: each example counts once
