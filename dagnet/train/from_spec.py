@@ -157,7 +157,7 @@ def _data(source, state: dict, expected: dict):
     return dataset
 
 
-def evaluate_run(run_or_checkpoint, data=None, out: Path | None = None) -> dict:
+def evaluate_run(run_or_checkpoint, data=None, out: Path | None = None, device: str = "auto") -> dict:
     """Metrics of a trained model on ``data``; by default on the run's own validation split."""
     ir, model, objective, losses, state = restore(run_or_checkpoint)
     config = TrainConfig.from_dict(state["config"])
@@ -169,16 +169,17 @@ def evaluate_run(run_or_checkpoint, data=None, out: Path | None = None) -> dict:
     else:
         dataset = _data(data, state, input_shapes(ir))
         check_data(dataset, ir, losses)
-    result = evaluate(model, dataset, task_of(ir, losses), objective=objective, batch_size=config.batch_size)
+    result = evaluate(model, dataset, task_of(ir, losses), objective=objective, batch_size=config.batch_size,
+                      device=device)
     if out:
         Path(out).write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
-def predict_run(run_or_checkpoint, data, out) -> Path:
-    """Write predictions of a trained model for every example of ``data``."""
+def predict_run(run_or_checkpoint, data, out, device: str = "auto") -> Path:
+    """Write predictions of a trained model for every example of ``data``, on ``device``."""
     ir, model, _, losses, state = restore(run_or_checkpoint)
     task = task_of(ir, losses)
     if task is None:
         raise DataError("predict needs a classification, segmentation or sequence loss in the spec")
-    return predict(model, _data(data, state, input_shapes(ir)), task, out)
+    return predict(model, _data(data, state, input_shapes(ir)), task, out, device=device)

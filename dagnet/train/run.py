@@ -41,6 +41,13 @@ class RunDirError(RuntimeError):
     """A run directory cannot be used as asked: another spec, other parameters, an edited spec.json."""
 
 
+def next_version(parent: Path) -> Path:
+    """parent/version_N with N one more than the highest there (0 in a new or empty parent), as Lightning
+    numbers its runs: a new run in a directory that holds others, without choosing a name."""
+    taken = [int(p.name[8:]) for p in parent.glob("version_*") if p.name[8:].isdigit()]
+    return parent / f"version_{max(taken, default=-1) + 1}"
+
+
 class RunDir:
     """Paths and writers of one run; on ranks other than 0 (`writer=False`) every write is skipped."""
 
@@ -59,7 +66,8 @@ class RunDir:
         """Refuse a new run over a saved one, or a resume with nothing saved; reads and writes nothing else."""
         if not resume and self.holds_run():
             raise FileExistsError(f"{self.path} already holds a run (last.pt): resume it with --resume "
-                                  f"{self.path}, or choose another run_dir (--out NEW_DIR)")
+                                  f"{self.path}, choose another run_dir (--out NEW_DIR), or add --new-version "
+                                  f"to train into {self.path}/version_N")
         if resume and not self.holds_run():
             raise FileNotFoundError(f"nothing to resume: {self.last} does not exist (a run saves its first "
                                     "checkpoint at the end of epoch 1): train it again as a new run")
