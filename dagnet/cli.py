@@ -22,7 +22,7 @@ USER_ERRORS = {"DataError", "ConfigError", "CheckpointError", "ObjectiveError", 
 # optional packages, by the name they are imported as: (the name pip knows, the dagnet extra that brings it)
 EXTRAS = {"sklearn": ("scikit-learn", "train"), "matplotlib": ("matplotlib", "train"), "tqdm": ("tqdm", "train"),
           "PIL": ("pillow", "train"), "safetensors": ("safetensors", "train"), "onnx": ("onnx", "export"),
-          "onnxscript": ("onnxscript", "export")}
+          "onnxscript": ("onnxscript", "export"), "tensorboard": ("tensorboard", "tensorboard")}
 
 
 def _overrides(pairs: list[str]) -> dict:
