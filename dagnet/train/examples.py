@@ -15,11 +15,11 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from dagnet.data import DataError
 
 
-def field_names(inputs: tuple[str, ...] | None, batch_keys: tuple[str, ...]) -> tuple[str, ...]:
-    """The names of a tuple example's fields, by position (see the module docstring)."""
+def field_names(inputs: tuple[str, ...] | None, batch_keys: tuple[str, ...]) -> tuple[str, ...] | None:
+    """The names of a tuple example's fields, by position (see the module docstring); None for a
+    model whose forward takes **kwargs, which names no inputs."""
     if inputs is None:
-        raise DataError("the model's forward takes **kwargs, so a tuple example's fields have no names: "
-                        "give examples as dicts")
+        return None
     return (*inputs, *(key for key in batch_keys if key not in inputs))
 
 
@@ -52,7 +52,7 @@ def as_dict(example, names: tuple[str, ...], where: str) -> dict:
     return dict(zip(names, example))
 
 
-def as_fit_data(data: Dataset | DataLoader | None, names: tuple[str, ...]) -> tuple[Dataset | None, dict]:
+def as_fit_data(data: Dataset | DataLoader | None, names: tuple[str, ...] | None) -> tuple[Dataset | None, dict]:
     """The dataset `fit` draws from (examples as dicts) and what a DataLoader decides: its batch size,
     workers and a collate function of its own; its order is replaced by fit's seeded one, which
     makes resuming exact. A custom collate function receives the examples as the dataset yields
@@ -61,10 +61,15 @@ def as_fit_data(data: Dataset | DataLoader | None, names: tuple[str, ...]) -> tu
         return None, {}
     dataset = data.dataset if isinstance(data, DataLoader) else data
     if not isinstance(dataset[0], dict):
+        if names is None:
+            raise DataError("the model's forward takes **kwargs, so the fields of a tuple example have no "
+                            "names: give examples as dicts")
         dataset = NamedFields(dataset, names)
     if not isinstance(data, DataLoader):
         return dataset, {}
     settings = {"batch_size": data.batch_size, "num_workers": data.num_workers}
+    if data.batch_size is None:
+        raise DataError("fit batches the examples itself: give a DataLoader with batch_size, not a batch_sampler")
     if data.collate_fn is not default_collate:
         if isinstance(dataset, NamedFields):
             raise DataError("fit names tuple examples before collating, so the DataLoader's own collate_fn "
