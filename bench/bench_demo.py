@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -58,15 +59,17 @@ def measure(cases: dict[str, str], rounds: int) -> dict[str, list[float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--loaded-only", action="store_true", help="skip the quiet case")
     args = parser.parse_args()
     if "OMP_NUM_THREADS" in os.environ:
         sys.exit("bench_demo: unset OMP_NUM_THREADS (the thread count is what is measured)")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))     # a timeout still stops the load below
     cores = str(os.cpu_count() or 1)
     cases = {"default (threads: auto)": "", f"--threads {cores} (PyTorch's default)": f"--threads {cores}"}
-    loads = {"quiet (the machine as it is)": None,
-             f"beside a busy loop on each of the {cores} cores": [sys.executable, "-c", BUSY, cores],
-             "beside a second demo training (PyTorch's default threads)":
-                 [sys.executable, "-c", SECOND_TRAINING, cores]}
+    loads = {} if args.loaded_only else {"quiet (the machine as it is)": None}
+    loads |= {f"beside a busy loop on each of the {cores} cores": [sys.executable, "-c", BUSY, cores],
+              "beside a second demo training (PyTorch's default threads)":
+                  [sys.executable, "-c", SECOND_TRAINING, cores]}
     print(f"dagnet train specs/digits_cnn.yaml (15 epochs), training seconds; {cores} cores; "
           f"median of {args.rounds} alternating runs; load average before: {os.getloadavg()[0]:.1f}")
     for load_name, command in loads.items():
