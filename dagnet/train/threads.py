@@ -4,12 +4,12 @@ PyTorch starts one OpenMP thread per core. For a small model each parallel
 region is a few microseconds of work, and the threads spend longer waking,
 spinning and waiting for each other than computing; when another process
 keeps the cores busy a spinning thread waits for a core that is not coming,
-and a step becomes many times slower (the README demo: 3 s quiet, 15-75 s
-beside another job, 6 s with one thread). `auto` therefore counts the
-floating-point operations of one training step and uses one thread below
-:data:`AUTO_ONE_THREAD_FLOPS` (measured: docs/benchmarks.md, "Threads"), and
-an equal share of the cores per process above it. OMP_NUM_THREADS, when set,
-is the user's choice already and `auto` keeps it (see `Trainer._threads`).
+and a step becomes many times slower (the README demo beside a busy loop on
+both cores: 15 s with two threads, 6 s with one; docs/benchmarks.md). `auto`
+therefore counts the floating-point operations of one training step and uses
+one thread below :data:`AUTO_ONE_THREAD_FLOPS`, and an equal share of the
+cores per process above it. OMP_NUM_THREADS, when set, is the user's choice
+already and `auto` keeps it (see `Trainer._threads`).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-# Below this many floating-point operations per training step (forward + backward,
-# per process), one thread is faster than two on a 2-core machine, quiet or loaded;
-# see bench/bench_threads.py.
+# Per training step (forward + backward, per process) on a 2-core machine: one thread
+# was faster than two up to 5.5 GFLOP, quiet or loaded; two were faster on a quiet
+# machine from 22 GFLOP (bench/bench_threads.py, docs/benchmarks.md "Threads").
 AUTO_ONE_THREAD_FLOPS = 1e10
 
 
