@@ -350,6 +350,8 @@ class Trainer:
         if self.config.on_nonfinite == "skip" and self._nonfinite_anywhere(loss):
             self.progress.line(f"skipped a batch with a non-finite loss at epoch {self.epoch + 1}, "
                                f"step {self.step + 1} (on_nonfinite: skip)")
+            if update:      # the group ends without its update: its gradients must not leak into the next
+                self.optimizer.zero_grad(set_to_none=True)
             return None
         self.scaler.scale(loss if weight == 1 else loss * weight).backward()
         if update:
