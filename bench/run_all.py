@@ -27,6 +27,8 @@ BENCHMARKS = [
     ("Dense CRF vs pydensecrf", ["bench/bench_dense_crf.py"]),
     ("dagnet train vs a hand-written loop", ["bench/bench_train.py"]),
     ("Loading user data", ["bench/bench_data.py"]),
+    ("Threads: one or all cores, by FLOPs per step", ["bench/bench_threads.py"]),
+    ("The README demo, quiet and on a loaded machine", ["bench/bench_demo.py"]),
     ("Parsing and checking large specs", ["bench/bench_parse.py"]),
     ("Rendering figures", ["bench/bench_render.py", "--skip-slow-dot"]),
     ("Fuzzing the YAML front end", ["tests/fuzz_specs.py", "--cases", "20000", "--format", "yaml", "--compile"]),

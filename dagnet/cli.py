@@ -22,7 +22,8 @@ USER_ERRORS = {"DataError", "ConfigError", "CheckpointError", "ObjectiveError", 
 # optional packages, by the name they are imported as: (the name pip knows, the dagnet extra that brings it)
 EXTRAS = {"sklearn": ("scikit-learn", "train"), "matplotlib": ("matplotlib", "train"), "tqdm": ("tqdm", "train"),
           "PIL": ("pillow", "train"), "safetensors": ("safetensors", "train"), "onnx": ("onnx", "export"),
-          "onnxscript": ("onnxscript", "export"), "pandas": ("pandas", "data"), "pyarrow": ("pyarrow", "data")}
+          "onnxscript": ("onnxscript", "export"), "pandas": ("pandas", "data"), "pyarrow": ("pyarrow", "data"),
+          "tensorboard": ("tensorboard", "tensorboard")}
 
 
 def _overrides(pairs: list[str]) -> dict:
@@ -128,9 +129,11 @@ def cmd_train(args) -> int:
         raise SystemExit("dagnet train: give a SPEC, or --resume RUN_DIR")
     if args.resume and args.out and Path(args.out) != Path(args.resume):
         raise SystemExit("dagnet train: --resume RUN_DIR continues that run in place; leave out --out")
+    if args.resume and args.new_version:
+        raise SystemExit("dagnet train: --new-version starts a new run; --resume continues one: give one of them")
     out = _run_dir(args)
     flags = list(args.option or [])
-    for key in ("lr", "batch_size", "device", "seed", "optimizer", "precision", "checkpoint"):
+    for key in ("lr", "batch_size", "device", "threads", "seed", "optimizer", "precision", "checkpoint"):
         value = getattr(args, key)
         if value is not None:
             flags.append(f"{key}={value}")
@@ -151,7 +154,12 @@ def cmd_train(args) -> int:
 
 
 def _run_dir(args) -> str:
-    return args.resume or args.out or f"runs/{Path(args.spec or '').stem}"
+    """--resume's directory, or --out (default runs/<spec name>), or with --new-version its next version_N."""
+    out = args.resume or args.out or f"runs/{Path(args.spec or '').stem}"
+    if args.new_version:
+        from dagnet.train.run import next_version
+        return str(next_version(Path(out)))
+    return out
 
 
 def _train_worker(spec, out, data, data_options, epochs, config, flags, params, resume):
@@ -166,7 +174,7 @@ def _fmt(values: dict) -> str:
 
 def cmd_eval(args) -> int:
     from dagnet.train.from_spec import evaluate_run
-    result = evaluate_run(args.run, args.data, args.out, _data_options(args.data_option))
+    result = evaluate_run(args.run, args.data, args.out, _data_options(args.data_option), device=args.device)
     for key, value in result.items():
         if key not in ("confusion", "per_class_iou", "per_class_f1"):
             print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
@@ -179,7 +187,7 @@ def cmd_eval(args) -> int:
 
 def cmd_predict(args) -> int:
     from dagnet.train.from_spec import predict_run
-    print(f"wrote {predict_run(args.run, args.data, args.out, _data_options(args.data_option))}")
+    print(f"wrote {predict_run(args.run, args.data, args.out, _data_options(args.data_option), device=args.device)}")
     return 0
 
 
@@ -237,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int)
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default runs/<spec name>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly where it stopped")
+    p.add_argument("--new-version", action="store_true",
+                   help="train into RUN_DIR/version_N, N the next free number (RUN_DIR may hold earlier versions)")
     p.add_argument("--config", metavar="FILE", help="training settings (YAML), overriding the spec's")
     p.add_argument("--lr", type=float)
     p.add_argument("--batch-size", dest="batch_size", type=int)
@@ -245,7 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", choices=["none", "blocks"],
                    help="blocks: recompute each top-level block's activations in the backward pass "
                         "(less memory, about one more forward)")
-    p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--threads", help="CPU threads per process: auto (one for small models; see "
+                                     "docs/training.md) or a number")
     p.add_argument("--seed", type=int)
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--nproc", type=int, default=1, help="train with N processes (DistributedDataParallel)")
@@ -260,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="data to evaluate on (default: the run's validation split)")
     _data_option_argument(p)
     p.add_argument("--out", metavar="FILE.json", help="also write the metrics here")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("export", help="Export a trained run's best model, with its preprocessing.",
@@ -277,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="data to predict for")
     _data_option_argument(p)
     p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.set_defaults(func=cmd_predict)
 
     from dagnet.render.cli import add_commands as add_render_commands

@@ -35,6 +35,10 @@ LOSS_KEY_KINDS = {"output": "name", "target": "name", "node": "name", "potential
                   "label_smoothing": "number from 0 to 1"}
 
 
+# what `device:` (and eval / predict --device) may name, besides cuda:N
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
 class ConfigError(ValueError):
     """A training setting is unknown or invalid; `key` is its dotted path.
 
@@ -142,12 +146,15 @@ class TrainConfig:
     l1: float = 0.0
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     grad_clip: float | None = None
+    accumulate: int = 1
     on_nonfinite: str = field(default="stop", metadata=_choices("stop", "skip"))
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    keep_best: int = 0
     precision: str = field(default="fp32", metadata=_choices("fp32", "bf16", "fp16"))
     checkpoint: str = field(default="none", metadata=_choices("none", "blocks"))
     compile: bool | str = False
     device: str = "auto"
+    threads: int | str = "auto"
     seed: int = 0
     deterministic: bool = False
     val_split: float = 0.1
@@ -155,6 +162,7 @@ class TrainConfig:
     data: dict | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     standardize: bool | list[str] = False
+    loggers: list[str] | None = None
 
     def __post_init__(self):
         _require(self.epochs >= 1, "epochs", "must be >= 1")
@@ -167,8 +175,12 @@ class TrainConfig:
         _require(all(d >= 0 for d in decays), "weight_decay", "must be >= 0")
         _require(self.l1 >= 0, "l1", "must be >= 0")
         _require(self.grad_clip is None or self.grad_clip > 0, "grad_clip", "must be > 0 or null")
-        _require(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "device",
-                 f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        _require(self.accumulate >= 1, "accumulate", "must be >= 1")
+        _require(self.keep_best >= 0, "keep_best", "must be >= 0")
+        _require(self.device in DEVICES or self.device.startswith("cuda:"), "device",
+                 f"must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+        _require(self.threads == "auto" or isinstance(self.threads, int) and self.threads >= 1, "threads",
+                 f"must be auto or a number of threads >= 1, got {self.threads!r}")
         _require(0 <= self.val_split < 1, "val_split", "must be in [0, 1)")
         _require(self.num_workers >= 0, "num_workers", "must be >= 0")
         if self.data is not None:
@@ -214,6 +226,11 @@ ALIASES = {
     "workers": "num_workers",
     "validation_split": "val_split",
     "patience": "early_stopping.patience",
+    "accumulate_grad_batches": "accumulate",
+    "gradient_accumulation_steps": "accumulate",
+    "save_top_k": "keep_best",
+    "num_threads": "threads",
+    "logger": "loggers",
 }
 
 

@@ -104,12 +104,13 @@ def test_run_directory_layout(tmp_path, data, capsys):
     torch.manual_seed(0)
     model = DigitNet()
     summary = fit(model, build_objective(LOSSES, model), *data, CONFIG, tmp_path, TASK, data_stats={"image": {}})
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "best.pt", "config.yaml", "last.pt", "loss.png", "metrics.jsonl", "metrics.png", "summary.json"]
+    names = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("events.out.tfevents."))
+    assert names == ["best.pt", "config.yaml", "last.pt", "loss.png", "metrics.csv", "metrics.jsonl", "metrics.png",
+                     "summary.json"]
     assert TrainConfig.from_dict(yaml.safe_load((tmp_path / "config.yaml").read_text())) == TrainConfig.from_dict(CONFIG)
     records = _records(tmp_path)
     assert [r["epoch"] for r in records] == [1, 2, 3, 4]
-    assert set(records[0]) == {"epoch", "train_loss", "val_loss", "val_accuracy", "lr", "time"}
+    assert set(records[0]) == {"epoch", "step", "train_loss", "val_loss", "val_accuracy", "lr", "time"}
     assert [r["lr"] for r in records] == pytest.approx([1e-2, 1e-2, 5e-3, 5e-3])
     assert records[-1]["val_loss"] < records[0]["val_loss"]
     best = load_checkpoint(tmp_path / "best.pt")
@@ -135,7 +136,7 @@ def test_without_validation_best_follows_train_loss(tmp_path, data):
     model = DigitNet()
     summary = fit(model, build_objective(LOSSES, model), data[0], None, CONFIG | {"epochs": 2}, tmp_path, TASK,
                   progress=False)
-    assert set(_records(tmp_path)[0]) == {"epoch", "train_loss", "lr", "time"}
+    assert set(_records(tmp_path)[0]) == {"epoch", "step", "train_loss", "lr", "time"}
     assert list(summary["best"]) == ["train_loss"]
     fresh = DigitNet()
     load_weights(fresh, tmp_path / "last.pt")

@@ -1,4 +1,4 @@
-"""Training, evaluation and prediction for compiled dagnet models (or any module returning a dict of outputs).
+"""Training, evaluation and prediction for compiled dagnet models, or any module (outputs as a dict, or one tensor).
 
     objective = build_objective(spec_losses, model)
     config = resolve_config(spec_train_section, "train.yaml", ["lr=0.01"])

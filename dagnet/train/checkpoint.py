@@ -54,18 +54,21 @@ class CheckpointWriter:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
-    def save(self, path: str | Path, payload: dict, links: tuple = ()) -> None:
-        """Save to `path`, then point every path in `links` at the same file (hard link, or copy)."""
+    def save(self, path: str | Path, payload: dict, links: tuple = (), remove: tuple = ()) -> None:
+        """Save to `path`, then point every path in `links` at the same file (hard link, or copy),
+        then delete the files in `remove`."""
         snapshot = _snapshot(payload)
         self.wait()
-        self._thread = threading.Thread(target=self._write, args=(Path(path), snapshot, links))
+        self._thread = threading.Thread(target=self._write, args=(Path(path), snapshot, links, remove))
         self._thread.start()
 
-    def _write(self, path: Path, payload: dict, links: tuple) -> None:
+    def _write(self, path: Path, payload: dict, links: tuple, remove: tuple) -> None:
         try:
             save_checkpoint(path, payload)
             for link in links:
                 _link_atomic(path, Path(link))
+            for old in remove:
+                Path(old).unlink(missing_ok=True)
         except BaseException as error:  # handed to the training thread by wait()
             self._error = error
 

@@ -15,7 +15,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from dagnet.data import DataError, collate
-from dagnet.train.distributed import all_reduce_sum
+from dagnet.settings import DEVICES, ConfigError
+from dagnet.train.distributed import all_reduce_sum, local_rank
 from dagnet.train.metrics import ConfusionMatrix, Task
 from dagnet.train.objective import Objective
 
@@ -34,8 +35,40 @@ def check_inputs(inputs: tuple[str, ...] | None, example: dict) -> None:
         raise DataError(f"the model takes input {missing[0]!r}, which the data lacks (keys: {', '.join(example)})")
 
 
-def forward(model: nn.Module, batch: dict[str, Tensor], inputs: tuple[str, ...] | None) -> dict[str, Tensor]:
-    return model(**(batch if inputs is None else {name: batch[name] for name in inputs}))
+def forward(model: nn.Module, batch: dict[str, Tensor], inputs: tuple[str, ...] | None,
+            names: tuple[str, ...] = ()) -> dict[str, Tensor]:
+    """The model's outputs by name. A model that returns one tensor (a plain ``nn.Module``, or a
+    compiled spec with one output) gives the one output the losses read, `names`."""
+    outputs = model(**(batch if inputs is None else {name: batch[name] for name in inputs}))
+    if isinstance(outputs, dict):
+        return outputs
+    if isinstance(outputs, Tensor) and len(names) == 1:
+        return {names[0]: outputs}
+    found = f"a {type(outputs).__name__}" if not isinstance(outputs, Tensor) else "one tensor"
+    raise DataError(f"the model returned {found}, but the losses read the outputs {', '.join(names) or '(none)'}: "
+                    "return a dict of named outputs")
+
+
+def output_names(objective: Objective | None, task: Task | None) -> tuple[str, ...]:
+    """The outputs read from the model: by the losses, else by the task's metrics."""
+    return objective.outputs if objective is not None else (task.output,) if task is not None else ()
+
+
+def resolve_device(name: str | torch.device, processes: int = 1) -> torch.device:
+    """auto (CUDA if present, else the CPU), cpu, cuda, cuda:N or mps; one that is not here is a ConfigError."""
+    name = str(name)
+    if name not in DEVICES and not name.startswith("cuda:"):
+        raise ConfigError("device", f"must be auto, cpu, cuda, cuda:N or mps, got {name!r}")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device", f"{name} asked for, but CUDA is not available")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device", "mps asked for, but this machine has no Apple-silicon GPU (MPS) that torch "
+                                    "can use: use cpu, or auto")
+    if name == "cuda" and processes > 1:
+        name = f"cuda:{local_rank()}"
+    return torch.device(name)
 
 
 def to_device(batch: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
@@ -58,13 +91,13 @@ def run_evaluation(
     plain module whose CRF nodes decode (defaults to `model`).
     """
     model.eval()
-    inputs, scorer = model_inputs(scorer or model), scorer or model
+    inputs, scorer, names = model_inputs(scorer or model), scorer or model, output_names(objective, task)
     sums, count, confusion, kind = {}, 0, None, None
     for batch in loader:
         batch = to_device(batch, device)
         n = len(next(iter(batch.values())))
         with autocast():
-            outputs = forward(model, batch, inputs)
+            outputs = forward(model, batch, inputs, names)
             parts = objective(outputs, batch)[1] if objective is not None else {}
         for key, value in parts.items():
             sums[key] = sums.get(key, 0.0) + value * n
@@ -97,7 +130,7 @@ def evaluate(
     collate_fn: Callable = collate,
 ) -> dict:
     """Metrics of `model` on `data`: with a task its metrics and confusion matrix, with an objective the losses."""
-    device = torch.device(device)
+    device = resolve_device(device)
     return run_evaluation(model.to(device), _loader(data, batch_size, collate_fn), objective, task, device)
 
 
@@ -121,13 +154,13 @@ def predict(
     class_names (the names of the class ids, from the data's preprocessing) add a
     `class` column to predictions.csv and a "classes" list to each JSON line.
     """
-    device, out_dir = torch.device(device), Path(out_dir)
+    device, out_dir = resolve_device(device), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.to(device).eval()
     inputs, index, writer = model_inputs(model), 0, None
     for batch in _loader(data, batch_size, collate_fn):
         batch = to_device(batch, device)
-        outputs = forward(model, batch, inputs)
+        outputs = forward(model, batch, inputs, (task.output,))
         scores = outputs[task.output]
         kind = task.resolve_kind(scores, batch.get(task.target))
         writer = writer or _WRITERS[kind](out_dir, class_names)

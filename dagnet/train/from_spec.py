@@ -196,9 +196,10 @@ def _run_data(ir: IR, losses: list[dict], state: dict, data, options: dict | Non
     return dataset
 
 
-def evaluate_run(run_or_checkpoint, data=None, out: Path | None = None, data_options: dict | None = None) -> dict:
+def evaluate_run(run_or_checkpoint, data=None, out: Path | None = None, data_options: dict | None = None,
+                 device: str = "auto") -> dict:
     """Metrics of a trained model on ``data`` (read with the run's data options, ``data_options``
-    on top); by default on the run's own validation split."""
+    on top), on ``device``; by default on the run's own validation split."""
     ir, model, objective, losses, state = restore(run_or_checkpoint)
     if data is None:            # the same seeded split, preprocessing and statistics as in training
         config = TrainConfig.from_dict(state["config"])     # checks that the training data is still there
@@ -212,19 +213,20 @@ def evaluate_run(run_or_checkpoint, data=None, out: Path | None = None, data_opt
         dataset = _run_data(ir, losses, state, data, data_options, labelled=True)
         check_data(dataset, ir, losses)
     result = evaluate(model, dataset, task_of(ir, losses), objective=objective,
-                      batch_size=state["config"]["batch_size"])
+                      batch_size=state["config"]["batch_size"], device=device)
     if out:
         Path(out).write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
-def predict_run(run_or_checkpoint, data, out, data_options: dict | None = None) -> Path:
+def predict_run(run_or_checkpoint, data, out, data_options: dict | None = None, device: str = "auto") -> Path:
     """Write predictions of a trained model for every example of ``data`` (read with the run's
-    data options, ``data_options`` on top); classes are named as in training where the data gave names."""
+    data options, ``data_options`` on top), on ``device``; classes are named as in training where
+    the data gave names."""
     ir, model, _, losses, state = restore(run_or_checkpoint)
     task = task_of(ir, losses)
     if task is None:
         raise DataError("predict needs a classification, segmentation or sequence loss in the spec")
     dataset = _run_data(ir, losses, state, data, data_options, labelled=False)
     names = (state.get("data_state") or {}).get("class_names", {}).get(task.target)
-    return predict(model, dataset, task, out, class_names=names)
+    return predict(model, dataset, task, out, class_names=names, device=device)

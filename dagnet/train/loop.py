@@ -30,15 +30,19 @@ from dagnet.data import collate
 from dagnet.data.sequences import bucket_lengths, bucketed
 from dagnet.train.checkpoint import CheckpointWriter, load_model_state, rng_state, set_rng_state
 from dagnet.train.config import ConfigError, TrainConfig
-from dagnet.train.distributed import all_gather, all_reduce_sum, local_rank, world
-from dagnet.train.evaluate import check_inputs, forward, model_inputs, run_evaluation, to_device
+from dagnet.train.distributed import all_gather, all_reduce_sum, world
+from dagnet.train.evaluate import check_inputs, forward, model_inputs, resolve_device, run_evaluation, to_device
+from dagnet.train.examples import as_fit_data, field_names
+from dagnet.train.loggers import CsvLogger, Logger, logger_factories
 from dagnet.train.metrics import Task
 from dagnet.train.objective import Objective
 from dagnet.train.optim import EarlyStopping, Schedule, build_optimizer
 from dagnet.train.run import Progress, RunDir, RunDirError, format_record
+from dagnet.train.threads import auto_threads, step_flops, using_threads
 
 # Settings a resumed run may change without a warning.
-RESUMABLE_CHANGES = {"epochs", "device", "num_workers", "compile", "early_stopping"}
+RESUMABLE_CHANGES = {"epochs", "device", "num_workers", "compile", "early_stopping", "threads", "loggers",
+                     "keep_best"}
 
 
 class TrainingDiverged(RuntimeError):
@@ -48,8 +52,8 @@ class TrainingDiverged(RuntimeError):
 def fit(
     model: nn.Module,
     objective: Objective,
-    train_set: Dataset,
-    val_set: Dataset | None,
+    train_set: Dataset | DataLoader,
+    val_set: Dataset | DataLoader | None,
     config: TrainConfig | dict,
     run_dir,
     metrics: Task | None = None,
@@ -60,11 +64,17 @@ def fit(
     data_state: dict | None = None,
     progress: bool = True,
     run_files: dict[str, bytes] | None = None,
+    loggers: list[Logger] = (),
 ) -> dict:
-    """Train `model` (called as model(**inputs) -> dict of outputs) to minimise `objective`.
+    """Train `model` (called as model(**inputs), returning a dict of outputs or the one tensor the
+    losses read) to minimise `objective`.
 
-    Each epoch appends a line to run_dir/metrics.jsonl and rewrites last.pt (and
-    best.pt when `config.early_stopping.metric` improves); `metrics` picks the task
+    The data are map-style datasets or DataLoaders of dict or tuple examples (see
+    dagnet.train.examples for how tuple fields are named; a DataLoader gives its batch
+    size and workers, fit its own seeded order). Each epoch appends a line to
+    run_dir/metrics.jsonl and metrics.csv, reports to `loggers` and those the config
+    names (TensorBoard by default), and rewrites last.pt (and best.pt when
+    `config.early_stopping.metric` improves); `metrics` picks the task
     metrics computed on `val_set`. With resume=True the run continues from last.pt
     exactly as if it had not stopped. batch_size is the global batch: inside a
     process group each process takes an equal share. Returns the summary, also
@@ -76,12 +86,18 @@ def fit(
     checkpoint, for eval and predict to read new data the same way.
     """
     config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+    names = field_names(model_inputs(model), objective.batch_keys)
+    train_set, chosen = as_fit_data(train_set, names)
+    val_set, _ = as_fit_data(val_set, names)
+    collate_fn = chosen.pop("collate_fn", collate_fn)
+    config = dataclasses.replace(config, **chosen) if chosen else config
     with _determinism(config.deterministic):
         trainer = Trainer(
             model, objective, train_set, val_set, config, run_dir, metrics, collate_fn, progress, data_stats or {},
             data_state or {},
         )
-        return trainer.run(resume, run_files)
+        with using_threads(trainer.threads):
+            return trainer.run(resume, run_files, list(loggers))
 
 
 def seed_everything(seed: int) -> None:
@@ -145,13 +161,14 @@ class Trainer:
         self.rank, self.world = world()
         self.config, self.model, self.objective, self.task = config, model, objective, task
         self.train_set, self.data_stats, self.data_state = train_set, data_stats, data_state or {}
-        self.device = _resolve_device(config.device, self.world)
+        self.device = resolve_device(config.device, self.world)
         self.autocast = _autocast(self.device, config.precision)
         seed_everything(config.seed + self.rank)
         self.run_dir = RunDir(run_dir, writer=self.rank == 0)
         self.progress = Progress(progress and self.rank == 0)
-        self.inputs = model_inputs(model)
+        self.inputs, self.outputs = model_inputs(model), objective.outputs
         check_inputs(self.inputs, train_set[0])
+        self.threads, self.threads_why = self._threads(collate_fn)
         model.to(self.device)
         if config.batch_size % self.world:
             raise ConfigError("batch_size", f"{config.batch_size} does not split evenly into {self.world} processes")
@@ -173,6 +190,22 @@ class Trainer:
         self.epoch, self.step, self.seen, self.sums = 0, 0, 0, {}  # position in the run, running loss sums
         self.stop_requested, self.last_eval = False, {}
         self.writer = CheckpointWriter()
+        self.top_k: list[tuple[float, int, str]] = []    # keep_best: (metric, epoch, file name), best first
+        self.logger_factories = logger_factories(config.loggers) if self.rank == 0 else {}
+        self.loggers: list[Logger] = []
+
+    def _threads(self, collate_fn: Callable) -> tuple[int, str]:
+        """The intra-op threads of this process, and why."""
+        if self.config.threads != "auto":
+            return self.config.threads, "threads setting"
+        if "OMP_NUM_THREADS" in os.environ:
+            return torch.get_num_threads(), "OMP_NUM_THREADS"
+        if self.device.type != "cpu":      # the CPU only feeds the accelerator: torch's default is fine
+            return torch.get_num_threads(), f"auto on {self.device.type}"
+        example = collate_fn([self.train_set[0]])
+        flops = step_flops(self.model, lambda: forward(self.model, example, self.inputs, self.outputs),
+                           self.config.batch_size // self.world)
+        return auto_threads(flops, processes=self.world), f"auto: {flops / 1e9:.2g} GFLOP per step"
 
     def _loader(self, dataset: Dataset, sampler, collate_fn: Callable) -> DataLoader:
         return DataLoader(
@@ -186,13 +219,32 @@ class Trainer:
             generator=torch.Generator(),  # its own: starting an epoch must not draw from the global stream
         )
 
-    def run(self, resume: bool, run_files: dict[str, bytes] | None = None) -> dict:
+    def run(self, resume: bool, run_files: dict[str, bytes] | None = None, loggers: list[Logger] = ()) -> dict:
         self.run_dir.start(self.config.to_dict(), resume, run_files)
         history = self._restore() if resume else []
         try:
+            self._start_loggers(history, loggers)
             return self._train(history)
         except OSError as error:            # a full disk, a read-only or vanished run directory
             raise RunDirError(self.run_dir.write_failure(error)) from error
+        finally:
+            for logger in self.loggers:
+                logger.close()
+
+    def _start_loggers(self, history: list[dict], extra: list[Logger]) -> None:
+        """metrics.csv, the configured loggers and those passed to fit (rank 0 only), and a line saying
+        how many threads train and where TensorBoard reads from."""
+        if self.rank != 0:
+            return
+        step = self.epoch * self.steps_per_epoch + self.step
+        self.loggers = [CsvLogger(self.run_dir.metrics_csv, history)]
+        self.loggers += [factory(self.run_dir.path, step) for factory in self.logger_factories.values()]
+        self.loggers += extra
+        for logger in self.loggers:
+            logger.log_params(self.config.to_dict())
+        self.progress.line(f"training on {self.device} with {self.threads} thread(s) ({self.threads_why})")
+        if "tensorboard" in self.logger_factories:
+            self.progress.line(f"TensorBoard: tensorboard --logdir {self.run_dir.path} (off: -o loggers=[])")
 
     def _train(self, history: list[dict]) -> dict:
         self.net = self._wrap()
@@ -227,7 +279,8 @@ class Trainer:
 
     def _run_epoch(self) -> dict:
         started = time.time()
-        record = {"epoch": self.epoch + 1, **_prefixed("train_", self._train_epoch())}
+        record = {"epoch": self.epoch + 1, "step": (self.epoch + 1) * self.steps_per_epoch,
+                  **_prefixed("train_", self._train_epoch())}
         if self.val_loader is not None:
             # The plain module evaluates: a DDP wrapper would synchronise on every (uneven) batch.
             evaluator = self.net if self.world == 1 else self.model
@@ -240,9 +293,28 @@ class Trainer:
         self.schedule.end_epoch(improved)
         self.epoch, self.step, self.seen, self.sums = self.epoch + 1, 0, 0, {}
         self.run_dir.log_epoch(record)
-        self._save([self.run_dir.last, self.run_dir.best] if improved else [self.run_dir.last])
+        for logger in self.loggers:
+            logger.log_metrics(record, record["step"])
+        kept, dropped = self._rank_top_k(record)
+        links = [self.run_dir.best] if improved else []
+        self._save([self.run_dir.last, *links, *kept], remove=dropped)
         self.progress.line(format_record(record, self.config.epochs))
         return record
+
+    def _rank_top_k(self, record: dict) -> tuple[list, list]:
+        """keep_best: the file to add for this epoch if it is among the k best so far, and those it pushes out.
+
+        Files are named by epoch and metric (``epoch=007-val_accuracy=0.9972.pt``) and are hard links to
+        the epoch's last.pt, as best.pt is; ties go to the earlier epoch."""
+        value = record.get(self.stopper.config.metric)
+        if not self.config.keep_best or value is None:
+            return [], []
+        name = f"epoch={record['epoch']:03d}-{self.stopper.config.metric}={value:.4g}.pt"
+        ranked = sorted([*self.top_k, (value, record["epoch"], name)], key=lambda e: (self.stopper.sign * e[0], e[1]))
+        self.top_k = ranked[: self.config.keep_best]
+        kept = [self.run_dir.path / name] if (value, record["epoch"], name) in self.top_k else []
+        return kept, [self.run_dir.path / entry[2] for entry in ranked[self.config.keep_best :]
+                      if entry[2] != name]
 
     def _train_epoch(self) -> dict[str, float]:
         self.net.train()
@@ -252,44 +324,59 @@ class Trainer:
         if hasattr(self.train_set, "set_epoch"):
             self.train_set.set_epoch(self.epoch)
         self.progress.start_epoch(self.epoch + 1, self.config.epochs, self.steps_per_epoch, self.step)
+        self.optimizer.zero_grad(set_to_none=True)
         try:
             for batch in self.loader:
-                parts = self._train_step(to_device(batch, self.device))
-                if parts is None:                       # a non-finite loss, skipped as asked
-                    self.step += 1
-                    continue
                 n = len(next(iter(batch.values())))
+                update = (self.step + 1) % self.config.accumulate == 0 or self.step + 1 == self.steps_per_epoch
+                parts = self._train_step(to_device(batch, self.device), n / self._group_size(), update)
+                self.step += 1
+                if parts is None:                       # a non-finite loss, skipped as asked
+                    continue
                 for key, value in parts.items():
                     self.sums[key] = self.sums.get(key, 0.0) + value * n
                 self.seen += n
-                self.step += 1
                 self.progress.step(parts["loss"])
-                self._check_flags(parts)
+                self._check_flags(parts, update)
         finally:
             self.progress.end_epoch()
         totals = torch.tensor([*self.sums.values(), self.seen], dtype=torch.float64, device=self.device)
         totals = all_reduce_sum(totals).tolist()
         return {key: total / totals[-1] for key, total in zip(self.sums, totals)}
 
-    def _train_step(self, batch: dict) -> dict[str, float]:
+    def _group_size(self) -> int:
+        """Examples in the accumulation group of the current batch (the last group and batch of an
+        epoch may be short): each batch's loss is weighted by its share of them, so that the summed
+        gradients are those of the mean loss over the group, as one big batch would give."""
+        size, total = self.loader.batch_size, self.sampler.num_samples
+        first = self.step - self.step % self.config.accumulate
+        last = min(first + self.config.accumulate, self.steps_per_epoch)
+        return sum(min(size, total - b * size) for b in range(first, last))
+
+    def _train_step(self, batch: dict, weight: float, update: bool) -> dict[str, float] | None:
+        """Forward and backward on one batch, its loss weighted by `weight`; the optimizer steps on `update`
+        (every `accumulate` batches) and the gradients are then cleared."""
         for group in self.optimizer.param_groups:
             group["lr"] = self.schedule(self.epoch, self.step)
         with self.autocast():
-            loss, parts = self.objective(forward(self.net, batch, self.inputs), batch)
+            loss, parts = self.objective(forward(self.net, batch, self.inputs, self.outputs), batch)
             if self.config.l1:
                 loss = loss + self.config.l1 * sum(p.abs().sum() for p in self.l1_params)
                 parts["loss_with_l1"] = loss.item()
         if self.config.on_nonfinite == "skip" and self._nonfinite_anywhere(loss):
             self.progress.line(f"skipped a batch with a non-finite loss at epoch {self.epoch + 1}, "
                                f"step {self.step + 1} (on_nonfinite: skip)")
+            if update:      # the group ends without its update: its gradients must not leak into the next
+                self.optimizer.zero_grad(set_to_none=True)
             return None
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if self.config.grad_clip:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        self.scaler.scale(loss if weight == 1 else loss * weight).backward()
+        if update:
+            if self.config.grad_clip:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
         return parts
 
     def _nonfinite_anywhere(self, loss: Tensor) -> bool:
@@ -297,14 +384,15 @@ class Trainer:
         bad = torch.tensor([0.0 if torch.isfinite(loss).all() else 1.0], device=self.device)
         return bool(all_reduce_sum(bad).item() if self.world > 1 else bad.item())
 
-    def _check_flags(self, parts: dict) -> None:
+    def _check_flags(self, parts: dict, update: bool) -> None:
         """After a step: stop on a non-finite loss, or at a Ctrl-C, consistently across processes.
 
         A non-finite step has already been applied, but only in memory: the
-        checkpoints on disk stay those of the last good epoch.
+        checkpoints on disk stay those of the last good epoch. A Ctrl-C waits for the
+        optimizer step that ends an accumulation group (gradients are not saved).
         """
         diverged = not all(math.isfinite(v) for v in parts.values())
-        flags = [float(diverged), float(self.stop_requested)]
+        flags = [float(diverged), float(self.stop_requested and update)]
         if self.world > 1:
             flags = all_reduce_sum(torch.tensor(flags, device=self.device)).tolist()
         if flags[0]:
@@ -353,15 +441,17 @@ class Trainer:
             "schedule": self.schedule.state_dict(),
             "early_stopping": self.stopper.state_dict(),
             "progress": {"epoch": self.epoch, "step": self.step, "seen": self.seen, "sums": self.sums},
+            "top_k": [list(entry) for entry in self.top_k],
             "config": self.config.to_dict(),
             "data_stats": self.data_stats,
             "data_state": self.data_state,
         }
 
-    def _save(self, paths: list) -> None:
+    def _save(self, paths: list, remove: list = ()) -> None:
+        """Save to paths[0], link the other paths to it, then delete `remove` (top-k files pushed out)."""
         rng = all_gather(rng_state())  # every process's generators, so that each resumes its own stream
         if self.rank == 0:
-            self.writer.save(paths[0], self._state() | {"rng": rng}, links=tuple(paths[1:]))
+            self.writer.save(paths[0], self._state() | {"rng": rng}, links=tuple(paths[1:]), remove=tuple(remove))
 
     def _restore(self) -> list[dict]:
         path, state = self.run_dir.load_state("last")  # on the CPU: generator states must be CPU tensors
@@ -374,12 +464,23 @@ class Trainer:
         progress = state["progress"]
         self.epoch, self.step = progress["epoch"], progress["step"]
         self.seen, self.sums = progress["seen"], progress["sums"]
+        self._restore_top_k(state.get("top_k", []))
         changed = sorted(k for k, v in self.config.to_dict().items() if state["config"].get(k) != v)
         if set(changed) - RESUMABLE_CHANGES:
             warnings.warn(f"resuming {self.run_dir.path} with changed settings: {', '.join(changed)}", stacklevel=4)
         if self.rank < len(state["rng"]):
             set_rng_state(state["rng"][self.rank])
         return self.run_dir.history(self.epoch)
+
+    def _restore_top_k(self, saved: list) -> None:
+        """The k best as of the checkpoint: files of epochs after it (an attempt that went on past it) are
+        deleted, and entries whose file a crash kept from being linked are forgotten."""
+        self.top_k = [(value, epoch, name) for value, epoch, name in saved if (self.run_dir.path / name).exists()]
+        if self.rank == 0:
+            kept = {name for _, _, name in self.top_k}
+            for path in self.run_dir.path.glob("epoch=*.pt"):
+                if path.name not in kept:
+                    path.unlink()
 
     def _finish(self, status: str, history: list[dict], seconds: float, message: str | None = None) -> dict:
         summary = {
@@ -400,16 +501,6 @@ class Trainer:
 
 def _prefixed(prefix: str, values: dict) -> dict:
     return {prefix + key: value for key, value in values.items()}
-
-
-def _resolve_device(name: str, processes: int) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("device", f"{name} asked for, but CUDA is not available")
-    if name == "cuda" and processes > 1:
-        name = f"cuda:{local_rank()}"
-    return torch.device(name)
 
 
 def _autocast(device: torch.device, precision: str) -> Callable[[], contextlib.AbstractContextManager]:

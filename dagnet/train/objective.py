@@ -25,10 +25,15 @@ class Term:
 
 
 class Objective:
-    """Callable (outputs, batch) -> (total loss, {"loss": total, <term name>: value, ...} as floats)."""
+    """Callable (outputs, batch) -> (total loss, {"loss": total, <term name>: value, ...} as floats).
 
-    def __init__(self, terms: list[Term]):
-        self.terms = terms
+    `outputs` names the model outputs the losses read and `batch_keys` the batch keys (targets,
+    then masks), each in the order the losses give them: `fit` uses them to name the fields of
+    tuple examples and the tensor a single-output model returns.
+    """
+
+    def __init__(self, terms: list[Term], outputs: tuple[str, ...] = (), batch_keys: tuple[str, ...] = ()):
+        self.terms, self.outputs, self.batch_keys = terms, outputs, batch_keys
 
     def __call__(self, outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         values = [(term, term.compute(outputs, batch)) for term in self.terms]
@@ -44,7 +49,7 @@ def build_objective(losses: list[dict], model: nn.Module) -> Objective:
     """Turn loss dicts like {"op": "cross_entropy", "output": "logits", "target": "label"} into an Objective."""
     if not losses:
         raise ObjectiveError("no losses given: a spec needs at least one entry under `losses`")
-    terms, seen = [], {}
+    terms, seen, outputs, keys = [], {}, [], []
     for i, loss in enumerate(losses):
         options = _check_keys(loss, i)
         name = loss.get("name", loss["op"])
@@ -54,7 +59,9 @@ def build_objective(losses: list[dict], model: nn.Module) -> Objective:
         if not isinstance(weight, (int, float)) or isinstance(weight, bool):
             raise ObjectiveError(f"loss {i} ({loss['op']}): weight must be a number, got {weight!r}")
         terms.append(Term(name, float(weight), _compute(loss["op"], options, model, i)))
-    return Objective(terms)
+        outputs.append(options.get("output") or options["potentials"])
+        keys += [options[key] for key in ("target", "mask") if options.get(key)]
+    return Objective(terms, tuple(dict.fromkeys(outputs)), tuple(dict.fromkeys(keys)))
 
 
 def _check_keys(loss: dict, i: int) -> dict:

@@ -5,8 +5,11 @@
       spec.json       its file name, sha256, source path and --set parameters
       config.yaml     resolved training settings
       metrics.jsonl   one JSON object per epoch
+      metrics.csv     the same, one row per epoch (epoch, step, each loss and metric)
+      events.out.tfevents.*  TensorBoard's event files (when the tensorboard package is installed)
       last.pt         checkpoint after the latest epoch (or at an interruption)
       best.pt         checkpoint at the best value of the early-stopping metric
+      epoch=NNN-<metric>=<value>.pt   the keep_best best epochs' checkpoints
       loss.png        train / val loss per epoch
       metrics.png     validation metrics per epoch
       summary.json    how the run ended, best epoch, final evaluation
@@ -38,13 +41,20 @@ class RunDirError(RuntimeError):
     """A run directory cannot be used as asked: another spec, other parameters, an edited spec.json."""
 
 
+def next_version(parent: Path) -> Path:
+    """parent/version_N with N one more than the highest there (0 in a new or empty parent), as Lightning
+    numbers its runs: a new run in a directory that holds others, without choosing a name."""
+    taken = [int(p.name[8:]) for p in parent.glob("version_*") if p.name[8:].isdigit()]
+    return parent / f"version_{max(taken, default=-1) + 1}"
+
+
 class RunDir:
     """Paths and writers of one run; on ranks other than 0 (`writer=False`) every write is skipped."""
 
     def __init__(self, path: str | Path, writer: bool = True):
         self.path, self.writer = Path(path), writer
         self.config = self.path / "config.yaml"
-        self.metrics = self.path / "metrics.jsonl"
+        self.metrics, self.metrics_csv = self.path / "metrics.jsonl", self.path / "metrics.csv"
         self.last, self.best = self.path / "last.pt", self.path / "best.pt"
         self.summary = self.path / "summary.json"
 
@@ -56,7 +66,8 @@ class RunDir:
         """Refuse a new run over a saved one, or a resume with nothing saved; reads and writes nothing else."""
         if not resume and self.holds_run():
             raise FileExistsError(f"{self.path} already holds a run (last.pt): resume it with --resume "
-                                  f"{self.path}, or choose another run_dir (--out NEW_DIR)")
+                                  f"{self.path}, choose another run_dir (--out NEW_DIR), or add --new-version "
+                                  f"to train into {self.path}/version_N")
         if resume and not self.holds_run():
             raise FileNotFoundError(f"nothing to resume: {self.last} does not exist (a run saves its first "
                                     "checkpoint at the end of epoch 1): train it again as a new run")
@@ -75,6 +86,7 @@ class RunDir:
             write_atomic(self.config, yaml.safe_dump(config, sort_keys=False).encode())
             if not resume:
                 self.metrics.unlink(missing_ok=True)
+                self.metrics_csv.unlink(missing_ok=True)
 
     def load_state(self, prefer: str = "last") -> tuple[Path, dict]:
         """A checkpoint and its state: last.pt (to resume) or best.pt (to evaluate) as preferred, or
@@ -300,6 +312,6 @@ def format_record(record: dict, epochs: int) -> str:
     """One epoch as a log line: `epoch 3/10  train_loss 0.412  val_loss 0.398  val_accuracy 0.91  ...`."""
     parts = [f"epoch {record['epoch']}/{epochs}"]
     for key, value in record.items():
-        if key != "epoch" and _scalar(value):
+        if key not in ("epoch", "step") and _scalar(value):
             parts.append(f"{key} {value:.4g}" if key != "time" else f"{value:.1f}s")
     return "  ".join(parts)
