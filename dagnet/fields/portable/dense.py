@@ -36,15 +36,23 @@ from torch import Tensor, nn
 
 def _dense_elevate(features: Tensor) -> Tensor:
     """Points (N, d) lifted onto the plane x . 1 = 0 of R^{d+1}, (d+1, N), scaled so
-    that the lattice's blur has unit standard deviation in feature space."""
+    that the lattice's blur has unit standard deviation in feature space.
+
+    A running sum, as densecrf and the eager lattice compute it: elementwise
+    operations in a fixed order round alike in torch and in ONNX Runtime (a
+    matrix product does not), and a point near a simplex boundary must fall
+    on the same side in both.
+    """
     d = features.shape[1]
-    i = torch.arange(d, dtype=torch.float64, device=features.device)
-    scale = math.sqrt(2.0 / 3.0) * (d + 1) / ((i + 1) * (i + 2)).sqrt()
-    j = torch.arange(d + 1, dtype=torch.float64, device=features.device).unsqueeze(1)
-    # row j: scale_i for i >= j, and -j scale_{j-1} at i = j - 1
-    lift = torch.where(i >= j, scale, 0.0) + torch.where(i == j - 1, -j * scale, 0.0)
-    lift = lift.to(features.dtype)
-    return lift @ features.t()
+    inv_std = math.sqrt(2.0 / 3.0) * (d + 1)
+    total = torch.zeros_like(features[:, 0])
+    rows = [total for _ in range(d + 1)]
+    for j in range(d, 0, -1):
+        scaled = features[:, j - 1] * (inv_std / math.sqrt(float(j * (j + 1))))
+        rows[j] = total - j * scaled
+        total = total + scaled
+    rows[0] = total
+    return torch.stack(rows)
 
 
 def _dense_simplex(elevated: Tensor) -> Tuple[Tensor, Tensor]:
