@@ -25,7 +25,6 @@ The keys, simplices, weights and neighbours are those of
 ``DenseCRF(method="lattice")`` to float rounding. ``method="exact"`` uses
 explicit P x P kernels (small images only: memory grows as P^2).
 """
-from __future__ import annotations
 
 import math
 from typing import List, Tuple

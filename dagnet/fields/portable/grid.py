@@ -15,7 +15,6 @@ graph serves every batch and image size.
 
 Absent pixels (``mask``) have no unary and no edges: marginal 0, label -1.
 """
-from __future__ import annotations
 
 from typing import Optional, Tuple
 

@@ -11,7 +11,6 @@ with in_n = pot_n + sum_{c child of n} up_c, up_c[j] = logsumexp_k(pair[j, k]
 + in_c[k]) and out_c[k] = logsumexp_j(out_p[j] + in_p[j] - up_c[j] + pair[j, k])
 (out = 0 at a root), node n's marginal is softmax_k(in_n[k] + out_n[k]).
 """
-from __future__ import annotations
 
 from typing import List, Tuple
 
