@@ -169,13 +169,14 @@ def _dense_splat(values: Tensor, vertex: Tensor, weight: Tensor) -> Tensor:
 def _dense_blur(table: Tensor, neighbours: Tensor) -> Tensor:
     """v + (v[up] + v[down]) / 2 along each lattice direction in turn."""
     for j in range(neighbours.shape[0]):
-        table = table + 0.5 * (table[neighbours[j, 0]] + table[neighbours[j, 1]])
+        table = table + 0.5 * (table.index_select(0, neighbours[j, 0]) + table.index_select(0, neighbours[j, 1]))
     return table
 
 
 def _dense_slice(table: Tensor, vertex: Tensor, weight: Tensor) -> Tensor:
     """(V, C) vertex values -> (N, C) point values."""
-    return (table[vertex] * weight.unsqueeze(2)).sum(1)
+    n, d1 = vertex.shape
+    return (table.index_select(0, vertex.reshape(-1)).reshape(n, d1, -1) * weight.unsqueeze(2)).sum(1)
 
 
 def _dense_lattice_filter(values: Tensor, lattice: List[Tensor], mix: Tensor) -> Tensor:
