@@ -45,9 +45,9 @@ def main(argv=None) -> int:
     logits = deeplab_unary(image)
     crf = DenseCRF(LABELS, iterations=ITERATIONS).eval()
     portable = twin(crf).eval()
-    batch, height, width = (torch.export.Dim.AUTO,) * 3
-    dims = {0: batch, 2: height, 3: width}
-    program = torch.export.export(portable, (logits, image), dynamic_shapes=(dims, dims))
+    dims = {0: torch.export.Dim.AUTO, 2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO}
+    example = (logits.repeat(2, 1, 1, 1), image.repeat(2, 1, 1, 1))   # a batch of 1 would specialise
+    program = torch.export.export(portable, example, dynamic_shapes=(dims, dims))
     calls = {"eager DenseCRF": lambda: crf(logits, image), "eager portable twin": lambda: portable(logits, image)}
     with tempfile.TemporaryDirectory() as tmp:
         torch.export.save(program, str(Path(tmp) / "crf.pt2"))
@@ -55,7 +55,7 @@ def main(argv=None) -> int:
         calls[".pt2"] = lambda: loaded(logits, image)
         if args.onnx:
             import onnxruntime as ort
-            torch.onnx.export(program, (logits, image), dynamo=True, verbose=False).save(str(Path(tmp) / "crf.onnx"))
+            torch.onnx.export(program, example, dynamo=True, verbose=False).save(str(Path(tmp) / "crf.onnx"))
             options = ort.SessionOptions()
             options.intra_op_num_threads = args.threads
             session = ort.InferenceSession(str(Path(tmp) / "crf.onnx"), options)

@@ -217,6 +217,11 @@ class DenseCRF(nn.Module):
         twin.load_state_dict(field.state_dict(), assign=True)   # the field's dtype and device
         return twin
 
+    def _image(self, image: Tensor, logits: Tensor) -> Tensor:
+        """The image in the logits' dtype, its sizes stated as the logits' ones: an
+        exported graph then knows that both have the same B, H and W."""
+        return image.to(logits.dtype).expand(logits.shape[0], 3, logits.shape[2], logits.shape[3])
+
     def _kernels(self, image: Tensor) -> List[Tensor]:
         """The spatial then the bilateral kernel of the images: for the lattice two
         lattices (pixel-major rows: the spatial one over the P pixels, shared by the
@@ -242,8 +247,13 @@ class DenseCRF(nn.Module):
         layout: (B, P, L) exact, (P, B, L) lattice."""
         if self.method == "exact":
             return kernels[2 * which] @ q @ mix
-        columns = q.shape[1] * q.shape[2] if which == 0 else q.shape[2]
-        return _dense_lattice_filter(q.reshape(-1, columns), kernels[4 * which:4 * which + 4], mix).reshape(q.shape)
+        # sizes spelt out, not -1: the lattices' sizes come from the image, Q's from the
+        # logits, and an exported graph would otherwise divide one by the other
+        if which == 0:
+            values = q.reshape(q.shape[0], q.shape[1] * q.shape[2])       # (P, B L)
+        else:
+            values = q.reshape(q.shape[0] * q.shape[1], q.shape[2])       # (P B, L)
+        return _dense_lattice_filter(values, kernels[4 * which:4 * which + 4], mix).reshape(q.shape)
 
     def _field(self, q: Tensor, kernels: List[Tensor]) -> Tensor:
         """The pairwise field -sum_m w_m (Kn_m Q) mu^T, j = i included."""
@@ -266,7 +276,7 @@ class DenseCRF(nn.Module):
 
     def forward(self, logits: Tensor, image: Tensor) -> Tensor:
         """Refined log-marginals log Q (B, L, H, W) after ``iterations`` parallel updates."""
-        kernels = self._kernels(image.to(logits.dtype))
+        kernels = self._kernels(self._image(image, logits))
         unary = self._layout(logits)
         scores, q = unary, unary.softmax(-1)
         for _ in range(self.iterations):
@@ -279,7 +289,7 @@ class DenseCRF(nn.Module):
         """(labels (B, H, W), their score (B,)): the argmax of Q, and
         score = sum_i logits_i(x_i) - 1/2 sum_{i != j} mu(x_i, x_j) K_ij."""
         labels = self.forward(logits, image).argmax(1)
-        kernels = self._kernels(image.to(logits.dtype))
+        kernels = self._kernels(self._image(image, logits))
         onehot = torch.zeros_like(logits).scatter(1, labels.unsqueeze(1), 1.0)
         q = self._layout(onehot)
         mu = self.compatibility.to(q.dtype)
