@@ -198,6 +198,15 @@ def test_spec_exports_equal_compiled(spec, tmp_path):
     check_exports(dagnet.compile(SPECS / f"{spec}.yaml"), tmp_path)
 
 
+@pytest.mark.parametrize("name", ["tree", "grid", "dense"])
+def test_torchscript_compiles_portable_models(name):
+    model = dagnet.compile(TINY[name]).eval()
+    scripted = torch.jit.script(portable(model))
+    inputs = feeds(model, 2, 6, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(**inputs), model(**inputs), atol=1e-5, rtol=1e-5)
+
+
 # -- a file that imports only torch ---------------------------------------------------------
 
 RUN = """

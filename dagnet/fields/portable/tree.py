@@ -38,6 +38,8 @@ class TreeCRF(nn.Module):
     """The tree CRF over potentials (B, N, K) with one (K, K) ``pairwise``
     [parent state, child state], for the tree ``parents`` given at construction."""
 
+    bounds: List[int]   # where each depth starts in ``order``, and where the last one ends
+
     def __init__(self, num_tags: int, parents: List[int]):
         super().__init__()
         self.num_tags = num_tags
@@ -50,7 +52,7 @@ class TreeCRF(nn.Module):
         bounds = [0]
         for level in levels:
             bounds.append(bounds[-1] + len(level))
-        self.bounds: List[int] = bounds
+        self.bounds = bounds
 
     @classmethod
     def from_field(cls, field: nn.Module) -> "TreeCRF":
