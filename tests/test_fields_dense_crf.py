@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from dagnet.data.synthetic import disc_scene
 from dagnet.fields.dense_crf import DenseCRF
 from dagnet.fields.protocol import UnsupportedQuery
-from dagnet.fields.permutohedral import (_barycentric, _elevation_matrix, _enclosing_simplex,
+from dagnet.fields.permutohedral import (_barycentric, _elevate, _enclosing_simplex,
                                          build_lattice, lattice_filter)
 
 # --------------------------------------------------------------------------- fixtures
@@ -39,7 +39,7 @@ def synthetic_scene(batch: int, size: int, labels: int, seed: int):
 def reference_lattice_filter(features: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """Unnormalised splat-blur-slice with a dict of keys, point by point (densecrf's loops)."""
     n, d = features.shape
-    elevated = _elevation_matrix(d, features.dtype, features.device) @ features.t()
+    elevated = _elevate(features)
     rem0, rank = _enclosing_simplex(elevated)
     bary = _barycentric(elevated, rem0, d - rank)
     table, vertex = {}, torch.zeros(n, d + 1, dtype=torch.long)
@@ -142,7 +142,7 @@ def test_lattice_equals_pointwise_reference(d, n, spread, seed):
 
 def test_barycentric_weights_reconstruct_the_point():
     features = torch.rand(500, 5, dtype=torch.float64) * 10
-    elevated = _elevation_matrix(5, features.dtype, features.device) @ features.t()
+    elevated = _elevate(features)
     rem0, rank = _enclosing_simplex(elevated)
     bary = _barycentric(elevated, rem0, 5 - rank)
     k = torch.arange(6)[:, None, None]

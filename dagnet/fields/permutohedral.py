@@ -95,7 +95,7 @@ def build_lattice(features: Tensor, groups: Tensor | None = None) -> Lattice:
     with torch.no_grad():
         if groups is None:
             groups = torch.zeros(n, dtype=torch.long, device=features.device)
-        elevated = _elevation_matrix(d, features.dtype, features.device) @ features.t()
+        elevated = _elevate(features)
         rem0, rank = _enclosing_simplex(elevated)
         slot = d - rank                          # place of each coordinate in increasing order
         bary = _barycentric(elevated, rem0, slot).t().contiguous()       # (N, d+1)
@@ -181,21 +181,26 @@ def _feature_gradient(lattice: Lattice, v: Tensor, f: Tensor, out: Tensor, g: Te
     return pull - f * ((a_ext * k_b).sum(1, keepdim=True) + (b_ext * k_a).sum(1, keepdim=True))
 
 
-def _elevation_matrix(d: int, dtype, device) -> Tensor:
-    """E (d+1, d): lifts R^d onto the plane x . 1 = 0 of R^{d+1} (Adams et al. p.5).
+def _elevate(features: Tensor) -> Tensor:
+    """Points (N, d) lifted onto the plane x . 1 = 0 of R^{d+1}, (d+1, N) (Adams et al. p.5).
 
-    Columns are scaled so that the [1 2 1]^{d+1} blur has unit standard
-    deviation in feature space (the ``inv_std_dev`` factor of densecrf).
+    Coordinates are scaled so that the [1 2 1]^{d+1} blur has unit standard
+    deviation in feature space (the ``inv_std_dev`` factor of densecrf), and
+    computed as densecrf does, by a running sum: elementwise operations in a
+    fixed order round the same way in every runtime (a matrix product does
+    not), so exported copies of the lattice (dagnet.fields.portable.dense) round
+    ties between simplices as this one does.
     """
+    d = features.shape[1]
     inv_std = math.sqrt(2.0 / 3.0) * (d + 1)
-    scale = [inv_std / math.sqrt((i + 1) * (i + 2)) for i in range(d)]
-    lift = torch.zeros(d + 1, d, dtype=torch.float64)
-    for j in range(d + 1):
-        for i in range(j, d):
-            lift[j, i] = scale[i]
-        if j > 0:
-            lift[j, j - 1] = -j * scale[j - 1]
-    return lift.to(dtype=dtype, device=device)
+    total = torch.zeros_like(features[:, 0])
+    rows = [total for _ in range(d + 1)]
+    for j in range(d, 0, -1):
+        scaled = features[:, j - 1] * (inv_std / math.sqrt(float(j * (j + 1))))
+        rows[j] = total - j * scaled
+        total = total + scaled
+    rows[0] = total
+    return torch.stack(rows)
 
 
 def _enclosing_simplex(elevated: Tensor) -> tuple[Tensor, Tensor]:
