@@ -24,6 +24,7 @@ from dagnet.errors import ErrorLog, Loc, SpecError
 from dagnet.ir import IR
 from dagnet.train.checkpoint import load_checkpoint, load_model_state
 from dagnet.train.config import TrainConfig, resolve_config
+from dagnet.train.distributed import decided_by_rank0
 from dagnet.train.evaluate import evaluate, predict
 from dagnet.train.loop import fit, seed_everything
 from dagnet.train.metrics import infer_task
@@ -115,10 +116,11 @@ def train(spec, out, *, data=None, data_options=None, epochs=None, config_file=N
     that eval and predict read new data the same way.
 
     With ``resume`` the run's stored spec is trained; a ``spec`` or ``params`` given too
-    must match it. Nothing is written into ``out`` until every check has passed.
+    must match it. Nothing is written into ``out`` until every check has passed; in a
+    process group rank 0 decides for all whether ``out`` may be used, and writes it alone.
     """
     out = Path(out)
-    RunDir(out).check_start(resume)
+    decided_by_rank0(lambda: RunDir(out).check_start(resume))
     if resume:
         spec, params = resumed_spec(out, spec, params)
     ir = load(Path(spec), params, training=True)    # losses and `train:` errors, located
