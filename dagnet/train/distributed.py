@@ -135,13 +135,19 @@ def _run(fn: Callable, args: tuple, backend: str | None):
         # (rank 0 writes the summary and plots) can abort the peer's transport thread.
         dist.barrier()
         return result
-    except dist.DistError as error:
-        raise PeerFailed(_who_failed(store, rank, size, error)) from None
     except BaseException as error:
+        if _broken_group(error):
+            raise PeerFailed(_who_failed(store, rank, size, error)) from None
         _try(store.set, f"dagnet/failed/{rank}", f"{type(error).__name__}: {error}")
         raise
     finally:
         dist.destroy_process_group()
+
+
+def _broken_group(error: BaseException) -> bool:
+    """A collective that failed because a peer went away: NCCL says DistError, gloo a RuntimeError
+    from its transport ("Connection closed by peer", "Timed out waiting ...")."""
+    return isinstance(error, dist.DistError) or (type(error) is RuntimeError and "gloo" in str(error))
 
 
 def _who_failed(store, rank: int, size: int, error: Exception, wait_s: float = 3.0) -> str:
