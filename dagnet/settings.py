@@ -146,6 +146,7 @@ class TrainConfig:
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     precision: str = field(default="fp32", metadata=_choices("fp32", "bf16", "fp16"))
     checkpoint: str = field(default="none", metadata=_choices("none", "blocks"))
+    strategy: str = field(default="ddp", metadata=_choices("ddp", "fsdp"))
     compile: bool | str = False
     device: str = "auto"
     seed: int = 0

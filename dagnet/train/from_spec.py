@@ -22,7 +22,7 @@ from dagnet.emit import emit
 from dagnet.check_train import resolve_losses
 from dagnet.errors import ErrorLog, Loc, SpecError
 from dagnet.ir import IR
-from dagnet.train.checkpoint import load_checkpoint, load_model_state
+from dagnet.train.checkpoint import load_checkpoint
 from dagnet.train.config import TrainConfig, resolve_config
 from dagnet.train.distributed import decided_by_rank0
 from dagnet.train.evaluate import evaluate, predict
@@ -30,6 +30,7 @@ from dagnet.train.loop import fit, seed_everything
 from dagnet.train.metrics import infer_task
 from dagnet.train.objective import ObjectiveError, build_objective
 from dagnet.train.run import RunDir, RunDirError, resumed_spec, spec_files, stored_spec
+from dagnet.train.sharding import restore_weights
 
 
 def spec_losses(ir: IR) -> tuple[list[dict], list[str]]:
@@ -172,7 +173,7 @@ def restore(run_or_checkpoint) -> tuple:
     ir = load(spec, params)
     model, objective, losses = build_model(ir)
     ckpt, state = RunDir(run).load_state("best") if path.is_dir() else (path, load_checkpoint(path))
-    load_model_state(model, state["model"], ckpt)
+    restore_weights(model, None, state, ckpt)
     return ir, model.eval(), objective, losses, state
 
 
