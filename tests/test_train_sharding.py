@@ -8,6 +8,7 @@ import torch.distributed.fsdp
 from dagnet.cli import main
 from dagnet.train.checkpoint import load_checkpoint
 from dagnet.train.from_spec import restore
+from tests.conftest import SPECS
 from tests.test_train_torchrun import SPEC
 
 pytestmark = pytest.mark.skipif(not hasattr(torch.distributed.fsdp, "fully_shard"),
@@ -37,3 +38,9 @@ def test_a_ddp_run_does_not_resume_as_fsdp(tmp_path, capsys):
     assert main(["train", str(spec), "--epochs", "1", "--out", str(tmp_path / "run")]) == 0
     assert main(["train", "--resume", str(tmp_path / "run"), "--epochs", "2", "-o", "strategy=fsdp"]) == 1
     assert "saved with strategy: ddp; resume it with -o strategy=ddp" in capsys.readouterr().err
+
+
+def test_fsdp_refuses_a_crf_whose_loss_reads_its_parameters(tmp_path, capsys):
+    args = ["train", str(SPECS / "cnf_tagger.yaml"), "--epochs", "1", "-o", "strategy=fsdp", "--out", str(tmp_path / "run")]
+    assert main(args) == 1
+    assert "fsdp cannot shard the structured node 'crf'" in capsys.readouterr().err

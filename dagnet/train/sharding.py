@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 from torch import fx, nn
 
+from dagnet.fields.protocol import Field
 from dagnet.train.checkpoint import load_model_state
 from dagnet.train.config import ConfigError
 from dagnet.train.distributed import world
@@ -41,6 +42,11 @@ def shard_by_block(model: nn.Module) -> nn.Module:
     except ImportError:
         raise ConfigError("strategy", f"fsdp needs FSDP2's fully_shard (torch >= 2.6), not in torch "
                                       f"{torch.__version__}: use strategy: ddp") from None
+    fields = [name for name, module in model.named_modules()
+              if isinstance(module, Field) and any(True for _ in module.parameters())]
+    if fields:      # crf_nll calls the node's own methods, outside the forward pass FSDP hooks into
+        raise ConfigError("strategy", f"fsdp cannot shard the structured node {fields[0]!r}, whose loss reads "
+                                      "its parameters outside the forward pass: use strategy: ddp")
     if world()[1] == 1:
         return model
     for modules in _blocks(model).values():
