@@ -26,6 +26,7 @@ BENCHMARKS = [
     ("An exported chain CRF vs the eager module", ["bench/bench_export_crf.py"]),
     ("Dense CRF vs pydensecrf", ["bench/bench_dense_crf.py"]),
     ("dagnet train vs a hand-written loop", ["bench/bench_train.py"]),
+    ("Scaling out", ["bench/bench_scale.py"]),
     ("Loading user data", ["bench/bench_data.py"]),
     ("Parsing and checking large specs", ["bench/bench_parse.py"]),
     ("Rendering figures", ["bench/bench_render.py", "--skip-slow-dot"]),
