@@ -121,6 +121,11 @@ def test_resume_under_torchrun(spec, single, tmp_path):
     assert_one_run(run, 2)
     assert_same_weights(run, single)
 
+    again = subprocess.run([*launcher, "-m", "dagnet", "train", str(spec), "--out", str(run)], cwd=ROOT, env=ENV,
+                           capture_output=True, text=True, timeout=300)
+    ours = [line for line in again.stderr.splitlines() if "dagnet train: error:" in line]
+    assert again.returncode != 0 and len(ours) == 1 and "already holds a run" in ours[0], again.stderr[-3000:]
+
 
 @pytest.mark.slow
 def test_a_killed_rank_stops_the_other_with_one_line(spec, tmp_path):

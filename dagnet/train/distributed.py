@@ -106,7 +106,10 @@ def launch(nproc: int, fn: Callable, *args, backend: str | None = None):
     try:
         mp.spawn(_spawned, args=(nproc, port, fn, args, backend), nprocs=nproc, join=True)
     except mp.ProcessRaisedException as error:     # the last line of its traceback: `Type: message`
-        raise PeerFailed(f"rank {error.error_index} failed: {error.msg.strip().splitlines()[-1]}") from None
+        last = error.msg.strip().splitlines()[-1]
+        peer = f"{PeerFailed.__module__}.{PeerFailed.__name__}: "     # a survivor that already names the rank
+        raise PeerFailed(last.removeprefix(peer) if last.startswith(peer) else
+                         f"rank {error.error_index} failed: {last}") from None
     except mp.ProcessExitedException as error:
         how = f"was killed by {error.signal_name}" if error.signal_name else f"exited with code {error.exit_code}"
         raise PeerFailed(f"rank {error.error_index} {how}; the other processes were stopped") from None
