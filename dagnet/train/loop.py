@@ -355,7 +355,8 @@ class Trainer:
     def _save(self, paths: list) -> None:
         rng = all_gather(rng_state())  # every process's generators, so that each resumes its own stream
         if self.config.strategy == "fsdp":
-            save_shards(self.model, self.optimizer, shards_of(paths[0]), tuple(map(shards_of, paths[1:])))
+            save_shards(self.model, self.optimizer, shards_of(paths[0]), tuple(map(shards_of, paths[1:])),
+                        {"epoch": self.epoch, "step": self.step})
         if self.rank == 0:
             self.writer.save(paths[0], self._state() | {"rng": rng}, links=tuple(paths[1:]))
 

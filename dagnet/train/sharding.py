@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import torch.distributed as dist
 from torch import fx, nn
 
 from dagnet.fields.protocol import Field
-from dagnet.train.checkpoint import load_model_state
+from dagnet.train.checkpoint import CheckpointError, load_model_state
 from dagnet.train.config import ConfigError
 from dagnet.train.distributed import world
 
@@ -96,15 +97,30 @@ def restore_weights(model: nn.Module, optimizer, state: dict, path: Path, strate
     """Load checkpoint `path` (its `state`) into the model and, when given, the optimizer: from the
     file itself, or, for a checkpoint of `strategy: fsdp`, from its shards."""
     sharded = bool(state.get("sharded"))
-    if optimizer is not None and sharded != (strategy == "fsdp"):
+    if optimizer is None:
+        load_model_state(model, model_weights(state, path), path)
+        return
+    if sharded != (strategy == "fsdp"):
         saved = "fsdp" if sharded else "ddp"
         raise ConfigError("strategy", f"{path} was saved with strategy: {saved}; resume it with -o strategy={saved}")
     if sharded:
-        load_shards(model, optimizer, shards_of(path))
+        load_shards(model, optimizer, shards_of(path), _tag(state["progress"]))
         return
     load_model_state(model, state["model"], path)
-    if optimizer is not None:
-        optimizer.load_state_dict(state["optimizer"])
+    optimizer.load_state_dict(state["optimizer"])
+
+
+def model_weights(state: dict, path: Path) -> dict[str, torch.Tensor]:
+    """The whole model's weights of checkpoint `path` (its `state`), in this one process: from the file
+    itself, or gathered from its shards (fsdp)."""
+    if not state.get("sharded"):
+        return state["model"]
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+    with tempfile.TemporaryDirectory() as folder:
+        whole = Path(folder) / "whole.pt"
+        with _one_process_is_fine():
+            dcp_to_torch_save(shards_of(path), whole)
+        return torch.load(whole, weights_only=True)["model"]
 
 
 def shards_of(path: Path) -> Path:
@@ -112,12 +128,15 @@ def shards_of(path: Path) -> Path:
     return Path(path).with_suffix(".dcp")
 
 
-def save_shards(model: nn.Module, optimizer: torch.optim.Optimizer, path: Path, links: tuple = ()) -> None:
+def save_shards(model: nn.Module, optimizer: torch.optim.Optimizer, path: Path, links: tuple = (),
+                progress: dict | None = None) -> None:
     """Every process writes its shards of the model and optimizer into `path` (a directory); collective.
 
     They are written into a fresh directory first, which rank 0 renames into place
     once all have written, so a crash leaves the old shards or the new ones. Each of
-    `links` becomes a copy of `path` made of hard links (best.dcp of last.dcp).
+    `links` becomes a copy of `path` made of hard links (best.dcp of last.dcp). The
+    shards are tagged with the run's `progress` (epoch, step), which the X.pt written
+    next must match: a crash between the two saves is caught on resume.
     """
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
@@ -130,7 +149,8 @@ def save_shards(model: nn.Module, optimizer: torch.optim.Optimizer, path: Path, 
         dist.barrier()
     model_state, optimizer_state = get_state_dict(model, optimizer)
     with _one_process_is_fine():
-        dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=fresh)
+        dcp.save({"model": model_state, "optimizer": optimizer_state, "tag": _tag(progress or {})},
+                 checkpoint_id=fresh)
     if rank == 0:           # dcp.save returns on rank 0 once every rank's files are written
         _replace_dir(fresh, path)
         for link in links:
@@ -142,22 +162,25 @@ def save_shards(model: nn.Module, optimizer: torch.optim.Optimizer, path: Path, 
         dist.barrier()
 
 
-def load_shards(model: nn.Module, optimizer: torch.optim.Optimizer | None, path: Path) -> None:
-    """Load the shards in `path` into `model` (and `optimizer`), resharded for this process group."""
+def load_shards(model: nn.Module, optimizer: torch.optim.Optimizer, path: Path, tag: str) -> None:
+    """Load the shards in `path` into `model` and `optimizer`, resharded for this process group."""
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict, set_model_state_dict, set_state_dict
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-    if optimizer is None:
-        state = {"model": model.state_dict()}
-    else:
-        model_state, optimizer_state = get_state_dict(model, optimizer)
-        state = {"model": model_state, "optimizer": optimizer_state}
+    if not (path / ".metadata").is_file():
+        raise CheckpointError(f"{path} is missing or incomplete: the weights of {path.with_suffix('.pt')} are lost")
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    state = {"model": model_state, "optimizer": optimizer_state, "tag": ""}
     with _one_process_is_fine():
         dcp.load(state, checkpoint_id=path)
-    if optimizer is None:
-        set_model_state_dict(model, state["model"])
-    else:
-        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+    if state["tag"] != tag:
+        raise CheckpointError(f"{path} holds {state['tag']} but {path.with_suffix('.pt')} {tag} (a crash between "
+                              "their saves): start a new run with --out NEW_DIR")
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+
+
+def _tag(progress: dict) -> str:
+    return f"epoch {progress.get('epoch')}, step {progress.get('step')}"
 
 
 @contextlib.contextmanager
