@@ -73,12 +73,26 @@ def free_port() -> int:
 
 
 def two_nodes(args: list[str], port: int) -> list[subprocess.Popen]:
-    """Two torchrun agents that meet at a c10d rendezvous on this machine, one process each."""
-    return [subprocess.Popen([*TORCHRUN, "--nnodes", "2", "--node-rank", str(node), "--nproc-per-node", "1",
-                              "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
-                              "-m", "dagnet", *args], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
-            for node in (0, 1)]
+    """Two torchrun agents that meet at a c10d rendezvous on this machine, one process each.
+
+    Node 0 starts first and hosts the rendezvous store, as the machine named by
+    --rdzv-endpoint does on a cluster (here both could, being on the same host).
+    """
+    nodes = []
+    for node in (0, 1):
+        nodes.append(subprocess.Popen([*TORCHRUN, "--nnodes", "2", "--node-rank", str(node), "--nproc-per-node", "1",
+                                       "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
+                                       "-m", "dagnet", *args], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+        deadline = time.time() + 120
+        while node == 0 and not _listening(port) and time.time() < deadline:
+            time.sleep(0.1)
+    return nodes
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def assert_same_weights(run, single) -> None:
