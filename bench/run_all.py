@@ -26,6 +26,7 @@ BENCHMARKS = [
     ("An exported chain CRF vs the eager module", ["bench/bench_export_crf.py"]),
     ("Dense CRF vs pydensecrf", ["bench/bench_dense_crf.py"]),
     ("dagnet train vs a hand-written loop", ["bench/bench_train.py"]),
+    ("Scaling out", ["bench/bench_scale.py"]),
     ("Loading user data", ["bench/bench_data.py"]),
     ("Threads: one or all cores, by FLOPs per step", ["bench/bench_threads.py"]),
     ("The README demo, quiet and on a loaded machine", ["bench/bench_demo.py"]),

@@ -7,6 +7,7 @@ exits with status 1; usage errors exit with 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -17,7 +18,7 @@ from dagnet.errors import SpecError
 
 # errors about the user's data, settings or files: printed as one line, no traceback
 USER_ERRORS = {"DataError", "ConfigError", "CheckpointError", "ObjectiveError", "FileNotFoundError",
-               "TrainingDiverged", "RunDirError", "ExportError"}
+               "TrainingDiverged", "RunDirError", "ExportError", "PeerFailed"}
 
 # optional packages, by the name they are imported as: (the name pip knows, the dagnet extra that brings it)
 EXTRAS = {"sklearn": ("scikit-learn", "train"), "matplotlib": ("matplotlib", "train"), "tqdm": ("tqdm", "train"),
@@ -124,7 +125,6 @@ def _standardizes(stats: dict) -> str:
 
 
 def cmd_train(args) -> int:
-    from dagnet.train.from_spec import train
     if not args.spec and not args.resume:
         raise SystemExit("dagnet train: give a SPEC, or --resume RUN_DIR")
     if args.resume and args.out and Path(args.out) != Path(args.resume):
@@ -139,15 +139,22 @@ def cmd_train(args) -> int:
             flags.append(f"{key}={value}")
     if args.compile:
         flags.append("compile=true")
+    from dagnet.train.distributed import launch, under_torchrun
+    if under_torchrun() and args.nproc > 1:
+        raise SystemExit("dagnet train: --nproc starts processes itself; under torchrun, leave it out "
+                         "(torchrun's --nproc-per-node says how many)")
+    worker_args = (args.spec, out, args.data, _data_options(args.data_option), args.epochs, args.config, flags,
+                   _overrides(args.set), bool(args.resume))
     if args.nproc > 1:
-        from dagnet.train.distributed import launch
-        launch(args.nproc, _train_worker, args.spec, out, args.data, _data_options(args.data_option),
-               args.epochs, args.config, flags, _overrides(args.set), bool(args.resume))
+        launch(args.nproc, _train_worker, *worker_args)
         print(f"run written to {out}")
         return 0
-    summary = train(args.spec, out, data=args.data, data_options=_data_options(args.data_option),
-                    epochs=args.epochs, config_file=args.config, flags=flags, params=_overrides(args.set),
-                    resume=bool(args.resume))
+    if under_torchrun():        # one of torchrun's processes: join the group; rank 0 reports
+        summary = launch(0, _train_worker, *worker_args)
+        if os.environ["RANK"] != "0":
+            return 0
+    else:
+        summary = _train_worker(*worker_args)
     print(f"{summary['status']}: {summary['epochs_completed']} epochs in {summary['seconds']:.1f} s; "
           f"best {_fmt(summary['best'])} (epoch {summary['best_epoch']}); run in {out}")
     return 0
@@ -162,9 +169,9 @@ def _run_dir(args) -> str:
     return out
 
 
-def _train_worker(spec, out, data, data_options, epochs, config, flags, params, resume):
+def _train_worker(spec, out, data, data_options, epochs, config, flags, params, resume) -> dict:
     from dagnet.train.from_spec import train
-    train(spec, out, data=data, data_options=data_options, epochs=epochs, config_file=config, flags=flags,
+    return train(spec, out, data=data, data_options=data_options, epochs=epochs, config_file=config, flags=flags,
           params=params, resume=resume)
 
 
@@ -260,7 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "docs/training.md) or a number")
     p.add_argument("--seed", type=int)
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--nproc", type=int, default=1, help="train with N processes (DistributedDataParallel)")
+    p.add_argument("--nproc", type=int, default=1, help="train with N local processes (DistributedDataParallel); started by torchrun, "
+                        "dagnet joins torchrun's processes instead")
     p.add_argument("-o", "--option", action="append", metavar="KEY=VALUE",
                    help="any training setting, e.g. -o schedule.name=cosine (repeatable)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a spec parameter")
@@ -330,12 +338,16 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, RuntimeError, FileNotFoundError) as exc:   # DataError, ConfigError, ...
         if type(exc).__name__ not in USER_ERRORS:
             raise
+        if getattr(exc, "reported_by_rank0", False):    # a process group's shared verdict: rank 0 prints it
+            return 1
         print(f"dagnet {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except BrokenPipeError:         # `dagnet ops | head`
         sys.stderr.close()
         return 0
     except OSError as exc:          # a full disk, a read-only directory, a run that is already there
+        if getattr(exc, "reported_by_rank0", False):
+            return 1
         print(f"dagnet {args.command}: error: {_os_error(exc)}", file=sys.stderr)
         return 1
     except ModuleNotFoundError as exc:

@@ -66,6 +66,7 @@ def export_run(run, output, dims: dict | None = None) -> tuple[str, dict]:
     from dagnet.loader import load
     from dagnet.train.checkpoint import load_model_state
     from dagnet.train.run import RunDir, stored_spec
+    from dagnet.train.sharding import model_weights
     run = Path(run)
     if Path(output).suffix not in FORMATS:
         raise ExportError(f"cannot export {run} to {output}: use one of {', '.join(FORMATS)} (a .py file "
@@ -73,6 +74,6 @@ def export_run(run, output, dims: dict | None = None) -> tuple[str, dict]:
     spec, params = stored_spec(run)
     module = emit(load(spec, params))
     path, state = RunDir(run).load_state("best")
-    load_model_state(module, state["model"], path)
+    load_model_state(module, model_weights(state, path), path)
     stats = state.get("data_stats") or {}
     return export(standardized(module, stats) if stats else module, output, dims), stats

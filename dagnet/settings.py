@@ -152,6 +152,7 @@ class TrainConfig:
     keep_best: int = 0
     precision: str = field(default="fp32", metadata=_choices("fp32", "bf16", "fp16"))
     checkpoint: str = field(default="none", metadata=_choices("none", "blocks"))
+    strategy: str = field(default="ddp", metadata=_choices("ddp", "fsdp"))
     compile: bool | str = False
     device: str = "auto"
     threads: int | str = "auto"

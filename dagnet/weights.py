@@ -18,6 +18,7 @@ import torch
 
 from dagnet.export import metadata_json
 from dagnet.train.checkpoint import FORMAT, CheckpointError, load_model_state, read_payload, verified
+from dagnet.train.sharding import model_weights
 
 
 @dataclass
@@ -38,7 +39,7 @@ def read_weights(path: str | Path) -> Weights:
     meta = payload.get("meta") if isinstance(payload, dict) else None
     if isinstance(meta, dict) and meta.get("format") == FORMAT:
         payload = verified(path, payload)
-        return Weights(payload["model"], payload.get("data_stats") or {})
+        return Weights(model_weights(payload, path), payload.get("data_stats") or {})
     return Weights(_state_dict(path, payload))
 
 

@@ -3,11 +3,14 @@
 import json
 from pathlib import Path
 
+import pytest
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from dagnet.data import ArrayDataset, split_dataset
 from dagnet.train import build_objective, fit, infer_task, launch, load_checkpoint
+from dagnet.train.distributed import PeerFailed, world
 
 LOSSES = [{"op": "cross_entropy", "output": "logits", "target": "label"}]
 
@@ -47,3 +50,15 @@ def test_two_processes_match_one(tmp_path):
     assert len(ddp_log) == 3  # written once, by rank 0
     for a, b in zip(ddp_log, single_log):
         assert abs(a["train_loss"] - b["train_loss"]) < 1e-6 and a["val_accuracy"] == b["val_accuracy"]
+
+
+def fail_on_rank_1() -> None:
+    """Rank 1 fails before a collective that rank 0 then waits in."""
+    if world()[0] == 1:
+        raise ValueError("no data on this node")
+    dist.barrier()
+
+
+def test_a_failing_rank_is_named_in_one_line():
+    with pytest.raises(PeerFailed, match=r"^rank 1 failed: ValueError: no data on this node"):
+        launch(2, fail_on_rank_1)

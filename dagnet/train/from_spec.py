@@ -22,13 +22,15 @@ from dagnet.emit import emit
 from dagnet.check_train import resolve_losses
 from dagnet.errors import ErrorLog, Loc, SpecError
 from dagnet.ir import IR
-from dagnet.train.checkpoint import load_checkpoint, load_model_state
+from dagnet.train.checkpoint import load_checkpoint
 from dagnet.train.config import TrainConfig, resolve_config
+from dagnet.train.distributed import decided_by_rank0
 from dagnet.train.evaluate import evaluate, predict
 from dagnet.train.loop import fit, seed_everything
 from dagnet.train.metrics import infer_task
 from dagnet.train.objective import ObjectiveError, build_objective
 from dagnet.train.run import RunDir, RunDirError, resumed_spec, spec_files, stored_spec
+from dagnet.train.sharding import restore_weights
 
 
 def spec_losses(ir: IR) -> tuple[list[dict], list[str]]:
@@ -124,10 +126,11 @@ def train(spec, out, *, data=None, data_options=None, epochs=None, config_file=N
     that eval and predict read new data the same way.
 
     With ``resume`` the run's stored spec is trained; a ``spec`` or ``params`` given too
-    must match it. Nothing is written into ``out`` until every check has passed.
+    must match it. Nothing is written into ``out`` until every check has passed; in a
+    process group rank 0 decides for all whether ``out`` may be used, and writes it alone.
     """
     out = Path(out)
-    RunDir(out).check_start(resume)
+    decided_by_rank0(lambda: RunDir(out).check_start(resume))
     if resume:
         spec, params = resumed_spec(out, spec, params)
     ir = load(Path(spec), params, training=True)    # losses and `train:` errors, located
@@ -179,7 +182,7 @@ def restore(run_or_checkpoint) -> tuple:
     ir = load(spec, params)
     model, objective, losses = build_model(ir)
     ckpt, state = RunDir(run).load_state("best") if path.is_dir() else (path, load_checkpoint(path))
-    load_model_state(model, state["model"], ckpt)
+    restore_weights(model, None, state, ckpt)
     return ir, model.eval(), objective, losses, state
 
 

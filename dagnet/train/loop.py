@@ -14,6 +14,7 @@ import functools
 import math
 import os
 import random
+import shutil
 import signal
 import threading
 import time
@@ -28,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from dagnet.data import collate
 from dagnet.data.sequences import bucket_lengths, bucketed
-from dagnet.train.checkpoint import CheckpointWriter, load_model_state, rng_state, set_rng_state
+from dagnet.train.checkpoint import CheckpointWriter, rng_state, set_rng_state
 from dagnet.train.config import ConfigError, TrainConfig
 from dagnet.train.distributed import all_gather, all_reduce_sum, world
 from dagnet.train.evaluate import check_inputs, forward, model_inputs, resolve_device, run_evaluation, to_device
@@ -39,6 +40,7 @@ from dagnet.train.objective import Objective
 from dagnet.train.optim import EarlyStopping, Schedule, build_optimizer
 from dagnet.train.run import Progress, RunDir, RunDirError, format_record
 from dagnet.train.threads import auto_threads, step_flops, using_threads
+from dagnet.train.sharding import gathered, restore_weights, save_shards, shard_by_block, shards_of
 
 # Settings a resumed run may change without a warning.
 RESUMABLE_CHANGES = {"epochs", "device", "num_workers", "compile", "early_stopping", "threads", "loggers",
@@ -170,6 +172,8 @@ class Trainer:
         check_inputs(self.inputs, train_set[0])
         self.threads, self.threads_why = self._threads(collate_fn)
         model.to(self.device)
+        if config.strategy == "fsdp":      # before the optimizer is built: it steps the shards
+            shard_by_block(model)
         if config.batch_size % self.world:
             raise ConfigError("batch_size", f"{config.batch_size} does not split evenly into {self.world} processes")
         self.sampler = ResumableSampler(train_set, num_replicas=self.world, rank=self.rank, seed=config.seed)
@@ -270,7 +274,7 @@ class Trainer:
 
     def _wrap(self) -> nn.Module:
         net = self.model
-        if self.world > 1:
+        if self.world > 1 and self.config.strategy == "ddp":
             devices = [self.device.index] if self.device.type == "cuda" else None
             net = DistributedDataParallel(net, device_ids=devices)
         if self.config.compile:
@@ -284,9 +288,10 @@ class Trainer:
         if self.val_loader is not None:
             # The plain module evaluates: a DDP wrapper would synchronise on every (uneven) batch.
             evaluator = self.net if self.world == 1 else self.model
-            self.last_eval = run_evaluation(
-                evaluator, self.val_loader, self.objective, self.task, self.device, self.autocast, self.model
-            )
+            with gathered(self.model):
+                self.last_eval = run_evaluation(
+                    evaluator, self.val_loader, self.objective, self.task, self.device, self.autocast, self.model
+                )
             record |= _prefixed("val_", {k: v for k, v in self.last_eval.items() if k != "confusion"})
         record |= {"lr": self.optimizer.param_groups[0]["lr"], "time": time.time() - started}
         improved = self.stopper.update(record)
@@ -434,9 +439,11 @@ class Trainer:
             signal.signal(signal.SIGINT, previous)
 
     def _state(self) -> dict:
+        sharded = self.config.strategy == "fsdp"    # the weights and optimizer are in X.dcp/ (sharding.py)
         return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            **({"sharded": True} if sharded else {}),
+            "model": {} if sharded else self.model.state_dict(),
+            "optimizer": {} if sharded else self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "schedule": self.schedule.state_dict(),
             "early_stopping": self.stopper.state_dict(),
@@ -450,13 +457,18 @@ class Trainer:
     def _save(self, paths: list, remove: list = ()) -> None:
         """Save to paths[0], link the other paths to it, then delete `remove` (top-k files pushed out)."""
         rng = all_gather(rng_state())  # every process's generators, so that each resumes its own stream
+        if self.config.strategy == "fsdp":
+            save_shards(self.model, self.optimizer, shards_of(paths[0]), tuple(map(shards_of, paths[1:])),
+                        {"epoch": self.epoch, "step": self.step})
         if self.rank == 0:
             self.writer.save(paths[0], self._state() | {"rng": rng}, links=tuple(paths[1:]), remove=tuple(remove))
+            if self.config.strategy == "fsdp":     # a top-k file pushed out takes its shards with it
+                for path in remove:
+                    shutil.rmtree(shards_of(path), ignore_errors=True)
 
     def _restore(self) -> list[dict]:
         path, state = self.run_dir.load_state("last")  # on the CPU: generator states must be CPU tensors
-        load_model_state(self.model, state["model"], path)
-        self.optimizer.load_state_dict(state["optimizer"])
+        restore_weights(self.model, self.optimizer, state, path, self.config.strategy)
         if self.scaler.is_enabled():
             self.scaler.load_state_dict(state["scaler"])
         self.schedule.load_state_dict(state["schedule"])
