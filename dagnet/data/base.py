@@ -62,10 +62,14 @@ def collate(examples: list[dict]) -> dict[str, Tensor]:
 
 
 def _stack(key: str, values: list) -> Tensor:
-    try:                    # the common case, tensors of one shape, without a check per example
-        return torch.stack(values)
-    except (TypeError, RuntimeError):   # numbers, arrays, or different lengths
-        values = [torch.as_tensor(v) for v in values]
+    # The common case, tensors of one shape, goes straight to torch.stack, which checks them itself;
+    # a batch whose two ends differ is ragged for sure, and a stack that raises costs more than a check.
+    if isinstance(values[0], Tensor) and values[0].shape == values[-1].shape:
+        try:
+            return torch.stack(values)
+        except (TypeError, RuntimeError):       # ragged in between, or not all tensors
+            pass
+    values = [torch.as_tensor(v) for v in values]
     first = values[0].shape
     if all(v.shape == first for v in values):
         return torch.stack(values)
