@@ -41,12 +41,13 @@ def example_inputs(ir: IR, batch: int = 2, dims: dict | None = None) -> dict[str
 
 
 def _dynamic_shapes(ir: IR) -> dict:
-    """The batch dim and every symbolic spec dim are dynamic."""
+    """The batch dim and every symbolic spec dim are dynamic, from 1 up (torch.export
+    otherwise assumes 2 or more, and the program refuses a batch or a sequence of one)."""
+    dynamic = torch.export.Dim.AUTO(min=1)
     spec = {}
     for name in ir.inputs:
         shape = ir.node(name).shape
-        spec[name] = {0: torch.export.Dim.AUTO,
-                      **{k + 1: torch.export.Dim.AUTO for k, d in enumerate(shape) if not known(d)}}
+        spec[name] = {0: dynamic, **{k + 1: dynamic for k, d in enumerate(shape) if not known(d)}}
     return spec
 
 
@@ -62,12 +63,9 @@ def export(module: torch.nn.Module, path, dims: dict | None = None) -> str:
         save_safetensors(module, path)
         return fmt
     inputs = example_inputs(ir, dims=dims)
+    from dagnet.fields.portable import portable
+    module = portable(module)       # structured nodes as their portable twins: one path, every format
     if fmt == "torchscript":
-        from dagnet import ops
-        fields = [n.name for n in ir.order() if n.op != "input" and ops.get(n.op).family == "field"]
-        if fields:
-            raise ExportError(f"TorchScript cannot compile `{fields[0]}`, a structured node: "
-                             "export to .pt2 or .onnx instead")
         torch.jit.save(torch.jit.script(module), str(path))
     elif fmt == "torch.export":
         program = torch.export.export(module, (), inputs, dynamic_shapes=_dynamic_shapes(ir))

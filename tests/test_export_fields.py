@@ -1,21 +1,22 @@
-"""Structured nodes and recurrent layers export: .pt2 and ONNX keep batch, length and
-mask dynamic and give the compiled model's outputs; the branch-free path they capture
-equals the eager fast paths."""
+"""Structured nodes and recurrent layers in every deployment format. A field runs as its
+portable twin (dagnet.fields.portable) in .py, .pt, .pt2 and .onnx files, which keep
+batch, length and mask dynamic and give the compiled model's outputs, decoding too."""
 
 import copy
+import subprocess
+import sys
 
-import numpy as np
 import pytest
 import torch
 
 import dagnet
+from dagnet import ops
+from dagnet.emit import standalone_source
 from dagnet.export import export
-from dagnet.fields import _logspace as ls
-from dagnet.fields import chain
 from tests.conftest import SPECS, import_file
 
-FIELD_SPECS = ["cnf_tagger", "cnf_gestures", "ldcrf_gestures", "hcrf_gestures"]
-SIZES = [(3, 7), (5, 30)]  # (batch, length): neither is the example's (2, 64)
+FIELD_SPECS = ["cnf_tagger", "hcrf_gestures", "ldcrf_gestures"]
+SIZES = [(3, 7), (5, 30), (1, 1)]  # (batch, length): none is the example's (2, 64)
 
 
 def ragged(B: int, T: int, generator) -> torch.Tensor:
@@ -23,7 +24,7 @@ def ragged(B: int, T: int, generator) -> torch.Tensor:
     lengths = torch.randint(1, T + 1, (B,), generator=generator)
     lengths[0] = T
     mask = torch.arange(T) < lengths[:, None]
-    mask[-1, T // 2] = False
+    mask[-1, T // 2] = T == 1  # a gap (none in a sequence of one)
     return mask
 
 
@@ -32,96 +33,121 @@ def inputs(B, T, features=8, seed=0):
     return torch.randn(B, T, features, generator=g), ragged(B, T, g)
 
 
+class Deployed(torch.nn.Module):
+    """A compiled field spec with its field's decode as a second output."""
+
+    def __init__(self, model):
+        super().__init__()
+        ir = model.dagnet_ir
+        node = next(n for n in ir.order() if n.op != "input" and ops.get(n.op).family == "field")
+        self.model = model
+        self.potentials = dagnet.compile(ir, outputs=[node.inputs[0]])
+        self.potentials.load_state_dict(model.state_dict(), strict=False)
+        self.field = getattr(model, node.name)
+        self.dagnet_ir = ir
+        self.eval()
+
+    def forward(self, frames, mask):
+        labels = self.field.decode(self.potentials(frames=frames, mask=mask), mask)[0]
+        return {"value": self.model(frames=frames, mask=mask), "decode": labels}
+
+
 @pytest.fixture(scope="module", params=FIELD_SPECS)
-def exported(request, tmp_path_factory):
+def deployed(request, tmp_path_factory):
     torch.manual_seed(0)
-    model = dagnet.compile(SPECS / f"{request.param}.yaml").eval()
     folder = tmp_path_factory.mktemp(request.param)
-    export(model, folder / "m.pt2")
-    pytest.importorskip("onnxscript")
-    export(model, folder / "m.onnx")
-    return model, folder
+    return Deployed(dagnet.compile(SPECS / f"{request.param}.yaml").eval()), folder
 
 
-@pytest.mark.parametrize("B, T", SIZES)
-def test_pt2_equals_compiled(exported, B, T):
-    model, folder = exported
-    program = torch.export.load(str(folder / "m.pt2")).module()
-    frames, mask = inputs(B, T)
+def check(got: dict, expected: dict):
+    torch.testing.assert_close(got["value"], expected["value"], atol=1e-5, rtol=1e-5)
+    assert torch.equal(got["decode"], expected["decode"])
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".pt2", ".onnx"])
+def test_every_format_equals_the_compiled_model(deployed, suffix):
+    model, folder = deployed
+    path = folder / f"m{suffix}"
+    if suffix == ".onnx":
+        ort = pytest.importorskip("onnxruntime")
+        pytest.importorskip("onnxscript")
+    export(model, path)
+    if suffix == ".pt":
+        run = torch.jit.load(str(path))
+    elif suffix == ".pt2":
+        run = torch.export.load(str(path)).module()
+    else:
+        session = ort.InferenceSession(str(path))
+
+        def run(frames, mask):
+            value, labels = session.run(None, {"frames": frames.numpy(), "mask": mask.numpy()})
+            return {"value": torch.from_numpy(value), "decode": torch.from_numpy(labels)}
+    for B, T in SIZES:
+        frames, mask = inputs(B, T)
+        with torch.no_grad():
+            check(run(frames=frames, mask=mask), model(frames=frames, mask=mask))
+
+
+STANDALONE = """
+import importlib.util, sys
+import torch
+sys.modules["dagnet"] = None  # the file must need torch alone
+spec = importlib.util.spec_from_file_location("standalone_model", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+args = torch.load(sys.argv[2])
+model = getattr(module, args["class"])().eval()
+model.load_state_dict(args["state"])
+with torch.no_grad():
+    out = [{"value": model(frames, mask), "decode": getattr(model, args["field"]).decode(potentials, mask)[0]}
+           for frames, mask, potentials in args["inputs"]]
+torch.save(out, sys.argv[3])
+"""
+
+
+def test_the_standalone_file_equals_the_compiled_model(deployed):
+    """Run in a fresh, isolated interpreter (python -I) where dagnet cannot be imported."""
+    model, folder = deployed
+    compiled = model.model
+    (folder / "model.py").write_text(standalone_source(compiled))
+    cases = [inputs(B, T) for B, T in SIZES]
     with torch.no_grad():
-        torch.testing.assert_close(program(frames=frames, mask=mask), model(frames=frames, mask=mask),
-                                   atol=1e-5, rtol=1e-5)
+        args = {"class": type(compiled).__name__, "state": compiled.state_dict(),
+                "field": next(n for n, m in compiled.named_children() if m is model.field),
+                "inputs": [(f, m, model.potentials(frames=f, mask=m)) for f, m in cases]}
+        expected = [model(frames=f, mask=m) for f, m in cases]
+    torch.save(args, folder / "args.pt")
+    subprocess.run([sys.executable, "-I", "-c", STANDALONE, str(folder / "model.py"), str(folder / "args.pt"),
+                    str(folder / "out.pt")], check=True, timeout=300)
+    for got, want in zip(torch.load(folder / "out.pt"), expected):
+        check(got, want)
 
 
-@pytest.mark.parametrize("B, T", SIZES)
-def test_onnx_equals_compiled(exported, B, T):
-    ort = pytest.importorskip("onnxruntime")
-    model, folder = exported
-    session = ort.InferenceSession(str(folder / "m.onnx"))
-    frames, mask = inputs(B, T)
-    (got,) = session.run(None, {"frames": frames.numpy(), "mask": mask.numpy()})
-    with torch.no_grad():
-        np.testing.assert_allclose(got, model(frames=frames, mask=mask).numpy(), atol=1e-5)
-
-
-def test_torchscript_refuses_fields_clearly(exported, tmp_path):
-    model, _ = exported
-    with pytest.raises(ValueError, match="export to .pt2 or .onnx instead"):
-        export(model, tmp_path / "m.pt")
-
-
-# -- the branch-free path equals the fast paths ---------------------------------------
-
-def chain_case(B=4, T=9, K=5, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    emissions = torch.randn(B, T, K, generator=g, dtype=torch.float64) * 3
-    emissions[1, 2] = float("nan")  # unselected below: must not leak in
-    start, end = (torch.randn(K, generator=g, dtype=torch.float64) for _ in range(2))
-    transitions = torch.randn(K, K, generator=g, dtype=torch.float64)
-    mask = ragged(B, T, g)
-    mask[1, 2] = False
-    mask[2] = False  # an empty sequence
-    return emissions, start, end, transitions, mask
-
-
-@pytest.mark.parametrize("method", ["auto", "linear-exact", "linear-scaled", "parallel"])
-def test_branch_free_equals_fast_paths(method):
-    case = chain_case()
-    fast_mu = chain.marginals(*case, method=method)
-    fast_logz = chain.log_partition(*case, method=method)
-    with ls.branch_free():
-        mu = chain.marginals(*case, method=method)
-        logz = chain.log_partition(*case, method=method)
-    torch.testing.assert_close(mu, fast_mu, atol=1e-12, rtol=1e-12)
-    torch.testing.assert_close(logz, fast_logz, atol=1e-12, rtol=1e-12)
-
-
-def test_branch_free_without_mask_and_with_constraints():
-    emissions, start, end, transitions, _ = chain_case(seed=1)
-    emissions = emissions.nan_to_num()
-    transitions[0, 1] = float("-inf")  # a constraint
-    fast = chain.marginals(emissions, start, end, transitions)
-    with ls.branch_free():
-        torch.testing.assert_close(chain.marginals(emissions, start, end, transitions), fast,
-                                   atol=1e-12, rtol=1e-12)
-
-
-def test_branch_free_latent_models():
-    from dagnet.fields.latent import HiddenCRF, LatentDynamicCRF
+def test_the_cli_writes_a_crf_to_torchscript(tmp_path, capsys):
+    from dagnet.cli import main
+    target = tmp_path / "model.pt"
+    assert main(["compile", str(SPECS / "cnf_tagger.yaml"), "-o", str(target)]) == 0
+    frames, mask = inputs(2, 5)
     torch.manual_seed(0)
-    emissions, *_, mask = chain_case(K=6, seed=2)
-    emissions = emissions.nan_to_num()
-    for field in (HiddenCRF(3, 6).double(), LatentDynamicCRF(3, 2).double()):
-        fast = field.marginals(emissions, mask)
-        with ls.branch_free():
-            torch.testing.assert_close(field.marginals(emissions, mask), fast, atol=1e-12, rtol=1e-12)
+    loaded = torch.jit.load(str(target))
+    assert loaded(frames, mask).shape == (2, 5, 4)
 
 
-def test_pack_order_is_the_stable_sort():
-    mask = ragged(6, 11, torch.Generator().manual_seed(3))
-    mask[2, :4] = False  # left padding
-    expected = torch.argsort((~mask).to(torch.uint8), dim=1, stable=True)
-    assert torch.equal(ls.pack_order(mask), expected)
+def test_the_export_of_a_field_without_a_twin_is_one_line(tmp_path):
+    from dagnet.export import ExportError
+    from dagnet.fields.protocol import Field
+
+    class Lonely(Field):
+        pass
+
+    model = dagnet.compile(SPECS / "mlp.yaml").eval()
+    model.add_module("lonely", Lonely())
+    for suffix in (".pt", ".pt2", ".onnx"):
+        with pytest.raises(ExportError, match="Lonely has no portable twin") as info:
+            export(model, tmp_path / f"m{suffix}")
+        assert "\n" not in str(info.value) and not (tmp_path / f"m{suffix}").exists()
+    with pytest.raises(ExportError, match="Lonely"):
+        standalone_source(model)
 
 
 # -- recurrent layers and attention: TorchScript, torch.export, ONNX, standalone .py ----------------
@@ -185,12 +211,3 @@ def test_recurrent_and_attention_standalone_file(tmp_path, recurrent):
     x = torch.randn(3, 9, 6)
     with torch.no_grad():
         torch.testing.assert_close(standalone(x), recurrent(x=x))
-
-
-def test_the_cli_refuses_a_crf_to_torchscript_in_one_line_and_writes_nothing(tmp_path, capsys):
-    from dagnet.cli import main
-    target = tmp_path / "model.pt"
-    assert main(["compile", str(SPECS / "cnf_tagger.yaml"), "-o", str(target)]) == 1
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "TorchScript cannot compile `crf`" in err and ".pt2 or .onnx" in err
-    assert not target.exists()

@@ -227,7 +227,7 @@ torch.save([tree.marginals(inputs[0]), grid.marginals(inputs[1]), dense(inputs[1
 def test_concatenated_twins_run_with_only_torch(tmp_path):
     model = torch.nn.ModuleDict({"tree": TreeCRF(4, FOREST), "grid": GridCRF(4, "full", iterations=5),
                                  "dense": DenseCRF(4, iterations=2)})
-    sources = source_files(model)
+    sources = [path.read_text() for path in source_files(model)]
     source = "\n\n".join(sources)
     imported = set()
     for node in ast.walk(ast.parse(source)):

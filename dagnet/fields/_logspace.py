@@ -32,40 +32,16 @@ zeros and are allowed; -inf transitions (constraints) are not, since they can
 cut the mixing argument, and send the caller to the exact log-space path.
 ``tame_shift`` makes the check.
 """
-from contextlib import contextmanager
 from typing import NamedTuple, Optional
 
 import torch
 from torch import Tensor
-from torch._higher_order_ops.scan import scan as traced_scan
 
 from .protocol import reduce_loss  # noqa: F401  (re-exported for the fields)
 from .semiring import gumbel_argmax, logsumexp  # noqa: F401
 
 SPREAD = 80.0
 NEG_INF = float("-inf")
-_BRANCH_FREE = False
-
-
-def capturing() -> bool:
-    """True while a model is captured for export (``torch.export``, hence .pt2 and the
-    ONNX exporter) or inside :func:`branch_free`. The chain kernels then take their
-    *branch-free path*: no Python decision depends on tensor values or on the sequence
-    length, so one captured graph serves every batch size, length and mask. It is the
-    exact log-space linear scan, run as one traced loop (``scan``) over time, with
-    packing by a permutation computed every time (docs/fields.md, "Exporting")."""
-    return _BRANCH_FREE or torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export()
-
-
-@contextmanager
-def branch_free():
-    """Run the branch-free (export) path eagerly, e.g. to compare it with the fast paths."""
-    global _BRANCH_FREE
-    before, _BRANCH_FREE = _BRANCH_FREE, True
-    try:
-        yield
-    finally:
-        _BRANCH_FREE = before
 
 
 def safe_log(y: Tensor) -> Tensor:
@@ -110,14 +86,9 @@ def scan_linear(emit: Tensor, start: Tensor, trans: Tensor, reduce) -> Tensor:
     step = trans.unsqueeze(-1) if trans.dim() == 2 else trans.permute(1, 2, 0)
     m = start.t().contiguous()  # (K, B)
 
-    def advance(m: Tensor, e: Tensor) -> Tensor:
-        return reduce((m + e).unsqueeze(1) + step, 0)
-
-    if capturing():  # one traced loop body for any T (one step more than needed, unused)
-        return traced_scan(lambda m, e: (advance(m, e), m.clone()), m, emit_t)[1].permute(2, 0, 1)
     out = [m]
     for e in emit_t.unbind(0)[:-1]:
-        m = advance(m, e)
+        m = reduce((m + e).unsqueeze(1) + step, 0)
         out.append(m)
     return torch.stack(out).permute(2, 0, 1)
 
@@ -294,10 +265,6 @@ def pack(emissions: Tensor, mask: Optional[Tensor]) -> Packed:
         emissions, mask = emissions.new_zeros(B, 1, K), mask.new_zeros(B, 1)
     mask = mask.bool()
     lengths = mask.sum(1)
-    if capturing():  # branch-free: always reorder, zero the padding arithmetically
-        order = pack_order(mask)
-        prefix = valid(lengths, mask.shape[1]).unsqueeze(-1)
-        return Packed(torch.where(prefix, gather_time(emissions, order), 0.0), lengths, order, T)
     if bool(mask.all()):
         return Packed(emissions, lengths, None, T)
     prefix = valid(lengths, mask.shape[1])

@@ -37,8 +37,6 @@ def _scan_shape(method: str, emit: Tensor) -> str:
     if scan not in METHODS or numerics not in ("", "exact", "scaled"):
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}, "
                          "optionally suffixed -exact or -scaled")
-    if ls.capturing():  # the parallel scan's depth depends on T: not capturable
-        return "linear"
     B, T, K = emit.shape
     if scan == "auto":
         return "parallel" if T >= 256 and B * K * K <= 128 else "linear"
@@ -48,10 +46,10 @@ def _scan_shape(method: str, emit: Tensor) -> str:
 def _resolve(method: str, emit: Tensor, start, end, trans) -> tuple:
     """(scan shape, emission shift): a shift selects the rescaled fast path, None the
     exact one; "-scaled" and "-exact" force the choice (for tests and benchmarks).
-    While capturing for export it is always the exact path (ls.capturing)."""
+    (Exported models run dagnet.fields.portable instead, which decides nothing in Python.)"""
     numerics = method.partition("-")[2]
     scan = _scan_shape(method, emit)
-    if ls.capturing() or numerics == "exact":
+    if numerics == "exact":
         return scan, None
     with torch.no_grad():
         if numerics == "scaled":
