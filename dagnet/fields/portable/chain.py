@@ -326,11 +326,13 @@ def _chain_scaled(x: torch.Tensor, lengths: torch.Tensor, start: torch.Tensor, t
         steps, 8, rounding_mode="floor"))  # _CHAIN_CHUNK
     scale = norms + steps.view(-1, 1, 1, 1).to(x.dtype) * c.unsqueeze(0) + s.view(1, G, 1, 1)
     # the check: messages where they are used (t < L), within e^-249 of their largest,
-    # which lies within e^±99; transitions within 100 nats, start within 250
+    # which lies within e^±99; transitions within 100 nats, start within 250. (e^-249 is
+    # made in float64 at run time: ONNX would round a constant this small through float32.)
     top = u.amax(-1, keepdim=True)
-    small = torch.nan_to_num(top * 1e-108 / u, posinf=0.0).amax(-1) > 1.0  # 0 < u < e^-249 top
-    top = top.squeeze(-1)
-    fine = ~small & (top >= 1e-43) & (top <= 1e43)
+    floor = top * torch.full_like(top, -249.0).exp()
+    small = torch.nan_to_num(floor / u, posinf=0.0).amax(-1) > 1.0  # 0 < u < e^-249 top
+    log_top = top.squeeze(-1).log()
+    fine = ~small & (log_top >= -99.0) & (log_top <= 99.0)
     used = (steps.unsqueeze(1) < lengths).unsqueeze(1)
     risky = (used & ~fine).any() | _chain_wide(trans, c, 100.0) | _chain_wide(start, s, 250.0)
     return u, scale, risky
