@@ -23,7 +23,7 @@ BENCHMARKS = [
     ("Compiled specs vs the library models they stand for", ["bench/bench_library.py"]),
     ("Backward engines", ["bench/bench_backward.py"]),
     ("Chain CRF vs pytorch-crf and torch-struct", ["bench/bench_chain_crf.py"]),
-    ("An exported chain CRF vs the eager module", ["bench/bench_export_crf.py"]),
+    ("A deployed chain CRF vs the eager module", ["bench/bench_export_crf.py"]),
     ("Dense CRF vs pydensecrf", ["bench/bench_dense_crf.py"]),
     ("dagnet train vs a hand-written loop", ["bench/bench_train.py"]),
     ("Scaling out", ["bench/bench_scale.py"]),

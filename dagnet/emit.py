@@ -373,7 +373,7 @@ def _twin_sources(paths) -> tuple[list[str], list[str]]:
             if isinstance(stmt, (ast.Import, ast.ImportFrom)) or (i == 0 and isinstance(stmt, ast.Expr)):
                 drop.update(range(stmt.lineno, stmt.end_lineno + 1))
         lines = [line for n, line in enumerate(text.split("\n"), 1) if n not in drop]
-        code.append(f"# {path.parent.name}/{path.name} from dagnet.fields.portable\n" + "\n".join(lines).strip("\n"))
+        code.append(f"# dagnet/fields/portable/{path.name}: portable twins of structured nodes\n" + "\n".join(lines).strip("\n"))
     return list(imports), code
 
 

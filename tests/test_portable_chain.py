@@ -126,6 +126,51 @@ def test_the_fast_path_is_proven_exact_or_left():
     assert risky(drifting, only_itself) and not risky(drifting[:, :3], only_itself)
 
 
+def fading(T=48, K=5):
+    """A constrained chain the rescaled recursion alone would get wrong: tag 1 only follows
+    itself, and its emissions fall 40 nats behind the others' per step, then gain 50 per
+    step. Mid-sequence its messages drop below float64's range (and float32 scores
+    are within 80 nats at every position, so only the messages show it); at the end
+    it is the likeliest tag."""
+    field = ChainCRF(K, torch.ones(K, K, dtype=torch.bool).index_fill(1, torch.tensor([1]), False)
+                     .index_fill(0, torch.tensor([1]), True)).double()
+    with torch.no_grad():
+        for p in field.parameters():
+            p.zero_()
+    x = torch.zeros(1, T, K, dtype=torch.float64)
+    x[0, :, 1] = torch.cat([torch.full((T // 2,), -40.0), torch.full((T - T // 2,), 50.0)])
+    return field, x
+
+
+def test_a_state_fading_under_constraints_takes_the_exact_path():
+    field, x = fading()
+    expected = field.marginals(x)
+    assert expected[0, -1, 1] > 0.99
+    close(twin(field).marginals(x), expected)
+    close(twin(field).log_partition(x), field.log_partition(x))
+
+
+@pytest.mark.parametrize("suffix", [".pt2", ".onnx"])
+def test_exported_twins_take_the_exact_path_too(tmp_path, suffix):
+    if suffix == ".onnx":
+        ort = pytest.importorskip("onnxruntime")
+        pytest.importorskip("onnxscript")
+    field, x = fading()
+    module = torch.nn.Module()
+    module.crf = twin(field.float())
+    module.forward = lambda x: module.crf.marginals(x)
+    example = torch.zeros(2, 10, 5)
+    dynamic = ({0: torch.export.Dim.AUTO(min=1), 1: torch.export.Dim.AUTO(min=1)},)
+    if suffix == ".pt2":
+        got = torch.export.export(module, (example,), dynamic_shapes=dynamic).module()(x.float())
+    else:
+        path = tmp_path / "m.onnx"
+        torch.onnx.export(module, (example,), dynamic_shapes=dynamic, dynamo=True, verbose=False).save(str(path))
+        session = ort.InferenceSession(str(path))
+        got = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.float().numpy()})[0])
+    close(got.double(), field.marginals(x), 1e-5)
+
+
 def test_hidden_twin_equals_the_field():
     torch.manual_seed(0)
     field = HiddenCRF(3, 6).double()

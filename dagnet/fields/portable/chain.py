@@ -83,11 +83,10 @@ def _chain_rows(order: torch.Tensor, lengths: torch.Tensor, groups: int, backwar
     return forward.unsqueeze(1) + torch.arange(groups, device=order.device).view(1, -1, 1) * (B * T)
 
 
-def _chain_unpack_rows(slot: torch.Tensor, groups: int, group: int) -> torch.Tensor:
-    """(B, T) rows of a packed time-major (T, groups, B, ...) result, flattened, holding each
-    original position of batch group ``group``."""
-    B = slot.shape[0]
-    return (slot * groups + group) * B + torch.arange(B, device=slot.device).unsqueeze(1)
+def _chain_unpack_rows(slot: torch.Tensor) -> torch.Tensor:
+    """(B, T) rows of a packed time-major (T, B, ...) result, flattened, holding each
+    original position."""
+    return slot * slot.shape[0] + torch.arange(slot.shape[0], device=slot.device).unsqueeze(1)
 
 
 def _chain_top(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -314,8 +313,8 @@ def _chain_prepare(e: torch.Tensor, mask: Optional[torch.Tensor], backward: bool
 def _chain_scaled(x: torch.Tensor, lengths: torch.Tensor, start: torch.Tensor, trans: torch.Tensor):
     """The rescaled forward recursion, float64: x (T, G, B, K) emission factors, start (G, K),
     trans (G, K, K) [from, to]. Returns the incoming messages u (T, G, B, K), their log
-    scales (T, G, B, 1) up to the emission shifts before t, and ``risky``: a bool tensor,
-    false only if the result is proven exact (module doc)."""
+    scales (T, G, B, 1): alpha_t = log(u_t x_t) + scale_t + the emission shifts up to t,
+    and ``risky``: a bool tensor, false only if the result is proven exact (module doc)."""
     T, G, B, K = x.shape
     c = _chain_top(trans.flatten(1), -1).unsqueeze(-1)  # (G, 1, 1)
     s = _chain_top(start, -1)  # (G, 1)
@@ -326,11 +325,13 @@ def _chain_scaled(x: torch.Tensor, lengths: torch.Tensor, start: torch.Tensor, t
         steps, 8, rounding_mode="floor"))  # _CHAIN_CHUNK
     scale = norms + steps.view(-1, 1, 1, 1).to(x.dtype) * c.unsqueeze(0) + s.view(1, G, 1, 1)
     # the check: messages where they are used (t < L), within e^-249 of their largest,
-    # which lies within e^±99; transitions within 100 nats, start within 250
+    # which lies within e^±99; transitions within 100 nats, start within 250. (e^-249 is
+    # made in float64 at run time: ONNX would round a constant this small through float32.)
     top = u.amax(-1, keepdim=True)
-    small = torch.nan_to_num(top * 1e-108 / u, posinf=0.0).amax(-1) > 1.0  # 0 < u < e^-249 top
-    top = top.squeeze(-1)
-    fine = ~small & (top >= 1e-43) & (top <= 1e43)
+    floor = top * torch.full_like(top, -249.0).exp()
+    small = torch.nan_to_num(floor / u, posinf=0.0).amax(-1) > 1.0  # 0 < u < e^-249 top
+    log_top = top.squeeze(-1).log()
+    fine = ~small & (log_top >= -99.0) & (log_top <= 99.0)
     used = (steps.unsqueeze(1) < lengths).unsqueeze(1)
     risky = (used & ~fine).any() | _chain_wide(trans, c, 100.0) | _chain_wide(start, s, 250.0)
     return u, scale, risky
@@ -399,9 +400,8 @@ def _chain_marginals(e: torch.Tensor, mask: Optional[torch.Tensor], start: torch
     trans2 = torch.stack([trans, trans.t()]).double()
     u, _, risky = _chain_scaled(x, lengths, start2, trans2)
     risky = risky | wide
-    T, _, B, K = u.shape
-    forward = _chain_gather_rows(u[:, 0] * x[:, 0], _chain_unpack_rows(slot, 1, 0))
-    backward = _chain_gather_rows(u[:, 1], _chain_unpack_rows(_chain_flip(slot, lengths), 1, 0))
+    forward = _chain_gather_rows(u[:, 0] * x[:, 0], _chain_unpack_rows(slot))
+    backward = _chain_gather_rows(u[:, 1], _chain_unpack_rows(_chain_flip(slot, lengths)))
     on = (slot < lengths.unsqueeze(1)).unsqueeze(-1)
     r = (forward * backward).masked_fill(~on, 0.0)  # each position's marginals, up to a factor
     total = r.sum(-1, keepdim=True)
@@ -417,8 +417,8 @@ def _chain_marginals(e: torch.Tensor, mask: Optional[torch.Tensor], start: torch
 def _chain_exact_marginals(m: torch.Tensor, e: torch.Tensor, rows: torch.Tensor, lengths: torch.Tensor,
                            slot: torch.Tensor, fast: torch.Tensor) -> torch.Tensor:
     alpha = m[:, 0] + _chain_gather_rows(e, rows[:, 0]).double()  # (T, B, K)
-    scores = _chain_gather_rows(alpha, _chain_unpack_rows(slot, 1, 0)) \
-        + _chain_gather_rows(m[:, 1], _chain_unpack_rows(_chain_flip(slot, lengths), 1, 0))
+    scores = _chain_gather_rows(alpha, _chain_unpack_rows(slot)) \
+        + _chain_gather_rows(m[:, 1], _chain_unpack_rows(_chain_flip(slot, lengths)))
     logz = _chain_logsumexp(scores, -1).unsqueeze(-1)
     on = (slot < lengths.unsqueeze(1)).unsqueeze(-1) & (logz > float("-inf"))
     return (scores - logz.masked_fill(~on, 0.0)).masked_fill(~on, float("-inf")).exp()
@@ -443,7 +443,7 @@ def _chain_viterbi(e: torch.Tensor, mask: Optional[torch.Tensor], start: torch.T
     score, tag = (v.gather(0, index).squeeze(0) + end).max(-1)
     inside = torch.arange(T, device=e.device).unsqueeze(1) < lengths - 1
     tags = _chain_backtrack_loop(v, trans.t().contiguous(), inside, tag)  # (T, B), packed
-    tags = tags.reshape(-1).index_select(0, _chain_unpack_rows(slot, 1, 0).flatten()).view(B, T)
+    tags = tags.reshape(-1).index_select(0, _chain_unpack_rows(slot).flatten()).view(B, T)
     return tags.masked_fill(~mask, -1), score.masked_fill(lengths == 0, 0.0)
 
 
