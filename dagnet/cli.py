@@ -85,7 +85,7 @@ def cmd_compile(args) -> int:
         try:
             source = standalone_source(module, header)
         except ValueError as exc:       # its refusals (a node a standalone file cannot hold): one line
-            raise ExportError(f"cannot write {args.output}: {exc}") from None
+            raise ExportError(str(exc)) from None
         Path(args.output).write_text(source)
         print(f"wrote {args.output}")
     elif args.output:
