@@ -52,6 +52,9 @@ def deployed(module: fx.GraphModule, stats: dict | None = None, task=None) -> fx
         args[name] = x
     result = graph.call_module("model", kwargs=args)
     if task is not None:
+        if LABELS in ir.outputs:
+            raise ExportError(f"the spec has an output named `{LABELS}`, the name of the predicted labels in "
+                              "an export: rename that output")
         outputs = {name: graph.call_function(operator.getitem, (result, name)) for name in ir.outputs}
         outputs[LABELS] = _labels(graph, ir, task, graph.call_function(operator.getitem, (result, task.output)),
                                   args)
@@ -78,11 +81,6 @@ def _labels(graph: fx.Graph, ir: IR, task, scores: fx.Node, inputs: dict) -> fx.
         mask = inputs[task.mask]
     decoded = graph.call_method("decode", (graph.get_attr(f"model.{task.node}"), scores, mask))
     return graph.call_function(operator.getitem, (decoded, 0))
-
-
-def standardized(module: fx.GraphModule, stats: dict) -> fx.GraphModule:
-    """`module` behind the standardisation `stats` names, with its own outputs (see :func:`deployed`)."""
-    return deployed(module, stats)
 
 
 def _stats_shape(rank: int) -> list[int]:
@@ -114,7 +112,7 @@ def with_weights(module: fx.GraphModule, path) -> tuple[fx.GraphModule, dict]:
     """Load any weights file into `module`; wrap it in the run's standardisation if the file has one."""
     from dagnet.weights import load_weights_file
     stats = load_weights_file(module, path).stats
-    return (standardized(module, stats) if stats else module), stats
+    return (deployed(module, stats) if stats else module), stats
 
 
 def export_run(run, output, dims: dict | None = None) -> tuple[str, dict]:
