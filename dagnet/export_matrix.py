@@ -76,7 +76,6 @@ def spec_sizes(ir) -> dict[str, tuple[int, int]]:
 def check_spec(name: str, folder: Path) -> dict[str, str]:
     """Every format's cell for one spec (run it in a fresh process: see :func:`check_in_subprocess`)."""
     import dagnet
-    from dagnet.cli import main
     spec = SPECS / f"{name}.yaml"
     ir = dagnet.load(spec)
     sizes = spec_sizes(ir)
@@ -91,26 +90,33 @@ def check_spec(name: str, folder: Path) -> dict[str, str]:
     for suffix in FORMATS:
         path = folder / f"{name}{suffix}"
         torch.manual_seed(0)            # the weights `dagnet.compile` gave `model`
-        err = io.StringIO()
-        try:
-            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-                status = main(["compile", str(spec), "-o", str(path), *dims])
-        except Exception as error:     # noqa: BLE001  (a crash is a cell too)
-            first = (str(error).strip().splitlines() or [""])[0][:100].replace(str(folder), "<tmp>")
-            cells[suffix] = f"export fails: {type(error).__name__}: {first}"
-        else:
-            line = err.getvalue().strip().replace(str(folder), "<tmp>")
-            cells[suffix] = line.removeprefix("dagnet compile: error: ") if status else None
-            if status and "\n" in line:
-                cells[suffix] = f"refused in more than one line: {line.splitlines()[0]}"
-        left = [p.name for p in (path, path.with_name(f".{path.stem}.partial{suffix}")) if p.exists()]
-        if cells[suffix] is not None and left:
-            cells[suffix] = f"{cells[suffix]} (and left {left[0]} behind)"
-        elif cells[suffix] is None:
+        cells[suffix] = write(spec, path, dims)
+        if cells[suffix] is None:
             written.append(path)
     cells |= reload(folder / "cases.pt", [p for p in written if p.suffix != ".py"])
     cells |= reload(folder / "cases.pt", [p for p in written if p.suffix == ".py"], alone=True)
     return {suffix: cells[suffix] for suffix in FORMATS}
+
+
+def write(spec: Path, path: Path, dims: list[str]) -> str | None:
+    """`dagnet compile SPEC -o PATH`: None when written, else the cell saying why not."""
+    from dagnet.cli import main
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            status = main(["compile", str(spec), "-o", str(path), *dims])
+    except Exception as error:     # noqa: BLE001  (a crash is a cell too)
+        first = (str(error).strip().splitlines() or [""])[0][:100].replace(str(path.parent), "<tmp>")
+        cell = f"export fails: {type(error).__name__}: {first}"
+    else:
+        if not status:
+            return None
+        line = err.getvalue().strip().replace(str(path.parent), "<tmp>")
+        cell = line.removeprefix("dagnet compile: error: ")
+        if "\n" in line:
+            cell = f"refused in more than one line: {line.splitlines()[0]}"
+    left = [p.name for p in (path, path.with_name(f".{path.stem}.partial{path.suffix}")) if p.exists()]
+    return f"{cell} (and left {left[0]} behind)" if left else cell
 
 
 def reload(cases_file: Path, files: list[Path], alone: bool = False) -> dict[str, str]:
