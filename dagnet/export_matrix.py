@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import io
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -106,8 +107,8 @@ def write(spec: Path, path: Path, dims: list[str]) -> str | None:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
             status = main(["compile", str(spec), "-o", str(path), *dims])
     except Exception as error:     # noqa: BLE001  (a crash is a cell too)
-        first = (str(error).strip().splitlines() or [""])[0][:100].replace(str(path.parent), "<tmp>")
-        cell = f"export fails: {type(error).__name__}: {first}"
+        message = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).replace(str(path.parent), "<tmp>")  # no colours
+        cell = f"export fails: {type(error).__name__}: {(message.strip().splitlines() or [''])[0][:100]}"
     else:
         if not status:
             return None
