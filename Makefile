@@ -9,7 +9,7 @@ TORCH  ?= torch==2.13.0
 # version must be the one built for $(TORCH), so it is pinned here with it.
 TORCHVISION ?= torchvision==0.28.0
 
-.PHONY: install test test-slow fuzz demo bench zoo docs gallery clean
+.PHONY: install test test-slow test-export fuzz demo bench zoo docs gallery clean
 
 install: $(VENV)/.installed
 
@@ -25,6 +25,10 @@ test: install
 
 test-slow: install
 	$(BIN)/python -m pytest -m slow
+
+# the whole export matrix (docs/backend.md): every spec x format, big specs included
+test-export: install
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests/test_export_matrix.py
 
 fuzz: install
 	$(BIN)/python tests/fuzz_specs.py --cases 20000 --format yaml --compile

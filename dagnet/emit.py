@@ -81,13 +81,16 @@ def _function_kwargs(node: Node, call: FunctionCall) -> dict:
 
     Where the function hides its signature (``F.max_pool2d`` takes ``*args,
     **kwargs``) the registry's default, which mirrors PyTorch's, decides; a
-    builtin without any signature keeps every argument.
+    builtin without any signature keeps every argument but a defaulted None.
     """
+    opdef = ops.get(node.op)
     try:
         params = inspect.signature(call.fn).parameters
     except (TypeError, ValueError):
-        return dict(call.kwargs)
-    opdef = ops.get(node.op)
+        # a builtin: keep every argument but a None the registry defaults to, which means
+        # "PyTorch's default" and which TorchScript's schema may not take (avg_pool2d's stride)
+        return {k: v for k, v in call.kwargs.items()
+                if not (v is None and (arg := opdef.arg(k)) is not None and arg.default is None)}
     out = {}
     for key, value in call.kwargs.items():
         if key in params:

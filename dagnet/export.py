@@ -7,6 +7,7 @@ exported once accepts any image size, as its spec says.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -51,25 +52,50 @@ def _dynamic_shapes(ir: IR) -> dict:
     return spec
 
 
-def export(module: torch.nn.Module, path, dims: dict | None = None) -> str:
-    """Write ``module`` to ``path`` in the format its suffix names; return the format."""
+def _atomic(write):
+    """`write(module, path, ...)` into a hidden partial file next to `path`, renamed into place once
+    it is complete: an export that fails midway leaves neither `path` nor a partial file."""
+    @functools.wraps(write)
+    def atomic(module, path, *args, **kwargs):
+        path = Path(path)
+        partial = path.with_name(f".{path.stem}.partial{path.suffix}")   # the suffix names the format
+        try:
+            fmt = write(module, partial, *args, **kwargs)
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
+        return fmt
+    return atomic
+
+
+@_atomic
+def export(module: torch.nn.Module, path, dims: dict | None = None, metadata: dict[str, str] | None = None) -> str:
+    """Write ``module`` to ``path`` in the format its suffix names; return the format.
+
+    ``metadata`` ({key: text}, e.g. ``dagnet.class_names``) goes where each format keeps
+    such things: ONNX metadata_props, the extra files of TorchScript and .pt2
+    (``_extra_files`` / ``extra_files`` of their load functions), safetensors metadata.
+    """
+    metadata = metadata or {}
     path = Path(path)
     fmt = FORMATS.get(path.suffix)
     if fmt is None:
         raise ExportError(f"cannot export to `{path.suffix}`: use one of {', '.join(FORMATS)} (or .py)")
+    if not path.parent.is_dir():
+        raise ExportError(f"cannot write {path}: the folder {path.parent} does not exist")
     ir: IR = module.dagnet_ir
     module = module.eval()
     if fmt == "safetensors":
-        save_safetensors(module, path)
+        save_safetensors(module, path, metadata)
         return fmt
     inputs = example_inputs(ir, dims=dims)
     from dagnet.fields.portable import portable
     module = portable(module)       # structured nodes as their portable twins: one path, every format
     if fmt == "torchscript":
-        torch.jit.save(torch.jit.script(module), str(path))
+        torch.jit.save(torch.jit.script(module), str(path), _extra_files=metadata)
     elif fmt == "torch.export":
         program = torch.export.export(module, (), inputs, dynamic_shapes=_dynamic_shapes(ir))
-        torch.export.save(program, str(path))
+        torch.export.save(program, str(path), extra_files=metadata)
     else:
         try:
             import onnxscript  # noqa: F401  (the exporter needs it)
@@ -78,8 +104,21 @@ def export(module: torch.nn.Module, path, dims: dict | None = None) -> str:
                                       "pip install 'dagnet[export]'", name="onnxscript") from None
         program = torch.onnx.export(module, (), kwargs=inputs, dynamic_shapes=_dynamic_shapes(ir),
                                     dynamo=True, verbose=False)
+        program.model.metadata_props.update(metadata)
+        _name_outputs(program, ir)
         program.save(str(path))
     return fmt
+
+
+def _name_outputs(program, ir: IR) -> None:
+    """Name the ONNX outputs as the module's: the keys of the dict it returns, or its one output's name
+    (the exporter would name them after the last op computing each, e.g. `linear`, `argmax`)."""
+    tree = program.exported_program.call_spec.out_spec
+    returns_dict = isinstance(tree.type, type) and issubclass(tree.type, dict)
+    names = list(tree.context) if returns_dict else list(ir.outputs)[:1]
+    if len(names) == len(program.model.graph.outputs):
+        for value, name in zip(program.model.graph.outputs, names):
+            value.name = name
 
 
 # -- spec + weights, without pickle ---------------------------------------------
@@ -103,9 +142,10 @@ def spec_files(path: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): text for p, text in found.items()}
 
 
-def save_safetensors(module: torch.nn.Module, path) -> None:
+def save_safetensors(module: torch.nn.Module, path, metadata: dict[str, str] | None = None) -> None:
     """Weights as safetensors, with the spec (and its imports) and parameters in the metadata, and
-    a run's input standardisation (``dagnet.standardize``: JSON {input: {mean, std}}) if it has one.
+    what a deployed run adds (dagnet.deploy): its input standardisation (``dagnet.standardize``:
+    JSON {input: {mean, std}}) and ``dagnet.labels`` ("true": the predicted labels are an output).
 
     The file is self-contained and loads without unpickling anything:
     :func:`load_safetensors` rebuilds the model from the embedded spec.
@@ -114,10 +154,13 @@ def save_safetensors(module: torch.nn.Module, path) -> None:
     ir: IR = module.dagnet_ir
     files = spec_files(Path(ir.file))
     meta = {"dagnet.format": "1", "dagnet.main": next(iter(files)), "dagnet.files": json.dumps(files),
-            "dagnet.params": json.dumps(ir.params)}
-    stats = getattr(module, "dagnet_standardize", None)    # a trained run's preprocessing (dagnet.deploy)
-    if stats:
-        meta["dagnet.standardize"] = json.dumps(stats)
+            "dagnet.params": json.dumps(ir.params), **(metadata or {})}
+    deploy = getattr(module, "dagnet_deploy", None)        # a trained run's preprocessing and labels
+    if deploy is not None:
+        if deploy["standardize"]:
+            meta["dagnet.standardize"] = json.dumps(deploy["standardize"])
+        if deploy["labels"]:
+            meta["dagnet.labels"] = "true"
         module = module.model
     state = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
     save_file(state, str(path), metadata=meta)
@@ -151,10 +194,10 @@ def load_safetensors(path) -> torch.nn.Module:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text)
         params = metadata_json(path, meta, "dagnet.params", {})
-        model = dagnet.compile(Path(tmp) / meta["dagnet.main"], overrides=params)
+        ir = dagnet.load(Path(tmp) / meta["dagnet.main"], overrides=params)
+    from dagnet.deploy import deployed, emit_scoring, prediction_task
+    task = prediction_task(ir) if meta.get("dagnet.labels") == "true" else None
+    model = emit_scoring(ir, task)
     model.load_state_dict(state)
     stats = metadata_json(path, meta, "dagnet.standardize")
-    if stats:
-        from dagnet.deploy import standardized
-        model = standardized(model, stats)
-    return model
+    return deployed(model, stats, task) if (stats or task) else model

@@ -1,4 +1,5 @@
-"""`dagnet export RUN -o F`: the run's best model, taking raw inputs when it trained on standardised ones."""
+"""`dagnet export RUN -o F`: the run's best model, taking raw inputs when it trained on standardised ones,
+and outputting its predicted labels next to the spec's outputs."""
 
 import numpy as np
 import pytest
@@ -40,8 +41,11 @@ def test_onnx_takes_raw_inputs(tmp_path, run, expected, capsys):
     assert main(["export", str(run), "-o", str(tmp_path / "m.onnx")]) == 0
     assert "standardizes image as in training" in capsys.readouterr().out
     raw, logits = expected
-    (got,) = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"image": raw.numpy()})
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    assert [o.name for o in session.get_outputs()] == ["head", "labels"]
+    got, labels = session.run(None, {"image": raw.numpy()})
     np.testing.assert_allclose(got, logits.numpy(), atol=1e-5)
+    np.testing.assert_array_equal(labels, logits.argmax(1).numpy())
 
 
 def test_every_other_format_takes_raw_inputs(tmp_path, run, expected):
@@ -54,7 +58,9 @@ def test_every_other_format_takes_raw_inputs(tmp_path, run, expected):
               ".safetensors": load_safetensors(tmp_path / "m.safetensors").eval()}
     with torch.no_grad():
         for suffix, model in loaded.items():
-            torch.testing.assert_close(model(image=raw), logits, msg=suffix)
+            got = model(image=raw)
+            torch.testing.assert_close(got["head"], logits, msg=suffix)
+            torch.testing.assert_close(got["labels"], logits.argmax(1), msg=suffix)
 
 
 def test_safetensors_keep_the_spec_names_and_the_statistics(tmp_path, run):
@@ -86,7 +92,7 @@ def test_a_run_without_standardisation_exports_the_plain_model(tmp_path, capsys)
     _, model, _, _, _ = restore(run)
     x = torch.randn(2, 1, 8, 8)
     with torch.no_grad():
-        torch.testing.assert_close(torch.jit.load(str(tmp_path / "m.pt"))(x), model(image=x)["head"])
+        torch.testing.assert_close(torch.jit.load(str(tmp_path / "m.pt"))(x)["head"], model(image=x)["head"])
 
 
 def test_export_errors_are_one_line(tmp_path, run, capsys):

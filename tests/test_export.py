@@ -1,5 +1,7 @@
 """Exported models give the compiled model's outputs, at sizes other than the example's."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -58,3 +60,22 @@ def test_safetensors_holds_spec_and_weights(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded(image=x), model(image=x))
     assert loaded(image=x).shape == (1, 7)
+
+
+def test_a_refusal_writes_nothing(tmp_path, capsys):
+    from dagnet.cli import main
+    for target in ("m.tflite", "sub/m.pt2"):     # a format dagnet does not write; a folder that is not there
+        assert main(["compile", str(SPECS / "cnf_tagger.yaml"), "-o", str(tmp_path / target)]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("dagnet compile: error: ") and "\n" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_export_failing_midway_leaves_no_file(tmp_path, unet, monkeypatch):
+    def crash(module, path, _extra_files=None):
+        Path(path).write_bytes(b"half a file")
+        raise RuntimeError("disk full")
+    monkeypatch.setattr(torch.jit, "save", crash)
+    with pytest.raises(RuntimeError, match="disk full"):
+        export(unet, tmp_path / "m.pt")
+    assert list(tmp_path.iterdir()) == []

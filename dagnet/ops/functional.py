@@ -33,11 +33,13 @@ def reshape(x: torch.Tensor, shape: List[int]) -> torch.Tensor:
     return x.reshape([x.shape[0]] + shape)
 
 
-def add(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, *more: torch.Tensor) -> torch.Tensor:
-    """Sum of three or more tensors (a merge of several residual branches)."""
-    out = x + y + z
-    for t in more:
-        out = out + t
+def add(xs: List[torch.Tensor]) -> torch.Tensor:
+    """Sum of three or more tensors (a merge of several residual branches), in order.
+
+    One list, not ``*args``: TorchScript compiles no variadic function."""
+    out = xs[0]
+    for x in xs[1:]:
+        out = out + x
     return out
 
 

@@ -45,7 +45,9 @@ def _add_shape(ins, a):
 
 
 def _add_build(ins, a):
-    return FunctionCall(operator.add if len(ins) == 2 else functional.add)
+    if len(ins) == 2:
+        return FunctionCall(operator.add)
+    return FunctionCall(functional.add, inputs_as_list=True)
 
 
 register(OpDef("add", "merge", "Element-wise sum of two or more inputs of one shape: a residual edge.",

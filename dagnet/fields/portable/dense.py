@@ -199,21 +199,23 @@ def _dense_exact_kernel(features: Tensor) -> List[Tensor]:
 class DenseCRF(nn.Module):
     """Mean-field dense CRF: ``crf(logits, image)`` -> refined log-marginals (B, L, H, W)."""
 
-    def __init__(self, num_labels: int, iterations: int = 5, method: str = "lattice",
-                 learn_bandwidths: bool = False):
-        super().__init__()
+    def __init__(self, num_labels: int, iterations: int = 5, spatial_sxy: float = 3.0, spatial_weight: float = 3.0,
+                 bilateral_sxy: float = 80.0, bilateral_srgb: float = 13.0, bilateral_weight: float = 10.0,
+                 compatibility: str = "potts", method: str = "lattice", learn_bandwidths: bool = False):
+        super().__init__()      # the field's arguments and initial values: Potts compatibility 1 - I
         self.num_labels, self.iterations, self.method = num_labels, iterations, method
-        self.compatibility = nn.Parameter(torch.zeros(num_labels, num_labels))
-        self.kernel_weights = nn.Parameter(torch.zeros(2))
+        self.compatibility = nn.Parameter(1.0 - torch.eye(num_labels))
+        self.kernel_weights = nn.Parameter(torch.tensor([float(spatial_weight), float(bilateral_weight)]))
+        log_bandwidths = torch.tensor([spatial_sxy, bilateral_sxy, bilateral_srgb]).log()
         if learn_bandwidths:
-            self.log_bandwidths = nn.Parameter(torch.zeros(3))
+            self.log_bandwidths = nn.Parameter(log_bandwidths)
         else:
-            self.register_buffer("log_bandwidths", torch.zeros(3))
+            self.register_buffer("log_bandwidths", log_bandwidths)
 
     @classmethod
     def from_field(cls, field: nn.Module) -> "DenseCRF":
-        twin = cls(field.num_labels, field.iterations, field.method,
-                   isinstance(field.log_bandwidths, nn.Parameter))
+        twin = cls(field.num_labels, field.iterations, method=field.method,
+                   learn_bandwidths=isinstance(field.log_bandwidths, nn.Parameter))
         twin.load_state_dict(field.state_dict(), assign=True)   # the field's dtype and device
         return twin
 

@@ -94,20 +94,20 @@ def _grid_bp_beliefs(logits: Tensor, psi: Tensor, present: Tensor, iterations: i
 class GridCRF(nn.Module):
     """The grid CRF's forward (log-marginals), marginals and max-product decoding."""
 
-    def __init__(self, num_labels: int, pairwise: str = "potts", inference: str = "bp", iterations: int = 30,
-                 damping: float = 0.5, schedule: str = "checkerboard"):
+    def __init__(self, num_labels: int, pairwise: str = "potts", weight: float = 1.0, inference: str = "bp",
+                 iterations: int = 30, damping: float = 0.5, schedule: str = "checkerboard"):
         super().__init__()
         self.num_labels, self.inference, self.iterations = num_labels, inference, iterations
         self.damping, self.checkerboard = damping, schedule == "checkerboard"
         if pairwise == "potts":
-            self.weight = nn.Parameter(torch.zeros(()))
+            self.weight = nn.Parameter(torch.tensor(float(weight)))
         else:
             self.compatibility = nn.Parameter(torch.zeros(num_labels, num_labels))
 
     @classmethod
     def from_field(cls, field: nn.Module) -> "GridCRF":
-        twin = cls(field.num_labels, field.pairwise, field.inference, field.iterations, field.damping,
-                   field.schedule)
+        twin = cls(field.num_labels, field.pairwise, inference=field.inference, iterations=field.iterations,
+                   damping=field.damping, schedule=field.schedule)
         twin.load_state_dict(field.state_dict(), assign=True)   # the field's dtype and device
         return twin
 
