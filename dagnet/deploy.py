@@ -102,10 +102,18 @@ def emit_scoring(ir: IR, task):
     return emit(ir) if task is None else emit(ir, outputs=[*ir.outputs, task.output], as_dict=True)
 
 
-def class_names(state: dict) -> list[str] | None:
-    """The class names a checkpoint's data layer kept (``data_state["class_names"]``), if any."""
-    names = (state.get("data_state") or {}).get("class_names")
-    return [str(n) for n in names] if names else None
+def class_names(state: dict, task) -> list[str] | None:
+    """The names of the classes the task predicts, if the checkpoint's data layer kept them:
+    ``data_state["class_names"][target]`` (tables, image folders) or ``data_state["tags"][target]``
+    (sequence files' tag sets); a plain list is taken as it is."""
+    data_state = state.get("data_state") or {}
+    for key in ("class_names", "tags"):
+        names = data_state.get(key)
+        if isinstance(names, dict):
+            names = names.get(task.target) if task is not None else None
+        if names:
+            return [str(n) for n in names]
+    return None
 
 
 def with_weights(module: fx.GraphModule, path) -> tuple[fx.GraphModule, dict]:
@@ -132,7 +140,8 @@ def export_run(run, output, dims: dict | None = None) -> tuple[str, dict]:
     path, state = RunDir(run).load_state("best")
     stats = state.get("data_stats") or {}
     ir = load(spec, params)
-    task, names = prediction_task(ir), class_names(state)
+    task = prediction_task(ir)
+    names = class_names(state, task)
     module = emit_scoring(ir, task)
     load_model_state(module, model_weights(state, path), path)
     if task is not None or stats:

@@ -52,7 +52,7 @@ def classifier(tmp_path_factory):
     # a data layer that knows its classes keeps their names in the checkpoint: they go into the export
     state = load_checkpoint(folder / "run" / "best.pt")
     state.pop("meta")
-    save_checkpoint(folder / "run" / "best.pt", state | {"data_state": {"class_names": CLASS_NAMES}})
+    save_checkpoint(folder / "run" / "best.pt", state | {"data_state": {"class_names": {"label": CLASS_NAMES}}})
     return folder
 
 
