@@ -19,12 +19,15 @@ the filter agrees with it to float rounding.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+# The lift onto the lattice plane is the exported lattice's own (a torch-only file), so the two
+# round ties between simplices alike by construction, not by keeping two copies in step.
+from dagnet.fields.portable.dense import _dense_elevate as _elevate
 
 
 @dataclass(frozen=True)
@@ -179,28 +182,6 @@ def _feature_gradient(lattice: Lattice, v: Tensor, f: Tensor, out: Tensor, g: Te
     k_af = filtered[:, 2 * cols + cols * f.shape[1]:].unflatten(1, (cols, -1))
     pull = (a_ext.unsqueeze(2) * k_bf).sum(1) + (b_ext.unsqueeze(2) * k_af).sum(1)
     return pull - f * ((a_ext * k_b).sum(1, keepdim=True) + (b_ext * k_a).sum(1, keepdim=True))
-
-
-def _elevate(features: Tensor) -> Tensor:
-    """Points (N, d) lifted onto the plane x . 1 = 0 of R^{d+1}, (d+1, N) (Adams et al. p.5).
-
-    Coordinates are scaled so that the [1 2 1]^{d+1} blur has unit standard
-    deviation in feature space (the ``inv_std_dev`` factor of densecrf), and
-    computed as densecrf does, by a running sum: elementwise operations in a
-    fixed order round the same way in every runtime (a matrix product does
-    not), so exported copies of the lattice (dagnet.fields.portable.dense) round
-    ties between simplices as this one does.
-    """
-    d = features.shape[1]
-    inv_std = math.sqrt(2.0 / 3.0) * (d + 1)
-    total = torch.zeros_like(features[:, 0])
-    rows = [total for _ in range(d + 1)]
-    for j in range(d, 0, -1):
-        scaled = features[:, j - 1] * (inv_std / math.sqrt(float(j * (j + 1))))
-        rows[j] = total - j * scaled
-        total = total + scaled
-    rows[0] = total
-    return torch.stack(rows)
 
 
 def _enclosing_simplex(elevated: Tensor) -> tuple[Tensor, Tensor]:
