@@ -80,7 +80,9 @@ def load_onnx(path: str | Path, *, name: str | None = None) -> OnnxImport:
     except Exception:  # a custom domain or malformed value_info: shapes stay unknown
         inferred = model
     graph = model.graph
-    shapes = {vi.name: _shape(vi) for vi in (*inferred.graph.value_info, *graph.input, *graph.output)}
+    shapes: dict[str, tuple | None] = {}
+    for vi in (*graph.input, *graph.output, *inferred.graph.input, *inferred.graph.output, *inferred.graph.value_info):
+        shapes[vi.name] = _shape(vi) or shapes.get(vi.name)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
     consts = {t.name: _tensor(t) for t in graph.initializer}
     graph_inputs = [vi for vi in graph.input if vi.name not in consts]
@@ -248,7 +250,7 @@ def _module(node, attrs, ins, shapes, opset, location, default_domain):
     label = op.lower()
     runtime_args = [n for n, v in zip(node.input, ins) if v is RUNTIME]
     builder = leaves.BUILDERS.get(op) if default_domain else None
-    if builder is not None and ins and ins[0] is RUNTIME and len(runtime_args) == 1:
+    if builder is not None and len(runtime_args) == 1 and (ins[0] is RUNTIME or op == "Gather"):
         try:
             if op in ("Softmax", "LogSoftmax"):
                 module = builder(attrs, ins, shapes.get(node.input[0]), opset)
