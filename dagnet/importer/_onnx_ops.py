@@ -96,6 +96,12 @@ def _slice(xs: Inputs, attrs: dict):
     axes = axes if axes is not None else list(range(len(starts)))
     steps = steps or [1] * len(starts)
     rank = _rank(xs, attrs)
+    if not all(isinstance(v, int) for v in (*starts, *ends)):
+        # a bound known only at run time (a sequence length): aten's slice takes
+        # symbolic sizes and clamps like ONNX, where Python's slice() cannot
+        for s, e, a, st in zip(starts, ends, axes, steps):
+            x = torch.ops.aten.slice.Tensor(x, a % rank, s, e, st)
+        return x
     index = [slice(None)] * rank
     for s, e, a, st in zip(starts, ends, axes, steps):
         if st < 0:
@@ -105,9 +111,9 @@ def _slice(xs: Inputs, attrs: dict):
 
 
 def _reshape(xs: Inputs, attrs: dict):
-    x, shape = xs[0], [int(s) for s in _list(xs[1])]
+    x, shape = xs[0], _list(xs[1])
     if not attrs.get("allowzero", 0):
-        shape = [x.shape[i] if s == 0 else s for i, s in enumerate(shape)]
+        shape = [x.shape[i] if isinstance(s, int) and s == 0 else s for i, s in enumerate(shape)]
     return x.reshape(shape)
 
 
@@ -165,7 +171,7 @@ def _pad(xs: Inputs, attrs: dict):
 
 
 def _expand(xs: Inputs, attrs: dict):
-    return xs[0] * torch.ones([int(s) for s in _list(xs[1])], dtype=xs[0].dtype, device=xs[0].device)
+    return xs[0] * torch.ones(_list(xs[1]), dtype=xs[0].dtype, device=xs[0].device)
 
 
 def _clip(xs: Inputs, attrs: dict):
@@ -184,14 +190,19 @@ def _gemm(xs: Inputs, attrs: dict):
     return y
 
 
+def _scalar(value):
+    return value.item() if isinstance(value, torch.Tensor) else _list(value)[0]
+
+
 def _range(xs: Inputs, attrs: dict):
-    return torch.arange(xs[0].item(), xs[1].item(), xs[2].item(), dtype=xs[0].dtype)  # folded only
+    dtype = xs[0].dtype if isinstance(xs[0], torch.Tensor) else None
+    return torch.arange(_scalar(xs[0]), _scalar(xs[1]), _scalar(xs[2]), dtype=dtype)
 
 
 def _constant_of_shape(xs: Inputs, attrs: dict):
     value = attrs.get("value")
     fill = torch.from_numpy(value.copy()).reshape(()) if value is not None else torch.tensor(0.0)
-    return torch.full([int(s) for s in xs[0].tolist()], fill.item(), dtype=fill.dtype)
+    return torch.full(_list(xs[0]), fill.item(), dtype=fill.dtype)
 
 
 def _variadic(fn):
@@ -237,7 +248,7 @@ FUNCTIONS: dict[str, Callable[[Inputs, dict], object]] = {
     "Unsqueeze": _unsqueeze, "Pad": _pad, "Expand": _expand, "Clip": _clip, "Gemm": _gemm, "Range": _range,
     "ConstantOfShape": _constant_of_shape,
     "GatherElements": lambda xs, attrs: torch.gather(xs[0], attrs.get("axis", 0), xs[1].long()),
-    "Tile": lambda xs, attrs: xs[0].repeat([int(r) for r in _list(xs[1])]),
+    "Tile": lambda xs, attrs: xs[0].repeat(_list(xs[1])),
     "Softmax": _softmax(torch.softmax), "LogSoftmax": _softmax(torch.log_softmax),
     "ReduceMean": _reduce(lambda x, axes, keep: x.mean(dim=axes, keepdim=keep)),
     "ReduceSum": _reduce(lambda x, axes, keep: x.sum(dim=axes, keepdim=keep)),
@@ -286,15 +297,40 @@ class OnnxOp(nn.Module):
 
     def forward(self, *args):
         args, inputs = list(args), []
-        for slot in self.slots:
+        witnesses = args[sum(slot == "arg" for slot in self.slots) :]
+        for index, slot in enumerate(self.slots):
             if slot == "arg":
                 inputs.append(args.pop(0))
             elif slot is None:
                 inputs.append(None)
-            else:
-                inputs.append(getattr(self, slot[1]) if slot[0] == "buffer" else slot[1])
+            elif slot[0] == "buffer":
+                inputs.append(getattr(self, slot[1]))
+            elif slot[0] == "literal":
+                inputs.append(slot[1])
+            else:  # ("symbolic", entries, scalar): sizes read off the witness tensors now
+                values = [evaluate(entry, witnesses) for entry in slot[1]]
+                value = values[0] if slot[2] else values
+                python = index > 0 or self.op_type in ("Range", "ConstantOfShape")
+                inputs.append(value if python or slot[2] else torch.tensor(value, dtype=torch.int64))
         return FUNCTIONS[self.op_type](inputs, self.attrs)
 
     def extra_repr(self) -> str:
         shown = {k: v for k, v in self.attrs.items() if not hasattr(v, "shape")}
         return f"{self.op_type}, {shown}" if shown else self.op_type
+
+
+def evaluate(entry, witnesses: list):
+    """A symbolic size: an int, ``("dim", k, axis)`` (``witnesses[k].shape[axis]``)
+    or ``(op, a, b)`` over two of them."""
+    if not isinstance(entry, tuple):
+        return entry
+    if entry[0] == "dim":
+        return witnesses[entry[1]].shape[entry[2]]
+    a, b = evaluate(entry[1], witnesses), evaluate(entry[2], witnesses)
+    if entry[0] == "add":
+        return a + b
+    if entry[0] == "sub":
+        return a - b
+    if entry[0] == "mul":
+        return a * b
+    return a // b

@@ -28,6 +28,7 @@ import torch
 from torch import fx, nn
 
 from dagnet.importer import _onnx_leaves as leaves
+from dagnet.importer import _onnx_symbolic as symbolic
 from dagnet.importer._onnx_ops import FOLDABLE, FUNCTIONS, OnnxOp
 from dagnet.importer.opaque import Unsupported
 
@@ -176,14 +177,19 @@ def _units(graph, consts: dict, shapes: dict, opset: int, path: Path) -> list[_U
             consumers[name].append(node)
     graph_outputs = {vi.name for vi in graph.output}
     absorbed: set[int] = set()
+    syms: dict[str, symbolic.Sym] = {}  # shape vectors with sizes known only at run time
     units = []
     for index, node in enumerate(graph.node):
         if id(node) in absorbed:
             continue
         attrs = _attrs(node)
         default_domain = node.domain in ("", "ai.onnx")
-        ins = [consts[n] if n in consts else None if n == "" else RUNTIME for n in node.input]
-        if default_domain and _fold(node, attrs, ins, consts, shapes):
+        ins = [consts[n] if n in consts else syms[n] if n in syms else None if n == "" else RUNTIME
+               for n in node.input]
+        has_sym = any(isinstance(v, symbolic.Sym) for v in ins)
+        if default_domain and not has_sym and _fold(node, attrs, ins, consts, shapes):
+            continue
+        if default_domain and _fold_symbolic(node, attrs, ins, syms, shapes):
             continue
         location = node.name or f"node {index} ({node.op_type})"
 
@@ -227,6 +233,17 @@ def _fold(node, attrs, ins, consts, shapes) -> bool:
     return True
 
 
+def _fold_symbolic(node, attrs, ins, syms, shapes) -> bool:
+    """Shape arithmetic whose result depends on run-time sizes: kept as a Sym, not an op."""
+    if node.op_type == "Shape" and ins[0] is RUNTIME and shapes.get(node.input[0]) is not None:
+        syms[node.output[0]] = symbolic.shape_of(node.input[0], shapes[node.input[0]], attrs)
+        return True
+    result = symbolic.fold(node.op_type, ins, attrs) if len(node.output) == 1 else None
+    if result is not None:
+        syms[node.output[0]] = result
+    return result is not None
+
+
 def _fuse(node, ins, consts, sole_consumer):
     """MatMul + bias Add -> ``nn.Linear``; ``x * Sigmoid(x)`` -> ``nn.SiLU``."""
     if node.op_type == "MatMul" and ins[0] is RUNTIME and isinstance(ins[1], torch.Tensor) and ins[1].dim() == 2:
@@ -261,9 +278,11 @@ def _module(node, attrs, ins, shapes, opset, location, default_domain):
         if module is not None and len([o for o in node.output if o]) == 1:
             return module, runtime_args, label
     if default_domain and op in FUNCTIONS and not (op in ("Softmax", "LogSoftmax") and opset < 13):
-        slots, constants = [], {}
+        slots, constants, witnesses = [], {}, []
         for i, value in enumerate(ins):
-            if isinstance(value, torch.Tensor) and not value.is_floating_point() and value.numel() <= 1024:
+            if isinstance(value, symbolic.Sym):
+                slots.append(("symbolic", symbolic.witnesses(value.values, witnesses), value.scalar))
+            elif i > 0 and isinstance(value, torch.Tensor) and not value.is_floating_point() and value.numel() <= 1024:
                 slots.append(("literal", value.tolist()))
             elif isinstance(value, torch.Tensor):
                 constants[f"constant_{i}"] = value
@@ -272,7 +291,7 @@ def _module(node, attrs, ins, shapes, opset, location, default_domain):
                 slots.append("arg" if value is RUNTIME else None)
         ranks = [len(shapes[n]) if shapes.get(n) is not None else None for n in node.input]
         attrs = {**attrs, "_ranks": ranks, "_outputs": len(node.output)}
-        return OnnxOp(op, attrs, slots, constants), runtime_args, label
+        return OnnxOp(op, attrs, slots, constants), runtime_args + witnesses, label
     source = f"onnx::{op}" if default_domain else f"{node.domain}::{op}"
     out_shapes = [shapes.get(o) for o in node.output if o]
     known = all(s is not None and len(s) > 0 for s in out_shapes)
