@@ -217,3 +217,48 @@ def test_a_file_that_is_not_onnx_is_a_one_line_error(tmp_path, content):
 def test_a_missing_file_is_a_one_line_error(tmp_path):
     with pytest.raises(OnnxImportError, match="no such file"):
         load_onnx(tmp_path / "absent.onnx")
+
+
+def test_a_zoo_of_ops_matches_onnxruntime(tmp_path):
+    """Leaves and generic ops side by side, each against onnxruntime's reading of the op."""
+    rng = np.random.default_rng(1)
+    f32 = lambda *shape: rng.standard_normal(shape).astype(np.float32)  # noqa: E731
+    inits = {
+        "w": f32(8, 4, 3, 3), "b": f32(8), "scale": f32(8), "shift": f32(8), "mean": f32(8),
+        "var": np.abs(f32(8)) + 0.5, "fc": f32(8, 6), "fc_b": f32(6), "ln_w": f32(6), "ln_b": f32(6),
+        "shape": np.array([0, -1, 3], dtype=np.int64), "idx": np.array([2, 0], dtype=np.int64),
+        "pads": np.array([0, 0, 1, 2, 0, 0, 0, 1], dtype=np.int64), "two": np.array(2.0, dtype=np.float32),
+        "split": np.array([4, 4], dtype=np.int64), "axes": np.array([2, 3], dtype=np.int64),
+    }
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["x", "w", "b"], ["c"], pads=[1, 0, 1, 2], strides=[1, 1]),  # asymmetric pads
+        n("BatchNormalization", ["c", "scale", "shift", "mean", "var"], ["bn"], epsilon=1e-3),
+        n("Sigmoid", ["bn"], ["sig"]), n("Mul", ["bn", "sig"], ["silu"]),
+        n("Split", ["silu", "split"], ["s1", "s2"], axis=1),
+        n("AveragePool", ["s1"], ["ap"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        n("MaxPool", ["s2"], ["mp"], kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1),
+        n("Clip", ["ap", "", ""], ["ap_c"]), n("LeakyRelu", ["mp"], ["mp_l"], alpha=0.2),
+        n("Concat", ["ap_c", "mp_l"], ["cat"], axis=1),
+        n("Pad", ["cat", "pads"], ["padded"], mode="reflect"),
+        n("ReduceMean", ["padded", "axes"], ["gap"], keepdims=0),
+        n("MatMul", ["gap", "fc"], ["mm"]), n("Add", ["mm", "fc_b"], ["lin"]),
+        n("LayerNormalization", ["lin", "ln_w", "ln_b"], ["ln"], axis=-1),
+        n("Pow", ["ln", "two"], ["sq"]), n("Sqrt", ["sq"], ["abs"]), n("Div", ["ln", "abs"], ["sign"]),
+        n("Reshape", ["sign", "shape"], ["r"]), n("Transpose", ["r"], ["tr"], perm=[0, 2, 1]),
+        n("Gather", ["tr", "idx"], ["g"], axis=1), n("Softmax", ["g"], ["y"], axis=-1),
+        n("HardSigmoid", ["ln"], ["hs"], alpha=1 / 6, beta=0.5), n("HardSwish", ["ln"], ["hw"]),
+        n("Add", ["hs", "hw"], ["y2"]),
+    ]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, 9, 10])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+                    helper.make_tensor_value_info("y2", TensorProto.FLOAT, None)],
+                   [numpy_helper.from_array(v, k) for k, v in inits.items()], opsets=(("", 18),))
+    path = str(tmp_path / "zoo.onnx")
+    onnx.save(model, path)
+    imported = load_onnx(path)
+    assert imported.unsupported == []
+    kinds = {type(m) for m in imported.module.modules()}
+    assert {nn.BatchNorm2d, nn.SiLU, nn.AvgPool2d, nn.MaxPool2d, nn.Linear, nn.LayerNorm, nn.Hardsigmoid} <= kinds
+    assert_matches_onnxruntime(path, {"x": f32(3, 4, 9, 10)}, imported)
+    traced_targets(imported.module)

@@ -163,9 +163,10 @@ def _pad(xs: Inputs, attrs: dict):
     n = len(pads) // 2
     rank = _rank(xs, attrs)
     axes = [int(a) % rank for a in _list(xs[3])] if len(xs) > 3 and xs[3] is not None else list(range(n))
-    torch_pads: list[int] = []
-    for i, a in sorted(enumerate(axes), key=lambda t: -t[1]):  # F.pad runs from the last dim
-        torch_pads += [pads[i], pads[i + n]]
+    per_dim = {a: (pads[i], pads[i + n]) for i, a in enumerate(axes)}
+    torch_pads = [p for d in range(rank - 1, -1, -1) for p in per_dim.get(d, (0, 0))]  # F.pad: last dim first
+    while len(torch_pads) > 2 and torch_pads[-2:] == [0, 0]:  # reflect/replicate pad only trailing dims
+        torch_pads = torch_pads[:-2]
     mode = {"constant": "constant", "reflect": "reflect", "edge": "replicate"}[attrs.get("mode", b"constant").decode()]
     return F.pad(x, torch_pads, mode=mode, value=value if mode == "constant" else None)
 
@@ -221,7 +222,8 @@ def _elementwise(fn):
 
 FUNCTIONS: dict[str, Callable[[Inputs, dict], object]] = {
     "Add": _elementwise(torch.add), "Sub": _elementwise(torch.sub), "Mul": _elementwise(torch.mul),
-    "Div": lambda xs, attrs: torch.div(*xs, rounding_mode="trunc") if not xs[0].is_floating_point() else torch.div(*xs),
+    "Div": lambda xs, attrs: torch.div(*xs, rounding_mode="trunc") if (
+        attrs["_integer"] if "_integer" in attrs else not xs[0].is_floating_point()) else torch.div(*xs),
     "Pow": _elementwise(torch.pow), "MatMul": _elementwise(torch.matmul), "Mod": _elementwise(torch.fmod),
     "Equal": _elementwise(torch.eq), "Less": _elementwise(torch.lt), "Greater": _elementwise(torch.gt),
     "LessOrEqual": _elementwise(torch.le), "GreaterOrEqual": _elementwise(torch.ge),

@@ -35,6 +35,9 @@ from dagnet.importer.opaque import Unsupported
 RUNTIME = leaves.RUNTIME
 
 
+_INTEGER_TYPES = {2, 3, 4, 5, 6, 7, 9, 12, 13}  # TensorProto's (u)int8..64 and bool
+
+
 class OnnxImportError(ValueError):
     """A file that is not a readable ONNX model; the message is one line naming the file."""
 
@@ -82,12 +85,15 @@ def load_onnx(path: str | Path, *, name: str | None = None) -> OnnxImport:
         inferred = model
     graph = model.graph
     shapes: dict[str, tuple | None] = {}
+    integer: dict[str, bool] = {}  # whether a value holds integers (ONNX Div truncates those)
     for vi in (*graph.input, *graph.output, *inferred.graph.input, *inferred.graph.output, *inferred.graph.value_info):
         shapes[vi.name] = _shape(vi) or shapes.get(vi.name)
+        if vi.type.tensor_type.elem_type:
+            integer[vi.name] = vi.type.tensor_type.elem_type in _INTEGER_TYPES
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
     consts = {t.name: _tensor(t) for t in graph.initializer}
     graph_inputs = [vi for vi in graph.input if vi.name not in consts]
-    units = _units(graph, consts, shapes, opset, Path(path))
+    units = _units(graph, consts, shapes, integer, opset)
     paths = _assign_paths(units)
 
     root, fx_graph, env, used = nn.Module(), fx.Graph(), {}, set()
@@ -169,7 +175,7 @@ def _constant(node, attrs: dict) -> torch.Tensor:
     return torch.tensor(value, dtype=dtype)
 
 
-def _units(graph, consts: dict, shapes: dict, opset: int, path: Path) -> list[_Unit]:
+def _units(graph, consts: dict, shapes: dict, integer: dict, opset: int) -> list[_Unit]:
     """Fold constant nodes into ``consts`` and turn every other node into a module call."""
     consumers: dict[str, list] = defaultdict(list)
     for node in graph.node:
@@ -204,7 +210,7 @@ def _units(graph, consts: dict, shapes: dict, opset: int, path: Path) -> list[_U
             module, args, outputs, label, absorbed_node = fused
             absorbed.add(id(absorbed_node))
         else:
-            module, args, label = _module(node, attrs, ins, shapes, opset, location, default_domain)
+            module, args, label = _module(node, attrs, ins, shapes, integer, opset, location, default_domain)
             outputs = list(node.output)
         scope, leaf = _scope(node, consts)
         units.append(_Unit(module, args, outputs, scope, leaf, label))
@@ -261,7 +267,7 @@ def _fuse(node, ins, consts, sole_consumer):
     return None
 
 
-def _module(node, attrs, ins, shapes, opset, location, default_domain):
+def _module(node, attrs, ins, shapes, integer, opset, location, default_domain):
     """The module for one node: a ``torch.nn`` leaf, a generic op, or ``Unsupported``."""
     op = node.op_type
     label = op.lower()
@@ -291,6 +297,8 @@ def _module(node, attrs, ins, shapes, opset, location, default_domain):
                 slots.append("arg" if value is RUNTIME else None)
         ranks = [len(shapes[n]) if shapes.get(n) is not None else None for n in node.input]
         attrs = {**attrs, "_ranks": ranks, "_outputs": len(node.output)}
+        if node.input and node.input[0] in integer:
+            attrs["_integer"] = integer[node.input[0]]
         return OnnxOp(op, attrs, slots, constants), runtime_args + witnesses, label
     source = f"onnx::{op}" if default_domain else f"{node.domain}::{op}"
     out_shapes = [shapes.get(o) for o in node.output if o]
