@@ -293,3 +293,34 @@ def test_weights_that_do_not_fit_the_prototxt_are_a_one_line_error(tmp_path):
     garbage.write_bytes(b"\xff" * 40)
     with pytest.raises(CaffeImportError, match="not a caffemodel"):
         load_caffe(tmp_path / "lenet.prototxt", garbage)
+
+
+V1_NET = """
+name: "V1"
+input: "data"
+input_dim: 1 input_dim: 3 input_dim: 8 input_dim: 8
+layers { name: "conv" type: CONVOLUTION bottom: "data" top: "conv" convolution_param { num_output: 4 kernel_size: 3 } }
+layers { name: "relu" type: RELU bottom: "conv" top: "conv" }
+layers { name: "fc" type: INNER_PRODUCT bottom: "conv" top: "fc" inner_product_param { num_output: 5 } }
+"""
+
+
+def _v1_blob(array: np.ndarray) -> bytes:
+    """A BlobProto with the legacy num/channels/height/width fields and unpacked floats."""
+    dims = (1,) * (4 - array.ndim) + array.shape
+    head = b"".join(_varint(k << 3) + _varint(d) for k, d in zip((1, 2, 3, 4), dims))
+    return head + b"".join(_varint(5 << 3 | 5) + np.float32(v).tobytes() for v in array.reshape(-1))
+
+
+def test_a_v1_net_with_legacy_blobs_loads(tmp_path):
+    w = {"conv": [rand(4, 3, 3, 3), rand(4)], "fc": [rand(5, 144), rand(5)]}
+    net = b"".join(_field(2, _field(4, name.encode()) + b"".join(_field(6, _v1_blob(b)) for b in blobs))
+                   for name, blobs in w.items())  # NetParameter.layers: V1LayerParameter name=4, blobs=6
+    (tmp_path / "v1.caffemodel").write_bytes(net)
+    (tmp_path / "v1.prototxt").write_text(V1_NET)
+    imported = load_caffe(tmp_path / "v1.prototxt", tmp_path / "v1.caffemodel")
+    x = torch.randn(1, 3, 8, 8)
+    y = F.relu(F.conv2d(x, t(w["conv"][0]), t(w["conv"][1])))
+    with torch.no_grad():
+        assert_close(imported.module(x), F.linear(y.flatten(1), t(w["fc"][0]), t(w["fc"][1])))
+    assert imported.inputs == {"data": (1, 3, 8, 8)}

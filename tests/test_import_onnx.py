@@ -262,3 +262,14 @@ def test_a_zoo_of_ops_matches_onnxruntime(tmp_path):
     assert {nn.BatchNorm2d, nn.SiLU, nn.AvgPool2d, nn.MaxPool2d, nn.Linear, nn.LayerNorm, nn.Hardsigmoid} <= kinds
     assert_matches_onnxruntime(path, {"x": f32(3, 4, 9, 10)}, imported)
     traced_targets(imported.module)
+
+
+def test_a_node_reading_an_unknown_value_is_a_one_line_error(tmp_path):
+    nodes = [helper.make_node("Relu", ["ghost"], ["y"], name="act")]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])])
+    path = tmp_path / "dangling.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(OnnxImportError, match=r"node 'act' reads 'ghost'") as err:
+        load_onnx(path)
+    assert "\n" not in str(err.value) and str(path) in str(err.value)

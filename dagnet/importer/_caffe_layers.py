@@ -14,13 +14,32 @@ from dagnet.importer import _caffe_ops as ops
 from dagnet.importer.opaque import Unsupported
 
 
+def ints(message, name: str, net) -> list[int]:
+    try:
+        return [int(v) for v in message.all(name)]
+    except (TypeError, ValueError):
+        net.fail(message.line_of(name), f"expected integers for '{name}', found {message.all(name)}")
+
+
+def number(message, name: str, default, net, kind=float):
+    value = message.get(name)
+    if value is None:
+        return default
+    if kind is bool:
+        if value in ("true", "false", "True", "False", "1", "0"):
+            return value in ("true", "True", "1")
+        net.fail(message.line_of(name), f"expected true or false for '{name}', found {value!r}")
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        net.fail(message.line_of(name), f"expected a {kind.__name__} for '{name}', found {value!r}")
+
+
 def _pair(param, name: str, default: int, net, h: str | None = None, w: str | None = None) -> tuple[int, int]:
     """A 2-D size given as ``name`` (one value for both, or one per dim) or ``name_h``/``name_w``."""
     if param.has(h or f"{name}_h") or param.has(w or f"{name}_w"):
         return (int(param.get(h or f"{name}_h", default)), int(param.get(w or f"{name}_w", default)))
-    from dagnet.importer.caffe_front import _ints
-
-    values = _ints(param, name, net)
+    values = ints(param, name, net)
     if not values:
         return (default, default)
     return (values[0], values[-1])
@@ -36,8 +55,6 @@ def _channels(in_shape, axis: int = 1) -> int | None:
 
 
 def build(net, layer, kind: str, name: str, in_shape, scale):
-    from dagnet.importer.caffe_front import _number
-
     location = f"{net.path}:{layer.line}"
     where = f"layer '{name}' ({kind})"
 
@@ -48,14 +65,14 @@ def build(net, layer, kind: str, name: str, in_shape, scale):
 
     if kind in ("Convolution", "Deconvolution"):
         p = layer.msg("convolution_param")
-        out = need(_number(p, "num_output", None, net, int), "convolution_param.num_output")
+        out = need(number(p, "num_output", None, net, int), "convolution_param.num_output")
         kernel = _pair(p, "kernel_size", 0, net, "kernel_h", "kernel_w")
         if 0 in kernel:
             net.fail(p.line, f"{where} needs convolution_param.kernel_size")
         stride, pad = _pair(p, "stride", 1, net), _pair(p, "pad", 0, net)
         dilation = _pair(p, "dilation", 1, net, "dilation", "dilation")
-        group = _number(p, "group", 1, net, int)
-        bias = _number(p, "bias_term", True, net, bool)
+        group = number(p, "group", 1, net, int)
+        bias = number(p, "bias_term", True, net, bool)
         stored = net.weights.get(name)
         if kind == "Convolution":
             cin = stored[0].shape[1] * group if stored else need(_channels(in_shape), "its input's channels (an Input shape or a caffemodel)")
@@ -72,9 +89,9 @@ def build(net, layer, kind: str, name: str, in_shape, scale):
 
     if kind == "InnerProduct":
         p = layer.msg("inner_product_param")
-        out = need(_number(p, "num_output", None, net, int), "inner_product_param.num_output")
-        axis = _number(p, "axis", 1, net, int)
-        bias, transpose = _number(p, "bias_term", True, net, bool), _number(p, "transpose", False, net, bool)
+        out = need(number(p, "num_output", None, net, int), "inner_product_param.num_output")
+        axis = number(p, "axis", 1, net, int)
+        bias, transpose = number(p, "bias_term", True, net, bool), number(p, "transpose", False, net, bool)
         stored = net.weights.get(name)
         flatten = None
         if in_shape is None or len(in_shape) > axis + 1:  # nn.Flatten leaves an already flat input alone
@@ -98,7 +115,7 @@ def build(net, layer, kind: str, name: str, in_shape, scale):
         p = layer.msg("pooling_param")
         method = str(p.get("pool", "MAX"))
         ceil = str(p.get("round_mode", "CEIL")) in ("CEIL", "0")
-        if _number(p, "global_pooling", False, net, bool):
+        if number(p, "global_pooling", False, net, bool):
             return (nn.AdaptiveMaxPool2d(1) if method in ("MAX", "0") else nn.AdaptiveAvgPool2d(1)), None
         kernel = _pair(p, "kernel_size", 0, net, "kernel_h", "kernel_w")
         if 0 in kernel:
@@ -115,7 +132,7 @@ def build(net, layer, kind: str, name: str, in_shape, scale):
 
     if kind == "BatchNorm":
         p = layer.msg("batch_norm_param")
-        eps = _number(p, "eps", 1e-5, net)
+        eps = number(p, "eps", 1e-5, net)
         stored = net.weights.get(name)
         channels = stored[0].size if stored else need(_channels(in_shape), "its input's channels")
         rank = len(in_shape) if in_shape is not None else 4
@@ -128,7 +145,7 @@ def build(net, layer, kind: str, name: str, in_shape, scale):
             _copy(module.running_mean, blobs[0] * factor)
             _copy(module.running_var, blobs[1] * factor)
         if scale is not None:
-            bias = _number(scale.msg("scale_param"), "bias_term", False, net, bool)
+            bias = number(scale.msg("scale_param"), "bias_term", False, net, bool)
             scale_name = str(scale.get("name"))
             blobs = net.blobs_of(scale, scale_name, [(channels,), (channels,) if bias else None])
             if blobs:
@@ -144,8 +161,8 @@ def build(net, layer, kind: str, name: str, in_shape, scale):
         p = layer.msg("scale_param")
         if len(layer.all("bottom")) != 1:
             return Unsupported(f"caffe:{kind}", location), None  # the scale as a second input
-        axis, num_axes = _number(p, "axis", 1, net, int), _number(p, "num_axes", 1, net, int)
-        bias = _number(p, "bias_term", False, net, bool)
+        axis, num_axes = number(p, "axis", 1, net, int), number(p, "num_axes", 1, net, int)
+        bias = number(p, "bias_term", False, net, bool)
         stored = net.weights.get(name)
         if stored:
             shape = tuple(stored[0].shape)
@@ -161,10 +178,10 @@ def build(net, layer, kind: str, name: str, in_shape, scale):
         return module, None
 
     if kind == "ReLU":
-        slope = _number(layer.msg("relu_param"), "negative_slope", 0.0, net)
+        slope = number(layer.msg("relu_param"), "negative_slope", 0.0, net)
         return (nn.LeakyReLU(slope) if slope else nn.ReLU()), None
     if kind == "PReLU":
-        shared = _number(layer.msg("prelu_param"), "channel_shared", False, net, bool)
+        shared = number(layer.msg("prelu_param"), "channel_shared", False, net, bool)
         channels = 1 if shared else need(_channels(in_shape) or (net.weights[name][0].size if name in net.weights else None),
                                          "its input's channels")
         module = nn.PReLU(channels)
@@ -181,37 +198,35 @@ def build(net, layer, kind: str, name: str, in_shape, scale):
         return ops.Eltwise(operation, coeffs), None
     if kind == "Concat":
         p = layer.msg("concat_param")
-        return ops.Concat(_number(p, "axis", _number(p, "concat_dim", 1, net, int), net, int)), None
+        return ops.Concat(number(p, "axis", number(p, "concat_dim", 1, net, int), net, int)), None
     if kind == "LRN":
         p = layer.msg("lrn_param")
         if str(p.get("norm_region", "ACROSS_CHANNELS")) not in ("ACROSS_CHANNELS", "0"):
             return Unsupported(f"caffe:{kind}", location), None
-        return nn.LocalResponseNorm(_number(p, "local_size", 5, net, int), _number(p, "alpha", 1.0, net),
-                                    _number(p, "beta", 0.75, net), _number(p, "k", 1.0, net)), None
+        return nn.LocalResponseNorm(number(p, "local_size", 5, net, int), number(p, "alpha", 1.0, net),
+                                    number(p, "beta", 0.75, net), number(p, "k", 1.0, net)), None
     if kind == "Flatten":
         p = layer.msg("flatten_param")
-        return nn.Flatten(_number(p, "axis", 1, net, int), _number(p, "end_axis", -1, net, int)), None
+        return nn.Flatten(number(p, "axis", 1, net, int), number(p, "end_axis", -1, net, int)), None
     if kind == "Reshape":
         p = layer.msg("reshape_param")
-        from dagnet.importer.caffe_front import _ints
-
-        dims = _ints(p.msg("shape"), "dim", net)
+        dims = ints(p.msg("shape"), "dim", net)
         rank = need(len(in_shape) if in_shape is not None else None, "its input's rank")
-        return ops.Reshape(dims, rank, _number(p, "axis", 0, net, int), _number(p, "num_axes", -1, net, int)), None
+        return ops.Reshape(dims, rank, number(p, "axis", 0, net, int), number(p, "num_axes", -1, net, int)), None
     if kind == "Slice":
         p = layer.msg("slice_param")
         points = [int(v) for v in p.all("slice_point")]
-        axis = _number(p, "axis", _number(p, "slice_dim", 1, net, int), net, int)
+        axis = number(p, "axis", number(p, "slice_dim", 1, net, int), net, int)
         return ops.Slice(axis, points, len(layer.all("top"))), None
     if kind == "Power":
         p = layer.msg("power_param")
-        return ops.Power(_number(p, "power", 1.0, net), _number(p, "scale", 1.0, net), _number(p, "shift", 0.0, net)), None
+        return ops.Power(number(p, "power", 1.0, net), number(p, "scale", 1.0, net), number(p, "shift", 0.0, net)), None
     if kind == "Softmax":
-        return nn.Softmax(dim=_number(layer.msg("softmax_param"), "axis", 1, net, int)), None
+        return nn.Softmax(dim=number(layer.msg("softmax_param"), "axis", 1, net, int)), None
     if kind == "Dropout":
-        return nn.Dropout(_number(layer.msg("dropout_param"), "dropout_ratio", 0.5, net)), None
+        return nn.Dropout(number(layer.msg("dropout_param"), "dropout_ratio", 0.5, net)), None
     if kind == "ELU":
-        return nn.ELU(_number(layer.msg("elu_param"), "alpha", 1.0, net)), None
+        return nn.ELU(number(layer.msg("elu_param"), "alpha", 1.0, net)), None
     simple = {"Sigmoid": nn.Sigmoid, "TanH": nn.Tanh, "AbsVal": ops.AbsVal, "BNLL": nn.Softplus}
     if kind in simple:
         return simple[kind](), None

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import fx, nn
 
-from dagnet.importer._caffe_layers import build
+from dagnet.importer._caffe_layers import build, ints as _ints, number as _number
 from dagnet.importer._caffe_proto import CaffeImportError, Message, parse_text, read_weights
 from dagnet.importer.opaque import Unsupported
 
@@ -182,27 +182,6 @@ def load_caffe(prototxt: str | Path, caffemodel: str | Path | None = None, *, na
     module.eval()
     unsupported = [m for m in module.modules() if isinstance(m, Unsupported)]
     return CaffeImport(module, net.inputs, [top for top, _ in outputs], unsupported)
-
-
-def _ints(message: Message, name: str, net: _Net) -> list[int]:
-    try:
-        return [int(v) for v in message.all(name)]
-    except (TypeError, ValueError):
-        net.fail(message.line_of(name), f"expected integers for '{name}', found {message.all(name)}")
-
-
-def _number(message: Message, name: str, default, net: _Net, kind=float):
-    value = message.get(name)
-    if value is None:
-        return default
-    if kind is bool:
-        if value in ("true", "false", "True", "False", "1", "0"):
-            return value in ("true", "True", "1")
-        net.fail(message.line_of(name), f"expected true or false for '{name}', found {value!r}")
-    try:
-        return kind(value)
-    except (TypeError, ValueError):
-        net.fail(message.line_of(name), f"expected a {kind.__name__} for '{name}', found {value!r}")
 
 
 def _net_inputs(net: _Net, msg: Message) -> None:

@@ -64,6 +64,7 @@ class _Unit:
     scope: tuple[str, ...] | None
     leaf: str | None
     label: str
+    location: str = ""
 
 
 def identifier(name: str) -> str:
@@ -103,6 +104,10 @@ def load_onnx(path: str | Path, *, name: str | None = None) -> OnnxImport:
     for unit, unit_path in zip(units, paths):
         target = placed.get(id(unit.module)) or _place(root, unit_path, unit.module)
         placed[id(unit.module)] = target
+        for arg in unit.args:
+            if arg not in env:
+                raise OnnxImportError(f"{path}: node '{unit.location}' reads '{arg}', which no graph input, "
+                                      "initializer or earlier node produces (expected a topologically sorted graph)")
         call = fx_graph.call_module(target, tuple(env[a] for a in unit.args))
         if len(unit.outputs) == 1:
             env[unit.outputs[0]] = call
@@ -115,6 +120,9 @@ def load_onnx(path: str | Path, *, name: str | None = None) -> OnnxImport:
         if vi.name not in env and vi.name in consts:
             root.register_buffer(f"constant_{k}", consts[vi.name])
             env[vi.name] = fx_graph.get_attr(f"constant_{k}")
+        if vi.name not in env:
+            raise OnnxImportError(f"{path}: graph output '{vi.name}' is not a tensor the model computes at run time "
+                                  "(expected a node's output or a constant)")
         results.append(env[vi.name])
     fx_graph.output(results[0] if len(results) == 1 else tuple(results))
     module = fx.GraphModule(root, fx_graph, class_name=identifier(name or Path(path).stem)).eval()
@@ -213,7 +221,7 @@ def _units(graph, consts: dict, shapes: dict, integer: dict, opset: int) -> list
             module, args, label = _module(node, attrs, ins, shapes, integer, opset, location, default_domain)
             outputs = list(node.output)
         scope, leaf = _scope(node, consts)
-        units.append(_Unit(module, args, outputs, scope, leaf, label))
+        units.append(_Unit(module, args, outputs, scope, leaf, label, location))
     return units
 
 
