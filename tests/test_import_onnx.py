@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from tests.references import torchvision
@@ -273,3 +274,36 @@ def test_a_node_reading_an_unknown_value_is_a_one_line_error(tmp_path):
     with pytest.raises(OnnxImportError, match=r"node 'act' reads 'ghost'") as err:
         load_onnx(path)
     assert "\n" not in str(err.value) and str(path) in str(err.value)
+
+
+def test_softmax_before_opset_13_runs_over_all_dims_from_its_axis(tmp_path):
+    nodes = [helper.make_node("Softmax", ["x"], ["y"], name="soft", axis=1)]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 4])], opsets=(("", 11),))
+    path = str(tmp_path / "softmax11.onnx")
+    onnx.save(model, path)
+    imported = load_onnx(path)
+    assert_matches_onnxruntime(path, {"x": np.random.randn(2, 3, 4).astype(np.float32)}, imported)
+    traced_targets(imported.module)
+
+
+class _Upsampler(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        near = F.interpolate(y, scale_factor=2, mode="nearest")
+        smooth = F.interpolate(y, size=(20, 14), mode="bilinear", align_corners=False)
+        corners = F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=True)
+        return near, smooth, corners
+
+
+def test_resize_maps_onto_interpolate(tmp_path):
+    x = torch.randn(2, 3, 10, 7)
+    path = export(_Upsampler(), (x,), tmp_path / "up.onnx", dynamo=False, input_names=["x"])
+    imported = load_onnx(path)
+    assert imported.unsupported == []
+    assert_matches_onnxruntime(path, {"x": x.numpy()}, imported)
+    assert "conv" in traced_targets(imported.module)

@@ -11,7 +11,6 @@ walks the protobuf wire format for just the fields weights live in
 from __future__ import annotations
 
 import re
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -169,9 +168,9 @@ def fields(buf: memoryview):
         yield number, wire, value
 
 
-def _repeated(values: list, wire_fixed: int, dtype: str) -> np.ndarray:
+def _repeated(values: list, dtype: str) -> np.ndarray:
     """A repeated float/double field, packed (one bytes value) or not (one per value)."""
-    chunks = [np.frombuffer(bytes(v), dtype=dtype) for w, v in values]
+    chunks = [np.frombuffer(bytes(v), dtype=dtype) for v in values]
     return np.concatenate(chunks) if chunks else np.zeros(0, dtype=dtype)
 
 
@@ -190,10 +189,10 @@ def _blob(buf: memoryview) -> np.ndarray:
         elif number in (1, 2, 3, 4) and wire == 0:
             legacy[number] = value
         elif number == 5:
-            floats.append((wire, value))
+            floats.append(value)
         elif number == 8:
-            doubles.append((wire, value))
-    data = _repeated(floats, 5, "<f4") if floats else _repeated(doubles, 1, "<f8").astype(np.float32)
+            doubles.append(value)
+    data = _repeated(floats, "<f4") if floats else _repeated(doubles, "<f8").astype(np.float32)
     if not dims:
         dims = [legacy.get(k, 1) for k in (1, 2, 3, 4)] if legacy else [data.size]
     if int(np.prod(dims)) != data.size:

@@ -9,7 +9,6 @@ as the imported module's code, which ``torch.fx`` traces through.
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
@@ -133,6 +132,9 @@ def _split(xs: Inputs, attrs: dict):
 
 def _softmax(fn):
     def softmax(xs: Inputs, attrs: dict):
+        if attrs.get("_opset", 13) < 13:  # then: over all dims from ``axis`` on, as one
+            x = xs[0]
+            return fn(x.flatten(attrs.get("axis", 1)), dim=-1).reshape(x.shape)
         return fn(xs[0], dim=attrs.get("axis", -1))
 
     return softmax
@@ -206,6 +208,35 @@ def _constant_of_shape(xs: Inputs, attrs: dict):
     return torch.full(_list(xs[0]), fill.item(), dtype=fill.dtype)
 
 
+def resize_mode(attrs: dict, rank: int | None) -> tuple[str, bool | None] | None:
+    """``F.interpolate``'s (mode, align_corners) for an ONNX Resize, or ``None`` if it has none."""
+    mode = attrs.get("mode", b"nearest").decode()
+    transform = attrs.get("coordinate_transformation_mode", b"half_pixel").decode()
+    if attrs.get("_op") == "Upsample":
+        transform = "asymmetric"
+    nearest = attrs.get("nearest_mode", b"round_prefer_floor").decode()
+    spatial = {3: "linear", 4: "bilinear", 5: "trilinear"}.get(rank)
+    if mode == "nearest" and transform == "asymmetric" and (nearest == "floor" or attrs.get("_op") == "Upsample"):
+        return "nearest", None
+    if mode == "linear" and spatial and transform in ("half_pixel", "pytorch_half_pixel", "align_corners"):
+        return spatial, transform == "align_corners"
+    if mode == "cubic" and rank == 4 and transform in ("half_pixel", "align_corners") and \
+            abs(attrs.get("cubic_coeff_a", -0.75) + 0.75) < 1e-6:
+        return "bicubic", transform == "align_corners"
+    return None
+
+
+def _resize(xs: Inputs, attrs: dict):
+    x, rank = xs[0], _rank(xs, attrs)
+    mode, align = resize_mode(attrs, rank)
+    scales = xs[1] if attrs.get("_op") == "Upsample" else xs[2] if len(xs) > 2 else None
+    sizes = xs[3] if len(xs) > 3 else None
+    if sizes is not None and len(_list(sizes)) == rank:
+        return F.interpolate(x, size=_list(sizes)[2:], mode=mode, align_corners=align)
+    factors = [float(f) for f in _list(scales)]
+    return F.interpolate(x, scale_factor=factors[2:], mode=mode, align_corners=align)
+
+
 def _variadic(fn):
     def variadic(xs: Inputs, attrs: dict):
         out = xs[0]
@@ -248,7 +279,7 @@ FUNCTIONS: dict[str, Callable[[Inputs, dict], object]] = {
         0, attrs.get("axis", 1) % _rank(xs, attrs) - 1).flatten(1),
     "Reshape": _reshape, "Gather": _gather, "Slice": _slice, "Split": _split, "Squeeze": _squeeze,
     "Unsqueeze": _unsqueeze, "Pad": _pad, "Expand": _expand, "Clip": _clip, "Gemm": _gemm, "Range": _range,
-    "ConstantOfShape": _constant_of_shape,
+    "ConstantOfShape": _constant_of_shape, "Resize": _resize, "Upsample": _resize,
     "GatherElements": lambda xs, attrs: torch.gather(xs[0], attrs.get("axis", 0), xs[1].long()),
     "Tile": lambda xs, attrs: xs[0].repeat(_list(xs[1])),
     "Softmax": _softmax(torch.softmax), "LogSoftmax": _softmax(torch.log_softmax),

@@ -29,7 +29,7 @@ from torch import fx, nn
 
 from dagnet.importer import _onnx_leaves as leaves
 from dagnet.importer import _onnx_symbolic as symbolic
-from dagnet.importer._onnx_ops import FOLDABLE, FUNCTIONS, OnnxOp
+from dagnet.importer._onnx_ops import FOLDABLE, FUNCTIONS, OnnxOp, resize_mode
 from dagnet.importer.opaque import Unsupported
 
 RUNTIME = leaves.RUNTIME
@@ -291,12 +291,15 @@ def _module(node, attrs, ins, shapes, integer, opset, location, default_domain):
             module = None
         if module is not None and len([o for o in node.output if o]) == 1:
             return module, runtime_args, label
-    if default_domain and op in FUNCTIONS and not (op in ("Softmax", "LogSoftmax") and opset < 13):
+    if op in ("Resize", "Upsample") and resize_mode({**attrs, "_op": op}, len(shapes.get(node.input[0]) or ())) is None:
+        default_domain = False  # a sampling rule F.interpolate does not have: Unsupported below
+    if default_domain and op in FUNCTIONS:
         slots, constants, witnesses = [], {}, []
         for i, value in enumerate(ins):
             if isinstance(value, symbolic.Sym):
                 slots.append(("symbolic", symbolic.witnesses(value.values, witnesses), value.scalar))
-            elif i > 0 and isinstance(value, torch.Tensor) and not value.is_floating_point() and value.numel() <= 1024:
+            elif i > 0 and isinstance(value, torch.Tensor) and value.numel() <= 1024 and (
+                    not value.is_floating_point() or op in ("Resize", "Upsample")):  # sizes, axes, scales
                 slots.append(("literal", value.tolist()))
             elif isinstance(value, torch.Tensor):
                 constants[f"constant_{i}"] = value
@@ -304,11 +307,11 @@ def _module(node, attrs, ins, shapes, integer, opset, location, default_domain):
             else:
                 slots.append("arg" if value is RUNTIME else None)
         ranks = [len(shapes[n]) if shapes.get(n) is not None else None for n in node.input]
-        attrs = {**attrs, "_ranks": ranks, "_outputs": len(node.output)}
+        attrs = {**attrs, "_ranks": ranks, "_outputs": len(node.output), "_opset": opset, "_op": op}
         if node.input and node.input[0] in integer:
             attrs["_integer"] = integer[node.input[0]]
         return OnnxOp(op, attrs, slots, constants), runtime_args + witnesses, label
-    source = f"onnx::{op}" if default_domain else f"{node.domain}::{op}"
+    source = f"{node.domain}::{op}" if node.domain not in ("", "ai.onnx") else f"onnx::{op}"
     out_shapes = [shapes.get(o) for o in node.output if o]
     known = all(s is not None and len(s) > 0 for s in out_shapes)
     return Unsupported(source, location, [s[1:] for s in out_shapes] if known else None), runtime_args, label
