@@ -86,7 +86,7 @@ def test_lenet_matches_a_torch_reference_from_the_same_weights(tmp_path):
     want = torch.softmax(F.linear(y, t(w["ip2"][0]), t(w["ip2"][1])), dim=1)
     with torch.no_grad():
         assert_close(imported.module(x), want)
-    assert imported.inputs == {"data": (2, 1, 28, 28)}
+    assert imported.inputs == {"data": (2, 1, 28, 28)} and imported.dtypes == {"data": torch.float32}
     assert imported.outputs == ["prob"]
     children = dict(imported.module.named_children())
     assert list(children) == ["conv1", "pool1", "conv2", "pool2", "ip1_flatten", "ip1", "relu1", "ip2", "prob"]

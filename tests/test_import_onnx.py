@@ -109,7 +109,7 @@ def test_a_small_bert_encoder_matches_onnxruntime(tmp_path):
     dims = {0: torch.export.Dim("batch", max=64), 1: torch.export.Dim("seq", max=64)}
     path = export(transformers.BertModel(config), (ids,), tmp_path / "bert.onnx", dynamo=True, dynamic_shapes=(dims,))
     imported = load_onnx(path)
-    assert imported.inputs == {"input_ids": (None, None)}
+    assert imported.inputs == {"input_ids": (None, None)} and imported.dtypes == {"input_ids": torch.int64}
     # other sizes than the export's: the shape arithmetic reads them off the input
     assert_matches_onnxruntime(path, {"input_ids": np.random.randint(0, 100, (3, 9))}, imported)
     traced = torch.fx.symbolic_trace(imported.module)

@@ -53,6 +53,7 @@ class CaffeImport:
     inputs: dict[str, tuple | None]
     outputs: list[str]
     unsupported: list[Unsupported] = field(default_factory=list)
+    dtypes: dict[str, torch.dtype] = field(default_factory=dict)  # float32: all Caffe blobs are
 
 
 def _identifier(name: str) -> str:
@@ -181,7 +182,8 @@ def load_caffe(prototxt: str | Path, caffemodel: str | Path | None = None, *, na
     module = fx.GraphModule(net.root, net.graph, class_name=_identifier(name or net_msg.get("name") or path.stem))
     module.eval()
     unsupported = [m for m in module.modules() if isinstance(m, Unsupported)]
-    return CaffeImport(module, net.inputs, [top for top, _ in outputs], unsupported)
+    dtypes = {name: torch.float32 for name in net.inputs}
+    return CaffeImport(module, net.inputs, [top for top, _ in outputs], unsupported, dtypes)
 
 
 def _net_inputs(net: _Net, msg: Message) -> None:

@@ -52,6 +52,7 @@ class OnnxImport:
     inputs: dict[str, tuple]
     outputs: list[str]
     unsupported: list[Unsupported] = field(default_factory=list)
+    dtypes: dict[str, torch.dtype] = field(default_factory=dict)  # each input's element type
 
 
 @dataclass
@@ -126,9 +127,11 @@ def load_onnx(path: str | Path, *, name: str | None = None) -> OnnxImport:
         results.append(env[vi.name])
     fx_graph.output(results[0] if len(results) == 1 else tuple(results))
     module = fx.GraphModule(root, fx_graph, class_name=identifier(name or Path(path).stem)).eval()
-    inputs = {n.target: shapes.get(vi.name) for n, vi in zip(fx_graph.find_nodes(op="placeholder"), graph_inputs)}
+    placeholders = list(zip(fx_graph.find_nodes(op="placeholder"), graph_inputs))
+    inputs = {n.target: shapes.get(vi.name) for n, vi in placeholders}
+    dtypes = {n.target: _dtype(vi) for n, vi in placeholders}
     unsupported = [m for m in module.modules() if isinstance(m, Unsupported)]
-    return OnnxImport(module, inputs, [vi.name for vi in graph.output], unsupported)
+    return OnnxImport(module, inputs, [vi.name for vi in graph.output], unsupported, dtypes)
 
 
 def _getitem(values, index):
@@ -154,6 +157,13 @@ def _shape(vi) -> tuple | None:
     if not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
         return None
     return tuple(d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim)
+
+
+def _dtype(vi) -> torch.dtype:
+    from dagnet.importer._onnx_ops import torch_dtype
+
+    elem = vi.type.tensor_type.elem_type
+    return torch_dtype(elem) if elem else torch.float32
 
 
 def _tensor(proto) -> torch.Tensor:
