@@ -307,3 +307,22 @@ def test_resize_maps_onto_interpolate(tmp_path):
     assert imported.unsupported == []
     assert_matches_onnxruntime(path, {"x": x.numpy()}, imported)
     assert "conv" in traced_targets(imported.module)
+
+
+def test_optional_outputs_nobody_reads_are_dropped_and_read_ones_are_unsupported(tmp_path):
+    nodes = [
+        helper.make_node("Dropout", ["x"], ["d", "mask"], name="drop"),  # the mask: never read
+        helper.make_node("MaxPool", ["d"], ["p", "where"], name="pool", kernel_shape=[2, 2]),
+        helper.make_node("Cast", ["where"], ["where_f"], to=TensorProto.FLOAT),
+        helper.make_node("Add", ["p", "where_f"], ["y"], name="sum"),
+    ]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+                    helper.make_tensor_value_info("d", TensorProto.FLOAT, None)])
+    path = str(tmp_path / "outs.onnx")
+    onnx.save(model, path)
+    imported = load_onnx(path)
+    assert [u.source_op for u in imported.unsupported] == ["onnx::MaxPool"]  # its indices are read
+    assert isinstance(imported.module.drop, nn.Identity)
+    x = torch.randn(1, 2, 4, 4)
+    assert torch.equal(imported.module.drop(x), x)

@@ -228,8 +228,9 @@ def _units(graph, consts: dict, shapes: dict, integer: dict, opset: int) -> list
             module, args, outputs, label, absorbed_node = fused
             absorbed.add(id(absorbed_node))
         else:
-            module, args, label = _module(node, attrs, ins, shapes, integer, opset, location, default_domain)
-            outputs = list(node.output)
+            outputs = _live_outputs(node, lambda o: o in graph_outputs or bool(consumers.get(o)))
+            module, args, label = _module(node, attrs, ins, shapes, integer, opset, location, default_domain,
+                                          len(outputs))
         scope, leaf = _scope(node, consts)
         units.append(_Unit(module, args, outputs, scope, leaf, label, location))
     return units
@@ -285,7 +286,16 @@ def _fuse(node, ins, consts, sole_consumer):
     return None
 
 
-def _module(node, attrs, ins, shapes, integer, opset, location, default_domain):
+def _live_outputs(node, used) -> list[str]:
+    """The outputs a module call must produce: optional extras nobody reads
+    (Dropout's mask, BatchNormalization's running stats) are dropped."""
+    outputs = list(node.output)
+    while len(outputs) > 1 and not (outputs[-1] and used(outputs[-1])):
+        outputs.pop()
+    return outputs
+
+
+def _module(node, attrs, ins, shapes, integer, opset, location, default_domain, n_outputs: int):
     """The module for one node: a ``torch.nn`` leaf, a generic op, or ``Unsupported``."""
     op = node.op_type
     label = op.lower()
@@ -299,10 +309,12 @@ def _module(node, attrs, ins, shapes, integer, opset, location, default_domain):
                 module = builder(attrs, ins, shapes.get(node.input[0]))
         except Exception:  # an attribute form the nn twin does not take: fall back below
             module = None
-        if module is not None and len([o for o in node.output if o]) == 1:
+        if module is not None and n_outputs == 1:
             return module, runtime_args, label
     if op in ("Resize", "Upsample") and resize_mode({**attrs, "_op": op}, len(shapes.get(node.input[0]) or ())) is None:
         default_domain = False  # a sampling rule F.interpolate does not have: Unsupported below
+    if n_outputs > 1 and op != "Split":
+        default_domain = False  # a second output read (MaxPool's indices...): the torch twins return one
     if default_domain and op in FUNCTIONS:
         slots, constants, witnesses = [], {}, []
         for i, value in enumerate(ins):
