@@ -326,3 +326,34 @@ def test_optional_outputs_nobody_reads_are_dropped_and_read_ones_are_unsupported
     assert isinstance(imported.module.drop, nn.Identity)
     x = torch.randn(1, 2, 4, 4)
     assert torch.equal(imported.module.drop(x), x)
+
+
+def test_more_ops_match_onnxruntime(tmp_path):
+    rng = np.random.default_rng(2)
+    f32 = lambda *shape: rng.standard_normal(shape).astype(np.float32)  # noqa: E731
+    inits = {"w": f32(6, 3, 3, 3), "wt": f32(6, 4, 2, 2), "bt": f32(4), "slope": np.abs(f32(4, 1, 1)) * 0.3,
+             "fc": f32(4, 5), "fc_b": f32(5), "reps": np.array([1, 2], dtype=np.int64),
+             "zero": np.array(0.0, dtype=np.float32), "target": np.array([2, 3, 1, 1], dtype=np.int64)}
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["x", "w"], ["c"], auto_pad="SAME_UPPER", strides=[2, 2]),
+        n("ConvTranspose", ["c", "wt", "bt"], ["up"], strides=[2, 2], output_padding=[1, 0]),
+        n("PRelu", ["up", "slope"], ["pr"]), n("Elu", ["pr"], ["el"], alpha=0.7),
+        n("GlobalAveragePool", ["el"], ["gap"]), n("Flatten", ["gap"], ["flat"]),
+        n("Gemm", ["flat", "fc", "fc_b"], ["lin"], beta=0.5),
+        n("Tile", ["lin", "reps"], ["tiled"]),
+        n("Greater", ["tiled", "zero"], ["pos"]), n("Where", ["pos", "tiled", "zero"], ["relu"]),
+        n("Unsqueeze", ["relu", "reps"], ["u"]),
+        n("Expand", ["u", "target"], ["y"]),
+    ]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 9, 7])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                   [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    path = str(tmp_path / "more.onnx")
+    onnx.save(model, path)
+    imported = load_onnx(path)
+    assert imported.unsupported == []
+    kinds = {type(m) for m in imported.module.modules()}
+    assert {nn.Conv2d, nn.ConvTranspose2d, nn.PReLU, nn.ELU, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Linear} <= kinds
+    assert_matches_onnxruntime(path, {"x": f32(1, 3, 9, 7)}, imported)
+    traced_targets(imported.module)
