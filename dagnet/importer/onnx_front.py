@@ -147,7 +147,7 @@ def _read(path: Path):
         raise OnnxImportError(f"{path}: no such file") from None
     except Exception as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise OnnxImportError(f"{path}: not an ONNX model (protobuf decoding failed: {reason})") from None
+        raise OnnxImportError(f"{path}: not a readable ONNX model ({type(err).__name__}: {reason})") from None
     if model.ir_version <= 0 or not model.graph.output:
         raise OnnxImportError(f"{path}: not an ONNX model (expected a ModelProto with a graph and outputs)")
     return model
