@@ -1,0 +1,33 @@
+"""``dagnet view`` and ``dagnet diff``: explore a model, or compare two, in the browser.
+
+    >>> from dagnet.view import write_view
+    >>> write_view("specs/resnet50.yaml", "resnet50.html", dims={"H": 224, "W": 224})
+
+One self-contained HTML file per spec (model.py: IR -> data; page.py: data ->
+HTML; assets/: the page's own script and styles), and a structural diff of two
+specs (diff.py) shown in the same page and as text.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["view_html", "write_view"]
+
+
+def view_html(spec, dims: dict | None = None, overrides: dict | None = None, serve: bool = False,
+              model_view: bool = True) -> str:
+    """The viewer page of the spec at ``spec``; a spec with errors shows them and its valid part."""
+    from dagnet.view.model import load_tolerant, view_data
+    from dagnet.view.page import model_svg, page
+    ir, errors = load_tolerant(spec, overrides)
+    data = view_data(ir, errors, dims, str(spec))
+    data["modelSvg"] = model_svg(ir) if model_view and not errors else None
+    data["serve"] = serve
+    return page(data)
+
+
+def write_view(spec, out, dims: dict | None = None, overrides: dict | None = None) -> Path:
+    out = Path(out)
+    out.write_text(view_html(spec, dims, overrides), encoding="utf-8")
+    return out

@@ -1,0 +1,489 @@
+/* dagnet view: the page side. Reads the model from the JSON block, lays out only
+   the groups that are open, draws them as SVG. No library: each group is laid out
+   on its own (a layered layout: longest-path ranks, barycentre ordering, dummy
+   vertices for long edges), with the children's edges lifted by the Python side,
+   so opening a block costs the layout of that block and its ancestors only, not
+   of the whole graph. All text goes into the DOM through textContent. */
+(function () {
+  "use strict";
+  var T0 = performance.now();
+  var D = JSON.parse(document.getElementById("dagnet-data").textContent);
+  var items = D.items, NS = "http://www.w3.org/2000/svg";
+  var PAD = 12, LABEL_H = 18, GAP_X = 16, GAP_Y = 24, NODE_H = 36, DUMMY_W = 6;
+  var expanded = new Set([0]), cache = new Map(), selected = -1, hits = new Set();
+  var boxes = new Map(), view = {k: 1, x: 0, y: 0}, timings = {};
+  var status = (D.diff && D.diff.status) || {};
+  var $ = function (id) { return document.getElementById(id); };
+  function el(tag, attrs, text) {
+    var e = document.createElementNS(NS, tag);
+    for (var k in attrs) e.setAttribute(k, attrs[k]);
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+  function h(tag, text, cls) {
+    var e = document.createElement(tag);
+    if (text !== undefined) e.textContent = text;
+    if (cls) e.className = cls;
+    return e;
+  }
+  function isGroup(i) { return items[i].t === "g"; }
+  function open(i) { return isGroup(i) && expanded.has(i); }
+  function fmtInt(n) { return n === null || n === undefined ? "?" : n.toLocaleString("en-US"); }
+  function short(n) {
+    var s = [[1e9, "B"], [1e6, "M"], [1e3, "k"]];
+    for (var k = 0; k < s.length; k++) if (n >= s[k][0]) {
+      var v = n / s[k][0]; return v.toFixed(v < 10 ? 2 : v < 100 ? 1 : 0) + s[k][1];
+    }
+    return String(n);
+  }
+  function shapeText(it) { return it.shapeDims || it.shape || ""; }
+  function lines(i) {
+    var it = items[i];
+    if (isGroup(i)) return [it.title, (it.params ? short(it.params) + " params" : it.size + " nodes")];
+    if (it.family === "merge") return [it.mark || it.title];
+    return [it.title, shapeText(it)];
+  }
+  function textW(s, px) { return s.length * px * 0.58; }
+  function nodeSize(i) {
+    var it = items[i], ls = lines(i);
+    if (!isGroup(i) && it.family === "merge") return {w: 30, h: 30};
+    var w = Math.max(textW(ls[0], 12), ls[1] ? textW(ls[1], 10) : 0) + 18;
+    return {w: Math.max(64, Math.min(w, 320)), h: NODE_H + (isGroup(i) ? 4 : 0)};
+  }
+
+  /* ---- layout of one open group (cached until it or a descendant changes) ---- */
+  function layout(g) {
+    if (cache.has(g)) return cache.get(g);
+    var kids = items[g].children, n = kids.length, local = new Map();
+    kids.forEach(function (c, k) { local.set(c, k); });
+    var W = [], H = [];
+    kids.forEach(function (c) {
+      var s = open(c) ? layout(c) : nodeSize(c); W.push(s.w); H.push(s.h);
+    });
+    var up = [], down = [], rank = [], fwd = [];
+    for (var k = 0; k < n; k++) { up.push([]); down.push([]); }
+    (items[g].edges || []).forEach(function (e) {
+      var a = local.get(e[0]), b = local.get(e[1]);
+      if (a < b) fwd.push([a, b]);          // an edge against declaration order is drawn, not ranked
+    });
+    fwd.forEach(function (e) { up[e[1]].push(e[0]); });
+    for (k = 0; k < n; k++) {
+      var r = 0; up[k].forEach(function (p) { r = Math.max(r, rank[p] + 1); }); rank.push(r);
+    }
+    for (k = 0; k < n; k++) up[k] = [];
+    var routes = new Map(), V = n;
+    fwd.forEach(function (e) {
+      var a = e[0], b = e[1], prev = a, via = [];
+      for (var r = rank[a] + 1; r < rank[b]; r++) {
+        var d = V++; rank.push(r); W.push(DUMMY_W); H.push(0); up.push([prev]); down.push([]);
+        down[prev].push(d); via.push(d); prev = d;
+      }
+      up[b].push(prev); down[prev].push(b);
+      routes.set(kids[a] + ">" + kids[b], via);
+    });
+    var layers = [];
+    for (var v = 0; v < V; v++) { (layers[rank[v]] = layers[rank[v]] || []).push(v); }
+    for (var li = 0; li < layers.length; li++) layers[li] = layers[li] || [];
+    var ord = new Array(V);
+    layers.forEach(function (L) { L.forEach(function (v, i) { ord[v] = i; }); });
+    function sweep(L, nb) {
+      var key = L.map(function (v) {
+        var s = nb[v]; if (!s.length) return ord[v];
+        var t = 0; s.forEach(function (u) { t += ord[u]; }); return t / s.length;
+      });
+      var idx = L.map(function (v, i) { return i; });
+      idx.sort(function (a, b) { return key[a] - key[b] || a - b; });
+      var out = idx.map(function (i) { return L[i]; });
+      out.forEach(function (v, i) { ord[v] = i; });
+      return out;
+    }
+    for (var it = 0; it < 4; it++) {
+      for (li = 1; li < layers.length; li++) layers[li] = sweep(layers[li], up);
+      for (li = layers.length - 2; li >= 0; li--) layers[li] = sweep(layers[li], down);
+    }
+    var X = new Array(V);
+    layers.forEach(function (L) {
+      var x = 0; L.forEach(function (v) { X[v] = x + W[v] / 2; x += W[v] + GAP_X; });
+    });
+    function place(L, nb) {
+      var want = L.map(function (v) {
+        var s = nb[v]; if (!s.length) return X[v];
+        var t = 0; s.forEach(function (u) { t += X[u]; }); return t / s.length;
+      });
+      var m = L.length, lo = new Array(m), hi = new Array(m);
+      for (var i = 0; i < m; i++) {
+        lo[i] = i ? Math.max(want[i], lo[i - 1] + (W[L[i - 1]] + W[L[i]]) / 2 + GAP_X) : want[i];
+      }
+      for (i = m - 1; i >= 0; i--) {
+        hi[i] = i < m - 1 ? Math.min(want[i], hi[i + 1] - (W[L[i + 1]] + W[L[i]]) / 2 - GAP_X) : want[i];
+      }
+      for (i = 0; i < m; i++) X[L[i]] = (lo[i] + hi[i]) / 2;
+    }
+    for (it = 0; it < 3; it++) {
+      for (li = 1; li < layers.length; li++) place(layers[li], up);
+      for (li = layers.length - 2; li >= 0; li--) place(layers[li], down);
+    }
+    var minX = Infinity, maxX = -Infinity;
+    for (v = 0; v < V; v++) { minX = Math.min(minX, X[v] - W[v] / 2); maxX = Math.max(maxX, X[v] + W[v] / 2); }
+    if (!V) { minX = 0; maxX = 80; }
+    var top = g === 0 ? PAD : LABEL_H + PAD / 2, Y = new Array(V), y = top;
+    layers.forEach(function (L) {
+      var lh = 0; L.forEach(function (v) { lh = Math.max(lh, H[v]); });
+      L.forEach(function (v) { Y[v] = y + (lh - H[v]) / 2; });
+      y += (lh || 4) + GAP_Y;
+    });
+    var pos = new Map();
+    kids.forEach(function (c, k) { pos.set(c, {x: X[k] - W[k] / 2 - minX + PAD, y: Y[k], w: W[k], h: H[k]}); });
+    var pts = new Map();
+    routes.forEach(function (via, key) {
+      pts.set(key, via.map(function (d) { return [X[d] - minX + PAD, Y[d]]; }));
+    });
+    var titleW = g === 0 ? 0 : textW(items[g].title, 11) + 2 * PAD;
+    var out = {w: Math.max(maxX - minX + 2 * PAD, titleW), h: y - GAP_Y + PAD, pos: pos, routes: pts};
+    cache.set(g, out);
+    return out;
+  }
+  function invalidate(g) { for (; g >= 0; g = items[g].parent) cache.delete(g); }
+
+  /* ---- drawing ---- */
+  function reps() {
+    var rep = new Int32Array(items.length);
+    for (var i = 1; i < items.length; i++) {
+      var p = items[i].parent;
+      rep[i] = rep[p] !== p ? rep[p] : (expanded.has(p) ? i : p);
+    }
+    return rep;
+  }
+  function drawNode(i, b) {
+    var it = items[i], fam = isGroup(i) ? "block" : it.family, look = D.looks[fam] || D.looks.layer;
+    var g = el("g", {"class": "dn-node", "data-id": i, "data-path": it.path,
+                     transform: "translate(" + b.x.toFixed(1) + "," + b.y.toFixed(1) + ")"});
+    var st = status[i] || (isGroup(i) && it.changed ? "contains" : "");
+    var stroke = it.error ? "#c62828" : st === "added" ? "#2e7d32" : st === "changed" ? "#ef6c00"
+      : st === "contains" ? "#ef6c00" : "#000";
+    var a = {fill: look.fill === "none" ? "#fff" : look.fill, stroke: stroke,
+             "stroke-width": (it.error || st) ? 2.5 : (look.style.indexOf("bold") >= 0 ? 2 : 0.9)};
+    if (look.style.indexOf("dashed") >= 0 || st === "contains") a["stroke-dasharray"] = "4 3";
+    var shape;
+    if (look.shape === "circle" || look.shape === "doublecircle") {
+      a.cx = b.w / 2; a.cy = b.h / 2; a.r = Math.min(b.w, b.h) / 2; shape = el("circle", a);
+    } else if (look.shape === "ellipse") {
+      a.cx = b.w / 2; a.cy = b.h / 2; a.rx = b.w / 2; a.ry = b.h / 2; shape = el("ellipse", a);
+    } else if (look.shape === "parallelogram") {
+      a.points = [8, 0, b.w, 0, b.w - 8, b.h, 0, b.h].join(" "); shape = el("polygon", a);
+    } else {
+      a.width = b.w; a.height = b.h;
+      if (look.style.indexOf("rounded") >= 0) a.rx = 6;
+      shape = el("rect", a);
+    }
+    g.appendChild(shape);
+    if (look.shape === "box3d") {
+      g.appendChild(el("path", {d: "M0,0 l4,-4 h" + b.w + " v" + b.h + " l-4,4 M" + b.w + ",0 l4,-4",
+                                fill: "none", stroke: stroke, "stroke-width": 0.9}));
+    }
+    var ls = lines(i);
+    g.appendChild(el("text", {x: b.w / 2, y: ls.length > 1 ? 15 : b.h / 2 + 4, "text-anchor": "middle",
+                              "font-size": 12, "font-family": "Times,serif"}, ls[0]));
+    if (ls.length > 1 && ls[1]) {
+      g.appendChild(el("text", {x: b.w / 2, y: 29, "text-anchor": "middle", "font-size": 10,
+                                "font-family": "Times,serif", fill: "#404040"}, ls[1]));
+    }
+    var tip = el("title", {}, it.path || it.title);
+    g.appendChild(tip);
+    if (i === selected) g.classList.add("dn-sel");
+    if (hits.has(i)) g.classList.add("dn-hit");
+    return g;
+  }
+  function render() {
+    var t = performance.now();
+    var rep = reps(), root = layout(0), clusters = [], edgesG = el("g", {}), nodesG = el("g", {}),
+        clusterG = el("g", {});
+    boxes = new Map();
+    (function placeKids(g, ox, oy) {
+      var L = layout(g);
+      items[g].children.forEach(function (c) {
+        var p = L.pos.get(c), b = {x: ox + p.x, y: oy + p.y, w: p.w, h: p.h};
+        boxes.set(c, b);
+        if (open(c)) { clusters.push(c); placeKids(c, b.x, b.y); }
+      });
+    })(0, 0, 0);
+    clusters.forEach(function (c) {
+      var b = boxes.get(c), it = items[c];
+      var st = status[c] || (it.changed ? "contains" : "");
+      clusterG.appendChild(el("rect", {x: b.x, y: b.y, width: b.w, height: b.h, rx: 4, fill: "#f7f9fc",
+        stroke: st ? "#ef6c00" : "#8c8c8c", "stroke-dasharray": "5 3", "stroke-width": st ? 1.6 : 0.8}));
+      var lab = el("text", {x: b.x + 6, y: b.y + 13, "font-size": 11, "font-family": "Times,serif",
+                            "class": "dn-cluster-label", "data-id": c}, "▾ " + it.title);
+      clusterG.appendChild(lab);
+    });
+    var seen = new Set(), visible = 0;
+    D.edges.forEach(function (e) {
+      var a = rep[e[0]], b = rep[e[1]];
+      if (a === b) return;
+      var key = a + ">" + b;
+      if (seen.has(key)) return;
+      seen.add(key);
+      var A = boxes.get(a), B = boxes.get(b);
+      if (!A || !B) return;
+      var pts = [[A.x + A.w / 2, A.y + A.h]], pa = items[a].parent;
+      if (pa === items[b].parent) {
+        var via = layout(pa).routes.get(key), o = pa === 0 ? {x: 0, y: 0} : boxes.get(pa);
+        (via || []).forEach(function (q) { pts.push([o.x + q[0], o.y + q[1]]); });
+      }
+      pts.push([B.x + B.w / 2, B.y]);
+      var d = "M" + pts[0][0].toFixed(1) + "," + pts[0][1].toFixed(1);
+      for (var k = 1; k < pts.length; k++) {
+        var p0 = pts[k - 1], p1 = pts[k], my = (p0[1] + p1[1]) / 2;
+        d += "C" + p0[0].toFixed(1) + "," + my.toFixed(1) + " " + p1[0].toFixed(1) + "," + my.toFixed(1) +
+             " " + p1[0].toFixed(1) + "," + p1[1].toFixed(1);
+      }
+      edgesG.appendChild(el("path", {d: d, fill: "none", stroke: "#333", "stroke-width": 0.9,
+                                     "marker-end": "url(#dn-arrow)"}));
+    });
+    boxes.forEach(function (b, i) {
+      if (open(i)) return;
+      nodesG.appendChild(drawNode(i, b)); visible += 1;
+    });
+    var vp = $("viewport");
+    while (vp.firstChild) vp.removeChild(vp.firstChild);
+    vp.appendChild(clusterG); vp.appendChild(edgesG); vp.appendChild(nodesG);
+    $("count").textContent = visible + " shown of " + D.nodeCount + " nodes";
+    $("count").setAttribute("data-visible", visible);
+    applyView();
+    timings.render = performance.now() - t;
+    return timings.render;
+  }
+
+  /* ---- pan and zoom ---- */
+  function applyView() {
+    $("viewport").setAttribute("transform", "translate(" + view.x + "," + view.y + ") scale(" + view.k + ")");
+  }
+  function fit() {
+    var L = layout(0), c = $("canvas").getBoundingClientRect();
+    view.k = Math.min(1.2, (c.width - 20) / L.w, (c.height - 20) / L.h);
+    view.k = Math.max(view.k, 0.02);
+    view.x = (c.width - L.w * view.k) / 2; view.y = 10; applyView();
+  }
+  function centerOn(i) {
+    var b = boxes.get(i); if (!b) return;
+    var c = $("canvas").getBoundingClientRect();
+    if (view.k < 0.5) view.k = 0.8;
+    view.x = c.width / 2 - (b.x + b.w / 2) * view.k; view.y = c.height / 2 - (b.y + b.h / 2) * view.k;
+    applyView();
+  }
+
+  /* ---- expand, collapse, select ---- */
+  function expand(i) {
+    var t = performance.now();
+    if (!isGroup(i) || expanded.has(i)) return 0;
+    expanded.add(i); invalidate(i); render();
+    return (timings.expand = performance.now() - t);
+  }
+  function collapse(i) {
+    if (!i || !expanded.has(i)) return;
+    items.forEach(function (it, k) { if (expanded.has(k) && within(k, i)) expanded.delete(k); });
+    invalidate(i); render();
+  }
+  function within(k, g) { for (; k >= 0; k = items[k].parent) if (k === g) return true; return false; }
+  function expandAll() {
+    var t = performance.now();
+    items.forEach(function (it, k) { if (it.t === "g") expanded.add(k); });
+    cache.clear(); render(); fit();
+    return (timings.expandAll = performance.now() - t);
+  }
+  function collapseAll() { expanded = new Set([0]); cache.clear(); render(); fit(); }
+  function reveal(i) {
+    for (var p = items[i].parent; p > 0; p = items[p].parent) if (!expanded.has(p)) { expanded.add(p); invalidate(p); }
+    render(); select(i); centerOn(i);
+  }
+  function select(i) {
+    selected = i;
+    document.querySelectorAll(".dn-sel").forEach(function (e) { e.classList.remove("dn-sel"); });
+    var n = document.querySelector('.dn-node[data-id="' + i + '"]');
+    if (n) n.classList.add("dn-sel");
+    details(i); crumbs(i);
+  }
+  function row(t, k, v, code) {
+    var tr = h("tr"); tr.appendChild(h("td", k));
+    var td = h("td"); if (code) td.appendChild(h("code", v)); else td.textContent = v;
+    tr.appendChild(td); t.appendChild(tr);
+  }
+  function details(i) {
+    var box = $("details"); box.textContent = "";
+    if (i < 0) return;
+    var it = items[i], t = h("table");
+    box.appendChild(h("h2", isGroup(i) ? it.title : it.path));
+    if (isGroup(i)) {
+      row(t, "path", it.path || "(model)");
+      row(t, "kind", it.kind === "repeat" ? (it.seq ? "seq" : "repeat × " + it.count) : it.kind);
+      if (it.blockName) row(t, "block", it.blockName);
+      row(t, "nodes", fmtInt(it.size));
+    } else {
+      row(t, "op", it.op); row(t, "title", it.title);
+      if (it.block) row(t, "block", it.block);
+      Object.keys(it.args).forEach(function (k) { row(t, k, it.args[k], true); });
+      row(t, "dtype", it.dtype);
+    }
+    row(t, "output shape", it.shape || "unknown", true);
+    if (it.shapeDims) row(t, "with --dim", it.shapeDims, true);
+    row(t, "parameters", fmtInt(it.params));
+    row(t, "MACs", it.macs === null ? "? (give --dim)" : fmtInt(it.macs));
+    if (!isGroup(i)) { row(t, "source", it.loc, true); if (it.src) row(t, "line", it.src, true); }
+    if (D.diff && D.diff.notes[i]) row(t, "diff", D.diff.notes[i]);
+    box.appendChild(t);
+  }
+  function crumbs(i) {
+    var c = $("crumbs"); c.textContent = "";
+    var chain = []; for (var k = i; k >= 0; k = items[k].parent) chain.unshift(k);
+    chain.forEach(function (k, n) {
+      if (n) c.appendChild(document.createTextNode(" › "));
+      var a = h("a", k === 0 ? D.name : items[k].label); a.setAttribute("data-id", k);
+      a.onclick = function () { reveal(k); if (isGroup(k)) expand(k); };
+      c.appendChild(a);
+    });
+  }
+
+  /* ---- search ---- */
+  function search(q) {
+    q = (q || "").trim().toLowerCase(); hits = new Set();
+    var res = $("results"); res.textContent = "";
+    if (!q) { render(); return []; }
+    var found = [];
+    items.forEach(function (it, k) {
+      if (k && (it.path.toLowerCase().indexOf(q) >= 0 || (it.op || "").toLowerCase() === q ||
+                (it.op || "").toLowerCase().indexOf(q) >= 0)) found.push(k);
+    });
+    var rep = reps();
+    found.forEach(function (k) { hits.add(rep[k]); });
+    res.appendChild(h("p", found.length + " match" + (found.length === 1 ? "" : "es")));
+    found.slice(0, 200).forEach(function (k) {
+      var d = h("div", items[k].path + (items[k].op ? "  (" + items[k].op + ")" : ""));
+      d.setAttribute("data-id", k); d.onclick = function () { reveal(k); };
+      res.appendChild(d);
+    });
+    render();
+    return found;
+  }
+
+  /* ---- export ---- */
+  function renderCommand() {
+    var depth = 0;
+    expanded.forEach(function (g) { if (g) depth = Math.max(depth, items[g].depth); });
+    var q = function (s) { return /^[\w.\/:=+-]+$/.test(s) ? s : "'" + s.replace(/'/g, "'\\''") + "'"; };
+    var cmd = ["dagnet", "render", q(D.file), "-o", q(D.name + ".svg")];
+    if (depth) cmd.push("--depth", String(depth));
+    Object.keys(D.dims || {}).forEach(function (k) { cmd.push("--dim", q(k + "=" + D.dims[k])); });
+    return cmd.join(" ");
+  }
+  function exportSVG(download) {
+    var L = layout(0), svg = $("graph").cloneNode(true);
+    svg.setAttribute("xmlns", NS);
+    svg.setAttribute("width", Math.ceil(L.w)); svg.setAttribute("height", Math.ceil(L.h));
+    svg.setAttribute("viewBox", "-6 -6 " + Math.ceil(L.w + 12) + " " + Math.ceil(L.h + 12));
+    svg.removeAttribute("style");
+    svg.querySelector("#viewport").removeAttribute("transform");
+    var text = new XMLSerializer().serializeToString(svg);
+    if (download !== false) {
+      var a = document.createElement("a");
+      a.href = URL.createObjectURL(new Blob([text], {type: "image/svg+xml"}));
+      a.download = D.name + ".svg"; document.body.appendChild(a); a.click(); a.remove();
+    }
+    return text;
+  }
+
+  /* ---- wiring ---- */
+  function init() {
+    document.title = D.name + " — dagnet view";
+    $("title").textContent = D.name;
+    var cv = $("canvas"), drag = null;
+    cv.addEventListener("click", function (ev) {
+      var t = ev.target.closest("[data-id]"); if (!t) return;
+      var i = +t.getAttribute("data-id");
+      if (t.classList.contains("dn-cluster-label")) { collapse(i); select(i); return; }
+      select(i); if (isGroup(i)) expand(i);
+    });
+    cv.addEventListener("mouseover", function (ev) {
+      var t = ev.target.closest(".dn-node"); if (t) details(+t.getAttribute("data-id"));
+    });
+    cv.addEventListener("mouseleave", function () { details(selected); });
+    cv.addEventListener("wheel", function (ev) {
+      ev.preventDefault();
+      var r = cv.getBoundingClientRect(), f = Math.exp(-ev.deltaY * 0.0015), mx = ev.clientX - r.left,
+          my = ev.clientY - r.top;
+      view.x = mx - (mx - view.x) * f; view.y = my - (my - view.y) * f; view.k *= f; applyView();
+    }, {passive: false});
+    cv.addEventListener("mousedown", function (ev) { drag = [ev.clientX - view.x, ev.clientY - view.y]; });
+    window.addEventListener("mousemove", function (ev) {
+      if (drag) { view.x = ev.clientX - drag[0]; view.y = ev.clientY - drag[1]; applyView(); }
+    });
+    window.addEventListener("mouseup", function () { drag = null; });
+    $("expand-all").onclick = expandAll;
+    $("collapse-all").onclick = collapseAll;
+    $("fit").onclick = fit;
+    $("export").onclick = function () { exportSVG(true); };
+    $("copy").onclick = function () {
+      var c = renderCommand(), box = $("cmd"); box.value = c; box.style.display = ""; box.select();
+      if (navigator.clipboard) navigator.clipboard.writeText(c).catch(function () {});
+    };
+    $("q").addEventListener("input", function () { search(this.value); });
+    $("q").addEventListener("keydown", function (ev) {
+      if (ev.key === "Enter") { var f = search(this.value); if (f.length) reveal(f[0]); }
+    });
+    if (D.modelSvg) {
+      $("model-view").style.display = "";
+      var img = document.createElement("img");
+      img.src = "data:image/svg+xml;base64," + D.modelSvg; img.alt = "graphical model";
+      $("model").appendChild(img);
+      $("model-view").onclick = function () { document.body.classList.toggle("show-model"); };
+    }
+    var errs = $("errors");
+    D.errors.forEach(function (e) {
+      var d = h("div"); d.appendChild(h("b", e.file + ":" + e.line + ":" + e.col));
+      d.appendChild(document.createTextNode(" error: " + e.message));
+      if (e.source) { d.appendChild(h("br")); d.appendChild(h("code", e.source)); }
+      if (e.hint) { d.appendChild(h("br")); d.appendChild(document.createTextNode("hint: " + e.hint)); }
+      errs.appendChild(d);
+    });
+    if (D.errors.length) errs.insertBefore(h("h2", D.errors.length + " error" + (D.errors.length > 1 ? "s" : "")), errs.firstChild);
+    if (D.diff) {
+      Object.keys(status).forEach(function (k) {
+        for (var p = items[+k].parent; p >= 0; p = items[p].parent) items[p].changed = true;
+      });
+      var ch = $("changes"); ch.appendChild(h("h2", "Changes"));
+      ch.appendChild(h("pre", D.diff.text));
+      (D.diff.removed || []).forEach(function (r) { ch.appendChild(h("div", "− " + r, "removed")); });
+    }
+    restore();
+    render(); fit();
+    timings.open = performance.now() - T0;
+    if (D.serve) poll();
+  }
+  function restore() {
+    if (!D.serve) return;
+    try {
+      var s = JSON.parse(sessionStorage.getItem("dagnet-view:" + D.file) || "null");
+      if (!s) return;
+      var byPath = new Map(); items.forEach(function (it, k) { if (it.t === "g") byPath.set(it.path, k); });
+      s.forEach(function (p) { if (byPath.has(p)) expanded.add(byPath.get(p)); });
+    } catch (e) { /* nothing saved */ }
+  }
+  function poll() {
+    var version = null;
+    setInterval(function () {
+      fetch("version", {cache: "no-store"}).then(function (r) { return r.text(); }).then(function (v) {
+        if (version !== null && v !== version) {
+          var paths = []; expanded.forEach(function (g) { if (g) paths.push(items[g].path); });
+          sessionStorage.setItem("dagnet-view:" + D.file, JSON.stringify(paths));
+          location.reload();
+        }
+        version = v;
+      }).catch(function () {});
+    }, 1000);
+  }
+  window.dagnetView = {expand: expand, collapse: collapse, expandAll: expandAll, collapseAll: collapseAll,
+    search: search, select: select, reveal: reveal, exportSVG: exportSVG, renderCommand: renderCommand,
+    timings: timings, items: items, byPath: function (p) {
+      for (var k = 0; k < items.length; k++) if (items[k].path === p) return k; return -1;
+    }};
+  init();
+})();
