@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["view_html", "write_view"]
+__all__ = ["view_html", "write_view", "diff_specs"]
 
 
 def view_html(spec, dims: dict | None = None, overrides: dict | None = None, serve: bool = False,
@@ -31,3 +31,21 @@ def write_view(spec, out, dims: dict | None = None, overrides: dict | None = Non
     out = Path(out)
     out.write_text(view_html(spec, dims, overrides), encoding="utf-8")
     return out
+
+
+def diff_specs(spec_a, spec_b, dims: dict | None = None, overrides: dict | None = None):
+    """``(Diff, html)`` of two specs; a spec that cannot be built raises its SpecError."""
+    from dagnet.errors import SpecErrors
+    from dagnet.view.diff import diff, diff_view_data
+    from dagnet.view.model import load_tolerant, view_data
+    from dagnet.view.page import page
+    loaded = []
+    for spec in (spec_a, spec_b):
+        ir, errors = load_tolerant(spec, overrides)
+        if errors:
+            raise SpecErrors(errors)
+        loaded.append(ir)
+    result = diff(loaded[0], loaded[1], str(spec_a), str(spec_b))
+    data = diff_view_data(result, view_data(loaded[1], [], dims, str(spec_b)))
+    data["name"] = f"{loaded[0].name} → {loaded[1].name}"
+    return result, page(data)
