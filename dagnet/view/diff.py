@@ -155,6 +155,8 @@ def diff_view_data(result: Diff, data_b: dict) -> dict:
         k = index[c.path]
         status[k] = "added" if c.kind == "added" else "changed"
         notes[k] = c.line()
-    data_b["diff"] = {"status": status, "notes": notes, "text": result.text(),
-                      "removed": [c.line() for c in result.changes if c.kind == "removed"]}
+    listed = [{"text": c.line(), "id": index.get(c.path, -1) if c.kind != "removed" else -1, "kind": c.kind}
+              for c in result.changes]
+    data_b["diff"] = {"status": status, "notes": notes, "text": result.text(), "changes": listed,
+                      "equal": result.equal}
     return data_b

@@ -161,6 +161,8 @@ def _node_item(ir, node, parent, depth, dims, source, error_lines) -> dict:
         title = op_title(node.op, node.args)
     except Exception:       # noqa: BLE001 - arguments that did not check: the op name will do
         title = node.op
+    if node.op == "?":      # op or inputs unknown (an error says which): the name tells the node apart
+        title = node.name.rsplit(".", 1)[-1] + " (?)"
     return {
         "t": "n", "path": node.name, "label": node.name.rsplit(".", 1)[-1], "op": node.op,
         "title": title, "family": family(node), "mark": mark(node), "parent": parent, "depth": depth,

@@ -446,12 +446,25 @@
     });
     if (D.errors.length) errs.insertBefore(h("h2", D.errors.length + " error" + (D.errors.length > 1 ? "s" : "")), errs.firstChild);
     if (D.diff) {
+      var added = {};
       Object.keys(status).forEach(function (k) {
         for (var p = items[+k].parent; p >= 0; p = items[p].parent) items[p].changed = true;
       });
-      var ch = $("changes"); ch.appendChild(h("h2", "Changes"));
-      ch.appendChild(h("pre", D.diff.text));
-      (D.diff.removed || []).forEach(function (r) { ch.appendChild(h("div", "− " + r, "removed")); });
+      items.forEach(function (it, k) {      // a group whose every node is new is new itself
+        if (k && it.changed && it.t === "g") {
+          var all = true;
+          (function walk(g) { items[g].children.forEach(function (c) {
+            if (isGroup(c)) walk(c); else if (status[c] !== "added") all = false; }); })(k);
+          if (all) status[k] = "added";
+        }
+      });
+      var ch = $("changes");
+      ch.appendChild(h("h2", D.diff.equal ? "No differences" : D.diff.changes.length + " differences"));
+      D.diff.changes.forEach(function (c) {
+        var d = h("div", c.text, "dn-" + c.kind);
+        if (c.id >= 0) { d.setAttribute("data-id", c.id); d.onclick = function () { reveal(c.id); }; }
+        ch.appendChild(d);
+      });
     }
     restore();
     render(); fit();
