@@ -168,3 +168,31 @@ def test_structured_specs_carry_the_graphical_model_figure():
     import base64
     assert b"<svg" in base64.b64decode(data["modelSvg"])
     assert page_data(view_html(SPECS / "resnet18.yaml"))["modelSvg"] is None
+
+
+def test_serve_rebuilds_the_page_when_the_spec_is_saved(tmp_path):
+    import os
+    import threading
+    import urllib.request
+
+    from dagnet.view.serve import serve
+    spec = tmp_path / "m.yaml"
+    spec.write_text("dagnet: 1\nname: first\ninputs:\n  x: {shape: [4]}\n"
+                    "nodes:\n  fc: {op: linear, in: x, out_features: 2}\noutputs: [fc]\n")
+    ready = threading.Event()
+    thread = threading.Thread(target=serve, args=(spec, {}, {}, 0, False, ready), daemon=True)
+    thread.start()
+    assert ready.wait(30)
+    try:
+        get = lambda p: urllib.request.urlopen(ready.url + p, timeout=30).read().decode()   # noqa: E731
+        first, version = page_data(get("")), get("version")
+        assert first["name"] == "first" and first["serve"] is True
+        spec.write_text(spec.read_text().replace("name: first", "name: second"))
+        os.utime(spec, ns=(spec.stat().st_atime_ns, spec.stat().st_mtime_ns + 10**9))
+        assert get("version") != version
+        assert page_data(get(""))["name"] == "second"
+        with pytest.raises(urllib.error.HTTPError):
+            get("../etc/passwd")
+    finally:
+        ready.server.shutdown()
+        thread.join(10)
