@@ -243,3 +243,16 @@ def test_graphical_model_view(browser, pages):
     button.click()
     img = browser.find_element(By.CSS_SELECTOR, "#model img")
     assert img.is_displayed() and browser.execute_script("return arguments[0].naturalWidth", img) > 50
+
+
+def test_hostile_text_in_a_spec_stays_text(browser, tmp_path):
+    spec = tmp_path / "evil.yaml"
+    spec.write_text('dagnet: 1\nname: "<img src=x onerror=window.pwned=1>\\"</script>"\n'
+                    "inputs:\n  x: {shape: [4]}\nnodes:\n  fc: {op: linear, in: x, out_features: 2}\n"
+                    "outputs: [fc]\n")
+    page = tmp_path / "evil.html"
+    page.write_text(view_html(spec), encoding="utf-8")
+    open_page(browser, page)
+    assert browser.find_element(By.ID, "title").text == '<img src=x onerror=window.pwned=1>"</script>'
+    assert browser.execute_script("return [document.querySelectorAll('img').length, window.pwned]") == [0, None]
+    assert visible(browser) == 2

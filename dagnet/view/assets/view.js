@@ -276,7 +276,11 @@
   function expand(i) {
     var t = performance.now();
     if (!isGroup(i) || expanded.has(i)) return 0;
-    expanded.add(i); invalidate(i); render();
+    expanded.add(i);
+    for (var k = i; items[k].children.length === 1 && isGroup(items[k].children[0]);) {
+      k = items[k].children[0]; expanded.add(k);     // a block holding one block: open both at once
+    }
+    invalidate(i); render();
     return (timings.expand = performance.now() - t);
   }
   function collapse(i) {
