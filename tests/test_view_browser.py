@@ -86,7 +86,7 @@ def pages(tmp_path_factory):
     b.write_text((SPECS / "resnet18.yaml").read_text()
                  .replace("layer4: {block: basic, in: layer3, repeat: 2", "layer4: {block: basic, in: layer3, repeat: 3")
                  .replace("classes: 1000", "classes: 10"))
-    _, html = diff_specs(SPECS / "resnet18.yaml", b)
+    _, html = diff_specs(SPECS / "resnet18.yaml", b, dims={"H": 224, "W": 224})
     out["diff"] = folder / "diff.html"
     out["diff"].write_text(html, encoding="utf-8")
     out["shots"] = ROOT / "docs" / "images" if os.environ.get("DAGNET_UPDATE_SCREENSHOTS") else folder
@@ -212,6 +212,7 @@ def test_ten_thousand_nodes_open_and_expand_fast(browser, pages):
     assert timings["open"] < OPEN_LIMIT_MS and wall < OPEN_LIMIT_MS + 1000 and since_navigation > 0
     assert max(expand) < EXPAND_LIMIT_MS
     assert node(browser, "stages.56.units.5.s")
+    browser.execute_script("dagnetView.reveal(dagnetView.byPath('stages.56.units.5.s'))")
     screenshot(browser, pages, "big")
 
 

@@ -39,11 +39,12 @@
   function shapeText(it) { return it.shapeDims || it.shape || ""; }
   function lines(i) {
     var it = items[i];
-    if (isGroup(i)) return [it.title, (it.params ? short(it.params) + " params" : it.size + " nodes")];
+    if (isGroup(i)) return [clip(it.title, 48), (it.params ? short(it.params) + " params" : it.size + " nodes")];
     if (it.family === "merge") return [it.mark || it.title];
-    return [it.title, shapeText(it)];
+    return [clip(it.title, 48), clip(shapeText(it), 56)];
   }
   function textW(s, px) { return s.length * px * 0.58; }
+  function clip(s, n) { return s.length > n ? s.slice(0, n - 1) + "…" : s; }   // the details show it whole
   function nodeSize(i) {
     var it = items[i], ls = lines(i);
     if (!isGroup(i) && it.family === "merge") return {w: 30, h: 30};
