@@ -195,6 +195,26 @@
     if (hits.has(i)) g.classList.add("dn-hit");
     return g;
   }
+  /* An edge that leaves an open block from a node above its bottom, or enters one at a
+     node below its top, runs along the block's right (leaving) or left (entering) margin,
+     where no child is, instead of straight across the nodes in between. */
+  function outermost(x, other) {
+    var up = new Set(); for (var k = items[other].parent; k >= 0; k = items[k].parent) up.add(k);
+    var found = -1; for (k = items[x].parent; k > 0 && !up.has(k); k = items[k].parent) found = k;
+    return found;
+  }
+  function crossing(a, b, A, B, pts) {
+    var S = outermost(a, b), C = outermost(b, a), sb = S > 0 ? boxes.get(S) : null,
+        cb = C > 0 ? boxes.get(C) : null;
+    if (sb && A.y + A.h < sb.y + sb.h - PAD - 4) {
+      var ex = sb.x + sb.w - 4, ey = A.y + A.h + 8;
+      pts.push([A.x + A.w / 2, ey], [ex, ey], [ex, sb.y + sb.h]);
+    }
+    if (cb && B.y > cb.y + LABEL_H + PAD + 4) {
+      var mx = cb.x + 4, my = B.y - 8;
+      pts.push([mx, cb.y], [mx, my], [B.x + B.w / 2, my]);
+    }
+  }
   function render() {
     var t = performance.now();
     var rep = reps(), root = layout(0), clusters = [], edgesG = el("g", {}), nodesG = el("g", {}),
@@ -230,6 +250,8 @@
       if (pa === items[b].parent) {
         var via = layout(pa).routes.get(key), o = pa === 0 ? {x: 0, y: 0} : boxes.get(pa);
         (via || []).forEach(function (q) { pts.push([o.x + q[0], o.y + q[1]]); });
+      } else {
+        crossing(a, b, A, B, pts);
       }
       pts.push([B.x + B.w / 2, B.y]);
       var d = "M" + pts[0][0].toFixed(1) + "," + pts[0][1].toFixed(1);
