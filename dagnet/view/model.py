@@ -19,7 +19,7 @@ from dagnet import ops
 from dagnet.dims import fmt_shape, known, substitute
 from dagnet.errors import ErrorLog, SpecError, SpecErrors
 from dagnet.render.arch import NUMBERED, family, mark
-from dagnet.render.labels import op_title, params_text
+from dagnet.render.labels import op_title
 from dagnet.render.styles import FAMILY_ORDER, theme
 
 MAX_ARG_TEXT = 200          # an argument longer than this is cut (a long list of sizes)
@@ -200,6 +200,8 @@ def _finish_groups(items: list[dict], nodes: list, index: dict[str, int]) -> Non
         fams = [k["family"] for k in kids if k.get("family")]
         g["family"] = "block"
         g["title"] = _group_title(g)
+        if g["kind"] == "block" and not g["blockName"] and len(kids) == 1 and kids[0]["t"] == "g":
+            g["title"] = f"{g['label']}: {kids[0]['title']}"        # a use holding one seq: name the seq
         g["inner"] = fams[0] if fams else "block"
 
 
@@ -234,6 +236,3 @@ def _lift_edges(items: list[dict], edges: list[list[int]]) -> None:
     for g, pairs in lifted.items():
         items[g]["edges"] = sorted([a, b] for a, b in pairs)
 
-
-def params_short(n: int) -> str:
-    return params_text(n)

@@ -62,12 +62,12 @@ def model_svg(ir) -> str | None:
     """The graphical-model figure of the structured nodes (`render --view model`), base64, or None."""
     if ir is None or not any(getattr(ir.node(n), "op", None) and _is_field(ir.node(n)) for n in ir.graph.nodes):
         return None
-    from dagnet.render import RenderError, render
+    from dagnet.render import render
     with tempfile.TemporaryDirectory(prefix="dagnet-view-") as tmp:
         out = Path(tmp) / "model.svg"
         try:
             render(ir, out, view="model")
-        except (RenderError, Exception):    # noqa: BLE001 - the view works without the figure
+        except Exception:       # noqa: BLE001 - RenderError or a figure it cannot draw: the view works without it
             return None
         return base64.b64encode(out.read_bytes()).decode("ascii")
 
