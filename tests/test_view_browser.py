@@ -94,7 +94,7 @@ def pages(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser():
+def browser(tmp_path_factory):
     from selenium.webdriver.chrome.service import Service
     options = webdriver.ChromeOptions()
     options.binary_location = BROWSER
@@ -102,10 +102,14 @@ def browser():
                 "--window-size=1400,900", "--force-device-scale-factor=1"):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    downloads = tmp_path_factory.mktemp("downloads")
+    options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                              "download.prompt_for_download": False})
     try:
         driver = webdriver.Chrome(options=options, service=Service(DRIVER))
     except Exception as exc:                # noqa: BLE001 - a broken install is a skip, not a failure
         pytest.skip(f"Chromium did not start: {exc}")
+    driver.downloads = downloads
     yield driver
     driver.quit()
 
@@ -175,8 +179,24 @@ def test_resnet50_expand_search_details_export(browser, pages):
     drawn = tree.findall(".//{http://www.w3.org/2000/svg}g[@class='dn-node']") + tree.findall(
         ".//{http://www.w3.org/2000/svg}g[@class='dn-node dn-sel']")
     assert len(drawn) == visible(browser)
-    assert browser.execute_script("return dagnetView.renderCommand()").endswith(
+    browser.find_element(By.ID, "copy").click()
+    assert browser.find_element(By.ID, "cmd").get_attribute("value").endswith(
         "resnet50.yaml -o resnet50.svg --depth 3 --dim H=224 --dim W=224")
+    browser.find_element(By.ID, "export").click()               # the button downloads the same drawing
+    saved = browser.downloads / "resnet50.svg"
+    for _ in range(100):
+        if saved.exists() and saved.stat().st_size:
+            break
+        time.sleep(0.05)
+    assert len(ET.parse(saved).getroot().findall(".//{http://www.w3.org/2000/svg}g[@data-path]")) == len(drawn)
+
+
+def test_hover_shows_details(browser, pages):
+    from selenium.webdriver.common.action_chains import ActionChains
+    open_page(browser, pages["resnet50"])
+    ActionChains(browser).move_to_element(node(browser, "fc")).perform()
+    details = browser.find_element(By.ID, "details").text
+    assert "op linear" in details and "2,049,000" in details and "resnet50.yaml:" in details
 
 
 def test_densenet121_expand_all_and_collapse_all(browser, pages):
@@ -257,3 +277,31 @@ def test_hostile_text_in_a_spec_stays_text(browser, tmp_path):
     assert browser.find_element(By.ID, "title").text == '<img src=x onerror=window.pwned=1>"</script>'
     assert browser.execute_script("return [document.querySelectorAll('img').length, window.pwned]") == [0, None]
     assert visible(browser) == 2
+
+
+def test_serve_reloads_on_save_and_keeps_what_is_open(browser, tmp_path):
+    import threading
+
+    from dagnet.view.serve import serve
+    spec = tmp_path / "m.yaml"
+    spec.write_text("dagnet: 1\nname: first\ninputs:\n  x: {shape: [4]}\nnodes:\n"
+                    "  body: {in: x, seq: linear(8) -> relu -> linear(8)}\n"
+                    "  fc: {op: linear, in: body, out_features: 2}\noutputs: [fc]\n")
+    ready = threading.Event()
+    threading.Thread(target=serve, args=(spec, {}, {}, 0, False, ready), daemon=True).start()
+    assert ready.wait(30)
+    try:
+        browser.get(ready.url)
+        node(browser, "body").click()
+        assert node(browser, "body.2")
+        time.sleep(1.2)                                 # the page has read the first version
+        spec.write_text(spec.read_text().replace("name: first", "name: second"))
+        os.utime(spec, ns=(spec.stat().st_atime_ns, spec.stat().st_mtime_ns + 10**9))
+        for _ in range(100):
+            if browser.find_element(By.ID, "title").text == "second":
+                break
+            time.sleep(0.1)
+        assert browser.find_element(By.ID, "title").text == "second"
+        assert node(browser, "body.2")                  # still open after the reload
+    finally:
+        ready.server.shutdown()
