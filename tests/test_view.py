@@ -196,3 +196,28 @@ def test_serve_rebuilds_the_page_when_the_spec_is_saved(tmp_path):
     finally:
         ready.server.shutdown()
         thread.join(10)
+
+
+def flat_spec(folder: Path, n: int) -> Path:
+    """A chain of ``n`` layers with no block at all, as an import without recovered blocks gives."""
+    lines = ["dagnet: 1", "name: flat", "inputs:", "  x: {shape: [T, 16]}", "nodes:"]
+    prev = "x"
+    for i in range(n):
+        lines.append(f"  n{i}: {{op: relu, in: {prev}}}" if i % 2 else f"  n{i}: {{op: linear, in: {prev}, out_features: 16}}")
+        prev = f"n{i}"
+    spec = folder / "flat.yaml"
+    spec.write_text("\n".join(lines + [f"outputs: [{prev}]"]) + "\n")
+    return spec
+
+
+def test_a_long_flat_group_is_split_into_ranges(tmp_path):
+    from dagnet.view.model import MAX_CHILDREN
+    data = page_data(view_html(flat_spec(tmp_path, 400)))
+    items = data["items"]
+    assert len(items[0]["children"]) <= MAX_CHILDREN
+    ranges = [it for it in items if it["t"] == "g" and it["kind"] == "range"]
+    assert len(ranges) == 5 and ranges[0]["title"] == "x … n79 (81 nodes)"
+    assert sum(r["size"] for r in ranges) == 401 == data["nodeCount"]
+    assert all(items[c]["parent"] == items.index(r) for r in ranges for c in r["children"])
+    assert [a for r in ranges for a in r.get("edges", [])]          # the chain inside each range
+    assert len(items[0]["edges"]) == 4                                # and from one range to the next

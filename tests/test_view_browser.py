@@ -74,6 +74,9 @@ def pages(tmp_path_factory):
         out[name].write_text(view_html(spec, dims), encoding="utf-8")
     out["big"] = folder / "big.html"
     out["big"].write_text(view_html(big_spec(folder)), encoding="utf-8")
+    from test_view import flat_spec
+    out["flat"] = folder / "flat.html"
+    out["flat"].write_text(view_html(flat_spec(folder, 10_000)), encoding="utf-8")
     bad = folder / "bad.yaml"
     bad.write_text((SPECS / "resnet18.yaml").read_text().replace("in: pool}", "in: poo}")
                    .replace("out_features: classes", "out_feature: classes"))
@@ -305,3 +308,15 @@ def test_serve_reloads_on_save_and_keeps_what_is_open(browser, tmp_path):
         assert node(browser, "body.2")                  # still open after the reload
     finally:
         ready.server.shutdown()
+
+
+def test_ten_thousand_nodes_without_blocks_open_fast(browser, pages):
+    timings = open_page(browser, pages["flat"])
+    assert browser.execute_script("return window.dagnetView.items.filter(i => i.t === 'n').length") == 10_001
+    assert visible(browser) == 101                  # the chain in ranges of 100
+    ms = browser.execute_script("return dagnetView.expand(dagnetView.items[0].children[50])")
+    print(f"\nflat 10k-node page: script {timings['open']:.0f} ms; expand a range {ms:.0f} ms")
+    assert timings["open"] < OPEN_LIMIT_MS and ms < EXPAND_LIMIT_MS
+    browser.find_element(By.ID, "q").send_keys("n5050", Keys.ENTER)
+    assert node(browser, "n5050")
+    assert [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#crumbs a")] == ["flat", "n4999 … n5098", "n5050"]

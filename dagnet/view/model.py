@@ -23,6 +23,10 @@ from dagnet.render.labels import op_title
 from dagnet.render.styles import FAMILY_ORDER, theme
 
 MAX_ARG_TEXT = 200          # an argument longer than this is cut (a long list of sizes)
+# A group with more children than this (a flat import) has them split into consecutive
+# ranges of RANGE_SIZE, each a closed box: no open group lays out more than this many boxes.
+MAX_CHILDREN = 150
+RANGE_SIZE = 100
 
 
 def load_tolerant(path, overrides: dict | None = None):
@@ -139,7 +143,8 @@ def view_data(ir, errors: list[SpecError] = (), dims: dict | None = None, file: 
         index[node.name] = len(items)
         items[parent]["children"].append(len(items))
         items.append(_node_item(ir, node, parent, len(parts), dims, source, error_lines))
-    _finish_groups(items, nodes, index)
+    _split_long_groups(items)
+    _finish_groups(items)
     edges = [[index[u], index[v]] for u, v in ir.graph.edges] if ir is not None else []
     _lift_edges(items, edges)
     t = theme(theme_name)
@@ -174,9 +179,50 @@ def _node_item(ir, node, parent, depth, dims, source, error_lines) -> dict:
     }
 
 
-def _finish_groups(items: list[dict], nodes: list, index: dict[str, int]) -> None:
+def _split_long_groups(items: list[dict]) -> None:
+    """Children of an over-long group go into ranges (``n0 … n99``), again while still too many."""
+    for g in range(len(items)):
+        if items[g]["t"] != "g":
+            continue
+        while len(items[g]["children"]) > MAX_CHILDREN:
+            kids, ranges = items[g]["children"], []
+            size = -(-len(kids) // -(-len(kids) // RANGE_SIZE))        # ranges of equal size, none over RANGE_SIZE
+            for start in range(0, len(kids), size):
+                chunk = kids[start:start + size]
+                first, last = _first_label(items, chunk[0]), _last_label(items, chunk[-1])
+                label = first if first == last else f"{first} … {last}"
+                ranges.append(len(items))
+                items.append({"t": "g", "path": f"{items[g]['path']}[{label}]", "label": label,
+                              "kind": "range", "parent": g, "children": chunk, "depth": items[g]["depth"]})
+                for c in chunk:
+                    items[c]["parent"] = ranges[-1]
+            items[g]["children"] = ranges
+
+
+def _first_label(items, i) -> str:
+    return items[i]["label"].split(" … ")[0]
+
+
+def _last_label(items, i) -> str:
+    return items[i]["label"].split(" … ")[-1]
+
+
+def _post_order(items: list[dict]) -> list[int]:
+    """Every item after its children (ranges are appended after the items they hold)."""
+    out, stack = [], [(0, False)]
+    while stack:
+        i, done = stack.pop()
+        if done or items[i]["t"] != "g":
+            out.append(i)
+            continue
+        stack.append((i, True))
+        stack.extend((c, False) for c in reversed(items[i]["children"]))
+    return out
+
+
+def _finish_groups(items: list[dict]) -> None:
     """Kind (block or repeat), sums and the output shape of every group, bottom up."""
-    for i in range(len(items) - 1, -1, -1):
+    for i in _post_order(items):
         g = items[i]
         if g["t"] != "g":
             continue
@@ -206,6 +252,8 @@ def _finish_groups(items: list[dict], nodes: list, index: dict[str, int]) -> Non
 
 
 def _group_title(g: dict) -> str:
+    if g["kind"] == "range":
+        return f"{g['label']} ({g['size']:,} nodes)"
     if g["kind"] == "repeat" and g.get("seq"):
         return f"{g['label']} ({g['count']} layers)"
     if g["kind"] == "repeat":

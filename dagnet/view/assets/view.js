@@ -147,10 +147,18 @@
   function invalidate(g) { for (; g >= 0; g = items[g].parent) cache.delete(g); }
 
   /* ---- drawing ---- */
+  var preorder = (function () {       // parents before children (a range comes after what it holds)
+    var out = [], stack = [0];
+    while (stack.length) {
+      var i = stack.pop(); out.push(i);
+      if (isGroup(i)) for (var k = items[i].children.length - 1; k >= 0; k--) stack.push(items[i].children[k]);
+    }
+    return out;
+  })();
   function reps() {
     var rep = new Int32Array(items.length);
-    for (var i = 1; i < items.length; i++) {
-      var p = items[i].parent;
+    for (var n = 1; n < preorder.length; n++) {
+      var i = preorder[n], p = items[i].parent;
       rep[i] = rep[p] !== p ? rep[p] : (expanded.has(p) ? i : p);
     }
     return rep;
@@ -342,7 +350,8 @@
     box.appendChild(h("h2", isGroup(i) ? it.title : it.path));
     if (isGroup(i)) {
       row(t, "path", it.path || "(model)");
-      row(t, "kind", it.kind === "repeat" ? (it.seq ? "seq" : "repeat × " + it.count) : it.kind);
+      row(t, "kind", it.kind === "repeat" ? (it.seq ? "seq" : "repeat × " + it.count)
+        : it.kind === "range" ? "consecutive nodes (a long group shown in parts)" : it.kind);
       if (it.blockName) row(t, "block", it.blockName);
       row(t, "nodes", fmtInt(it.size));
     } else {
@@ -395,7 +404,7 @@
   /* ---- export ---- */
   function renderCommand() {
     var depth = 0;
-    expanded.forEach(function (g) { if (g) depth = Math.max(depth, items[g].depth); });
+    expanded.forEach(function (g) { if (g && items[g].kind !== "range") depth = Math.max(depth, items[g].depth); });
     var q = function (s) { return /^[\w.\/:=+-]+$/.test(s) ? s : "'" + s.replace(/'/g, "'\\''") + "'"; };
     var cmd = ["dagnet", "render", q(D.file), "-o", q(D.name + ".svg")];
     if (depth) cmd.push("--depth", String(depth));
