@@ -221,3 +221,20 @@ def test_a_long_flat_group_is_split_into_ranges(tmp_path):
     assert all(items[c]["parent"] == items.index(r) for r in ranges for c in r["children"])
     assert [a for r in ranges for a in r.get("edges", [])]          # the chain inside each range
     assert len(items[0]["edges"]) == 4                                # and from one range to the next
+
+
+def test_view_and_diff_never_load_torch(tmp_path):
+    """Like `dagnet render`, the viewer reads specs through the torch-free loader."""
+    import subprocess
+    import sys
+    script = f"""
+import sys, contextlib, io
+from dagnet.cli import main
+with contextlib.redirect_stdout(io.StringIO()):
+    assert main(["view", r"{SPECS / 'hcrf_gestures.yaml'}", "-o", r"{tmp_path / 'v.html'}"]) == 0
+    assert main(["diff", r"{SPECS / 'resnet18.yaml'}", r"{SPECS / 'resnet18.dag'}"]) == 0
+sys.exit(1 if "torch" in sys.modules else 0)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parent.parent)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
