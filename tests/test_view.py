@@ -238,3 +238,14 @@ sys.exit(1 if "torch" in sys.modules else 0)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                             cwd=Path(__file__).resolve().parent.parent)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+def test_diff_matches_a_renamed_block_by_structure(tmp_path, capsys):
+    a, _ = _variant(tmp_path)
+    b = tmp_path / "renamed.yaml"
+    b.write_text(a.read_text().replace("layer4", "stage4"))
+    result, _ = diff_specs(a, b)
+    assert {c.kind for c in result.changes} == {"renamed"} and len(result.changes) == 16
+    assert result.matched["layer4.1.body.3"] == "stage4.1.body.3"
+    assert main(["diff", str(a), str(b)]) == 1
+    assert "> layer4 -> stage4 (16 nodes renamed)" in capsys.readouterr().out.splitlines()

@@ -46,7 +46,7 @@ class Diff:
         return not self.changes
 
     def text(self) -> str:
-        lines = [f"--- {self.a}", f"+++ {self.b}"] + [c.line() for c in self.changes]
+        lines = [f"--- {self.a}", f"+++ {self.b}"] + _grouped_lines(self.changes)
         if self.equal:
             lines.append("no differences")
         else:
@@ -55,6 +55,31 @@ class Diff:
                          + ", ".join(f"{n} {k}" for k, n in counts.items() if n)
                          + f"; parameters {self.params[0]:,} -> {self.params[1]:,}")
         return "\n".join(lines)
+
+
+def _rename_prefixes(old: str, new: str) -> tuple[str, str]:
+    """``layer4.1.sum -> stage4.1.sum`` is ``layer4 -> stage4``: the paths less their common tail."""
+    a, b = old.split("."), new.split(".")
+    while len(a) > 1 and len(b) > 1 and a[-1] == b[-1]:
+        a, b = a[:-1], b[:-1]
+    return ".".join(a), ".".join(b)
+
+
+def _grouped_lines(changes: list[Change]) -> list[str]:
+    """One line per change, but a renamed block is one line, not one per node inside it."""
+    groups: dict[tuple[str, str], list[Change]] = {}
+    for c in changes:
+        if c.kind == "renamed" and not c.details:
+            groups.setdefault(_rename_prefixes(c.old_path, c.path), []).append(c)
+    lines, done = [], set()
+    for c in changes:
+        prefixes = _rename_prefixes(c.old_path, c.path) if c.kind == "renamed" and not c.details else None
+        if prefixes is None or len(groups[prefixes]) == 1:
+            lines.append(c.line())
+        elif prefixes not in done:
+            done.add(prefixes)
+            lines.append(f"> {prefixes[0]} -> {prefixes[1]} ({len(groups[prefixes])} nodes renamed)")
+    return lines
 
 
 def _args_text(args: dict) -> dict[str, str]:
@@ -77,31 +102,41 @@ def match_renamed(ir_a, ir_b, matched: dict[str, str]) -> dict[str, str]:
 
 
 def _match(ir_a, ir_b, matched: dict[str, str], renamed: dict[str, str], strict: bool) -> dict[str, str]:
-    left_a = [n for n in _order(ir_a) if n.name not in matched]
-    taken_b = set(matched.values())
-    left_b = [n for n in _order(ir_b) if n.name not in taken_b]
+    """One pass in B's topological order: an A node enters the index once all its inputs are matched."""
     renamed = dict(renamed)
+    known = {**matched, **renamed}                  # A path -> B path
+    taken = set(known.values())
 
     def key(n, inputs):
         if not strict:
             return (n.op, tuple(inputs))
         return (n.op, tuple(sorted(_args_text(n.args).items())), n.shape is not None and _shape(n), tuple(inputs))
-    changed = True
-    while changed and left_a and left_b:            # a rename upstream makes its consumers matchable
-        changed = False
-        known = {**matched, **renamed}
-        index: dict[tuple, list[str]] = {}
-        for n in left_a:
-            if n.name in renamed:
-                continue
-            index.setdefault(key(n, [known.get(i, "\0" + i) for i in n.inputs]), []).append(n.name)
-        for n in left_b:
-            if n.name in renamed.values():
-                continue
-            found = index.get(key(n, n.inputs))
-            if found:
-                renamed[found.pop(0)] = n.name
-                changed = True
+
+    left_a = [n for n in _order(ir_a) if n.name not in known]
+    waiting = {n.name: len(set(n.inputs) - known.keys()) for n in left_a}
+    users: dict[str, list] = {}
+    for n in left_a:
+        for i in set(n.inputs) - known.keys():
+            users.setdefault(i, []).append(n)
+    index: dict[tuple, list[str]] = {}
+
+    def ready(n) -> None:
+        index.setdefault(key(n, [known[i] for i in n.inputs]), []).append(n.name)
+
+    for n in left_a:
+        if not waiting[n.name]:
+            ready(n)
+    for b in _order(ir_b):
+        found = None if b.name in taken else index.get(key(b, b.inputs))
+        if not found:
+            continue
+        a = found.pop(0)
+        renamed[a] = known[a] = b.name
+        taken.add(b.name)
+        for user in users.get(a, []):               # a rename upstream makes its consumers matchable
+            waiting[user.name] -= 1
+            if not waiting[user.name]:
+                ready(user)
     return renamed
 
 
