@@ -300,11 +300,13 @@ def test_serve_reloads_on_save_and_keeps_what_is_open(browser, tmp_path):
         time.sleep(1.2)                                 # the page has read the first version
         spec.write_text(spec.read_text().replace("name: first", "name: second"))
         os.utime(spec, ns=(spec.stat().st_atime_ns, spec.stat().st_mtime_ns + 10**9))
+        title = "var t = document.getElementById('title'); return t && t.textContent"  # no element to go stale
         for _ in range(100):
-            if browser.find_element(By.ID, "title").text == "second":
+            if browser.execute_script(title) == "second":
                 break
             time.sleep(0.1)
-        assert browser.find_element(By.ID, "title").text == "second"
+        assert browser.execute_script(title) == "second"
+        time.sleep(0.2)
         assert node(browser, "body.2")                  # still open after the reload
     finally:
         ready.server.shutdown()

@@ -16,14 +16,18 @@ __all__ = ["view_html", "write_view", "diff_specs"]
 
 
 def view_html(spec, dims: dict | None = None, overrides: dict | None = None, serve: bool = False,
-              model_view: bool = True) -> str:
-    """The viewer page of the spec at ``spec``; a spec with errors shows them and its valid part."""
+              model_view: bool = True, version: str | None = None) -> str:
+    """The viewer page of the spec at ``spec``; a spec with errors shows them and its valid part.
+
+    ``serve``: the page asks its server for ``version`` once a second and reloads when it changes.
+    """
     from dagnet.view.model import load_tolerant, view_data
     from dagnet.view.page import model_svg, page
     ir, errors = load_tolerant(spec, overrides)
     data = view_data(ir, errors, dims, str(spec))
     data["modelSvg"] = model_svg(ir) if model_view and not errors else None
     data["serve"] = serve
+    data["version"] = version
     return page(data)
 
 

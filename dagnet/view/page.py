@@ -54,7 +54,7 @@ def embed_json(data) -> str:
 def page(data: dict) -> str:
     """The whole HTML page for ``data`` (from :func:`dagnet.view.model.view_data`)."""
     css = (ASSETS / "view.css").read_text(encoding="utf-8")
-    js = (ASSETS / "view.js").read_text(encoding="utf-8")
+    js = "\n".join((ASSETS / name).read_text(encoding="utf-8") for name in ("layout.js", "view.js"))
     return TEMPLATE.format(css=css, js=js, data=embed_json(data))
 
 

@@ -28,7 +28,7 @@ def serve(spec: Path, dims: dict, overrides: dict, port: int = 8765, open_browse
         with lock:
             version = _version(spec)
             if version != state["version"]:
-                state["html"] = view_html(spec, dims, overrides, serve=True).encode("utf-8")
+                state["html"] = view_html(spec, dims, overrides, serve=True, version=version).encode("utf-8")
                 state["version"] = version
             return state["html"]
 

@@ -1,9 +1,8 @@
 /* dagnet view: the page side. Reads the model from the JSON block, lays out only
-   the groups that are open, draws them as SVG. No library: each group is laid out
-   on its own (a layered layout: longest-path ranks, barycentre ordering, dummy
-   vertices for long edges), with the children's edges lifted by the Python side,
-   so opening a block costs the layout of that block and its ancestors only, not
-   of the whole graph. All text goes into the DOM through textContent. */
+   the groups that are open, draws them as SVG. Each group is laid out on its own
+   by dagnetLayered (layout.js), with its children's edges lifted by the Python
+   side, so opening a block costs the layout of that block and its ancestors
+   only, not of the whole graph. All text goes into the DOM through textContent. */
 (function () {
   "use strict";
   var T0 = performance.now();
@@ -55,92 +54,19 @@
   /* ---- layout of one open group (cached until it or a descendant changes) ---- */
   function layout(g) {
     if (cache.has(g)) return cache.get(g);
-    var kids = items[g].children, n = kids.length, local = new Map();
-    kids.forEach(function (c, k) { local.set(c, k); });
-    var W = [], H = [];
-    kids.forEach(function (c) {
+    var kids = items[g].children, local = new Map(), W = [], H = [], edges = [];
+    kids.forEach(function (c, k) {
+      local.set(c, k);
       var s = open(c) ? layout(c) : nodeSize(c); W.push(s.w); H.push(s.h);
     });
-    var up = [], down = [], rank = [], fwd = [];
-    for (var k = 0; k < n; k++) { up.push([]); down.push([]); }
-    (items[g].edges || []).forEach(function (e) {
-      var a = local.get(e[0]), b = local.get(e[1]);
-      if (a < b) fwd.push([a, b]);          // an edge against declaration order is drawn, not ranked
-    });
-    fwd.forEach(function (e) { up[e[1]].push(e[0]); });
-    for (k = 0; k < n; k++) {
-      var r = 0; up[k].forEach(function (p) { r = Math.max(r, rank[p] + 1); }); rank.push(r);
-    }
-    for (k = 0; k < n; k++) up[k] = [];
-    var routes = new Map(), V = n;
-    fwd.forEach(function (e) {
-      var a = e[0], b = e[1], prev = a, via = [];
-      for (var r = rank[a] + 1; r < rank[b]; r++) {
-        var d = V++; rank.push(r); W.push(DUMMY_W); H.push(0); up.push([prev]); down.push([]);
-        down[prev].push(d); via.push(d); prev = d;
-      }
-      up[b].push(prev); down[prev].push(b);
-      routes.set(kids[a] + ">" + kids[b], via);
-    });
-    var layers = [];
-    for (var v = 0; v < V; v++) { (layers[rank[v]] = layers[rank[v]] || []).push(v); }
-    for (var li = 0; li < layers.length; li++) layers[li] = layers[li] || [];
-    var ord = new Array(V);
-    layers.forEach(function (L) { L.forEach(function (v, i) { ord[v] = i; }); });
-    function sweep(L, nb) {
-      var key = L.map(function (v) {
-        var s = nb[v]; if (!s.length) return ord[v];
-        var t = 0; s.forEach(function (u) { t += ord[u]; }); return t / s.length;
-      });
-      var idx = L.map(function (v, i) { return i; });
-      idx.sort(function (a, b) { return key[a] - key[b] || a - b; });
-      var out = idx.map(function (i) { return L[i]; });
-      out.forEach(function (v, i) { ord[v] = i; });
-      return out;
-    }
-    for (var it = 0; it < 4; it++) {
-      for (li = 1; li < layers.length; li++) layers[li] = sweep(layers[li], up);
-      for (li = layers.length - 2; li >= 0; li--) layers[li] = sweep(layers[li], down);
-    }
-    var X = new Array(V);
-    layers.forEach(function (L) {
-      var x = 0; L.forEach(function (v) { X[v] = x + W[v] / 2; x += W[v] + GAP_X; });
-    });
-    function place(L, nb) {
-      var want = L.map(function (v) {
-        var s = nb[v]; if (!s.length) return X[v];
-        var t = 0; s.forEach(function (u) { t += X[u]; }); return t / s.length;
-      });
-      var m = L.length, lo = new Array(m), hi = new Array(m);
-      for (var i = 0; i < m; i++) {
-        lo[i] = i ? Math.max(want[i], lo[i - 1] + (W[L[i - 1]] + W[L[i]]) / 2 + GAP_X) : want[i];
-      }
-      for (i = m - 1; i >= 0; i--) {
-        hi[i] = i < m - 1 ? Math.min(want[i], hi[i + 1] - (W[L[i + 1]] + W[L[i]]) / 2 - GAP_X) : want[i];
-      }
-      for (i = 0; i < m; i++) X[L[i]] = (lo[i] + hi[i]) / 2;
-    }
-    for (it = 0; it < 3; it++) {
-      for (li = 1; li < layers.length; li++) place(layers[li], up);
-      for (li = layers.length - 2; li >= 0; li--) place(layers[li], down);
-    }
-    var minX = Infinity, maxX = -Infinity;
-    for (v = 0; v < V; v++) { minX = Math.min(minX, X[v] - W[v] / 2); maxX = Math.max(maxX, X[v] + W[v] / 2); }
-    if (!V) { minX = 0; maxX = 80; }
-    var top = g === 0 ? PAD : LABEL_H + PAD / 2, Y = new Array(V), y = top;
-    layers.forEach(function (L) {
-      var lh = 0; L.forEach(function (v) { lh = Math.max(lh, H[v]); });
-      L.forEach(function (v) { Y[v] = y + (lh - H[v]) / 2; });
-      y += (lh || 4) + GAP_Y;
-    });
-    var pos = new Map();
-    kids.forEach(function (c, k) { pos.set(c, {x: X[k] - W[k] / 2 - minX + PAD, y: Y[k], w: W[k], h: H[k]}); });
-    var pts = new Map();
-    routes.forEach(function (via, key) {
-      pts.set(key, via.map(function (d) { return [X[d] - minX + PAD, Y[d]]; }));
-    });
+    (items[g].edges || []).forEach(function (e) { edges.push([local.get(e[0]), local.get(e[1])]); });
+    var L = dagnetLayered(W, H, edges, {top: g === 0 ? PAD : LABEL_H + PAD / 2, pad: PAD, gapX: GAP_X,
+                                        gapY: GAP_Y, dummyW: DUMMY_W});
+    var pos = new Map(), routes = new Map();
+    kids.forEach(function (c, k) { pos.set(c, {x: L.x[k], y: L.y[k], w: W[k], h: H[k]}); });
+    L.routes.forEach(function (r) { routes.set(kids[r.a] + ">" + kids[r.b], r.via); });
     var titleW = g === 0 ? 0 : textW(items[g].title, 11) + 2 * PAD;
-    var out = {w: Math.max(maxX - minX + 2 * PAD, titleW), h: y - GAP_Y + PAD, pos: pos, routes: pts};
+    var out = {w: Math.max(L.w, titleW), h: L.h, pos: pos, routes: routes};
     cache.set(g, out);
     return out;
   }
@@ -517,7 +443,7 @@
     } catch (e) { /* nothing saved */ }
   }
   function poll() {
-    var version = null;
+    var version = D.version || null;        // the version this page was built from
     setInterval(function () {
       fetch("version", {cache: "no-store"}).then(function (r) { return r.text(); }).then(function (v) {
         if (version !== null && v !== version) {
