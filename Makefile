@@ -9,7 +9,7 @@ TORCH  ?= torch==2.13.0
 # version must be the one built for $(TORCH), so it is pinned here with it.
 TORCHVISION ?= torchvision==0.28.0
 
-.PHONY: install test test-slow test-export fuzz demo bench zoo docs gallery clean
+.PHONY: install test test-browser test-slow test-export fuzz demo bench zoo docs gallery clean
 
 install: $(VENV)/.installed
 
@@ -22,6 +22,18 @@ $(VENV)/.installed: pyproject.toml
 
 test: install
 	$(BIN)/python -m pytest -m "not slow"
+
+# `dagnet view` in a real browser: Debian's chromium + chromium-driver (installed with
+# apt when run as root), selenium from the dev extra. `make test` runs these too
+# wherever Chromium is present; elsewhere they skip.
+test-browser: install
+	@if ! command -v chromedriver >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update && apt-get install -y chromium chromium-driver; \
+	  else echo "install Chromium and its driver (apt-get install chromium chromium-driver) as root"; exit 1; fi; \
+	fi
+	$(BIN)/python -m pip show selenium >/dev/null 2>&1 || $(BIN)/python -m pip install --quiet "selenium>=4.20"
+	$(BIN)/python -m pytest tests/test_view_browser.py -v
 
 test-slow: install
 	$(BIN)/python -m pytest -m slow

@@ -315,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     from dagnet.spec.cli import add_commands as add_spec_commands
     add_spec_commands(sub)
     add_render_commands(sub)
+    from dagnet.view.cli import add_commands as add_view_commands
+    add_view_commands(sub)
 
     p = sub.add_parser("ops", help="List every op with its arguments.",
                        description="List every op with its arguments.")
