@@ -1,0 +1,196 @@
+"""The GPU run: the CUDA tests, then every GPU benchmark, each group in a process of its own.
+
+    python -m bench.gpu.run [--quick] [--tiny] [--budget SECONDS] [OUTDIR]
+
+(bench/gpu/run.sh installs the carried wheels first, then runs this.) Writes
+OUTDIR/results.json (every row, the device, each group's status and time),
+OUTDIR/results.md (the tables), OUTDIR/pytest.log, and prints the tables last.
+
+Robustness: each group runs in a child process with a timeout, so a crash, a
+hang or a CUDA error that poisons the context costs that group only; a group
+that is killed keeps the rows it had written (the child rewrites its JSON after
+every row); groups that no longer fit in the time budget are skipped, and say so.
+``DAGNET_BENCH_DEVICE=cpu`` runs it all on the CPU (``--tiny``: tiny sizes, the
+CI path of tests/test_gpu_script.py); the CUDA tests then skip.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from .common import Context, ResultsLog, bench_device, describe, markdown, run_group, write_atomic
+
+ROOT = Path(__file__).resolve().parents[2]
+BUDGET = {"full": 450.0, "quick": 165.0, "tiny": 150.0}     # seconds, under the 8 and 3 minutes asked
+
+
+def _groups():
+    from . import chain, dense, models, train
+    # name: (title, body, seconds it needs to start and at most gets, per mode (full, quick, tiny));
+    # a cap of 0: not run in that mode
+    return {
+        "chain": ("Chain CRF vs pytorch-crf and torch-struct", chain.bench, (20, 20, 5), (120, 45, 60)),
+        "dense": ("Dense CRF, 21 labels, 5 iterations", dense.bench, (20, 20, 5), (60, 25, 60)),
+        "train": ("dagnet train (fit) vs a hand-written AMP loop", train.bench, (20, 20, 5), (90, 30, 60)),
+        "models": ("Compiled specs vs library modules, eager", models.bench_eager, (30, 30, 5), (90, 40, 90)),
+        "models_compiled": ("Compiled specs vs library modules, torch.compile", models.bench_compiled,
+                            (150, 150, 5), (600, 0, 90)),
+    }
+
+
+TESTS_CAP = {"full": 180, "quick": 75, "tiny": 90}
+
+
+def run_child(name: str, mode: str, deadline: float, result: Path) -> int:
+    """Inside the child: run one group, writing its JSON as it goes."""
+    device = bench_device()
+    log = ResultsLog(result, {})
+    title, body, needs, _ = _groups()[name]
+    status = run_group(Context(device, mode, deadline, log), name, title, body, needs=0)
+    return 0 if status == "ok" else 1
+
+
+def run_tests(mode: str, out: Path, timeout: float) -> dict:
+    """pytest -m cuda over tests/test_cuda*.py; the counts, and the failures by name."""
+    entry = {"title": "CUDA tests (pytest -m cuda)", "status": "running", "rows": [], "notes": []}
+    files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_cuda*.py"))
+    started = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        xml = Path(tmp) / "pytest.xml"
+        command = [sys.executable, "-m", "pytest", "-m", "cuda", *files, "-q", "-rfEs", "-p", "no:cacheprovider",
+                   "-o", "addopts=", f"--junitxml={xml}"]
+        with open(out / "pytest.log", "w") as log:
+            try:
+                rc = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, timeout=timeout).returncode
+            except subprocess.TimeoutExpired:
+                rc = None
+        entry["seconds"] = round(time.time() - started, 1)
+        counts, failed = _junit(xml)
+    entry["rows"].append({"passed": counts["passed"], "failed": counts["failed"], "errors": counts["errors"],
+                          "skipped": counts["skipped"], "seconds": entry["seconds"]})
+    entry["notes"] += [f"failed: {name}" for name in failed[:40]]
+    if len(failed) > 40:
+        entry["notes"].append(f"... and {len(failed) - 40} more (pytest.log)")
+    if rc is None:
+        entry["status"] = f"timed out after {timeout:.0f} s"
+    elif rc == 5 or counts["passed"] + counts["failed"] + counts["errors"] == 0:
+        entry["status"] = "ok" if counts["skipped"] else f"no tests ran (pytest exit {rc})"
+        if counts["skipped"]:
+            entry["notes"].append("every CUDA test skipped (no CUDA device)")
+    else:
+        entry["status"] = "ok" if rc == 0 else "failed"
+    tail = (out / "pytest.log").read_text(errors="replace").strip().splitlines()[-1:] or [""]
+    print(f"== CUDA tests: {entry['rows'][0]} ({tail[0]})", flush=True)
+    return entry
+
+
+def _junit(xml: Path) -> tuple[dict, list[str]]:
+    counts = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0}
+    failed = []
+    if not xml.exists():
+        return counts, failed
+    for case in ET.parse(xml).getroot().iter("testcase"):
+        kinds = {child.tag for child in case}
+        name = f"{case.get('classname', '')}::{case.get('name', '')}"
+        if "failure" in kinds:
+            counts["failed"] += 1
+            failed.append(name)
+        elif "error" in kinds:
+            counts["errors"] += 1
+            failed.append(name)
+        elif "skipped" in kinds:
+            counts["skipped"] += 1
+        else:
+            counts["passed"] += 1
+    return counts, failed
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", nargs="?", default=os.environ.get("OUT") or str(ROOT / "bench" / "gpu" / "out"))
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, no torch.compile: under 3 minutes")
+    parser.add_argument("--tiny", action="store_true", help="tiny sizes (the CPU check of the script itself)")
+    parser.add_argument("--budget", type=float, help="seconds for the whole run (default by mode)")
+    parser.add_argument("--skip", action="append", default=[], metavar="GROUP",
+                        help="a group to leave out (repeatable; --skip=NAME through run.sh): tests, "
+                             "chain, dense, train, models, models_compiled")
+    parser.add_argument("--group", help=argparse.SUPPRESS)          # in a child: the one group to run
+    parser.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    mode = "tiny" if args.tiny else "quick" if args.quick else "full"
+    if args.group:
+        return run_child(args.group, mode, args.deadline, Path(args.out))
+
+    started = time.time()
+    deadline = started + (args.budget or BUDGET[mode])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = bench_device()
+    meta = {**describe(device), "mode": mode, "budget_s": round(deadline - started), "commit": _commit()}
+    data = {"meta": meta, "groups": {}}
+
+    def save():
+        data["meta"]["elapsed_s"] = round(time.time() - started, 1)
+        write_atomic(out / "results.json", json.dumps(data, indent=1, default=str) + "\n")
+        write_atomic(out / "results.md", markdown(data))
+
+    save()
+    if "tests" not in args.skip:
+        data["groups"]["tests"] = run_tests(mode, out, max(10.0, min(TESTS_CAP[mode], deadline - time.time() - 60)))
+        save()
+    index = {"full": 0, "quick": 1, "tiny": 2}[mode]
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (title, _, needs, caps) in _groups().items():
+            cap, needs, left = caps[index], needs[index], deadline - time.time()
+            if name in args.skip or not cap:
+                data["groups"][name] = {"title": title, "status": f"not run in {mode} mode" if not cap else "skipped",
+                                        "rows": [], "notes": []}
+            elif left < needs:
+                data["groups"][name] = {"title": title, "status": "skipped: time budget", "rows": [],
+                                        "notes": [f"{left:.0f} s left, needs {needs} s"]}
+            else:
+                data["groups"][name] = _child(name, title, mode, min(cap, left), Path(tmp) / f"{name}.json")
+            save()
+    save()
+    print("\n" + markdown(data), flush=True)
+    print(f"total {time.time() - started:.0f} s; results in {out}", flush=True)
+    return 0 if all(g["status"] == "ok" or g["status"].startswith(("skipped", "not run"))
+                    for g in data["groups"].values()) else 1
+
+
+def _child(name: str, title: str, mode: str, seconds: float, result: Path) -> dict:
+    """One group in a child process, killed after ``seconds``; what it wrote is kept."""
+    command = [sys.executable, "-m", "bench.gpu.run", str(result), *([f"--{mode}"] if mode != "full" else []),
+               "--group", name, "--deadline", str(time.time() + seconds - 5)]
+    started = time.time()
+    try:
+        rc = subprocess.run(command, cwd=ROOT, timeout=seconds + 5).returncode
+    except subprocess.TimeoutExpired:
+        rc = None
+    try:
+        entry = json.loads(result.read_text())["groups"][name]
+    except (OSError, ValueError, KeyError):
+        entry = {"title": title, "status": "running", "rows": [], "notes": []}
+    if entry["status"] == "running":         # the child died or was killed mid-group
+        entry["status"] = f"killed after {seconds:.0f} s" if rc is None else f"crashed (exit {rc})"
+        entry["seconds"] = round(time.time() - started, 1)
+    return entry
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+if __name__ == "__main__":
+    sys.exit(main())
