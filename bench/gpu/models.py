@@ -30,8 +30,11 @@ def _references():
 def resnet50(ctx: Context):
     copy_in_order, torchvision = _references()
     batch, size = ctx.pick((64, 224), (64, 224), (2, 32))
-    reference = torchvision().models.resnet50()
-    ours = dagnet.compile(dagnet.load(ROOT / "specs" / "resnet50.yaml"))
+    depths = ctx.pick([3, 4, 6, 3], [3, 4, 6, 3], [1, 1, 1, 1])      # tiny: one bottleneck per stage
+    models = torchvision().models
+    reference = models.resnet.ResNet(models.resnet.Bottleneck, depths)
+    ours = dagnet.compile(dagnet.load(ROOT / "specs" / "resnet50.yaml",
+                                      {f"depth{i + 1}": d for i, d in enumerate(depths)}))
     copy_in_order(reference, ours)
     x = torch.randn(batch, 3, size, size, device=ctx.device)
     return ours, reference, (lambda m: m(x)), (lambda m: m(x)), f"batch {batch}, {size}x{size}"

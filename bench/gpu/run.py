@@ -48,13 +48,13 @@ def _groups():
 TESTS_CAP = {"full": 180, "quick": 75, "tiny": 90}
 
 
-def run_child(name: str, mode: str, deadline: float, result: Path) -> int:
-    """Inside the child: run one group, writing its JSON as it goes."""
+def run_child(names: list[str], mode: str, deadline: float, result: Path) -> int:
+    """Inside the child: run its groups one after the other, writing the JSON as it goes."""
     device = bench_device()
     log = ResultsLog(result, {})
-    title, body, needs, _ = _groups()[name]
-    status = run_group(Context(device, mode, deadline, log), name, title, body, needs=0)
-    return 0 if status == "ok" else 1
+    statuses = [run_group(Context(device, mode, deadline, log), name, *_groups()[name][:2], needs=0)
+                for name in names]
+    return 0 if all(s == "ok" for s in statuses) else 1
 
 
 def run_tests(mode: str, out: Path, timeout: float) -> dict:
@@ -126,7 +126,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
     if args.group:
-        return run_child(args.group, mode, args.deadline, Path(args.out))
+        return run_child(args.group.split(","), mode, args.deadline, Path(args.out))
 
     started = time.time()
     deadline = started + (args.budget or BUDGET[mode])
@@ -146,6 +146,7 @@ def main(argv=None) -> int:
         data["groups"]["tests"] = run_tests(mode, out, max(10.0, min(TESTS_CAP[mode], deadline - time.time() - 60)))
         save()
     index = {"full": 0, "quick": 1, "tiny": 2}[mode]
+    batch = []                      # tiny mode: the groups share one child (process starts dominate there)
     with tempfile.TemporaryDirectory() as tmp:
         for name, (title, _, needs, caps) in _groups().items():
             cap, needs, left = caps[index], needs[index], deadline - time.time()
@@ -155,9 +156,14 @@ def main(argv=None) -> int:
             elif left < needs:
                 data["groups"][name] = {"title": title, "status": "skipped: time budget", "rows": [],
                                         "notes": [f"{left:.0f} s left, needs {needs} s"]}
+            elif mode == "tiny":
+                batch.append(name)
+                continue
             else:
-                data["groups"][name] = _child(name, title, mode, min(cap, left), Path(tmp) / f"{name}.json")
+                data["groups"].update(_child([name], mode, min(cap, left), Path(tmp) / f"{name}.json"))
             save()
+        if batch:
+            data["groups"].update(_child(batch, mode, deadline - time.time(), Path(tmp) / "groups.json"))
     save()
     print("\n" + markdown(data), flush=True)
     print(f"total {time.time() - started:.0f} s; results in {out}", flush=True)
@@ -165,23 +171,27 @@ def main(argv=None) -> int:
                     for g in data["groups"].values()) else 1
 
 
-def _child(name: str, title: str, mode: str, seconds: float, result: Path) -> dict:
-    """One group in a child process, killed after ``seconds``; what it wrote is kept."""
+def _child(names: list[str], mode: str, seconds: float, result: Path) -> dict:
+    """Groups in a child process, killed after ``seconds``; what it wrote is kept."""
     command = [sys.executable, "-m", "bench.gpu.run", str(result), *([f"--{mode}"] if mode != "full" else []),
-               "--group", name, "--deadline", str(time.time() + seconds - 5)]
+               "--group", ",".join(names), "--deadline", str(time.time() + seconds - 5)]
     started = time.time()
     try:
         rc = subprocess.run(command, cwd=ROOT, timeout=seconds + 5).returncode
     except subprocess.TimeoutExpired:
         rc = None
     try:
-        entry = json.loads(result.read_text())["groups"][name]
+        written = json.loads(result.read_text())["groups"]
     except (OSError, ValueError, KeyError):
-        entry = {"title": title, "status": "running", "rows": [], "notes": []}
-    if entry["status"] == "running":         # the child died or was killed mid-group
-        entry["status"] = f"killed after {seconds:.0f} s" if rc is None else f"crashed (exit {rc})"
-        entry["seconds"] = round(time.time() - started, 1)
-    return entry
+        written = {}
+    entries = {}
+    for name in names:
+        entry = written.get(name) or {"title": _groups()[name][0], "status": "running", "rows": [], "notes": []}
+        if entry["status"] == "running":         # the child died or was killed before or in this group
+            entry["status"] = f"killed after {seconds:.0f} s" if rc is None else f"crashed (exit {rc})"
+            entry.setdefault("seconds", round(time.time() - started, 1))
+        entries[name] = entry
+    return entries
 
 
 def _commit() -> str:
