@@ -101,3 +101,22 @@ def test_a_child_that_dies_is_recorded_as_crashed(tmp_path, monkeypatch):
     entries = gpu_run._child(["chain", "dense"], "tiny", 60, tmp_path / "c.json")
     assert {e["status"] for e in entries.values()} == {"crashed (exit 1)"}
     assert entries["chain"]["rows"] == [] and entries["chain"]["title"].startswith("Chain CRF")
+
+
+def test_the_report_fills_the_gpu_section_and_keeps_the_rest(tiny_run, tmp_path):
+    from bench.gpu import report
+    _, out = tiny_run
+    data = json.loads((out / "results.json").read_text())
+    assert report.main([str(out / "results.json"), "--docs", str(tmp_path / "b.md")]) == 1  # CPU numbers: refused
+    data["meta"].update(device="cuda", name="NVIDIA H200", memory_gib=139.8, capability="9.0")
+    (tmp_path / "r.json").write_text(json.dumps(data))
+    docs = tmp_path / "benchmarks.md"
+    docs.write_text((ROOT / "docs" / "benchmarks.md").read_text())
+    assert "No GPU numbers exist yet" in docs.read_text()
+    before = docs.read_text().split(report.BEGIN)[0]
+    for _ in range(2):                                   # idempotent: the section is replaced, not added
+        assert report.main([str(tmp_path / "r.json"), "--docs", str(docs)]) == 0
+    text = docs.read_text()
+    assert text.startswith(before) and text.count(report.BEGIN) == 1
+    assert "No GPU numbers exist yet" not in text and "on NVIDIA H200 (139.8 GiB" in text
+    assert "#### Chain CRF vs pytorch-crf and torch-struct" in text and "| 4, 12, 3 | decode | dagnet |" in text

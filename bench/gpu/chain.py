@@ -151,22 +151,32 @@ def bench(ctx: Context) -> None:
             break
         p = problem(B, T, K, ctx.device)
         for op, runs in jobs(p).items():
-            ref = runs["dagnet"]()
-            ref = ref.clone() if isinstance(ref, torch.Tensor) else ref
-            agree = {}
-            for name, run in list(runs.items()):
-                try:
-                    out = run()
-                    agree[name] = agreement(op, out, ref, p["mask"])
-                except torch.cuda.OutOfMemoryError:
-                    ctx.note(f"({B}, {T}, {K}) {op}: {name} ran out of device memory")
-                    del runs[name]
-                    torch.cuda.empty_cache()
-            ms = compare(runs, ctx.device, repeats, seconds)
-            for name, t in ms.items():
-                row = {"B, T, K": f"{B}, {T}, {K}", "op": op, "implementation": name, "ms": t,
-                       "dagnet speedup": t / ms["dagnet"], "agreement": agree[name]}
-                if name in GOALS:
-                    row["goal"] = f">= {GOALS[name]:g}x: {'met' if t / ms['dagnet'] >= GOALS[name] else 'missed'}"
-                ctx.row(**row)
+            try:
+                measure(ctx, (B, T, K), op, runs, p["mask"], repeats, seconds)
+            except torch.cuda.OutOfMemoryError as error:     # the next shape and op still run
+                ctx.note(f"({B}, {T}, {K}) {op}: out of device memory while timing: {str(error).splitlines()[0]}")
+                torch.cuda.empty_cache()
         del p
+
+
+def measure(ctx: Context, shape, op: str, runs: dict, mask, repeats: int, seconds: float) -> None:
+    """Check every implementation against dagnet, then time them; one row each."""
+    B, T, K = shape
+    ref = runs["dagnet"]()
+    ref = ref.clone() if isinstance(ref, torch.Tensor) else ref
+    agree = {}
+    for name, run in list(runs.items()):
+        try:
+            out = run()
+            agree[name] = agreement(op, out, ref, mask)
+        except torch.cuda.OutOfMemoryError:
+            ctx.note(f"({B}, {T}, {K}) {op}: {name} ran out of device memory")
+            del runs[name]
+            torch.cuda.empty_cache()
+    ms = compare(runs, ctx.device, repeats, seconds)
+    for name, t in ms.items():
+        row = {"B, T, K": f"{B}, {T}, {K}", "op": op, "implementation": name, "ms": t,
+               "dagnet speedup": t / ms["dagnet"], "agreement": agree[name]}
+        if name in GOALS:
+            row["goal"] = f">= {GOALS[name]:g}x: {'met' if t / ms['dagnet'] >= GOALS[name] else 'missed'}"
+        ctx.row(**row)
