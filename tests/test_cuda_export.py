@@ -5,6 +5,7 @@ import copy
 
 import pytest
 import torch
+import torch.export.passes
 
 import dagnet
 from dagnet.export import export
@@ -27,7 +28,8 @@ def model_and_inputs(name: str):
 def load(path, suffix: str):
     if suffix == ".pt":
         return torch.jit.load(str(path), map_location=DEVICE)
-    return torch.export.load(str(path)).module().to(DEVICE)
+    # torch.export's own way to move a program: parameters, buffers and the devices in its graph
+    return torch.export.passes.move_to_device_pass(torch.export.load(str(path)), DEVICE).module()
 
 
 @pytest.mark.parametrize("suffix", [".pt", ".pt2"])

@@ -4,6 +4,7 @@ exact resume, and exports of a model trained there (marked `cuda`; skip without 
 no bf16 LSTM). Data-parallel training needs a GPU per process: with one GPU it is skipped.
 """
 import json
+import os
 
 import pytest
 import torch
@@ -14,6 +15,9 @@ from test_cuda_ops import DEVICE, needs_device
 from tests.conftest import SPECS
 
 pytestmark = pytest.mark.cuda
+# cuBLAS sizes its workspaces once, at the first matrix product of the process: ask for the
+# deterministic size before any test runs one (`deterministic: true` sets it too late for that)
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 RESNET = [str(SPECS / "resnet_digits.yaml"), "--set", "width=8", "-o", "batch_size=128", "-o", "schedule.name=none"]
 
 
