@@ -4,7 +4,8 @@
 
 (bench/gpu/run.sh installs the carried wheels first, then runs this.) Writes
 OUTDIR/results.json (every row, the device, each group's status and time),
-OUTDIR/results.md (the tables), OUTDIR/pytest.log, and prints the tables last.
+OUTDIR/results.md (the tables), OUTDIR/pytest.log, and prints the tables last;
+while a group runs, its rows so far are in OUTDIR/partial.json (and in the log).
 
 Robustness: each group runs in a child process with a timeout, so a crash, a
 hang or a CUDA error that poisons the context costs that group only; a group
@@ -135,23 +136,23 @@ def main(argv=None) -> int:
         save()
     index = {"full": 0, "quick": 1, "tiny": 2}[mode]
     batch = []                      # tiny mode: the groups share one child (process starts dominate there)
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, (title, _, needs, caps) in _groups().items():
-            cap, needs, left = caps[index], needs[index], deadline - time.time()
-            if name in args.skip or not cap:
-                data["groups"][name] = {"title": title, "status": f"not run in {mode} mode" if not cap else "skipped",
-                                        "rows": [], "notes": []}
-            elif left < needs:
-                data["groups"][name] = {"title": title, "status": "skipped: time budget", "rows": [],
-                                        "notes": [f"{left:.0f} s left, needs {needs} s"]}
-            elif mode == "tiny":
-                batch.append(name)
-                continue
-            else:
-                data["groups"].update(_child([name], mode, min(cap, left), Path(tmp) / f"{name}.json"))
-            save()
-        if batch:
-            data["groups"].update(_child(batch, mode, deadline - time.time(), Path(tmp) / "groups.json"))
+    for name, (title, _, needs, caps) in _groups().items():
+        cap, needs, left = caps[index], needs[index], deadline - time.time()
+        if name in args.skip or not cap:
+            data["groups"][name] = {"title": title, "status": f"not run in {mode} mode" if not cap else "skipped",
+                                    "rows": [], "notes": []}
+        elif left < needs:
+            data["groups"][name] = {"title": title, "status": "skipped: time budget", "rows": [],
+                                    "notes": [f"{left:.0f} s left, needs {needs} s"]}
+        elif mode == "tiny":
+            batch.append(name)
+            continue
+        else:
+            data["groups"].update(_child([name], mode, min(cap, left), out / "partial.json"))
+        save()
+    if batch:
+        data["groups"].update(_child(batch, mode, deadline - time.time(), out / "partial.json"))
+    data["groups"] = {k: data["groups"][k] for k in ["tests", *_groups()] if k in data["groups"]}
     save()
     print("\n" + markdown(data), flush=True)
     print(f"total {time.time() - started:.0f} s; results in {out}", flush=True)
@@ -172,6 +173,7 @@ def _child(names: list[str], mode: str, seconds: float, result: Path) -> dict:
         written = json.loads(result.read_text())["groups"]
     except (OSError, ValueError, KeyError):
         written = {}
+    result.unlink(missing_ok=True)           # merged into results.json below
     entries = {}
     for name in names:
         entry = written.get(name) or {"title": _groups()[name][0], "status": "running", "rows": [], "notes": []}
