@@ -57,7 +57,7 @@ def run_child(names: list[str], mode: str, deadline: float, result: Path) -> int
     return 0 if all(s == "ok" for s in statuses) else 1
 
 
-def run_tests(mode: str, out: Path, timeout: float) -> dict:
+def run_tests(mode: str, out: Path, timeout: float, device) -> dict:
     """pytest -m cuda over tests/test_cuda*.py (quick: the ops and fields only); the counts
     and the failures by name, read from a log written test by test (bench/gpu/pytest_log.py),
     so a run cut off at its time limit still reports what it did."""
@@ -65,16 +65,20 @@ def run_tests(mode: str, out: Path, timeout: float) -> dict:
     files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_cuda*.py"))
     if mode == "quick":
         files = [f for f in files if f.endswith(("test_cuda_ops.py", "test_cuda_fields.py"))]
+    env = {**os.environ}
+    if device.type == "cpu":             # the CPU run (CI): the CUDA tests skip, even where a GPU is
+        env["CUDA_VISIBLE_DEVICES"] = ""
     started = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         progress = Path(tmp) / "tests.jsonl"
+        env["DAGNET_PYTEST_LOG"] = str(progress)
         progress.touch()
         command = [sys.executable, "-m", "pytest", "-m", "cuda", *files, "-q", "-rfEs", "-p", "no:cacheprovider",
                    "-p", "bench.gpu.pytest_log", "-o", "addopts="]
         with open(out / "pytest.log", "w") as log:
             try:
                 rc = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, timeout=timeout,
-                                    env={**os.environ, "DAGNET_PYTEST_LOG": str(progress)}).returncode
+                                    env=env).returncode
             except subprocess.TimeoutExpired:
                 rc = None
         results = [json.loads(line) for line in progress.read_text().splitlines() if line.strip()]
@@ -132,7 +136,8 @@ def main(argv=None) -> int:
 
     save()
     if "tests" not in args.skip:
-        data["groups"]["tests"] = run_tests(mode, out, max(10.0, min(TESTS_CAP[mode], deadline - time.time() - 60)))
+        limit = max(10.0, min(TESTS_CAP[mode], deadline - time.time() - 60))
+        data["groups"]["tests"] = run_tests(mode, out, limit, device)
         save()
     index = {"full": 0, "quick": 1, "tiny": 2}[mode]
     batch = []                      # tiny mode: the groups share one child (process starts dominate there)
