@@ -129,7 +129,7 @@ def bench_eager(ctx: Context) -> None:
 def bench_compiled(ctx: Context) -> None:
     # tiny (the CPU check of the script): one small model, traced by dynamo without inductor's codegen
     for name in (["vit_b_16"] if ctx.tiny else MODELS):
-        _guarded(ctx, name, True, needs=ctx.pick(150, 150, 5))
+        _guarded(ctx, name, True, needs=ctx.pick(80, 80, 5))
 
 
 def _guarded(ctx: Context, name: str, compiled: bool, needs: float) -> None:

@@ -41,7 +41,7 @@ def _groups():
         "train": ("dagnet train (fit) vs a hand-written AMP loop", train.bench, (20, 15, 5), (90, 25, 60)),
         "models": ("Compiled specs vs library modules, eager", models.bench_eager, (30, 20, 5), (90, 30, 90)),
         "models_compiled": ("Compiled specs vs library modules, torch.compile", models.bench_compiled,
-                            (150, 150, 5), (600, 0, 90)),
+                            (90, 90, 5), (600, 0, 90)),
     }
 
 
