@@ -3,7 +3,8 @@ pytorch-crf and torch-struct (each column only where the package imports).
 
 dagnet runs three ways: ``auto`` (what a user gets), and the linear and the
 parallel (log-depth) scans forced, which says where ``auto``'s rule, tuned on
-CPUs, should put the switch on a GPU. Inputs as in bench/bench_chain_crf.py:
+CPUs, should put the switch on a GPU. Where Triton runs, the nll also has the
+column of bench/gpu/triton_chain.py's one-kernel forward scan (a prototype). Inputs as in bench/bench_chain_crf.py:
 scores 3 * N(0, 1), ragged lengths (at least T/2, the first full). Every
 implementation is checked against dagnet before it is timed; the agreement is
 a column of the table (a peer that disagrees is still timed, and says so).
@@ -16,6 +17,7 @@ import torch
 
 from dagnet.fields.chain import ChainCRF
 
+from . import triton_chain
 from .common import Context, compare, relative_error
 
 try:
@@ -118,6 +120,14 @@ def jobs(p: dict) -> dict:
             with torch.no_grad():
                 return torch_struct.LinearChainCRF(struct_potentials(crf, e, lengths), lengths).argmax
         nll["torch-struct"], decode["torch-struct"] = nll_struct, decode_struct
+    if triton_chain.available(e.device):
+        crf = p["crfs"]["dagnet"]
+
+        def nll_triton():
+            e.grad = None
+            triton_chain.nll(e, tags, crf.start, crf.end, crf.transitions, mask).backward()
+            return e.grad
+        nll["triton scan (prototype)"] = nll_triton
     return {"nll fwd+bwd": nll, "decode": decode}
 
 
