@@ -31,7 +31,7 @@ def test_the_tiny_quick_run_on_the_cpu_measures_every_group(tiny_run):
     data = json.loads((out / "results.json").read_text())
     groups = data["groups"]
     assert data["meta"]["device"] == "cpu" and data["meta"]["mode"] == "tiny"
-    assert list(groups) == ["tests", "chain", "dense", "train", "models", "models_compiled"]
+    assert list(groups) == ["tests", "chain", "chain_triton", "dense", "train", "models", "models_compiled"]
     assert {name: g["status"] for name, g in groups.items()} == dict.fromkeys(groups, "ok"), groups
 
     tests = groups["tests"]["rows"][0]        # every CUDA test collected, and skipped: the run is on the CPU

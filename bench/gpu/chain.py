@@ -3,8 +3,8 @@ pytorch-crf and torch-struct (each column only where the package imports).
 
 dagnet runs three ways: ``auto`` (what a user gets), and the linear and the
 parallel (log-depth) scans forced, which says where ``auto``'s rule, tuned on
-CPUs, should put the switch on a GPU. Where Triton runs, the nll also has the
-column of bench/gpu/triton_chain.py's one-kernel forward scan (a prototype). Inputs as in bench/bench_chain_crf.py:
+CPUs, should put the switch on a GPU. ``bench_triton`` (a group of its own) times
+the nll of bench/gpu/triton_chain.py's one-kernel forward scan (a prototype) against dagnet's. Inputs as in bench/bench_chain_crf.py:
 scores 3 * N(0, 1), ragged lengths (at least T/2, the first full). Every
 implementation is checked against dagnet before it is timed; the agreement is
 a column of the table (a peer that disagrees is still timed, and says so).
@@ -80,8 +80,10 @@ def struct_tags(edges, mask):
     return torch.cat([first, rest], 1).masked_fill(~mask, -1)
 
 
-def jobs(p: dict) -> dict:
-    """{op: {implementation: run}}; each run returns what is compared (gradient or tags)."""
+def jobs(p: dict, triton: bool = False) -> dict:
+    """{op: {implementation: run}}; each run returns what is compared (gradient or tags).
+    ``triton``: dagnet against the Triton prototype only (its own group: a kernel fault that
+    poisons the CUDA context then costs that group alone)."""
     e, tags, mask, lengths = p["emissions"], p["tags"], p["mask"], p["lengths"]
     nll, decode = {}, {}
     for name, crf in p["crfs"].items():
@@ -120,14 +122,14 @@ def jobs(p: dict) -> dict:
             with torch.no_grad():
                 return torch_struct.LinearChainCRF(struct_potentials(crf, e, lengths), lengths).argmax
         nll["torch-struct"], decode["torch-struct"] = nll_struct, decode_struct
-    if triton_chain.available(e.device):
+    if triton:
         crf = p["crfs"]["dagnet"]
 
         def nll_triton():
             e.grad = None
             triton_chain.nll(e, tags, crf.start, crf.end, crf.transitions, mask).backward()
             return e.grad
-        nll["triton scan (prototype)"] = nll_triton
+        return {"nll fwd+bwd": {"dagnet": nll["dagnet"], "triton scan (prototype)": nll_triton}}
     return {"nll fwd+bwd": nll, "decode": decode}
 
 
@@ -149,10 +151,18 @@ def agreement(op: str, out, ref, mask) -> str:
     return f"grad rel err {relative_error(out, ref):.1e}"
 
 
-def bench(ctx: Context) -> None:
-    if torchcrf is None:
+def bench_triton(ctx: Context) -> None:
+    """dagnet's nll against bench/gpu/triton_chain.py's one-kernel scan, at the same shapes."""
+    if not triton_chain.available(ctx.device):
+        ctx.note("Triton is not installed or cannot run on this device: nothing to time")
+        return
+    bench(ctx, triton=True)
+
+
+def bench(ctx: Context, triton: bool = False) -> None:
+    if not triton and torchcrf is None:
         ctx.note("pytorch-crf is not installed: its column is missing")
-    if torch_struct is None:
+    if not triton and torch_struct is None:
         ctx.note("torch-struct is not installed: its column is missing")
     repeats, seconds = ctx.pick((15, 12.0), (5, 3.0), (3, 1.0))
     for B, T, K in shapes(ctx):
@@ -160,7 +170,7 @@ def bench(ctx: Context) -> None:
             ctx.note(f"({B}, {T}, {K}) and later shapes skipped: time budget")
             break
         p = problem(B, T, K, ctx.device)
-        for op, runs in jobs(p).items():
+        for op, runs in jobs(p, triton).items():
             try:
                 measure(ctx, (B, T, K), op, runs, p["mask"], repeats, seconds)
             except Exception as error:           # noqa: BLE001 -- the next shape and op still run

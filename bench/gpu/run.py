@@ -37,6 +37,8 @@ def _groups():
     # a cap of 0: not run in that mode
     return {
         "chain": ("Chain CRF vs pytorch-crf and torch-struct", chain.bench, (20, 15, 5), (120, 30, 60)),
+        "chain_triton": ("Chain CRF nll: dagnet vs a one-kernel Triton scan (prototype)", chain.bench_triton,
+                         (20, 15, 5), (40, 0, 30)),
         "dense": ("Dense CRF, 21 labels, 5 iterations", dense.bench, (20, 15, 5), (60, 20, 60)),
         "train": ("dagnet train (fit) vs a hand-written AMP loop", train.bench, (20, 15, 5), (90, 25, 60)),
         "models": ("Compiled specs vs library modules, eager", models.bench_eager, (30, 20, 5), (90, 30, 90)),
@@ -113,7 +115,7 @@ def main(argv=None) -> int:
     parser.add_argument("--budget", type=float, help="seconds for the whole run (default by mode)")
     parser.add_argument("--skip", action="append", default=[], metavar="GROUP",
                         help="a group to leave out (repeatable; --skip=NAME through run.sh): tests, "
-                             "chain, dense, train, models, models_compiled")
+                             "chain, chain_triton, dense, train, models, models_compiled")
     parser.add_argument("--group", help=argparse.SUPPRESS)          # in a child: the one group to run
     parser.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
