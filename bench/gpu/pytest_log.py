@@ -12,6 +12,10 @@ def pytest_runtest_logreport(report):
     if report.when == "call" or (report.when == "setup" and report.outcome != "passed") or \
             (report.when == "teardown" and report.outcome == "failed"):
         outcome = report.outcome if report.when == "call" or report.outcome == "skipped" else "error"
+        entry = {"test": report.nodeid, "outcome": outcome, "seconds": round(report.duration, 3)}
+        if outcome in ("failed", "error"):     # what went wrong: the traceback's first error lines
+            lines = [line for line in report.longreprtext.splitlines() if line.strip()]
+            errors = [line[1:].strip() for line in lines if line.startswith("E ")]
+            entry["message"] = " / ".join(errors[:3] or lines[-1:])[:300]
         with open(path, "a") as f:
-            f.write(json.dumps({"test": report.nodeid, "outcome": outcome,
-                                "seconds": round(report.duration, 3)}) + "\n")
+            f.write(json.dumps(entry) + "\n")

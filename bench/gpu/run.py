@@ -86,7 +86,7 @@ def run_tests(mode: str, out: Path, timeout: float, device) -> dict:
         results = [json.loads(line) for line in progress.read_text().splitlines() if line.strip()]
     entry["seconds"] = round(time.time() - started, 1)
     counts = {kind: sum(r["outcome"] == kind for r in results) for kind in ("passed", "failed", "error", "skipped")}
-    failed = [r["test"] for r in results if r["outcome"] in ("failed", "error")]
+    failed = [f"{r['test']}: {r.get('message', '')}" for r in results if r["outcome"] in ("failed", "error")]
     entry["rows"].append({"files": len(files), **counts, "seconds": entry["seconds"]})
     entry["notes"] += [f"failed: {name}" for name in failed[:40]]
     if len(failed) > 40:
@@ -101,6 +101,8 @@ def run_tests(mode: str, out: Path, timeout: float, device) -> dict:
         entry["status"] = "ok" if counts["skipped"] else f"no tests ran (pytest exit {rc})"
         if counts["skipped"]:
             entry["notes"].append("every CUDA test skipped (no CUDA device)")
+        else:                                # a collection error, say: its last lines
+            entry["notes"] += (out / "pytest.log").read_text(errors="replace").strip().splitlines()[-5:]
     else:
         entry["status"] = "ok" if rc == 0 else "failed"
     print(f"== CUDA tests: {entry['status']}, {entry['rows'][0]}", flush=True)
