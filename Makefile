@@ -58,7 +58,8 @@ docs: install
 # carried there in bench/gpu/wheels (git-ignored) and installed into a temporary folder by the script
 gpu-wheels:
 	mkdir -p bench/gpu/wheels
-	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: -d bench/gpu/wheels lark pytorch-crf==0.7.2 torch-struct
+	$(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) -m pip download --quiet --no-deps --only-binary=:all: \
+		-d bench/gpu/wheels lark pytorch-crf==0.7.2 torch-struct
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
