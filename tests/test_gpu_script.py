@@ -31,12 +31,14 @@ def test_the_tiny_quick_run_on_the_cpu_measures_every_group(tiny_run):
     data = json.loads((out / "results.json").read_text())
     groups = data["groups"]
     assert data["meta"]["device"] == "cpu" and data["meta"]["mode"] == "tiny"
-    assert list(groups) == ["tests", "chain", "chain_triton", "dense", "train", "models", "models_compiled"]
+    assert list(groups) == ["tests", "ceilings", "chain", "chain_triton", "dense", "train", "models",
+                            "models_compiled"]
     assert {name: g["status"] for name, g in groups.items()} == dict.fromkeys(groups, "ok"), groups
 
     tests = groups["tests"]["rows"][0]        # every CUDA test collected, and skipped: the run is on the CPU
     assert tests["skipped"] > 100 and tests["passed"] == tests["failed"] == tests["error"] == 0
 
+    assert [r["what"] for r in groups["ceilings"]["rows"]] == ["device-to-device copy", "float32 matmul"]
     chain = groups["chain"]["rows"]
     assert {r["implementation"] for r in chain} >= {"dagnet", "dagnet linear", "dagnet parallel", "pytorch-crf"}
     assert {r["op"] for r in chain} == {"nll fwd+bwd", "decode"}

@@ -32,10 +32,12 @@ BUDGET = {"full": 450.0, "quick": 160.0, "tiny": 150.0}     # seconds, under the
 
 
 def _groups():
-    from . import chain, dense, models, train
+    from . import ceilings, chain, dense, models, train
     # name: (title, body, seconds it needs to start and at most gets, per mode (full, quick, tiny));
     # a cap of 0: not run in that mode
     return {
+        "ceilings": ("Device ceilings: copy bandwidth and matrix-product rate", ceilings.bench,
+                     (10, 10, 2), (20, 15, 20)),
         "chain": ("Chain CRF vs pytorch-crf and torch-struct", chain.bench, (20, 15, 5), (120, 30, 60)),
         "chain_triton": ("Chain CRF nll: dagnet vs a one-kernel Triton scan (prototype)", chain.bench_triton,
                          (20, 15, 5), (40, 0, 30)),
@@ -117,7 +119,7 @@ def main(argv=None) -> int:
     parser.add_argument("--budget", type=float, help="seconds for the whole run (default by mode)")
     parser.add_argument("--skip", action="append", default=[], metavar="GROUP",
                         help="a group to leave out (repeatable; --skip=NAME through run.sh): tests, "
-                             "chain, chain_triton, dense, train, models, models_compiled")
+                             "ceilings, chain, chain_triton, dense, train, models, models_compiled")
     parser.add_argument("--group", help=argparse.SUPPRESS)          # in a child: the one group to run
     parser.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
