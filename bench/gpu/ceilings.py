@@ -19,4 +19,4 @@ def bench(ctx: Context) -> None:
     ctx.row(what="device-to-device copy", size=f"{gib:g} GiB", ms=ms["copy"],
             rate=f"{2 * src.numel() * 4 / ms['copy'] / 1e6:.0f} GB/s")
     ctx.row(what=f"{str(dtype).split('.')[-1]} matmul", size=f"{n}^3", ms=ms["matmul"],
-            rate=f"{2 * n ** 3 / ms['matmul'] / 1e9:.1f} TFLOP/s")
+            rate=f"{2 * n ** 3 / ms['matmul'] / 1e9:.3g} TFLOP/s")

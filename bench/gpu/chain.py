@@ -202,7 +202,7 @@ def measure(ctx: Context, shape, op: str, runs: dict, mask, repeats: int, second
     ms = compare(runs, ctx.device, repeats, seconds)
     for name, t in ms.items():
         row = {"B, T, K": f"{B}, {T}, {K}", "op": op, "implementation": name, "ms": t,
-               "dagnet speedup": t / ms["dagnet"], "agreement": agree[name]}
+               "dagnet (auto) speedup": t / ms["dagnet"], "agreement": agree[name]}
         if name in GOALS:
             row["goal"] = f">= {GOALS[name]:g}x: {'met' if t / ms['dagnet'] >= GOALS[name] else 'missed'}"
         ctx.row(**row)
