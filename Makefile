@@ -9,7 +9,7 @@ TORCH  ?= torch==2.13.0
 # version must be the one built for $(TORCH), so it is pinned here with it.
 TORCHVISION ?= torchvision==0.28.0
 
-.PHONY: install test test-browser test-slow test-export fuzz demo bench zoo docs gallery clean
+.PHONY: install test test-browser test-slow test-export fuzz demo bench zoo docs gallery clean gpu-wheels
 
 install: $(VENV)/.installed
 
@@ -65,6 +65,13 @@ gallery: install
 
 docs: install
 	$(BIN)/python -m dagnet.docs > /dev/null
+
+# the pure-Python packages bench/gpu/run.sh needs on a GPU machine that cannot reach a registry:
+# carried there in bench/gpu/wheels (git-ignored) and installed into a temporary folder by the script
+gpu-wheels:
+	mkdir -p bench/gpu/wheels
+	$(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) -m pip download --quiet --no-deps --only-binary=:all: \
+		-d bench/gpu/wheels lark pytorch-crf==0.7.2 torch-struct
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

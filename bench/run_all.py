@@ -74,7 +74,11 @@ def main() -> None:
             body = f"```text\n{body}\n```"
         print(body, flush=True)
         sections.append(f"## {title}\n\n`python {' '.join(command)}` ({time.time() - start:.0f} s)\n\n{body}\n")
-    (ROOT / "docs" / "benchmarks.md").write_text("\n".join(sections))
+    page = ROOT / "docs" / "benchmarks.md"
+    gpu = re.search(r"<!-- gpu:begin -->.*?<!-- gpu:end -->", page.read_text() if page.exists() else "", re.S)
+    if gpu:                      # the GPU section comes from a GPU run (bench/gpu/report.py): keep it
+        sections.append(gpu.group(0) + "\n")
+    page.write_text("\n".join(sections))
 
 
 if __name__ == "__main__":
