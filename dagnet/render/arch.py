@@ -45,6 +45,8 @@ class Options:
     params: bool = True
     dims: dict | None = None
     legend: bool = True
+    wrap: bool = False          # narrow boxes: the title broken at its commas, one detail per line
+    names: bool = False         # --labels names: the spec's own identifiers as titles
 
 
 def group_tree(ir: IR) -> Group:
@@ -232,7 +234,7 @@ class ArchBuilder:
         shape = shape_line(last.shape, self.opt.dims) if self.opt.shapes else None
         count = sum(self.params(n) for n in items) if self.opt.params else 0
         params = params_line(count)
-        wide = self.opt.rankdir in ("TB", "BT")
+        wide = self.opt.rankdir in ("TB", "BT") and not self.opt.wrap
         out = [title] if title else []
         if sub:
             parts = [sub] if wide else split_title(sub)

@@ -9,6 +9,7 @@ estimate is short (it counts a non-ASCII character such as × as a space).
 from __future__ import annotations
 
 import html
+import math
 
 from dagnet.render.drawing import FCluster, Figure, FNode
 from dagnet.render.labels import Line
@@ -30,8 +31,11 @@ def fmt(x: float) -> str:
 
 
 class DotWriter:
-    def __init__(self, fig: Figure, theme: Theme, rankdir: str = "TB", text_scale: float = 1.0):
+    def __init__(self, fig: Figure, theme: Theme, rankdir: str = "TB", text_scale: float = 1.0,
+                 legend_columns: int | None = None, fontname: str | None = None):
         self.fig = fig
+        self.legend_columns = legend_columns
+        self.fontname = fontname or theme.font     # system Graphviz: the bundled face's own name
         self.theme = theme
         self.rankdir = rankdir
         self.text_scale = text_scale        # > 1 leaves room for LaTeX's wider fonts (.tex)
@@ -118,11 +122,11 @@ class DotWriter:
     def legend_label(self) -> str:
         """The legend as an HTML table: a swatch drawn as the family is, and its words."""
         t = self.theme
-        cols = 2 if self.rankdir in ("TB", "BT") else 4
+        cols = self.legend_columns or (2 if self.rankdir in ("TB", "BT") else 4)
         cells = []
         for key, words in self.fig.legend:
             width = text_width(words, t.font, t.detail_size) * self.text_scale + 2
-            cells.append(self.swatch(key) + f'<TD ALIGN="LEFT" WIDTH="{width:.0f}">'
+            cells.append(self.swatch(key) + '<TD WIDTH="3"></TD>' + f'<TD ALIGN="LEFT" WIDTH="{math.ceil(width)}">'
                          f'<FONT POINT-SIZE="{fmt(t.detail_size)}">{html.escape(words, quote=False)}</FONT></TD>')
         rows = ["<TR>" + "".join(cells[i:i + cols]) + "</TR>" for i in range(0, len(cells), cols)]
         return ('<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="1" CELLPADDING="1">'
@@ -147,11 +151,11 @@ class DotWriter:
     def write(self) -> str:
         t = self.theme
         fig = self.fig
-        graph = {"rankdir": self.rankdir, "fontname": t.font, "fontsize": fmt(t.detail_size),
+        graph = {"rankdir": self.rankdir, "fontname": self.fontname, "fontsize": fmt(t.detail_size),
                  "nodesep": fmt(t.nodesep), "ranksep": fmt(t.ranksep), "newrank": "true",
                  "outputorder": "edgesfirst", "pad": "0.04", "bgcolor": "white"}
         if fig.pinned:
-            graph = {"fontname": t.font, "fontsize": fmt(t.detail_size), "outputorder": "edgesfirst",
+            graph = {"fontname": self.fontname, "fontsize": fmt(t.detail_size), "outputorder": "edgesfirst",
                      "pad": "0.04", "bgcolor": "white", "splines": "false"}
         if t.size:
             graph["size"] = t.size[1] if self.rankdir in ("LR", "RL") else t.size[0]
@@ -163,7 +167,7 @@ class DotWriter:
         out = [f"// {fig.name}: {fig.view} view, drawn by `dagnet render`",
                f"{kind} {q(fig.name)} {{",
                f"  graph [{self.attrs(graph)}];",
-               f"  node [fontname={q(t.font)}, fontsize={fmt(t.title_size)}, penwidth={fmt(t.pen)}, "
+               f"  node [fontname={q(self.fontname)}, fontsize={fmt(t.title_size)}, penwidth={fmt(t.pen)}, "
                f'margin="0.02,0.01"];',
                f"  edge [penwidth={fmt(t.pen)}, arrowsize=0.5, color={q(t.edge_color)}];"]
         out += ["  " + self.node_stmt(n) for n in fig.nodes.values()]
@@ -183,5 +187,6 @@ class DotWriter:
         return "\n".join(out) + "\n"
 
 
-def to_dot(fig: Figure, theme: Theme, rankdir: str = "TB", text_scale: float = 1.0) -> str:
-    return DotWriter(fig, theme, rankdir, text_scale).write()
+def to_dot(fig: Figure, theme: Theme, rankdir: str = "TB", text_scale: float = 1.0,
+           legend_columns: int | None = None, fontname: str | None = None) -> str:
+    return DotWriter(fig, theme, rankdir, text_scale, legend_columns, fontname).write()
