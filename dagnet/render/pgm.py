@@ -21,7 +21,7 @@ from dagnet.render.labels import Line, nominal_dim, op_title, params_text, tex_e
 from dagnet.render.metrics import text_width
 
 R = 10.0            # variable radius, points
-PHI = 7.5           # radius of a potential (double circle)
+PHI = 10.0          # outer radius of a potential (double circle; its text sits in the inner 6)
 FACTOR = 6.5        # factor square side
 DX = 56.0           # spacing of a chain
 CHAIN = ("1", "2", "3", "\u2026", "T")
