@@ -202,13 +202,16 @@ class TikzWriter:
         colors = [f"\\definecolor{{{name}}}{{HTML}}{{{hexa.upper()}}}"
                   for hexa, name in sorted(self.colors.items())]
         body = "\n".join(self.lines)
-        limit = f"{self.limit:.0f} bp" if getattr(self, "limit", None) else "its natural width"
-        return TEMPLATE.format(title=self.title, limit=limit, colors="\n".join(colors), body=body,
+        limit = getattr(self, "limit", None)
+        place = ("a figure* across both columns" if limit and limit > 4 * 72 else "a figure in one column")
+        limit_text = f"{limit:.0f} bp" if limit else "its natural width"
+        return TEMPLATE.format(title=self.title, limit=limit_text, place=place, width=num(x1 - x0), colors="\n".join(colors), body=body,
                                family=self.tex_family, w=num(x1 - x0 + 4), h=num(y1 - y0 + 4),
                                x0=num(x0), y0=num(y0), x1=num(x1), y1=num(y1))
 
 
 TEMPLATE = r"""%% {title}: drawn by `dagnet render`, laid out by Graphviz, text set by LaTeX.
+%% width: {width} bp (at most {limit}: {place})
 %% Compile on its own (pdflatex/lualatex this file), or \input it into a paper
 %% that loads tikz: it then emits only the picture, in the paper's fonts.
 \expandafter\ifx\csname @twoclasseserror\endcsname\documentclass
@@ -228,7 +231,7 @@ TEMPLATE = r"""%% {title}: drawn by `dagnet render`, laid out by Graphviz, text 
 \useasboundingbox ({x0},{y0}) rectangle ({x1},{y1});
 {body}
 \end{{tikzpicture}}}}%
-%% {limit} wide at most; a narrower column than that scales it to the line (never overfull)
+%% a line narrower than the picture scales it to the line (never an overfull box)
 \ifdim\wd0>\linewidth\resizebox{{\linewidth}}{{!}}{{\box0}}\else\box0\fi\endgroup%
 \dagnetend
 """
