@@ -41,7 +41,7 @@ def test_formats_with_graphviz_pure_alone(tiny, tmp_path, fmt):
         lay = json.loads(data)
         assert {"stage.0", "stage.1-2"} <= {o["name"] for o in lay["objects"]}
     if fmt == "svg":
-        assert b'id="stage.1&#45;2"' in data and "basic \u00d72".encode() in data
+        assert b'id="stage.1&#45;2"' in data and "basic \u00d7 2".encode() in data
     if fmt == "png":
         assert dpi_of(data) == pytest.approx(300, abs=0.01)     # \includegraphics sizes it right
     if fmt == "tex":

@@ -101,8 +101,10 @@ class DotWriter:
     def attrs(attrs: dict) -> str:
         parts = []
         for k, v in attrs.items():
-            html_label = isinstance(v, str) and v.startswith("<") and v.endswith(">")
-            value = v if html_label or v == '""' else q(str(v))
+            # only a label is HTML (made by label(), its text escaped there); every other value,
+            # an id such as `a<b>` included, is a quoted string
+            html_label = k == "label" and isinstance(v, str) and v.startswith("<") and v.endswith(">")
+            value = v if html_label or (k == "label" and v == '""') else q(str(v))
             parts.append(f"{k}={value}")
         return ", ".join(parts)
 
