@@ -22,7 +22,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 import dagnet
-from dagnet.render.layout import find_engine, run_engine
+from dagnet.render.layout import RenderError, find_engine, run_engine
 from dagnet.render.pdf import layout_to_pdf
 from dagnet.render.pipeline import TEX_TEXT_SCALE, _theme, _tikz, fit, PNG_DPI
 from dagnet.render.png import with_dpi, dpi_of
@@ -188,7 +188,14 @@ def test_tikz_text_fits_and_width(laid_out, tmp_path):
     check_pixels(image, done.layout, DPI / 72, f"{name}.tex")
 
 
-@pytest.mark.skipif(not shutil.which("dot"), reason="system Graphviz is not installed")
+def _system_dot():
+    try:
+        return find_engine("dot")               # on PATH, or DAGNET_DOT
+    except RenderError:
+        return None
+
+
+@pytest.mark.skipif(_system_dot() is None, reason="system Graphviz is not installed")
 def test_system_dot_pdf_text_fits_and_width(laid_out):
     name, ir, options = laid_out
     t = _theme("paper", False)

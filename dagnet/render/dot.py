@@ -155,10 +155,10 @@ class DotWriter:
         fig = self.fig
         graph = {"rankdir": self.rankdir, "fontname": self.fontname, "fontsize": fmt(t.detail_size),
                  "nodesep": fmt(t.nodesep), "ranksep": fmt(t.ranksep), "newrank": "true",
-                 "outputorder": "edgesfirst", "pad": "0.04", "bgcolor": "white"}
+                 "outputorder": "edgesfirst", "pad": "0.04", "margin": "0", "bgcolor": "white"}
         if fig.pinned:
             graph = {"fontname": self.fontname, "fontsize": fmt(t.detail_size), "outputorder": "edgesfirst",
-                     "pad": "0.04", "bgcolor": "white", "splines": "false"}
+                     "pad": "0.04", "margin": "0", "bgcolor": "white", "splines": "false"}
         if t.size:
             graph["size"] = t.size[1] if self.rankdir in ("LR", "RL") else t.size[0]
         if len(fig.edges) > 1.5 * len(fig.nodes):

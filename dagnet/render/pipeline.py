@@ -140,9 +140,9 @@ def fit(ir: IR, t, engine, width: str | float | None = None, text_scale: float =
                                      nodesep=t.nodesep * 0.6), 1),
              (rankdir, True, replace(t, title_size=t.min_size, cluster_size=t.min_size,
                                      detail_size=t.min_size, nodesep=t.nodesep * 0.5), 1)]
-    if rankdir in ("TB", "BT"):
-        tries.append(("LR", True, replace(t, title_size=t.min_size, cluster_size=t.min_size,
-                                          detail_size=t.min_size), None))
+    across = "LR" if rankdir in ("TB", "BT") else "TB"      # the other flow, as a last resort
+    tries.append((across, True, replace(t, title_size=t.min_size, cluster_size=t.min_size,
+                                        detail_size=t.min_size), None))
     if t.size and not asked:                # slides: scaled to the slide, no width to keep
         tries = tries[:1]
         limit = float("inf")
