@@ -134,3 +134,15 @@ def test_plate_corner_is_unbroken_and_the_network_feeds_the_crf():
     phis = {n for n in deeplab.nodes if n.endswith(".phi")}
     network = {e.head for e in deeplab.edges if e.tail.endswith("f") and e.kind == "arrow"}
     assert phis and phis <= network
+
+
+def test_edges_keep_off_cluster_titles():
+    from dagnet.render.pipeline import crossed_titles
+    t = _theme("paper", False)
+    for name, depth in (("resnet50", 1), ("unet", 2)):
+        done = fit(dagnet.load(SPECS / f"{name}.yaml"), t, PURE, depth=depth)
+        assert len(done.fig.clusters) >= 4
+        assert crossed_titles(done.layout) == set(), name
+    # the check sees a crossing: one long title over a narrow cluster, on one line
+    one_line = re.sub(r'</FONT><BR ALIGN="LEFT"/><FONT POINT-SIZE="8">', " ", done.dot)
+    assert crossed_titles(layout_json(PURE, one_line))

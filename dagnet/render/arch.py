@@ -256,7 +256,10 @@ class ArchBuilder:
 
     def cluster_label(self, group: Group) -> Line:
         name = group.path if self.opt.names else humanise(group.path)
-        text = f"{name}: {self.describe(group)}"
+        what = self.describe(group)
+        # an opened `seq` shows its ops: its title is its name; a block or repeat says what it is
+        plain_seq = self.numbered(group) and not self.is_block(group) and f" {TIMES} " not in what
+        text = name if plain_seq else f"{name}: {what}"
         return Line(text, tex_escape(text), "cluster")
 
     def lines(self, title: Line | None, sub: str | None, items: list[Node]) -> list[Line]:

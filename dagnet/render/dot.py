@@ -112,7 +112,7 @@ class DotWriter:
         t = self.theme
         style = "rounded" if cluster.kind == "group" else "solid"
         out = [f"{indent}subgraph {q(cluster.id)} {{",
-               f"{indent}  graph [label={self.label([cluster.label])}, labeljust=l, labelloc=t, "
+               f"{indent}  graph [label={self.title(cluster)}, labeljust=l, labelloc=t, "
                f"style={q(style)}, color={q(t.cluster_color)}, fontsize={fmt(t.cluster_size)}, "
                f"penwidth={fmt(t.pen)}, margin=6];"]
         out += [f"{indent}  {q(n)};" for n in cluster.nodes]
@@ -120,6 +120,24 @@ class DotWriter:
             out += self.cluster_stmts(sub, indent + "  ")
         out.append(f"{indent}}}")
         return out
+
+    def title(self, cluster: FCluster) -> str:
+        """A cluster's title, broken into lines (at ': ', ' – ', ', ', then spaces) that stay in
+        the left half of the cluster, clear of the main path down its middle."""
+        line = cluster.label
+        room = max(40.0, self.inner_width(cluster) / 2 - 8)
+        if self.width(line) <= room or self.fig.pinned:
+            return self.label([line])
+        pieces = wrap_words(line.text, lambda text: self.width(Line(text, "", "cluster")), room)
+        lines = [html.escape(p, quote=False) for p in pieces]
+        size = fmt(self.theme.cluster_size)
+        return ("<" + "".join(f'<FONT POINT-SIZE="{size}">{p}</FONT><BR ALIGN="LEFT"/>' for p in lines) + ">")
+
+    def inner_width(self, cluster: FCluster) -> float:
+        """The widest box in a cluster (and its clusters), as measured here."""
+        widths = [self.box_size(self.fig.nodes[n])[0] for n in cluster.nodes if n in self.fig.nodes]
+        widths += [self.inner_width(c) + 12 for c in cluster.clusters]
+        return max(widths, default=0.0)
 
     def legend_label(self) -> str:
         """The legend as an HTML table: a swatch drawn as the family is, and its words."""
@@ -187,6 +205,24 @@ class DotWriter:
             out.append(f"  {q(e.tail)} {arrow} {q(e.head)}" + (f" [{self.attrs(attrs)}]" if attrs else "") + ";")
         out.append("}")
         return "\n".join(out) + "\n"
+
+
+def wrap_words(text: str, width, room: float) -> list[str]:
+    """Greedy word wrap of ``text`` to ``room`` points; a dash stays with the word before it,
+    ``× 3`` stays whole, and the name before a colon ends the first line."""
+    tokens: list[str] = []
+    for word in text.split(" "):
+        if tokens and (word in ("\u2013", "\u00d7") or tokens[-1].endswith("\u00d7")):
+            tokens[-1] += " " + word
+        else:
+            tokens.append(word)
+    lines: list[str] = []
+    for token in tokens:
+        if lines and not lines[-1].endswith(":") and width(lines[-1] + " " + token) <= room:
+            lines[-1] += " " + token
+        else:
+            lines.append(token)
+    return lines
 
 
 def to_dot(fig: Figure, theme: Theme, rankdir: str = "TB", text_scale: float = 1.0,

@@ -167,6 +167,41 @@ def fit(ir: IR, t, engine, width: str | float | None = None, text_scale: float =
                       "or --rankdir LR")
 
 
+def all_clusters(fig: Figure):
+    stack = list(fig.clusters)
+    while stack:
+        c = stack.pop()
+        yield c
+        stack += c.clusters
+
+
+def crossed_titles(layout: dict) -> set[str]:
+    """Clusters whose title an edge runs across (its spline sampled against the title's box)."""
+    titles = {}
+    for obj in layout.get("objects", [])[:int(layout.get("_subgraph_cnt", 0))]:
+        if "lp" in obj and "lwidth" in obj:
+            x, y = (float(v) for v in obj["lp"].split(","))
+            w, h = float(obj["lwidth"]) * 36 + 1, float(obj["lheight"]) * 36 + 1
+            titles[obj["name"]] = (x - w, y - h, x + w, y + h)
+    crossed = set()
+    for edge in layout.get("edges", []):
+        for op in edge.get("_draw_", []):
+            if op["op"] != "b":
+                continue
+            pts = op["points"]
+            for i in range(0, len(pts) - 3, 3):
+                p0, p1, p2, p3 = pts[i:i + 4]
+                for k in range(17):
+                    t = k / 16
+                    a, b, c, d = (1 - t) ** 3, 3 * t * (1 - t) ** 2, 3 * t * t * (1 - t), t ** 3
+                    x = a * p0[0] + b * p1[0] + c * p2[0] + d * p3[0]
+                    y = a * p0[1] + b * p1[1] + c * p2[1] + d * p3[1]
+                    for name, (l, btm, r, top) in titles.items():
+                        if l <= x <= r and btm <= y <= top:
+                            crossed.add(name)
+    return crossed
+
+
 def tikz_source(ir: IR, theme: str = "paper", bw: bool = False, engine: str = "auto",
                 width: str | float | None = None, **options) -> str:
     """A TikZ picture laid out by Graphviz, with text left to LaTeX (standalone or \\input-able),
