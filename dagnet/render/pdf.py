@@ -185,6 +185,11 @@ def page_box(layout: dict) -> tuple[float, float, float, float]:
 def layout_to_pdf(layout: dict, family: str = "Times-Roman", text_color: str | None = None,
                   title: str = "") -> bytes:
     """The laid-out figure as a one-page PDF, ``PAD`` points of white round the drawing."""
+    from dagnet.render.typeface import available
+    if not available():
+        from dagnet.render.layout import RenderError
+        raise RenderError("PDF needs fontTools to embed the bundled fonts: `pip install fonttools` "
+                          "(a dependency of dagnet), or write .svg, .png or .tex")
     x0, y0, x1, y1 = page_box(layout)
     width, height = x1 - x0 + 2 * PAD, y1 - y0 + 2 * PAD
     painter = PdfPainter(family, height, PAD - x0, PAD - y0, text_color)

@@ -240,6 +240,13 @@ def render(ir: IR, path, *, view: str = "auto", depth: int = 0, expand: bool = F
     options = dict(view=view, depth=depth, expand=expand, rankdir=rankdir, shapes=shapes,
                    params=params, legend=legend, dims=dims, labels=labels)
     t = _theme(theme, bw)
+    if fmt == "dot":
+        try:
+            find_engine(engine)
+        except RenderError:                 # DOT needs no engine: written as asked, not fitted
+            fig = figure(ir, theme=theme, **options)
+            path.write_bytes(to_dot(fig, t, rankdir).encode())
+            return path
     found = find_engine(engine)
     if fmt == "tex":
         data = _tikz(fit(ir, t, found, width, TEX_TEXT_SCALE, **options)).encode()
