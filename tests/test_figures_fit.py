@@ -3,8 +3,9 @@ and no figure is wider than its width.
 
 Each route draws the figure with all text in pure red (the same layout, the same
 fonts, only the colour changed): the direct PDF (rasterised with pypdfium2 or
-pdftoppm), the PNG itself, the TikZ file through pdflatex and system Graphviz's
-PDF where those are installed. Every red pixel must lie inside the box of a node
+pdftoppm), the PNG itself, the SVG through rsvg-convert (or cairosvg), the TikZ
+file through pdflatex and system Graphviz's PDF (set DAGNET_DOT to test a dot
+that is not on PATH), where those are installed. Every red pixel must lie inside the box of a node
 (shrunk by half a point, so text touching an edge fails too), a cluster title or
 the legend; the raster's outermost pixels must be white; the page no wider than
 the width asked for. Routes whose tools are missing are skipped.
@@ -24,7 +25,7 @@ from PIL import Image, ImageDraw
 import dagnet
 from dagnet.render.layout import RenderError, find_engine, run_engine
 from dagnet.render.pdf import layout_to_pdf
-from dagnet.render.pipeline import TEX_TEXT_SCALE, _theme, _tikz, fit, PNG_DPI
+from dagnet.render.pipeline import PNG_DPI, TEX_TEXT_SCALE, _theme, _tikz, fit, svg_fonts
 from dagnet.render.png import with_dpi, dpi_of
 from dagnet.render.typeface import SYSTEM_NAME
 from tests.conftest import SPECS
@@ -170,6 +171,34 @@ def test_png_text_fits_and_width(laid_out):
     image = Image.open(io.BytesIO(png))
     assert image.size[0] / dpi * 72 <= done.limit + 1
     check_pixels(image, done.layout, dpi / 72, f"{name}.png")
+
+
+def svg_raster(svg: bytes, dpi: int = DPI) -> Image.Image | None:
+    """An SVG as pixels through rsvg-convert (what a paper's toolchain would use), or cairosvg."""
+    if shutil.which("rsvg-convert"):
+        proc = subprocess.run(["rsvg-convert", "-d", str(dpi), "-p", str(dpi), "-b", "white", "-f", "png"],
+                              input=svg, capture_output=True, timeout=60, check=True)
+        return Image.open(io.BytesIO(proc.stdout)).convert("RGB")
+    try:
+        import cairosvg
+    except (ImportError, OSError):
+        return None
+    return Image.open(io.BytesIO(cairosvg.svg2png(bytestring=svg, scale=dpi / 72,
+                                                   background_color="white"))).convert("RGB")
+
+
+def test_svg_text_fits_and_width(laid_out):
+    name, ir, options = laid_out
+    t = _theme("paper", False)
+    engine = find_engine("graphviz-pure")
+    done = fit(ir, t, engine, **options)
+    svg = svg_fonts(run_engine(engine, red_dot(done.dot), "svg", done.fig.pinned))
+    width = float(re.search(rb'<svg width="([0-9.]+)pt"', svg).group(1))
+    assert width <= done.limit + 0.5
+    image = svg_raster(svg)
+    if image is None:
+        pytest.skip("neither rsvg-convert nor cairosvg to rasterise SVG")
+    check_pixels(image, done.layout, DPI / 72, f"{name}.svg")
 
 
 @pytest.mark.skipif(not shutil.which("pdflatex"), reason="no pdflatex")

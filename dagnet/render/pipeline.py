@@ -167,6 +167,21 @@ def fit(ir: IR, t, engine, width: str | float | None = None, text_scale: float =
                       "or --rankdir LR")
 
 
+# What an SVG viewer should look for, in order: the family, then faces with its metrics.
+SVG_FAMILIES = {b'font-family="Times,serif"':
+                b'font-family="Times,Liberation Serif,Tinos,Times New Roman,serif"',
+                b'font-family="Helvetica,sans-Serif"':
+                b'font-family="Helvetica,Liberation Sans,Arimo,Arial,sans-serif"'}
+
+
+def svg_fonts(svg: bytes) -> bytes:
+    """Name the metric-compatible faces after the family, so that a viewer without Times
+    (or Helvetica) picks one with the same widths rather than any serif."""
+    for old, new in SVG_FAMILIES.items():
+        svg = svg.replace(old, new)
+    return svg
+
+
 def all_clusters(fig: Figure):
     stack = list(fig.clusters)
     while stack:
@@ -265,5 +280,7 @@ def render(ir: IR, path, *, view: str = "auto", depth: int = 0, expand: bool = F
             data = run_engine(found, done.dot, fmt, done.fig.pinned, extra)
             if fmt == "png":
                 data = with_dpi(data, PNG_DPI.get(t.name, 150))
+            elif fmt == "svg":
+                data = svg_fonts(data)
     path.write_bytes(data)
     return path
