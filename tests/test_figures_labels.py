@@ -132,7 +132,7 @@ def test_plate_corner_is_unbroken_and_the_network_feeds_the_crf():
         assert grey[py - 2:py + 3, px - 2:px + 3].min() < 140, (x, y)
     deeplab = figure(dagnet.load(SPECS / "deeplab_shapes.yaml"))
     phis = {n for n in deeplab.nodes if n.endswith(".phi")}
-    network = {e.head for e in deeplab.edges if e.tail.endswith("f") and e.kind == "arrow"}
+    network = {e.head for e in deeplab.edges if e.tail.endswith("f") and e.kind in ("arrow", "feed")}
     assert phis and phis <= network
 
 

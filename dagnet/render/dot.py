@@ -198,6 +198,8 @@ class DotWriter:
             attrs = {}
             if e.kind == "arrow":
                 attrs["dir"] = "forward"
+            elif e.kind == "feed":             # the network to each of many potentials
+                attrs.update(dir="forward", color=t.skip_color, penwidth=fmt(t.pen * 0.75))
             elif e.kind == "skip":
                 attrs.update(color=t.skip_color, weight="1")
             elif e.kind == "data":

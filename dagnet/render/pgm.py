@@ -106,8 +106,8 @@ class ModelBuilder:
         fid = self.var(f"{prefix}f", "network", Line("f" + theta, "$f_\\theta$", "var", "<I>f</I>" + _sub(theta)),
                        x, y, r=13)
         self.fig.link(xid, fid, "arrow")
-        for t in targets:
-            self.fig.link(fid, t, "arrow")
+        for t in targets:               # many potentials: lighter arrows, the structure reads first
+            self.fig.link(fid, t, "arrow" if len(targets) <= 5 or t.endswith("unary") else "feed")
 
     def unaries(self, prefix: str, variables: list[str], dy: float = -32) -> list[str]:
         out = []
@@ -229,6 +229,8 @@ class ModelBuilder:
 
     # -- the figure ------------------------------------------------------------------------
     def build(self, fields: list[Node]) -> Figure:
+        self.sequences = all(drawing(n) in SEQUENCES or drawing(n) not in ("grid", "tree", "clique")
+                             for n in fields)
         offset = 0.0
         for k, node in enumerate(fields):
             prefix = f"{node.name}:" if len(fields) > 1 else ""
@@ -260,8 +262,8 @@ class ModelBuilder:
         """Too wide for the figure's width: bring the columns closer (never the sizes), down to
         two thirds of the drawn spacing, where circles and factors still stand apart."""
         x0, _, x1, _ = self.bounds()
-        if x1 - x0 <= self.room():
-            return
+        if x1 - x0 <= self.room() or not self.sequences:
+            return                      # a 2-d structure keeps its spacing (its φ sit diagonally)
         left, span = x0, x1 - x0
         scale = max(0.64, (self.room() - 22) / (span - 22))
         for n in self.fig.nodes.values():
