@@ -71,6 +71,7 @@ def test_pdf_needs_no_system_tool_and_is_byte_stable(tiny, tmp_path, monkeypatch
 
 
 def test_missing_engine_says_what_to_install(monkeypatch):
+    monkeypatch.delenv("DAGNET_DOT", raising=False)
     monkeypatch.setattr(layout_mod.shutil, "which", lambda name: None)
     monkeypatch.setattr(layout_mod, "_script", lambda name: None)
     with pytest.raises(RenderError, match="pip install graphviz-pure"):
