@@ -3,7 +3,7 @@
 Each of the issue's figures is written as .tex at its default width, then
 ``\\input`` into a two-column ``article`` (a column figure in ``figure``, a
 page-wide one in ``figure*``, as the file's header says); pdflatex must finish
-with no ``Overfull \\hbox``. Skipped cleanly where pdflatex (with tikz) is not
+with no ``Overfull \\hbox`` and no line of text scaled to fit its box. Skipped cleanly where pdflatex (with tikz) is not
 installed.
 """
 
@@ -43,6 +43,8 @@ def test_two_column_paper_has_no_overfull_box(tmp_path):
     code, log = pdflatex(tmp_path, "paper.tex")
     assert code == 0, log[-2000:]
     assert "Overfull \\hbox" not in log, re.findall(r"Overfull \\hbox.*", log)[:3]
+    # set at its size: no line had to be fitted to its box (Computer Modern, the default fonts)
+    assert "dagnet: text fitted" not in log, re.findall(r"dagnet: text fitted.*", log)[:3]
     assert (tmp_path / "paper.pdf").stat().st_size > 10_000
 
 

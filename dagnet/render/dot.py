@@ -19,6 +19,7 @@ from dagnet.render.styles import Theme
 LINE_SPACING = 1.2          # Graphviz's line height is 1.2 x the font size
 PAD_X, PAD_Y = 4.0, 2.5     # points between a label and its box
 LEGEND_SWATCH = (14, 9)     # points
+TEX_MATH_SCALE = 1.2        # detail lines in .tex, beyond the text scale: 7 pt math runs wider
 
 
 def q(text: str) -> str:
@@ -48,7 +49,10 @@ class DotWriter:
 
     def width(self, line: Line) -> float:
         bold = line.role == "title"
-        return text_width(line.text, self.theme.font, self.size_of(line), bold=bold) * self.text_scale
+        scale = self.text_scale
+        if scale > 1 and line.role == "detail":
+            scale *= TEX_MATH_SCALE             # sizes are math in LaTeX, set in cmmi7's wide glyphs
+        return text_width(line.text, self.theme.font, self.size_of(line), bold=bold) * scale
 
     def html_line(self, line: Line) -> str:
         text = line.html if line.html is not None else html.escape(line.text, quote=False)

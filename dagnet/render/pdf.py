@@ -254,7 +254,7 @@ def write_pdf(width: float, height: float, content: str, chars: dict[str, set[st
         base = f"{subset_tag(name, used)}+{f.ps_name}"
         data = f.subset(used)
         file_id = add(_stream(data, f" /Length1 {len(data)}"))
-        flags = 34 | (64 if f.italic_angle else 0)
+        flags = 32 | (2 if "Serif" in name else 0) | (64 if f.italic_angle else 0)   # nonsymbolic, serif, italic
         descriptor = add(f"<< /Type /FontDescriptor /FontName /{base} /Flags {flags} "
                          f"/FontBBox [{' '.join(map(str, f.bbox))}] /ItalicAngle {num(f.italic_angle)} "
                          f"/Ascent {f.ascent} /Descent {f.descent} /CapHeight {f.cap_height} "

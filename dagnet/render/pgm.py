@@ -270,7 +270,8 @@ class ModelBuilder:
             n.pos = (left + (n.pos[0] - left) * scale, n.pos[1])
 
     def measure(self, text: str) -> float:
-        return text_width(text, self.font, self.size) * self.text_scale
+        # in LaTeX (text_scale > 1) captions carry math (H×W, f_θ), wider still
+        return text_width(text, self.font, self.size) * self.text_scale * (1.08 if self.text_scale > 1 else 1)
 
     def bounds(self, kinds_out=("text-legend",)) -> tuple[float, float, float, float]:
         xs0, ys0, xs1, ys1 = [], [], [], []

@@ -174,8 +174,11 @@ class TikzWriter:
         except (KeyError, ValueError):
             return None
         shape = n.get("shape", "box")
-        cut = {"parallelogram": 0.35 * float(n.get("height", 0)) * 72, "box3d": 4.0,
-               "ellipse": 0.3 * width, "circle": 0.3 * width}.get(shape, 0.0)
+        if shape == "plaintext":                    # sized to its text already (legend, caption)
+            return width
+        if shape in ("circle", "ellipse", "doublecircle"):
+            return 0.72 * width                     # the chord a line of text crosses
+        cut = {"parallelogram": 0.35 * float(n.get("height", 0)) * 72, "box3d": 4.0}.get(shape, 0.0)
         return max(4.0, width - 2 * PAD_X - cut)
 
     # -- the picture --------------------------------------------------------------
@@ -224,7 +227,7 @@ TEMPLATE = r"""%% {title}: drawn by `dagnet render`, laid out by Graphviz, text 
   \def\dagnetend{{\end{{document}}}}
   \begin{{document}}\noindent
 \fi
-\providecommand\dagnetfit[2]{{\setbox0\hbox{{#2}}\ifdim\wd0>#1bp\resizebox{{#1bp}}{{!}}{{\box0}}\else\box0\fi}}%
+\providecommand\dagnetfit[2]{{\setbox0\hbox{{#2}}\ifdim\wd0>#1bp\typeout{{dagnet: text fitted to #1bp}}\resizebox{{#1bp}}{{!}}{{\box0}}\else\box0\fi}}%
 \begingroup\setbox0\hbox{{%
 \begin{{tikzpicture}}[x=1bp, y=1bp, font={family}, line join=round]
 {colors}
