@@ -26,8 +26,8 @@ def test_top_level_nodes_collapse_to_one_box_each(tiny):
     fig = figure(tiny)
     assert list(fig.nodes) == ["image", "stem", "stage", "dense", "pool", "flat", "fc"]
     stage = fig.nodes["stage"]
-    assert stage.kind == "block" and texts(stage)[:2] == ["stage", "basic \u00d73"]
-    assert fig.nodes["dense"].lines[1].text == "(batch norm \u2013 ReLU \u2013 3\u00d73 conv, 4) \u00d73, dense"
+    assert stage.kind == "block" and texts(stage)[:2] == ["stage", "basic \u00d7 3"]
+    assert fig.nodes["dense"].lines[1].text == "(batch norm \u2013 ReLU \u2013 3\u00d73 conv, 4) \u00d7 3, dense"
     assert fig.nodes["fc"].output and not fig.nodes["pool"].output
     assert fig.nodes["image"].kind == "input"
     assert [(e.tail, e.head) for e in fig.edges] == [
@@ -48,12 +48,12 @@ def test_identical_repeats_fold_with_a_count(tiny):
     fig = figure(tiny, depth=1)
     assert "stage.0" in fig.nodes and "stage.1-2" in fig.nodes     # stage.0 projects: it differs
     folded = fig.nodes["stage.1-2"]
-    assert texts(folded)[0] == "basic \u00d72"
+    assert texts(folded)[0] == "basic \u00d7 2"
     assert folded.params == sum(count_params(tiny, tiny.node(m)) for m in folded.members)
     assert [c.id for c in fig.clusters] == ["cluster_stem", "cluster_stage", "cluster_dense"]
     # dense repetitions see more channels each time: not identical, so not folded
     assert {"dense.0", "dense.1", "dense.2"} <= set(fig.nodes)
-    assert ("note", "\u00d7N: N identical repeats") in fig.legend
+    assert ("note", "\u00d7 N: N identical repeats") in fig.legend
 
 
 def test_merges_are_marks_and_side_inputs_are_skips(tiny):
@@ -88,11 +88,11 @@ def test_resnet50_collapsed_reads_like_the_paper():
     ir = dagnet.load(SPECS / "resnet50.yaml")
     fig = figure(ir)
     assert len(fig.nodes) < 15
-    assert texts(fig.nodes["layer3"])[:2] == ["layer3", "bottleneck \u00d76"]
+    assert texts(fig.nodes["layer3"])[:2] == ["layer3", "bottleneck \u00d7 6"]
     assert texts(fig.nodes["layer4"])[2].startswith("2048\u00d7H/32\u00d7W/32")
     assert sum(n.params for n in fig.nodes.values()) == 25_557_032
     fig1 = figure(ir, depth=1)
-    assert texts(fig1.nodes["layer3.1-5"])[0] == "bottleneck \u00d75"
+    assert texts(fig1.nodes["layer3.1-5"])[0] == "bottleneck \u00d7 5"
     assert texts(fig1.nodes["stem.0"])[0] == "7\u00d77 conv, 64, /2"
 
 

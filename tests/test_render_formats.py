@@ -18,6 +18,7 @@ from dagnet.render import RenderError, render
 from dagnet.render import layout as layout_mod
 from dagnet.render.cli import add_commands
 from dagnet.render.layout import find_engine, find_latex
+from dagnet.render.png import dpi_of
 from tests.test_render_fixtures import TINY, field_ir
 
 PURE = "graphviz-pure"
@@ -40,7 +41,9 @@ def test_formats_with_graphviz_pure_alone(tiny, tmp_path, fmt):
         lay = json.loads(data)
         assert {"stage.0", "stage.1-2"} <= {o["name"] for o in lay["objects"]}
     if fmt == "svg":
-        assert b'id="stage.1&#45;2"' in data and "basic \u00d72".encode() in data
+        assert b'id="stage.1&#45;2"' in data and "basic \u00d7 2".encode() in data
+    if fmt == "png":
+        assert dpi_of(data) == pytest.approx(300, abs=0.01)     # \includegraphics sizes it right
     if fmt == "tex":
         text = data.decode()
         assert "\\begin{tikzpicture}" in text and "$8{\\times}H{\\times}W$" in text
@@ -55,19 +58,20 @@ def test_model_view_renders(tmp_path):
     assert "factor" in svg or "pair" in svg
 
 
-def test_pdf_or_a_message_that_says_what_to_install(tiny, tmp_path, monkeypatch):
-    has_route = shutil.which("dot") or find_latex() or shutil.which("rsvg-convert")
-    if has_route:
-        data = render(tiny, tmp_path / "tiny.pdf", engine=PURE).read_bytes()
-        assert data.startswith(b"%PDF")
-    monkeypatch.setattr(layout_mod.shutil, "which", lambda name: None)
-    monkeypatch.setattr("dagnet.render.pipeline.find_latex", lambda: None)
-    monkeypatch.setattr("dagnet.render.pipeline.svg_to_pdf", lambda svg: None)
-    with pytest.raises(RenderError, match="apt-get install graphviz.*texlive.*librsvg2-bin"):
-        render(tiny, tmp_path / "none.pdf", engine=PURE)
+def test_pdf_needs_no_system_tool_and_is_byte_stable(tiny, tmp_path, monkeypatch):
+    monkeypatch.setattr(layout_mod.shutil, "which", lambda name: None)   # no dot, LaTeX, rsvg
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    data = render(tiny, tmp_path / "tiny.pdf", depth=1).read_bytes()
+    assert data.startswith(b"%PDF-1.4") and data.rstrip().endswith(b"%%EOF")
+    assert render(tiny, tmp_path / "again.pdf", depth=1).read_bytes() == data
+    assert b"/FontFile2" in data and b"+LiberationSerif" in data and b"CreationDate" not in data
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    dated = render(tiny, tmp_path / "dated.pdf", depth=1).read_bytes()
+    assert b"/CreationDate (D:20231114221320Z)" in dated
 
 
 def test_missing_engine_says_what_to_install(monkeypatch):
+    monkeypatch.delenv("DAGNET_DOT", raising=False)
     monkeypatch.setattr(layout_mod.shutil, "which", lambda name: None)
     monkeypatch.setattr(layout_mod, "_script", lambda name: None)
     with pytest.raises(RenderError, match="pip install graphviz-pure"):

@@ -53,7 +53,9 @@ def test_grid_tree_and_clique_structures():
     assert kinds(big)["label"] == 7                                          # drawn as a sample
     dense = figure(field_ir("dense_crf"))
     assert kinds(dense)["label"] == 5 and kinds(dense)["factor"] == 10 + 5   # every pair
-    assert kinds(dense)["deterministic"] == 6                                 # φ per pixel + inset
+    assert kinds(dense)["deterministic"] == 5                                 # φ per pixel
+    phis = {n for n in dense.nodes if n.endswith(".phi")}
+    assert {e.head for e in dense.edges if e.tail == "f"} == phis       # f_θ feeds the clique's φ
 
 
 def test_observed_shaded_or_bold_in_line_art():

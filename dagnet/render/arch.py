@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import networkx as nx
 
@@ -45,6 +46,8 @@ class Options:
     params: bool = True
     dims: dict | None = None
     legend: bool = True
+    wrap: bool = False          # narrow boxes: the title broken at its commas, one detail per line
+    names: bool = False         # --labels names: the spec's own identifiers as titles
 
 
 def group_tree(ir: IR) -> Group:
@@ -97,6 +100,7 @@ class ArchBuilder:
         self._members: dict[str, list[Node]] = {}
         self._params: dict[str, int] = {}
         self.folded = False
+        self._docs: dict | None = None
 
     # -- facts about groups ---------------------------------------------------
     def members(self, item) -> list[Node]:
@@ -124,8 +128,36 @@ class ArchBuilder:
         return all(isinstance(c, Node) and ops.get(c.op) and ops.get(c.op).multi_output for c in group.children)
 
     def block_name(self, group: Group) -> str:
+        """The block's title: the first clause of its ``doc`` when short, else its name
+        humanised (``dense_layer`` -> ``dense layer``); the raw name with ``--labels names``."""
         shallowest = min(self.members(group), key=lambda n: n.name.count("."))
-        return shallowest.block
+        name = shallowest.block
+        if self.opt.names:
+            return name
+        doc = self.block_docs().get(name, "")
+        first = re.split(r"[.;:(\n]", doc.strip(), maxsplit=1)[0].strip()
+        return first if 0 < len(first) <= 28 else humanise(name)
+
+    def block_docs(self) -> dict[str, str]:
+        """``doc`` of each block of the spec file (the IR keeps none), or nothing."""
+        if self._docs is None:
+            self._docs = {}
+            try:
+                from dagnet.loader import parse
+                spec = parse(Path(self.ir.file))
+                self._docs = {name: b.doc or "" for name, b in spec.blocks.items()}
+            except Exception:           # no file (a spec from text), or one that moved: names
+                pass
+        return self._docs
+
+    def title_of(self, name: str) -> Line | None:
+        """A node's own name as a title: humanised, and none for a placeholder (``out``)."""
+        if self.opt.names:
+            return plain(name)
+        local_name = name.rsplit(".", 1)[-1]
+        if local_name.lower() in PLACEHOLDERS or local_name.isdigit():
+            return None
+        return plain(humanise(name))
 
     def units(self, group: Group) -> list[list]:
         """Children of a numbered group by repetition: ``k`` with its ``k_add``/``k_in``."""
@@ -150,10 +182,10 @@ class ArchBuilder:
             sugar = {local(c).split("_")[-1] for c in item.children if not local(c).isdigit()}
             connect = ", residual" if "add" in sugar else ", dense" if sugar & {"in", "cat"} else ""
             if len(set(kinds)) == 1 and len(kinds) > 1:
-                return f"{grouped(kinds[0])} {TIMES}{len(kinds)}{connect}"
+                return f"{grouped(kinds[0])} {TIMES} {len(kinds)}{connect}"
             if len(kinds) <= 3:
                 return " \u2013 ".join(kinds) + connect
-            return f"{len(kinds)} layers{connect}"
+            return sequence_summary(kinds) + connect
         return f"{len(self.members(item))} layers"
 
     def kind_of(self, item) -> str:
@@ -223,7 +255,11 @@ class ArchBuilder:
         return any(i in produced for c in after for n in self.members(c) for i in n.inputs)
 
     def cluster_label(self, group: Group) -> Line:
-        text = f"{group.path}: {self.describe(group)}"
+        name = group.path if self.opt.names else humanise(group.path)
+        what = self.describe(group)
+        # an opened `seq` shows its ops: its title is its name; a block or repeat says what it is
+        plain_seq = self.numbered(group) and not self.is_block(group) and f" {TIMES} " not in what
+        text = name if plain_seq else f"{name}: {what}"
         return Line(text, tex_escape(text), "cluster")
 
     def lines(self, title: Line | None, sub: str | None, items: list[Node]) -> list[Line]:
@@ -232,7 +268,7 @@ class ArchBuilder:
         shape = shape_line(last.shape, self.opt.dims) if self.opt.shapes else None
         count = sum(self.params(n) for n in items) if self.opt.params else 0
         params = params_line(count)
-        wide = self.opt.rankdir in ("TB", "BT")
+        wide = self.opt.rankdir in ("TB", "BT") and not self.opt.wrap
         out = [title] if title else []
         if sub:
             parts = [sub] if wide else split_title(sub)
@@ -251,7 +287,7 @@ class ArchBuilder:
             node = self.layer_node(item)
         else:
             name = local(item)
-            title = None if name.isdigit() else plain(item.path if not cluster else name)
+            title = self.title_of(item.path if not cluster else name)
             members = self.members(item)
             node = FNode(item.path, self.kind_of(item), self.lines(title, self.describe(item), members),
                          sum(self.params(n) for n in members), tuple(n.name for n in members),
@@ -264,7 +300,7 @@ class ArchBuilder:
 
     def layer_node(self, node: Node) -> FNode:
         if node.op == "input":
-            lines = [plain(node.name)]
+            lines = [plain(node.name if self.opt.names else humanise(node.name))]
             shape = shape_line(node.shape, self.opt.dims) if self.opt.shapes else None
             return FNode(node.name, "input", lines + ([shape] if shape else []), 0, (node.name,),
                          tooltip=node.name)
@@ -280,7 +316,7 @@ class ArchBuilder:
         items = [n for unit in run for c in unit for n in self.members(c)]
         sugar = {local(c).split("_")[-1] for u in run for c in u if not local(c).isdigit()}
         connect = ", residual" if "add" in sugar else ", dense" if "in" in sugar else ""
-        title = plain(f"{grouped(self.describe(run[0][0]))} {TIMES}{len(run)}{connect}", "op")
+        title = plain(f"{grouped(self.describe(run[0][0]))} {TIMES} {len(run)}{connect}", "op")
         node = FNode(f"{group.path}.{first}-{last}" if group.path else f"{first}-{last}",
                      self.kind_of(run[0][0]), [title] + self.lines(None, None, items),
                      sum(self.params(n) for n in items), tuple(n.name for n in items),
@@ -313,8 +349,30 @@ class ArchBuilder:
         if any(n.output for n in self.fig.nodes.values()):
             entries.append(("output", "output"))
         if self.folded:
-            entries.append(("note", f"{TIMES}N: N identical repeats"))
+            entries.append(("note", f"{TIMES} N: N identical repeats"))
         return entries
+
+
+PLACEHOLDERS = {"out", "output", "outputs", "x", "y", "h", "body", "main", "result", "res", "tmp", "value"}
+
+
+def humanise(name: str) -> str:
+    """A spec identifier as words: ``double_conv`` -> ``double conv``, ``layer3.1`` kept."""
+    return re.sub(r"[_]+", " ", name).strip() or name
+
+
+def sequence_summary(kinds: list[str]) -> str:
+    """A long ``seq`` by what it does: ``conv – batch norm – ReLU – max pool``, not "4 layers";
+    a repeated pattern as ``(conv – batch norm – ReLU) × 2``."""
+    words = [re.sub(r"^\d+(\u00d7\d+)*\s+", "", k).split(",")[0].strip() for k in kinds]
+    for period in range(1, len(words) // 2 + 1):
+        if len(words) % period == 0 and words == words[:period] * (len(words) // period):
+            inner = sequence_summary(words[:period]) if period > 1 else words[0]
+            return f"{grouped(inner)} {TIMES} {len(words) // period}"
+    short = [w for i, w in enumerate(words) if i == 0 or words[i - 1] != w]
+    if len(short) > 5:
+        short = short[:4] + ["\u2026"]
+    return " \u2013 ".join(short)
 
 
 def grouped(what: str) -> str:

@@ -31,12 +31,15 @@ Blocks collapse to one node and identical repeats fold into one node marked
 xN; --depth N opens N levels of blocks as clusters, --expand opens all.
 
 Layout: Graphviz's `dot` when installed, else the `graphviz-pure` engine that
-comes with dagnet (svg, png, json; PDF then goes through LaTeX or rsvg-convert).
+comes with dagnet. PDF is written by dagnet itself from the layout, with the
+bundled Liberation faces embedded (the same bytes every run); `--engine dot`
+asks for system Graphviz's own PDF instead.
 """
 
 EXAMPLES = """\
 examples:
   dagnet render specs/resnet50.yaml -o resnet50.pdf
+  dagnet render specs/fcn8s.yaml -o fcn8s.pdf --width page
   dagnet render specs/resnet50.yaml -o resnet50.tex --depth 2 --rankdir LR
   dagnet render specs/densenet121.yaml -o densenet.svg --theme slides --no-params
   dagnet render specs/unet.yaml -o unet.png --dim H=572 --dim W=572
@@ -62,7 +65,8 @@ def cmd_render(args) -> int:
         path = render(ir, args.output, view=args.view, depth=args.depth, expand=args.expand,
                       rankdir=args.rankdir, theme=args.theme, shapes=not args.no_shapes,
                       params=not args.no_params, legend=not args.no_legend,
-                      dims=_pairs(args.dim, "--dim", numbers=True), bw=args.bw, engine=args.engine)
+                      dims=_pairs(args.dim, "--dim", numbers=True), bw=args.bw, engine=args.engine,
+                      width=args.width, labels=args.labels)
     except RenderError as exc:
         print(f"dagnet render: error: {exc}", file=sys.stderr)
         return 1
@@ -92,6 +96,14 @@ def add_commands(sub) -> None:
     p.add_argument("--theme", choices=("paper", "slides"), default="paper",
                    help="paper: serif, small, greyscale-safe, sized to a column (default); "
                         "slides: sans-serif, large, colourful")
+    p.add_argument("--width", metavar="W",
+                   help="the widest the figure may be: column (3.25 in), page (6.75 in) or a length "
+                        "(3.5in, 240pt, 8.5cm); default column when flowing down, page across. A figure "
+                        "that does not fit is reflowed (narrow boxes, 7 pt titles, left to right), never "
+                        "shrunk")
+    p.add_argument("--labels", choices=("readers", "names"), default="readers",
+                   help="readers: block titles from the spec's doc or a humanised name (default); "
+                        "names: the spec's own identifiers")
     p.add_argument("--no-shapes", action="store_true", help="leave output shapes out of the boxes")
     p.add_argument("--no-params", action="store_true", help="leave parameter counts out of the boxes")
     p.add_argument("--no-legend", action="store_true", help="draw no legend")

@@ -9,6 +9,7 @@ estimate is short (it counts a non-ASCII character such as × as a space).
 from __future__ import annotations
 
 import html
+import math
 
 from dagnet.render.drawing import FCluster, Figure, FNode
 from dagnet.render.labels import Line
@@ -18,6 +19,7 @@ from dagnet.render.styles import Theme
 LINE_SPACING = 1.2          # Graphviz's line height is 1.2 x the font size
 PAD_X, PAD_Y = 4.0, 2.5     # points between a label and its box
 LEGEND_SWATCH = (14, 9)     # points
+TEX_MATH_SCALE = 1.2        # detail lines in .tex, beyond the text scale: 7 pt math runs wider
 
 
 def q(text: str) -> str:
@@ -30,8 +32,11 @@ def fmt(x: float) -> str:
 
 
 class DotWriter:
-    def __init__(self, fig: Figure, theme: Theme, rankdir: str = "TB", text_scale: float = 1.0):
+    def __init__(self, fig: Figure, theme: Theme, rankdir: str = "TB", text_scale: float = 1.0,
+                 legend_columns: int | None = None, fontname: str | None = None):
         self.fig = fig
+        self.legend_columns = legend_columns
+        self.fontname = fontname or theme.font     # system Graphviz: the bundled face's own name
         self.theme = theme
         self.rankdir = rankdir
         self.text_scale = text_scale        # > 1 leaves room for LaTeX's wider fonts (.tex)
@@ -44,7 +49,10 @@ class DotWriter:
 
     def width(self, line: Line) -> float:
         bold = line.role == "title"
-        return text_width(line.text, self.theme.font, self.size_of(line), bold=bold) * self.text_scale
+        scale = self.text_scale
+        if scale > 1 and line.role == "detail":
+            scale *= TEX_MATH_SCALE             # sizes are math in LaTeX, set in cmmi7's wide glyphs
+        return text_width(line.text, self.theme.font, self.size_of(line), bold=bold) * scale
 
     def html_line(self, line: Line) -> str:
         text = line.html if line.html is not None else html.escape(line.text, quote=False)
@@ -97,8 +105,10 @@ class DotWriter:
     def attrs(attrs: dict) -> str:
         parts = []
         for k, v in attrs.items():
-            html_label = isinstance(v, str) and v.startswith("<") and v.endswith(">")
-            value = v if html_label or v == '""' else q(str(v))
+            # only a label is HTML (made by label(), its text escaped there); every other value,
+            # an id such as `a<b>` included, is a quoted string
+            html_label = k == "label" and isinstance(v, str) and v.startswith("<") and v.endswith(">")
+            value = v if html_label or (k == "label" and v == '""') else q(str(v))
             parts.append(f"{k}={value}")
         return ", ".join(parts)
 
@@ -106,7 +116,7 @@ class DotWriter:
         t = self.theme
         style = "rounded" if cluster.kind == "group" else "solid"
         out = [f"{indent}subgraph {q(cluster.id)} {{",
-               f"{indent}  graph [label={self.label([cluster.label])}, labeljust=l, labelloc=t, "
+               f"{indent}  graph [label={self.title(cluster)}, labeljust=l, labelloc=t, "
                f"style={q(style)}, color={q(t.cluster_color)}, fontsize={fmt(t.cluster_size)}, "
                f"penwidth={fmt(t.pen)}, margin=6];"]
         out += [f"{indent}  {q(n)};" for n in cluster.nodes]
@@ -115,14 +125,32 @@ class DotWriter:
         out.append(f"{indent}}}")
         return out
 
+    def title(self, cluster: FCluster) -> str:
+        """A cluster's title, broken into lines (at ': ', ' – ', ', ', then spaces) that stay in
+        the left half of the cluster, clear of the main path down its middle."""
+        line = cluster.label
+        room = max(40.0, self.inner_width(cluster) / 2 - 8)
+        if self.width(line) <= room or self.fig.pinned:
+            return self.label([line])
+        pieces = wrap_words(line.text, lambda text: self.width(Line(text, "", "cluster")), room)
+        lines = [html.escape(p, quote=False) for p in pieces]
+        size = fmt(self.theme.cluster_size)
+        return ("<" + "".join(f'<FONT POINT-SIZE="{size}">{p}</FONT><BR ALIGN="LEFT"/>' for p in lines) + ">")
+
+    def inner_width(self, cluster: FCluster) -> float:
+        """The widest box in a cluster (and its clusters), as measured here."""
+        widths = [self.box_size(self.fig.nodes[n])[0] for n in cluster.nodes if n in self.fig.nodes]
+        widths += [self.inner_width(c) + 12 for c in cluster.clusters]
+        return max(widths, default=0.0)
+
     def legend_label(self) -> str:
         """The legend as an HTML table: a swatch drawn as the family is, and its words."""
         t = self.theme
-        cols = 2 if self.rankdir in ("TB", "BT") else 4
+        cols = self.legend_columns or (2 if self.rankdir in ("TB", "BT") else 4)
         cells = []
         for key, words in self.fig.legend:
             width = text_width(words, t.font, t.detail_size) * self.text_scale + 2
-            cells.append(self.swatch(key) + f'<TD ALIGN="LEFT" WIDTH="{width:.0f}">'
+            cells.append(self.swatch(key) + '<TD WIDTH="3"></TD>' + f'<TD ALIGN="LEFT" WIDTH="{math.ceil(width)}">'
                          f'<FONT POINT-SIZE="{fmt(t.detail_size)}">{html.escape(words, quote=False)}</FONT></TD>')
         rows = ["<TR>" + "".join(cells[i:i + cols]) + "</TR>" for i in range(0, len(cells), cols)]
         return ('<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="1" CELLPADDING="1">'
@@ -147,12 +175,12 @@ class DotWriter:
     def write(self) -> str:
         t = self.theme
         fig = self.fig
-        graph = {"rankdir": self.rankdir, "fontname": t.font, "fontsize": fmt(t.detail_size),
+        graph = {"rankdir": self.rankdir, "fontname": self.fontname, "fontsize": fmt(t.detail_size),
                  "nodesep": fmt(t.nodesep), "ranksep": fmt(t.ranksep), "newrank": "true",
-                 "outputorder": "edgesfirst", "pad": "0.04", "bgcolor": "white"}
+                 "outputorder": "edgesfirst", "pad": "0.04", "margin": "0", "bgcolor": "white"}
         if fig.pinned:
-            graph = {"fontname": t.font, "fontsize": fmt(t.detail_size), "outputorder": "edgesfirst",
-                     "pad": "0.04", "bgcolor": "white", "splines": "false"}
+            graph = {"fontname": self.fontname, "fontsize": fmt(t.detail_size), "outputorder": "edgesfirst",
+                     "pad": "0.04", "margin": "0", "bgcolor": "white", "splines": "false"}
         if t.size:
             graph["size"] = t.size[1] if self.rankdir in ("LR", "RL") else t.size[0]
         if len(fig.edges) > 1.5 * len(fig.nodes):
@@ -163,7 +191,7 @@ class DotWriter:
         out = [f"// {fig.name}: {fig.view} view, drawn by `dagnet render`",
                f"{kind} {q(fig.name)} {{",
                f"  graph [{self.attrs(graph)}];",
-               f"  node [fontname={q(t.font)}, fontsize={fmt(t.title_size)}, penwidth={fmt(t.pen)}, "
+               f"  node [fontname={q(self.fontname)}, fontsize={fmt(t.title_size)}, penwidth={fmt(t.pen)}, "
                f'margin="0.02,0.01"];',
                f"  edge [penwidth={fmt(t.pen)}, arrowsize=0.5, color={q(t.edge_color)}];"]
         out += ["  " + self.node_stmt(n) for n in fig.nodes.values()]
@@ -174,6 +202,8 @@ class DotWriter:
             attrs = {}
             if e.kind == "arrow":
                 attrs["dir"] = "forward"
+            elif e.kind == "feed":             # the network to each of many potentials
+                attrs.update(dir="forward", color=t.skip_color, penwidth=fmt(t.pen * 0.75))
             elif e.kind == "skip":
                 attrs.update(color=t.skip_color, weight="1")
             elif e.kind == "data":
@@ -183,5 +213,24 @@ class DotWriter:
         return "\n".join(out) + "\n"
 
 
-def to_dot(fig: Figure, theme: Theme, rankdir: str = "TB", text_scale: float = 1.0) -> str:
-    return DotWriter(fig, theme, rankdir, text_scale).write()
+def wrap_words(text: str, width, room: float) -> list[str]:
+    """Greedy word wrap of ``text`` to ``room`` points; a dash stays with the word before it,
+    ``× 3`` stays whole, and the name before a colon ends the first line."""
+    tokens: list[str] = []
+    for word in text.split(" "):
+        if tokens and (word in ("\u2013", "\u00d7") or tokens[-1].endswith("\u00d7")):
+            tokens[-1] += " " + word
+        else:
+            tokens.append(word)
+    lines: list[str] = []
+    for token in tokens:
+        if lines and not lines[-1].endswith(":") and width(lines[-1] + " " + token) <= room:
+            lines[-1] += " " + token
+        else:
+            lines.append(token)
+    return lines
+
+
+def to_dot(fig: Figure, theme: Theme, rankdir: str = "TB", text_scale: float = 1.0,
+           legend_columns: int | None = None, fontname: str | None = None) -> str:
+    return DotWriter(fig, theme, rankdir, text_scale, legend_columns, fontname).write()

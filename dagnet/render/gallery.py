@@ -1,11 +1,14 @@
 """Render the gallery of example figures: ``python -m dagnet.render.gallery [--out docs/gallery]``.
 
-Uses graphviz-pure, so the files are the same bytes on every machine.
+Uses graphviz-pure, so the files are the same bytes on every machine. Every
+``.svg`` comes with a ``.pdf`` of the same figure (the direct route, fonts
+embedded), which is what a paper includes.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -19,7 +22,7 @@ FIGURES = [
     ("resnet18", "resnet18_depth2.tex", {"depth": 2}),
     ("resnet18", "resnet18_slides_lr.svg", {"theme": "slides", "rankdir": "LR", "depth": 1}),
     ("densenet121", "densenet121.svg", {}),
-    ("vgg16", "vgg16_lr.svg", {"rankdir": "LR", "dims": {"H": 224, "W": 224}}),
+    ("vgg16", "vgg16_224.svg", {"dims": {"H": 224, "W": 224}}),
     ("unet", "unet_depth1.svg", {"depth": 1}),
     ("fcn8s", "fcn8s.svg", {}),
     ("lenet", "lenet_expanded.svg", {"expand": True}),
@@ -38,6 +41,12 @@ FIGURES = [
     ("conll_tagger", "conll_tagger_arch.svg", {"view": "arch", "depth": 1}),
     ("conll_softmax_tagger", "conll_softmax_tagger.svg", {}),
     # torchvision's families and the Transformers (docs/models.md)
+    # the model zoo (docs/models.md)
+    *[(spec, f"{spec}.svg", {}) for spec in (
+        "mlp_mse", "mlp_regularised", "resnet_digits", "densenet_digits", "colorise_photos", "localise_shapes",
+        "deconvnet_shapes", "fcn8s_shapes", "fcn16s_shapes", "fcn32s_shapes", "segmenter_full",
+        "segmenter_points", "softmax_gestures", "cnf_gestures", "ldcnf_gestures", "deeplab_shapes")],
+    *[(spec, f"{spec}_arch.svg", {"view": "arch"}) for spec in ("cnf_gestures", "ldcnf_gestures", "deeplab_shapes")],
     *[(spec, f"{spec}.svg", {}) for spec in (
         "squeezenet", "googlenet", "inception_v3", "mobilenet_v2", "mobilenet_v3", "mnasnet", "efficientnet",
         "efficientnet_v2", "shufflenet_v2", "regnet", "convnext", "vit", "swin", "bert", "gpt2")],
@@ -51,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default=str(ROOT / "docs" / "gallery"))
     args = parser.parse_args(argv)
+    os.environ.pop("SOURCE_DATE_EPOCH", None)          # no date in the committed PDFs
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for spec, name, options in FIGURES:
@@ -59,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"skip {name}: no {path.name}")
             continue
         start = time.perf_counter()
-        render(dagnet.load(path), out / name, engine="graphviz-pure", **options)
+        ir = dagnet.load(path)
+        render(ir, out / name, engine="graphviz-pure", **options)
+        if name.endswith(".svg"):
+            render(ir, out / name.replace(".svg", ".pdf"), engine="graphviz-pure", **options)
         print(f"{name:32s} {time.perf_counter() - start:6.2f} s")
     return 0
 

@@ -14,6 +14,9 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tempfile
+import time
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,18 +87,38 @@ def run_engine(engine: Engine, dot_text: str, fmt: str, pinned: bool = False,
     cmd = [engine.path, f"-T{fmt}", *extra]
     if pinned:
         cmd[1:1] = ["-Kneato", "-n2"]
-    try:
-        proc = subprocess.run(cmd, input=dot_text.encode(), capture_output=True, timeout=TIMEOUT,
-                              env=reproducible_env())
-    except subprocess.TimeoutExpired:
-        raise RenderError(f"{engine.name} took longer than {TIMEOUT} s to lay out the graph; "
-                          "try a smaller --depth") from None
-    except OSError as exc:
-        raise RenderError(f"could not run {engine.path}: {exc}") from None
+    env = reproducible_env()
+    with tempfile.TemporaryDirectory(prefix="dagnet-fc-") as tmp:
+        if engine.name == "dot":             # system Graphviz draws with the bundled faces
+            from dagnet.render.typeface import fontconfig_file
+            env["FONTCONFIG_FILE"] = str(fontconfig_file(Path(tmp)))
+        try:
+            proc = subprocess.run(cmd, input=dot_text.encode(), capture_output=True, timeout=TIMEOUT,
+                                  env=env)
+        except subprocess.TimeoutExpired:
+            raise RenderError(f"{engine.name} took longer than {TIMEOUT} s to lay out the graph; "
+                              "try a smaller --depth") from None
+        except OSError as exc:
+            raise RenderError(f"could not run {engine.path}: {exc}") from None
     if proc.returncode != 0:
-        err = proc.stderr.decode(errors="replace").strip()
-        raise RenderError(f"{engine.name} failed (exit {proc.returncode}): {err}")
-    return proc.stdout
+        err = " ".join(proc.stderr.decode(errors="replace").split())
+        raise RenderError(f"{engine.name} failed (exit {proc.returncode}): {err[:300]}")
+    return fixed_dates(proc.stdout) if fmt == "pdf" else proc.stdout
+
+
+DATE = re.compile(rb"/(CreationDate|ModDate) \(D:[0-9]{14}[^)]*\)")
+
+
+def fixed_dates(pdf: bytes) -> bytes:
+    """Cairo stamps the time of the run: write SOURCE_DATE_EPOCH (or 1970) in the same bytes."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "0").strip()
+    stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(int(epoch) if epoch.isdigit() else 0)).encode()
+
+    def same_length(m):
+        old = m.group(0)
+        new = b"/" + m.group(1) + b" (D:" + stamp + b"Z"
+        return new + b" " * (len(old) - len(new) - 1) + b")" if len(new) < len(old) else old
+    return DATE.sub(same_length, pdf)
 
 
 def layout_json(engine: Engine, dot_text: str, pinned: bool = False) -> dict:
@@ -114,7 +137,6 @@ def find_latex() -> str | None:
 
 def latex_to_pdf(tex: str, latex: str) -> bytes:
     """Compile a standalone .tex in a scratch folder; return the PDF."""
-    import tempfile
     with tempfile.TemporaryDirectory(prefix="dagnet-tex-") as tmp:
         src = Path(tmp) / "figure.tex"
         src.write_text(tex, encoding="utf-8")
@@ -130,7 +152,7 @@ def latex_to_pdf(tex: str, latex: str) -> bytes:
             log = proc.stdout.decode(errors="replace")
             first = next((ln for ln in log.splitlines() if ln.startswith("!")), log[-400:])
             raise RenderError(f"{Path(latex).name} failed on the TikZ figure: {first}\n"
-                              "  hint: the figure needs the LaTeX packages tikz and standalone")
+                              "  hint: the figure needs the LaTeX packages tikz and geometry")
         return pdf.read_bytes()
 
 

@@ -1,5 +1,9 @@
 """Advance widths of the fonts the figures use, so labels are measured before layout.
 
+Text is measured with the bundled faces' own widths (typeface.py: Liberation
+Serif and Sans, the faces the PDF route embeds and system Graphviz is given).
+The tables below are the fallback where fontTools is missing.
+
 The numbers are the glyph widths (1/1000 em) of Adobe's Core 14 AFM files for
 Times and Helvetica, the metrics Graphviz itself uses to size text when it has
 no font renderer, and those of their metric-compatible free clones (Tinos,
@@ -76,6 +80,15 @@ FALLBACK_WIDTH = 1000       # an unknown character counts as a full em: wide, ne
 def text_width(text: str, family: str = "Times-Roman", size: float = 14.0,
                bold: bool = False, italic: bool = False) -> float:
     """Width in points of one line of ``text`` set in ``family`` at ``size`` points."""
+    if _bundled():
+        from dagnet.render.typeface import face, face_name
+        return face(face_name(family, bold, italic)).width(text, size)
     regular, bold_name, italic_name = FAMILIES.get(family, FAMILIES["Times-Roman"])
     table = FONTS[bold_name if bold else italic_name if italic else regular]
     return sum(table.get(ch, FALLBACK_WIDTH) for ch in text) * size / 1000.0
+
+
+@functools.lru_cache(maxsize=1)
+def _bundled() -> bool:
+    from dagnet.render.typeface import available
+    return available()

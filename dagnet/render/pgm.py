@@ -21,7 +21,7 @@ from dagnet.render.labels import Line, nominal_dim, op_title, params_text, tex_e
 from dagnet.render.metrics import text_width
 
 R = 10.0            # variable radius, points
-PHI = 7.5           # radius of a potential (double circle)
+PHI = 10.0          # outer radius of a potential (double circle; its text sits in the inner 6)
 FACTOR = 6.5        # factor square side
 DX = 56.0           # spacing of a chain
 CHAIN = ("1", "2", "3", "\u2026", "T")
@@ -66,6 +66,8 @@ class ModelBuilder:
         self.ir = ir
         self.font, self.size = font, size
         self.fig = Figure(ir.name, "model", pinned=True)
+        self.max_width: float | None = None     # points the figure may take
+        self.text_scale = 1.0
 
     # -- primitives ---------------------------------------------------------------
     def var(self, node_id: str, kind: str, line: Line, x: float, y: float, r: float = R) -> str:
@@ -104,8 +106,8 @@ class ModelBuilder:
         fid = self.var(f"{prefix}f", "network", Line("f" + theta, "$f_\\theta$", "var", "<I>f</I>" + _sub(theta)),
                        x, y, r=13)
         self.fig.link(xid, fid, "arrow")
-        for t in targets:
-            self.fig.link(fid, t, "arrow")
+        for t in targets:               # many potentials: lighter arrows, the structure reads first
+            self.fig.link(fid, t, "arrow" if len(targets) <= 5 or t.endswith("unary") else "feed")
 
     def unaries(self, prefix: str, variables: list[str], dy: float = -32) -> list[str]:
         out = []
@@ -221,12 +223,14 @@ class ModelBuilder:
         self.inset(prefix, -radius - 88, 0)
 
     def inset(self, prefix: str, x: float, y: float) -> None:
-        """Where the potentials come from: x -> f_θ -> φ, beside a 2-d structure."""
-        phi = self.var(f"{prefix}phi", "deterministic", var_line("phi"), x, y + 40, r=PHI)
-        self.network(prefix, x, y, [phi])
+        """Where the potentials come from: x -> f_θ -> every φ of the structure beside it."""
+        phis = [n for n in self.fig.nodes if n.startswith(prefix) and n.endswith(".phi")]
+        self.network(prefix, x, y, phis)
 
     # -- the figure ------------------------------------------------------------------------
     def build(self, fields: list[Node]) -> Figure:
+        self.sequences = all(drawing(n) in SEQUENCES or drawing(n) not in ("grid", "tree", "clique")
+                             for n in fields)
         offset = 0.0
         for k, node in enumerate(fields):
             prefix = f"{node.name}:" if len(fields) > 1 else ""
@@ -239,11 +243,35 @@ class ModelBuilder:
                     self.fig.nodes[n].pos = (x + offset, y)
             xs = [self.fig.nodes[n].pos[0] for n in new]
             offset = max(xs) + 90
-        self.normalise()
-        self.plate()
+        self.narrow()
         self.caption(fields)
-        self.legend()
+        legend_rows = self.legend_rows()
+        cap_lines = self.caption_lines()
+        below = 6 + 10 * len(cap_lines) + 16 * len(legend_rows) + 24
+        self.normalise(below)
+        self.plate()
+        self.place_legend(legend_rows, 6 + 10 * len(cap_lines) + 4)
+        self.place_caption(cap_lines)
         return self.fig
+
+    def room(self) -> float:
+        """Points across the drawing may use inside the plate (the plate and margins take 34)."""
+        return (self.max_width or 1e9) - 34
+
+    def narrow(self) -> None:
+        """Too wide for the figure's width: bring the columns closer (never the sizes), down to
+        two thirds of the drawn spacing, where circles and factors still stand apart."""
+        x0, _, x1, _ = self.bounds()
+        if x1 - x0 <= self.room() or not self.sequences:
+            return                      # a 2-d structure keeps its spacing (its φ sit diagonally)
+        left, span = x0, x1 - x0
+        scale = max(0.64, (self.room() - 22) / (span - 22))
+        for n in self.fig.nodes.values():
+            n.pos = (left + (n.pos[0] - left) * scale, n.pos[1])
+
+    def measure(self, text: str) -> float:
+        # in LaTeX (text_scale > 1) captions carry math (H×W, f_θ), wider still
+        return text_width(text, self.font, self.size) * self.text_scale * (1.08 if self.text_scale > 1 else 1)
 
     def bounds(self, kinds_out=("text-legend",)) -> tuple[float, float, float, float]:
         xs0, ys0, xs1, ys1 = [], [], [], []
@@ -255,11 +283,11 @@ class ModelBuilder:
             ys1.append(n.pos[1] + h / 2)
         return min(xs0), min(ys0), max(xs1), max(ys1)
 
-    def normalise(self) -> None:
-        """Move everything to positive coordinates with room for the plate and legend."""
+    def normalise(self, below: float = 50) -> None:
+        """Move everything to positive coordinates with room for the plate, legend and caption."""
         x0, y0, _, _ = self.bounds()
         for n in self.fig.nodes.values():
-            n.pos = (round(n.pos[0] - x0 + 14, 2), round(n.pos[1] - y0 + 50, 2))
+            n.pos = (round(n.pos[0] - x0 + 14, 2), round(n.pos[1] - y0 + below, 2))
 
     def plate(self) -> None:
         x0, y0, x1, y1 = self.bounds()
@@ -295,32 +323,82 @@ class ModelBuilder:
         tex = tex_escape("; ".join(parts)) + f"; $f_\\theta$: {layers}, {params_text(params)} params"
         self.fig.caption = Line(text, tex, "detail")
 
-    def legend(self) -> None:
-        """A row of samples under the plate: what each mark means."""
-        entries = [("observed", "observed"), ("label", "label"), ("hidden", "hidden state"),
-                   ("deterministic", "deterministic"), ("network", "network"), ("factor", "factor")]
+    LEGEND = (("observed", "observed"), ("label", "label"), ("hidden", "hidden state"),
+              ("deterministic", "deterministic"), ("network", "network"), ("factor", "factor"))
+
+    def legend_rows(self) -> list[list[tuple[str, str, float]]]:
+        """The legend's entries (kind, words, text width) in rows no wider than the figure."""
         kinds = {n.kind for n in self.fig.nodes.values()}
-        x = 14.0
-        for kind, words in entries:
+        rows: list[list] = [[]]
+        x = 0.0
+        for kind, words in self.LEGEND:
             if kind not in kinds:
                 continue
-            size = FACTOR if kind == "factor" else 15.0 if kind == "deterministic" else 12.0
-            self.fig.add(FNode(f"legend.{kind}", kind, [Line("", "", "mark")], pos=(x + 6, 20),
-                               size=(size, size)))
-            width = text_width(words, self.font, self.size) * 1.15 + 6
-            self.fig.add(FNode(f"legend.{kind}.text", "legend-text", [Line(words, tex_escape(words), "detail")],
-                               pos=(x + 16 + width / 2, 20), size=(width, 10)))
+            width = self.measure(words) + 4
+            if rows[-1] and x + 26 + width > self.room() + 20:
+                rows.append([])
+                x = 0.0
+            rows[-1].append((kind, words, width))
             x += 26 + width
-        if self.fig.caption is not None:
-            cap = self.fig.caption
-            width = text_width(cap.text, self.font, self.size) + 6
-            self.fig.add(FNode("caption", "legend-text", [cap], pos=(14 + width / 2, 6), size=(width, 10)))
+        return [r for r in rows if r]
+
+    def place_legend(self, rows: list, y_bottom: float) -> None:
+        """A sample of each mark with its words, under the plate, row by row."""
+        for r, row in enumerate(rows):
+            x, y = 14.0, y_bottom + 16 * (len(rows) - 1 - r) + 6
+            for kind, words, width in row:
+                size = FACTOR if kind == "factor" else 15.0 if kind == "deterministic" else 12.0
+                self.fig.add(FNode(f"legend.{kind}", kind, [Line("", "", "mark")], pos=(x + 6, y),
+                                   size=(size, size)))
+                self.fig.add(FNode(f"legend.{kind}.text", "legend-text",
+                                   [Line(words, tex_escape(words), "detail")],
+                                   pos=(x + 16 + width / 2, y), size=(width, 10)))
+                x += 26 + width
+
+    def caption_lines(self) -> list[Line]:
+        """The caption broken at its clauses (then words) into lines that fit the figure."""
+        cap = self.fig.caption
+        if cap is None:
+            return []
+        room = self.room() + 20
+        pieces = list(zip(cap.text.split("; "), cap.tex.split("; ")))
+        lines: list[tuple[str, str]] = []
+        for text, tex in pieces:
+            if lines and self.measure(lines[-1][0] + "; " + text) <= room:
+                lines[-1] = (lines[-1][0] + "; " + text, lines[-1][1] + "; " + tex)
+            elif self.measure(text) <= room or " " not in text:
+                lines.append((text, tex))
+            else:                                   # one clause too long: break it at words
+                words, twords = text.split(" "), tex.split(" ")
+                if len(words) != len(twords):
+                    words, twords = [text], [tex]
+                line, tline = words[0], twords[0]
+                for w, tw in zip(words[1:], twords[1:]):
+                    if self.measure(line + " " + w) <= room:
+                        line, tline = line + " " + w, tline + " " + tw
+                    else:
+                        lines.append((line, tline))
+                        line, tline = w, tw
+                lines.append((line, tline))
+        return [Line(text, tex, "detail") for text, tex in lines]
+
+    def place_caption(self, lines: list[Line]) -> None:
+        for k, line in enumerate(lines):
+            width = self.measure(line.text) + 6
+            node_id = "caption" if k == 0 else f"caption.{k}"
+            self.fig.add(FNode(node_id, "legend-text", [line],
+                               pos=(14 + width / 2, 6 + 10 * (len(lines) - 1 - k)), size=(width, 10)))
 
 
-def model_figure(ir: IR, font: str = "Times-Roman", detail_size: float = 7.5) -> Figure:
+def model_figure(ir: IR, font: str = "Times-Roman", detail_size: float = 7.5,
+                 max_width: float | None = None, text_scale: float = 1.0) -> Figure:
+    """The graphical-model view; ``max_width`` (points) narrows the drawing and breaks the
+    legend and caption to fit; ``text_scale`` measures text wider (LaTeX's fonts, .tex)."""
     fields = [n for n in ir.order() if is_field(n)]
     if not fields:
         from dagnet.render.layout import RenderError
         raise RenderError(f"{ir.name} has no stochastic node (CRF) to draw as a graphical model; "
                           "use --view arch")
-    return ModelBuilder(ir, font, detail_size).build(fields)
+    builder = ModelBuilder(ir, font, detail_size)
+    builder.max_width, builder.text_scale = max_width, text_scale
+    return builder.build(fields)

@@ -35,17 +35,21 @@ class Theme:
     cluster_color: str
     nodesep: float              # inches, as Graphviz takes them
     ranksep: float
-    size: tuple | None          # Graphviz `size` (largest drawing, inches) for TB and for LR
+    size: tuple | None          # Graphviz `size` (scale down to fit a slide, inches) for TB and LR;
+                                # None in the paper theme, whose text is never scaled
     looks: dict = field(default_factory=dict)
     tex_family: str = "\\rmfamily"
+    column: float = 3.25        # inches: `--width column`, one column of a two-column paper
+    page: float = 6.75          # inches: `--width page`, the text width (a figure*)
+    min_size: float = 7.0       # points: text is never set smaller to make a figure fit
 
     def look(self, kind: str) -> Look:
         return self.looks.get(kind, self.looks["layer"])
 
 
-# Paper: serif, small, greyscale-safe; never wider than one column of a two-column
-# paper (3.3 in) when it flows down, or than the text (6.9 in, a figure*) when it
-# flows across; a longer figure stays long rather than shrink its text.
+# Paper: serif, small, greyscale-safe; never wider than `--width` (a column, 3.25 in, when it
+# flows down; the text, 6.75 in, a figure*, when it flows across). A figure that does not
+# fit is reflowed (narrow boxes, smaller titles down to 7 pt, left to right), never shrunk.
 PAPER_LOOKS = {
     "dense": Look("#8074c2", legend="fully connected"),
     "conv": Look("#88b0e0", legend="convolution"),
@@ -93,8 +97,8 @@ MODEL_LOOKS = {
     "deterministic": Look("#ffffff", shape="doublecircle", legend="deterministic"),
     "network": Look("#ffffff", shape="diamond", legend="network"),
     "factor": Look("#000000", shape="square", legend="factor"),
-    "text": Look("#ffffff", shape="plaintext"),
-    "legend-text": Look("#ffffff", shape="plaintext"),
+    "text": Look("none", shape="plaintext"),            # unfilled: never hides a line it sits on
+    "legend-text": Look("none", shape="plaintext"),
     "plate": Look("none", shape="box", style="rounded", legend="plate"),
 }
 PAPER_LOOKS.update(MODEL_LOOKS, observed=Look("#c8c8c8", shape="circle", legend="observed"))
@@ -102,9 +106,10 @@ SLIDES_LOOKS.update(MODEL_LOOKS, observed=Look("#b9c7d6", shape="circle", legend
 
 THEMES = {
     "paper": Theme("paper", "Times-Roman", 9, 7, 8, 0.6, "#000000", "#4d4d4d", "#404040",
-                   "#8c8c8c", 0.14, 0.22, ("3.3,100", "6.9,100"), PAPER_LOOKS),
+                   "#8c8c8c", 0.14, 0.22, None, PAPER_LOOKS),
     "slides": Theme("slides", "Helvetica", 16, 12, 13, 1.2, "#333333", "#1f5fa8", "#555555",
-                    "#9aa5b1", 0.25, 0.35, ("13.33,7.5", "13.33,7.5"), SLIDES_LOOKS, tex_family="\\sffamily"),
+                    "#9aa5b1", 0.25, 0.35, ("13.33,7.5", "13.33,7.5"), SLIDES_LOOKS, tex_family="\\sffamily",
+                     column=13.33, page=13.33, min_size=12.0),
 }
 # Families as the legend lists them (the registry's order of importance to a reader).
 FAMILY_ORDER = ("input", "conv", "pool", "upsample", "dense", "recurrent", "attention", "norm", "learned",

@@ -15,6 +15,7 @@ open and then emits only the ``tikzpicture``.
 from __future__ import annotations
 
 
+from dagnet.render.dot import PAD_X
 from dagnet.render.labels import tex_escape
 
 TEX_TEXT_SCALE = 1.2
@@ -63,7 +64,7 @@ class TikzWriter:
         return opts
 
     # -- xdot operations --------------------------------------------------------
-    def replay(self, ops: list[dict] | None, node_text: bool = False) -> None:
+    def replay(self, ops: list[dict] | None, node_text: bool = False, room: float | None = None) -> None:
         """Replay one object's drawing operations, in order."""
         state = dict(DEFAULT_STATE)
         for op in ops or []:
@@ -86,7 +87,7 @@ class TikzWriter:
             elif kind in ("e", "E"):
                 self.ellipse(kind, op["rect"], state)
             elif kind == "T":
-                self.text(op, state, node_text)
+                self.text(op, state, node_text, room)
 
     @staticmethod
     def style(state: dict, style: str) -> None:
@@ -136,7 +137,7 @@ class TikzWriter:
             self.lines.append(f"\\path[{', '.join(opts)}] ({num(x)},{num(y)}) ellipse "
                               f"[x radius={num(w)}bp, y radius={num(h)}bp];")
 
-    def text(self, op: dict, state: dict, node_text: bool) -> None:
+    def text(self, op: dict, state: dict, node_text: bool, room: float | None = None) -> None:
         (x, y), align, width, text = op["pt"], op["align"], float(op.get("width", 0)), op["text"]
         if not text.strip():
             return
@@ -150,6 +151,8 @@ class TikzWriter:
         if state["italic"]:
             font += "\\itshape"
         tex = self.tex_of.get(text, tex_escape(text))
+        if room:                                    # LaTeX's fonts run wider still: keep to the box
+            tex = f"\\dagnetfit{{{num(room)}}}{{{tex}}}"
         color = self.color(state["pen"]) or "black"
         self.lines.append(f"\\node[anchor={anchor}, inner sep=0, text={color}, font={{{font}}}] "
                           f"at ({num(x)},{num(y)}) {{{tex}}};")
@@ -161,6 +164,22 @@ class TikzWriter:
         font = f"\\fontsize{{{num(size)}}}{{{num(size * 1.2)}}}\\selectfont"
         self.lines.append(f"\\node[inner sep=0, font={{{font}}}] at ({num(x)},{num(y)}) "
                           f"{{{self.node_tex[n['name']]}}};")
+
+    @staticmethod
+    def room(n: dict) -> float | None:
+        """Width in points a line of text has inside node ``n``: its box less the padding
+        (a parallelogram's slant and a 3-d box's depth taken off too)."""
+        try:
+            width = float(n["width"]) * 72
+        except (KeyError, ValueError):
+            return None
+        shape = n.get("shape", "box")
+        if shape == "plaintext":                    # sized to its text already (legend, caption)
+            return width
+        if shape in ("circle", "ellipse", "doublecircle"):
+            return 0.72 * width                     # the chord a line of text crosses
+        cut = {"parallelogram": 0.35 * float(n.get("height", 0)) * 72, "box3d": 4.0}.get(shape, 0.0)
+        return max(4.0, width - 2 * PAD_X - cut)
 
     # -- the picture --------------------------------------------------------------
     def write(self) -> str:
@@ -179,19 +198,23 @@ class TikzWriter:
             if n["name"] in self.node_tex:
                 self.whole_label(n)
             else:
-                self.replay(n.get("_ldraw_"), node_text=True)
+                self.replay(n.get("_ldraw_"), node_text=True, room=self.room(n))
         self.replay(lay.get("_ldraw_"))             # the legend (the graph's label)
         x0, y0, x1, y1 = (float(v) for v in lay["bb"].split(","))
         x0, y0, x1, y1 = x0 - 3, y0 - 3, x1 + 3, y1 + 3    # LaTeX's text may run a little wider
         colors = [f"\\definecolor{{{name}}}{{HTML}}{{{hexa.upper()}}}"
                   for hexa, name in sorted(self.colors.items())]
         body = "\n".join(self.lines)
-        return TEMPLATE.format(title=self.title, colors="\n".join(colors), body=body,
+        limit = getattr(self, "limit", None)
+        place = ("a figure* across both columns" if limit and limit > 4 * 72 else "a figure in one column")
+        limit_text = f"{limit:.0f} bp" if limit else "its natural width"
+        return TEMPLATE.format(title=self.title, limit=limit_text, place=place, width=num(x1 - x0), colors="\n".join(colors), body=body,
                                family=self.tex_family, w=num(x1 - x0 + 4), h=num(y1 - y0 + 4),
                                x0=num(x0), y0=num(y0), x1=num(x1), y1=num(y1))
 
 
 TEMPLATE = r"""%% {title}: drawn by `dagnet render`, laid out by Graphviz, text set by LaTeX.
+%% width: {width} bp (at most {limit}: {place})
 %% Compile on its own (pdflatex/lualatex this file), or \input it into a paper
 %% that loads tikz: it then emits only the picture, in the paper's fonts.
 \expandafter\ifx\csname @twoclasseserror\endcsname\documentclass
@@ -204,15 +227,21 @@ TEMPLATE = r"""%% {title}: drawn by `dagnet render`, laid out by Graphviz, text 
   \def\dagnetend{{\end{{document}}}}
   \begin{{document}}\noindent
 \fi
+\providecommand\dagnetfit[2]{{\setbox0\hbox{{#2}}\ifdim\wd0>#1bp\typeout{{dagnet: text fitted to #1bp}}\resizebox{{#1bp}}{{!}}{{\box0}}\else\box0\fi}}%
+\begingroup\setbox0\hbox{{%
 \begin{{tikzpicture}}[x=1bp, y=1bp, font={family}, line join=round]
 {colors}
 \useasboundingbox ({x0},{y0}) rectangle ({x1},{y1});
 {body}
-\end{{tikzpicture}}%
+\end{{tikzpicture}}}}%
+%% a line narrower than the picture scales it to the line (never an overfull box)
+\ifdim\wd0>\linewidth\resizebox{{\linewidth}}{{!}}{{\box0}}\else\box0\fi\endgroup%
 \dagnetend
 """
 
 
 def to_tikz(layout: dict, tex_of: dict[str, str], title: str, tex_family: str = "\\rmfamily",
-            node_tex: dict[str, str] | None = None) -> str:
-    return TikzWriter(layout, tex_of, title, tex_family, node_tex).write()
+            node_tex: dict[str, str] | None = None, limit: float | None = None) -> str:
+    writer = TikzWriter(layout, tex_of, title, tex_family, node_tex)
+    writer.limit = limit
+    return writer.write()
