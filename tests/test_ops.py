@@ -115,3 +115,16 @@ def test_shape_rule_matches_pytorch(name, in_shapes, args):
             out = model(**_tensors(name, in_shapes, sizes))
         expected = substitute(ir.node(_output(name)).shape, sizes)
         assert tuple(out.shape) == (2, *expected), (name, sizes)
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_recurrent_layers_train_under_cpu_bf16_autocast(name):
+    """oneDNN has no bf16 recurrent kernel: under CPU autocast the recurrence runs in float32."""
+    torch.manual_seed(0)
+    model = dagnet.compile(_spec(name, [["T", 5]], {"hidden_size": 4, "bidirectional": True}))
+    x = torch.randn(2, 7, 5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x0=x)
+    out.float().sum().backward()
+    torch.testing.assert_close(out.float(), model(x0=x), rtol=0, atol=0)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
