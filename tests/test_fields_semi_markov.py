@@ -1,0 +1,143 @@
+"""SemiMarkovCRF against brute-force enumeration of every segmentation."""
+import pytest
+import torch
+
+from dagnet.fields.semi_markov import SemiMarkovCRF, segments
+
+F64 = torch.float64
+NEG = float("-inf")
+
+
+def all_segmentations(T, L, K):
+    """Every segmentation of T positions as a list of (start, length - 1, label)."""
+    if T == 0:
+        return [[]]
+    out = []
+    for l in range(min(L, T)):
+        for rest in all_segmentations(T - l - 1, L, K):
+            for k in range(K):
+                out.append([(0, l, k)] + [(s + l + 1, ll, kk) for s, ll, kk in rest])
+    return out
+
+
+def seg_score(crf, seg, segs):
+    s = crf.start[segs[0][2]] + crf.end[segs[-1][2]] if segs else seg.new_zeros(())
+    for i, (t, l, k) in enumerate(segs):
+        s = s + seg[t, l, k]
+        if i:
+            s = s + crf.transitions[segs[i - 1][2], k]
+    return s
+
+
+def to_tags(segs, T, K, frames=False):
+    y = torch.full((T,), -1, dtype=torch.long)
+    for t, l, k in segs:
+        y[t] = k
+        y[t + 1:t + l + 1] = k if frames else K + k
+    return y
+
+
+def enumerate_example(crf, pot, T, frames=False):
+    seg = crf.segment_scores(pot.unsqueeze(0))[0]
+    segs = all_segmentations(T, crf.max_len, crf.num_labels)
+    scores = torch.stack([seg_score(crf, seg, s) for s in segs])
+    tags = torch.stack([to_tags(s, T, crf.num_labels, frames) for s in segs]) if T else torch.zeros(1, 0, dtype=torch.long)
+    return segs, scores, tags
+
+
+def make(K=2, L=3, T=5, B=2, inputs="emissions", targets="segments", seed=0):
+    g = torch.Generator().manual_seed(seed)
+    crf = SemiMarkovCRF(K, L, inputs=inputs, targets=targets).double()
+    with torch.no_grad():
+        for p in crf.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=F64))
+    shape = (B, T, K) if inputs == "emissions" else (B, T, L, K)
+    return crf, torch.randn(shape, generator=g, dtype=F64)
+
+
+@pytest.mark.parametrize("inputs", ["emissions", "segments"])
+def test_log_partition_marginals_entropy_match_brute_force(inputs):
+    crf, pot = make(inputs=inputs)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=torch.bool)
+    pot.requires_grad_()
+    logz = crf.log_partition(pot, mask)
+    marg = crf.marginals(pot, mask)
+    ent = crf.entropy(pot, mask)
+    for b, T in enumerate([5, 3]):
+        _, scores, _ = enumerate_example(crf, pot[b, :T], T)
+        torch.testing.assert_close(logz[b], torch.logsumexp(scores, 0))
+        p = torch.softmax(scores, 0)
+        torch.testing.assert_close(ent[b], -(p * p.log()).sum())
+        (want,) = torch.autograd.grad(torch.logsumexp(scores, 0), pot)
+        torch.testing.assert_close(marg[b], want[b])
+    if inputs == "emissions":  # per-position label marginals sum to one over labels
+        torch.testing.assert_close(marg[0].sum(-1), torch.ones(5, dtype=F64))
+
+
+@pytest.mark.parametrize("targets", ["segments", "frames"])
+def test_decode_kbest_and_nll_match_brute_force(targets):
+    crf, pot = make(targets=targets, T=4)
+    frames = targets == "frames"
+    labels, best = crf.decode(pot)
+    top, top_scores = crf.kbest(pot, 5)
+    for b in range(2):
+        segs, scores, tags = enumerate_example(crf, pot[b], 4, frames)
+        order = scores.argsort(descending=True)
+        torch.testing.assert_close(best[b], scores.max())
+        torch.testing.assert_close(top_scores[b], scores[order[:5]])
+        assert torch.equal(labels[b], tags[order[0]])
+        assert torch.equal(top[b, 0], tags[order[0]])
+        # nll of each full labelling: log Z minus the summed score of the segmentations that agree
+        logz = torch.logsumexp(scores, 0)
+        for i in order[:4].tolist():
+            agree = (tags == tags[i]).all(1)
+            want = logz - torch.logsumexp(scores[agree], 0)
+            torch.testing.assert_close(crf.nll(pot[b:b + 1], tags[i:i + 1], reduction="none")[0], want)
+
+
+def test_partial_labels_sum_out_unknown_positions():
+    crf, pot = make(T=4)
+    segs, scores, tags = enumerate_example(crf, pot[0], 4)
+    partial = torch.tensor([[0, -1, 2, -1]])  # starts a 0 at 0, continues a 0 at 2
+    agree = ((tags == partial) | (partial < 0)).all(1)
+    want = torch.logsumexp(scores, 0) - torch.logsumexp(scores[agree], 0)
+    torch.testing.assert_close(crf.nll(pot[:1], partial, reduction="none")[0], want)
+    nothing = torch.full((1, 4), -1)
+    torch.testing.assert_close(crf.nll(pot[:1], nothing)[()], torch.zeros((), dtype=F64), atol=1e-9, rtol=0)
+
+
+def test_transition_constraints_and_allowed_labels():
+    crf, pot = make(T=4)
+    crf.allowed_transitions = torch.tensor([[False, True], [True, False]])  # labels must alternate
+    segs, scores, _ = enumerate_example(crf, pot[0], 4)
+    ok = torch.tensor([all(a[2] != b[2] for a, b in zip(s, s[1:])) for s in segs])
+    torch.testing.assert_close(crf.log_partition(pot[:1])[0], torch.logsumexp(scores[ok], 0))
+    allowed = torch.ones(1, 4, 2, dtype=torch.bool)
+    allowed[0, 1, 0] = False
+    ok2 = ok & torch.tensor([all(not (k == 0 and t <= 1 <= t + l) for t, l, k in s) for s in segs])
+    torch.testing.assert_close(crf.log_partition(pot[:1], allowed=allowed)[0], torch.logsumexp(scores[ok2], 0))
+    labels, _ = crf.decode(pot[:1])
+    segs_found = segments(labels, 2)[0]
+    assert all(a[2] != b[2] for a, b in zip(segs_found, segs_found[1:]))
+
+
+def test_samples_follow_the_distribution():
+    crf, pot = make(T=3, B=1, K=2, L=2)
+    segs, scores, tags = enumerate_example(crf, pot[0], 3)
+    draws = crf.sample(pot, 4000, generator=torch.Generator().manual_seed(1))[:, 0]
+    freq = torch.stack([(draws == t).all(1).double().mean() for t in tags])
+    torch.testing.assert_close(freq, torch.softmax(scores, 0), atol=0.03, rtol=0)
+
+
+def test_gradcheck_and_long_float32_input():
+    crf, pot = make(T=4, B=1)
+    pot.requires_grad_()
+    assert torch.autograd.gradcheck(lambda x: crf.log_partition(x), (pot,))
+    assert torch.autograd.gradcheck(lambda x: crf.entropy(x), (pot,))
+    long = SemiMarkovCRF(3, 8)
+    x = torch.randn(2, 1000, 3) * 20
+    logz = long.log_partition(x)
+    assert torch.isfinite(logz).all()
+    labels, best = long.decode(x)
+    assert (labels >= 0).all() and bool((best <= logz + 1e-2).all())
+    torch.testing.assert_close(long.score(x, labels), best, rtol=1e-4, atol=1e-2)
