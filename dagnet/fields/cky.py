@@ -1,0 +1,152 @@
+"""CKY CRF: distributions over labelled binary constituency trees.
+
+Potentials are span scores (B, N, N, L) as in torch-struct's ``TreeCRF``: ``x[b, i, j, l]``
+scores the span of words i..j (inclusive) with label l. A tree is a full binary bracketing
+of the N words: the N one-word spans, the whole sentence and N - 2 spans between, each with
+one label; its score is the sum of its spans' scores. Trees are given as labels (B, N, N):
+``labels[i, j] = l`` for a constituent, ``NO_SPAN`` (-2) for a span not in the tree, -1
+unknown (partial labels: summed out) and for i > j or words past the length.
+
+The inside pass, written once over a semiring (:mod:`dagnet.fields.semiring`), width by
+width over every span at once:
+
+    V[i, i]  = (+)_l x[i, i, l]
+    V[i, j]  = ((+)_l x[i, j, l]) (x) (+)_{i<=k<j} V[i, k] (x) V[k+1, j]
+    value    = V[0, n - 1]                     at each example's length n
+
+so log Z, span marginals (its gradient), the best tree (CKY), the k best, exact samples
+and the entropy come from it; O(N^3 + N^2 L) per sentence. A span required by partial
+labels is enforced by banning every span that crosses it (a full binary bracketing is a
+maximal set of non-crossing spans, so it must then contain it).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from . import semiring as sr
+from .protocol import Field, check_k, check_reduction, reduce_loss
+from .semi_markov import lengths_of
+
+NEG_INF = float("-inf")
+NO_SPAN = -2
+
+
+def inside(lengths: Tensor) -> sr.DP:
+    """The inside pass (module doc) over span scores (B, N, N, L): values (S, B)."""
+    def dp(semiring: sr.Semiring, potentials: Tensor) -> Tensor:
+        B, N = potentials.shape[:2]
+        labelled = semiring.sum(semiring.convert(potentials), -1)  # (S, B, N, N): the label of each span
+        S = labelled.shape[0]
+        zero = semiring.convert(potentials.new_full((B, N, N), NEG_INF))
+        start, end = zero.clone(), zero.clone()  # [i, w] = span [i, i+w]; [j, w] = span [j-w, j]
+        leaves = labelled.diagonal(0, -2, -1)
+        start[..., 0], end[..., 0] = leaves, leaves
+        for w in range(1, N):
+            m = N - w
+            split = semiring.sum(semiring.times(start[:, :, :m, :w], end[:, :, w:, :w].flip(-1)), -1)
+            span = semiring.times(split, labelled.diagonal(w, -2, -1))
+            start[:, :, :m, w], end[:, :, w:, w] = span, span
+        value = start[:, :, 0].gather(-1, (lengths - 1).clamp_min(0).view(1, B, 1).expand(S, B, 1)).squeeze(-1)
+        return torch.where((lengths == 0).expand(S, B), semiring.one((B,), potentials), value)
+    return dp
+
+
+def span_labels(indicators: Tensor, lengths: Tensor) -> Tensor:
+    """Labels (..., N, N) from span indicators (..., N, N, L): the label, NO_SPAN, -1 outside."""
+    N = indicators.shape[-2]
+    chosen = indicators.sum(-1) > 0.5
+    labels = indicators.argmax(-1).masked_fill(~chosen, NO_SPAN)
+    i = torch.arange(N, device=labels.device)
+    inside_ = (i[:, None] <= i[None, :]) & (i[None, :] < lengths.view(-1, *[1] * 2))
+    return labels.masked_fill(~inside_.view(*labels.shape[:-2], N, N) if labels.dim() == 3
+                              else ~inside_.unsqueeze(0), -1)
+
+
+class CKYCRF(Field):
+    """CRF over labelled binary constituency trees of span scores (B, N, N, L) (module doc).
+    No parameters; every query takes ``allowed`` (B, N, N, L) bool: hard constraints on
+    span labels (all False for a span bans it)."""
+
+    exact = frozenset({"log_partition", "marginals", "decode", "kbest", "sample", "entropy", "score", "nll"})
+    structure = "tree"
+
+    def __init__(self, num_labels: int):
+        super().__init__()
+        self.num_labels = num_labels
+
+    def _check(self, potentials, mask, allowed) -> tuple:
+        if potentials.dim() != 4 or potentials.shape[1] != potentials.shape[2]:
+            raise ValueError(f"span scores must be (B, N, N, L), got {tuple(potentials.shape)}")
+        if allowed is not None:
+            potentials = potentials.masked_fill(~allowed.bool(), NEG_INF)
+        return potentials, lengths_of(mask, potentials.shape[0], potentials.shape[1], potentials.device)
+
+    def log_partition(self, potentials, mask=None, allowed=None) -> Tensor:
+        x, lengths = self._check(potentials, mask, allowed)
+        return sr.log_partition(inside(lengths), x)
+
+    def marginals(self, potentials, mask=None, allowed=None) -> Tensor:
+        """Span-label marginals (B, N, N, L) (inside-outside, as the gradient of log Z); differentiable."""
+        x, lengths = self._check(potentials, mask, allowed)
+        return sr.marginals(inside(lengths), x)
+
+    def entropy(self, potentials, mask=None, allowed=None) -> Tensor:
+        x, lengths = self._check(potentials, mask, allowed)
+        return sr.entropy(inside(lengths), x)
+
+    def score(self, potentials, labels, mask=None) -> Tensor:
+        """The sum of the labelled spans' scores (B,) (not checked to be a tree)."""
+        picked = potentials.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+        return picked.masked_fill(labels < 0, 0.0).flatten(1).sum(1)
+
+    def labels_allowed(self, labels: Tensor) -> Tensor:
+        """(B, N, N, L) span labels consistent with (partial) labels (module doc)."""
+        B, N, _ = labels.shape
+        L = self.num_labels
+        ok = (labels[..., None] < 0) | (labels[..., None] == torch.arange(L, device=labels.device))
+        ok = ok & (labels != NO_SPAN)[..., None]
+        banned = torch.zeros(B, N, N, dtype=torch.bool, device=labels.device)
+        for b, i, j in (labels >= 0).nonzero().tolist():  # ban every span crossing a required one
+            if i < j:
+                banned[b, :i, i:j] = True
+                banned[b, i + 1:j + 1, j + 1:] = True
+        return ok & ~banned[..., None]
+
+    def clamped_log_partition(self, potentials, labels, mask=None) -> Tensor:
+        return self.log_partition(potentials, mask, self.labels_allowed(labels))
+
+    def nll(self, potentials, labels, mask=None, reduction="mean") -> Tensor:
+        check_reduction(reduction)
+        losses = self.log_partition(potentials, mask) - self.clamped_log_partition(potentials, labels, mask)
+        return reduce_loss(losses, reduction)
+
+    forward = nll
+
+    @torch.no_grad()
+    def decode(self, potentials, mask=None, allowed=None) -> tuple:
+        """The best tree (CKY): labels (B, N, N) and its score (B,)."""
+        x, lengths = self._check(potentials, mask, allowed)
+        score, chosen = sr.best(inside(lengths), x)
+        return span_labels(chosen, lengths), score
+
+    @torch.no_grad()
+    def kbest(self, potentials, k: int, mask=None, allowed=None) -> tuple:
+        """The k best trees (B, k, N, N) and scores (B, k), best first; missing ones -inf, labels -1."""
+        x, lengths = self._check(potentials, mask, allowed)
+        scores, chosen = sr.kbest(inside(lengths), x, check_k(k))
+        labels = torch.stack([span_labels(c, lengths) for c in chosen], 1)
+        return labels.masked_fill((scores == NEG_INF)[..., None, None], -1), scores
+
+    @torch.no_grad()
+    def sample(self, potentials, n: int = 1, mask=None, generator=None, allowed=None) -> Tensor:
+        """n exact samples (n, B, N, N), by sampling backward through the inside pass."""
+        x, lengths = self._check(potentials, mask, allowed)
+        B, N = x.shape[:2]
+        ls = lengths.repeat(n)
+        logz, chosen = sr.samples(inside(ls), x.repeat(n, 1, 1, 1), generator)
+        labels = span_labels(chosen, ls).masked_fill(~torch.isfinite(logz)[:, None, None], -1)
+        return labels.view(n, B, N, N)
+
+    def extra_repr(self) -> str:
+        return f"num_labels={self.num_labels}"
