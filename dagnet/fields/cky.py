@@ -52,6 +52,63 @@ def inside(lengths: Tensor) -> sr.DP:
     return dp
 
 
+class _InsideOutside(torch.autograd.Function):
+    """log Z (B,) of span scores (B, N, N, L) by the inside pass in plain tensors, and its
+    gradient (the span-label marginals) by the outside pass: no autograd tape through the
+    charts, whose slice-by-slice backward costs a full chart per read. With ``best``, the
+    same passes in the max semiring: the best score, and as gradient the best tree's indicators."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, lengths: Tensor, best: bool = False) -> Tensor:
+        B, N = x.shape[:2]
+        ctx.best = best
+        reduce = (lambda a: a.amax(-1)) if best else (lambda a: torch.logsumexp(a, -1))
+        lab = reduce(x)  # (B, N, N)
+        start = x.new_full((B, N, N), NEG_INF)  # [i, w] = V over span [i, i + w]
+        end = x.new_full((B, N, N), NEG_INF)  # [j, N - 1 - w] = V over span [j - w, j] (pre-flipped)
+        split = x.new_zeros(B, N, N)  # [i, w]: log of the sum over the splits of span [i, i + w], 0 if -inf
+        leaves = lab.diagonal(0, -2, -1)
+        start[:, :, 0], end[:, :, N - 1] = leaves, leaves
+        for w in range(1, N):
+            m = N - w
+            inner = reduce(start[:, :m, :w] + end[:, w:, m:])
+            start[:, :m, w] = inner + lab.diagonal(w, -2, -1)
+            end[:, w:, m - 1] = start[:, :m, w]
+            split[:, :m, w] = inner.masked_fill(inner == NEG_INF, 0.0)
+        value = start[:, 0].gather(-1, (lengths - 1).clamp_min(0)[:, None]).squeeze(-1)
+        value = torch.where(lengths == 0, torch.zeros_like(value), value)
+        ctx.save_for_backward(x, lab, start, end, split, lengths)
+        return value
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        x, lab, start, end, split, lengths = ctx.saved_tensors
+        B, N = x.shape[:2]
+        g_start = x.new_zeros(B, N, N)  # d value / d V, gathered in both layouts
+        g_end = x.new_zeros(B, N, N)
+        top = (lengths - 1).clamp_min(0)
+        g_start[torch.arange(B), 0, top] = torch.where(lengths > 0, grad, torch.zeros_like(grad))
+        marg = x.new_zeros(B, N, N)  # d value / d lab[i, j]
+        for w in range(N - 1, 0, -1):
+            m = N - w
+            mass = g_start[:, :m, w] + g_end[:, w:, m - 1]  # (B, m)
+            marg.diagonal(w, -2, -1).copy_(mass)
+            share = _share(start[:, :m, :w] + end[:, w:, m:], split[:, :m, w, None], ctx.best).mul_(mass[..., None])
+            g_start[:, :m, :w] += share
+            g_end[:, w:, m:] += share
+        marg.diagonal(0, -2, -1).copy_(g_start[:, :, 0] + g_end[:, :, N - 1])
+        label_share = _share(x, lab.masked_fill(lab == NEG_INF, 0.0)[..., None], ctx.best)
+        return marg[..., None] * label_share, None, None
+
+
+def _share(terms: Tensor, total: Tensor, best: bool) -> Tensor:
+    """Each term's share of its sum over the last axis: softmax (the total given), or one-hot of the max."""
+    if best:
+        return torch.nn.functional.one_hot(terms.argmax(-1), terms.shape[-1]).to(terms.dtype)
+    return (terms - total).exp_()
+
+
 def span_labels(indicators: Tensor, lengths: Tensor) -> Tensor:
     """Labels (..., N, N) from span indicators (..., N, N, L): the label, NO_SPAN, -1 outside."""
     N = indicators.shape[-2]
@@ -84,7 +141,7 @@ class CKYCRF(Field):
 
     def log_partition(self, potentials, mask=None, allowed=None) -> Tensor:
         x, lengths = self._check(potentials, mask, allowed)
-        return sr.log_partition(inside(lengths), x)
+        return _InsideOutside.apply(x, lengths)
 
     def marginals(self, potentials, mask=None, allowed=None) -> Tensor:
         """Span-label marginals (B, N, N, L) (inside-outside, as the gradient of log Z); differentiable."""
@@ -127,8 +184,12 @@ class CKYCRF(Field):
     def decode(self, potentials, mask=None, allowed=None) -> tuple:
         """The best tree (CKY): labels (B, N, N) and its score (B,)."""
         x, lengths = self._check(potentials, mask, allowed)
-        score, chosen = sr.best(inside(lengths), x)
-        return span_labels(chosen, lengths), score
+        with torch.enable_grad():
+            leaf = x.detach().requires_grad_()
+            score = _InsideOutside.apply(leaf, lengths, True)
+            (chosen,) = torch.autograd.grad(score.sum(), leaf)
+        chosen = chosen.masked_fill(~torch.isfinite(score)[:, None, None, None], 0.0)
+        return span_labels(chosen, lengths), score.detach()
 
     @torch.no_grad()
     def kbest(self, potentials, k: int, mask=None, allowed=None) -> tuple:
