@@ -91,6 +91,123 @@ def eisner(lengths: Tensor, multiroot: bool, labelled: bool) -> sr.DP:
     return dp
 
 
+def _reduce(a: Tensor, best: bool) -> Tensor:
+    return a.amax(-1) if best else torch.logsumexp(a, -1)
+
+
+def _share(terms: Tensor, total: Tensor, best: bool) -> Tensor:
+    """Each term's share of its sum over the last axis: softmax (given the total), or one-hot of the max."""
+    if best:
+        return torch.nn.functional.one_hot(terms.argmax(-1), terms.shape[-1]).to(terms.dtype)
+    return (terms - total).exp_()
+
+
+def _finite(a: Tensor) -> Tensor:
+    return a.masked_fill(a == NEG_INF, 0.0)
+
+
+class _Eisner(torch.autograd.Function):
+    """Eisner's inside pass (module doc) in the log (or, with ``best``, max) semiring on plain
+    tensors, and its gradient by the outside pass written out: no autograd tape through the
+    charts, whose slice-by-slice backward costs a whole chart per read. Charts are kept
+    start-indexed [i, w] (span [i, i+w]) and end-indexed, pre-flipped [j, n-1-w] (span [j-w, j])."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, lengths: Tensor, multiroot: bool, labelled: bool, best: bool) -> Tensor:
+        lab = _reduce(x, best) if labelled else x
+        arcs = with_root(lab)
+        B, n = arcs.shape[:2]
+        charts = {name: x.new_full((B, n, n), NEG_INF) for name in ("cr_s", "cr_e", "cl_s", "cl_e",
+                                                                    "ir_s", "ir_e", "il_s", "il_e")}
+        inner = {name: x.new_zeros(B, n, n) for name in ("split", "cr", "cl")}  # [i, w], -inf as 0
+        c = charts
+        for name in ("cr_s", "cl_s"):
+            c[name][:, :, 0] = 0.0
+        for name in ("cr_e", "cl_e"):
+            c[name][:, :, n - 1] = 0.0
+        for w in range(1, n):
+            m = n - w
+            split = _reduce(c["cr_s"][:, :m, :w] + c["cl_e"][:, w:, m:], best)
+            inner["split"][:, :m, w] = _finite(split)
+            ir, il = split + arcs.diagonal(w, -2, -1), split + arcs.diagonal(-w, -2, -1)
+            c["ir_s"][:, :m, w], c["ir_e"][:, w:, m - 1] = ir, ir
+            c["il_s"][:, :m, w], c["il_e"][:, w:, m - 1] = il, il
+            cr = _reduce(c["ir_s"][:, :m, 1:w + 1] + c["cr_e"][:, w:, m:], best)
+            cl = _reduce(c["cl_s"][:, :m, :w] + c["il_e"][:, w:, m - 1:n - 1], best)
+            inner["cr"][:, :m, w], inner["cl"][:, :m, w] = _finite(cr), _finite(cl)
+            c["cr_s"][:, :m, w], c["cr_e"][:, w:, m - 1] = cr, cr
+            c["cl_s"][:, :m, w], c["cl_e"][:, w:, m - 1] = cl, cl
+        if multiroot:
+            value = c["cr_s"][:, 0].gather(-1, lengths[:, None]).squeeze(-1)
+            top = None
+        else:
+            top = _root_terms(arcs, c, lengths)
+            value = _reduce(top, best)
+        value = torch.where(lengths == 0, torch.zeros_like(value), value)
+        ctx.flags = (multiroot, labelled, best)
+        ctx.save_for_backward(x, lab, arcs, lengths, top if top is not None else x.new_zeros(0),
+                              *c.values(), *inner.values())
+        ctx.names = tuple(c) + tuple(inner)
+        return value
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        multiroot, labelled, best = ctx.flags
+        x, lab, arcs, lengths, top, *saved = ctx.saved_tensors
+        t = dict(zip(ctx.names, saved))
+        B, n = arcs.shape[:2]
+        grad = torch.where(lengths > 0, grad, torch.zeros_like(grad))
+        g = {name: x.new_zeros(B, n, n) for name in ("cr_s", "cr_e", "cl_s", "cl_e", "ir_s", "ir_e", "il_s", "il_e")}
+        g_arcs = x.new_zeros(B, n, n)
+        rows = torch.arange(B, device=x.device)
+        if multiroot:
+            g["cr_s"][rows, 0, lengths] += grad
+        else:
+            N = n - 1
+            mass = _share(top, _finite(_reduce(top, best))[:, None], best) * grad[:, None]  # (B, N)
+            g_arcs[:, 0, 1:] += mass
+            g["cl_s"][:, 1, :N] += mass
+            word = torch.arange(1, n, device=x.device)
+            width = (lengths[:, None] - word).clamp_min(0)
+            g["cr_s"][:, 1:].scatter_add_(-1, width[..., None], mass[..., None])
+        for w in range(n - 1, 0, -1):
+            m = n - w
+            g_cr = g["cr_s"][:, :m, w] + g["cr_e"][:, w:, m - 1]
+            g_cl = g["cl_s"][:, :m, w] + g["cl_e"][:, w:, m - 1]
+            share = _share(t["ir_s"][:, :m, 1:w + 1] + t["cr_e"][:, w:, m:], t["cr"][:, :m, w, None], best)
+            share.mul_(g_cr[..., None])
+            g["ir_s"][:, :m, 1:w + 1] += share
+            g["cr_e"][:, w:, m:] += share
+            share = _share(t["cl_s"][:, :m, :w] + t["il_e"][:, w:, m - 1:n - 1], t["cl"][:, :m, w, None], best)
+            share.mul_(g_cl[..., None])
+            g["cl_s"][:, :m, :w] += share
+            g["il_e"][:, w:, m - 1:n - 1] += share
+            g_ir = g["ir_s"][:, :m, w] + g["ir_e"][:, w:, m - 1]
+            g_il = g["il_s"][:, :m, w] + g["il_e"][:, w:, m - 1]
+            g_arcs.diagonal(w, -2, -1).add_(g_ir)
+            g_arcs.diagonal(-w, -2, -1).add_(g_il)
+            share = _share(t["cr_s"][:, :m, :w] + t["cl_e"][:, w:, m:], t["split"][:, :m, w, None], best)
+            share.mul_((g_ir + g_il)[..., None])
+            g["cr_s"][:, :m, :w] += share
+            g["cl_e"][:, w:, m:] += share
+        g_lab = g_arcs[:, 1:, 1:].clone()  # back through with_root: [h+1, m+1] -> [h, m], [0, m+1] -> [m, m]
+        g_lab.diagonal(0, -2, -1).copy_(g_arcs[:, 0, 1:])
+        if labelled:
+            g_lab = g_lab[..., None] * _share(x, _finite(lab)[..., None], best)
+        return g_lab, None, None, None, None
+
+
+def _root_terms(arcs: Tensor, c: dict, lengths: Tensor) -> Tensor:
+    """arc[0 -> m] + C_l[1, m] + C_r[m, len] for each word m (B, N); -inf past the length."""
+    B, n = arcs.shape[:2]
+    word = torch.arange(1, n, device=arcs.device)
+    width = (lengths[:, None] - word).clamp_min(0)
+    right = c["cr_s"][:, 1:].gather(-1, width[..., None]).squeeze(-1)
+    terms = arcs[:, 0, 1:] + c["cl_s"][:, 1, :n - 1] + right
+    return terms.masked_fill(word[None] > lengths[:, None], NEG_INF)
+
+
 # -- non-projective: the matrix-tree theorem and Chu-Liu-Edmonds -----------------------------------
 
 def matrix_tree_log_partition(arcs: Tensor, lengths: Tensor, multiroot: bool) -> Tensor:
@@ -277,6 +394,8 @@ class DependencyCRF(Field):
 
     def log_partition(self, potentials, mask=None, allowed=None) -> Tensor:
         x, lengths = self._check(potentials, mask, allowed)
+        if self.projective:
+            return _Eisner.apply(x, lengths, self.multiroot, self.labelled, False)
         return sr.log_partition(self._dp(lengths), x)
 
     def marginals(self, potentials, mask=None, allowed=None) -> Tensor:
@@ -347,8 +466,13 @@ class DependencyCRF(Field):
         """The best tree: heads (B, N) or (B, N, 2), -1 for absent words, and its score (B,)."""
         x, lengths = self._check(potentials, mask, allowed)
         if self.projective:
-            score, chosen = sr.best(self._dp(lengths), x)
-            labels = tree_labels(chosen, self.labelled)
+            with torch.enable_grad():
+                leaf = x.detach().requires_grad_()
+                score = _Eisner.apply(leaf, lengths, self.multiroot, self.labelled, True)
+                (chosen,) = torch.autograd.grad(score.sum(), leaf)
+            score = score.detach()
+            labels = tree_labels(chosen.masked_fill(~torch.isfinite(score).view(-1, *[1] * (x.dim() - 1)), 0.0),
+                                 self.labelled)
         else:
             arcs, heads, score = self._numpy_arcs(x), [], []
             for b, n in enumerate(lengths.tolist()):
