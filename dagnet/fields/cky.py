@@ -127,18 +127,20 @@ def cky_argmax(x: Tensor, lengths: Tensor) -> tuple:
     score = start[:, 0].gather(-1, (lengths - 1).clamp_min(0)[:, None]).squeeze(-1)
     score = torch.where(lengths == 0, torch.zeros_like(score), score)
     labels = np.full((B, N, N), -1, np.int64)
-    split, best_label = back.cpu().numpy(), best_label.cpu().numpy()
+    split, best_label = back.tolist(), best_label.tolist()  # lists: fast scalar access in the backtrack
     for b, n in enumerate(lengths.tolist()):
         if n == 0 or not np.isfinite(float(score[b])):
             continue
         labels[b][np.triu_indices(n)] = NO_SPAN
-        stack = [(0, n - 1)]
+        spans, stack, row, lab_b = [], [(0, n - 1)], split[b], best_label[b]
         while stack:
             i, j = stack.pop()
-            labels[b, i, j] = best_label[b, i, j]
+            spans.append((i, j, lab_b[i][j]))
             if i < j:
-                k = i + split[b, i, j - i]
+                k = i + row[i][j - i]
                 stack += [(i, k), (k + 1, j)]
+        i, j, l = zip(*spans)
+        labels[b, list(i), list(j)] = l
     return torch.as_tensor(labels, device=x.device), score
 
 

@@ -232,26 +232,26 @@ def eisner_argmax(x: Tensor, lengths: Tensor, multiroot: bool) -> tuple:
         score, first = _root_terms(arcs, {"cr_s": cr_s, "cl_s": cl_s}, lengths).max(-1)
         first = first.tolist()
     score = torch.where(lengths == 0, torch.zeros_like(score), score)
-    split, bcr, bcl = (back[k].cpu().numpy() for k in ("split", "cr", "cl"))
-    heads = np.full((B, n), -1, np.int64)
+    split, bcr, bcl = (back[k].tolist() for k in ("split", "cr", "cl"))  # lists: fast scalar access
+    heads = [[-1] * n for _ in range(B)]
 
     def complete(b, i, j, right):
         while i != j:
             if right:  # C_r[i, j] = I_r[i, k] C_r[k, j]
-                k = i + 1 + bcr[b, i, j - i]
+                k = i + 1 + bcr[b][i][j - i]
                 incomplete(b, i, k, True)
                 i = k
             else:  # C_l[i, j] = C_l[i, k] I_l[k, j]
-                k = i + bcl[b, i, j - i]
+                k = i + bcl[b][i][j - i]
                 incomplete(b, k, j, False)
                 j = k
 
     def incomplete(b, i, j, right):
         if right:
-            heads[b, j] = i
+            heads[b][j] = i
         else:
-            heads[b, i] = j
-        k = i + split[b, i, j - i]
+            heads[b][i] = j
+        k = i + split[b][i][j - i]
         complete(b, i, k, True)
         complete(b, k + 1, j, False)
 
@@ -262,9 +262,10 @@ def eisner_argmax(x: Tensor, lengths: Tensor, multiroot: bool) -> tuple:
             complete(b, 0, length, True)
         else:
             m = first[b] + 1
-            heads[b, m] = 0
+            heads[b][m] = 0
             complete(b, 1, m, False)
             complete(b, m, length, True)
+    heads = np.array(heads, dtype=np.int64).reshape(B, n)
     words = heads[:, 1:] - 1  # root token 0 -> the diagonal convention
     root = heads[:, 1:] == 0
     words[root] = np.nonzero(root)[1]
