@@ -141,3 +141,29 @@ def test_gradcheck_and_long_float32_input():
     labels, best = long.decode(x)
     assert (labels >= 0).all() and bool((best <= logz + 1e-2).all())
     torch.testing.assert_close(long.score(x, labels), best, rtol=1e-4, atol=1e-2)
+
+
+def test_gesture_spec_compiles_and_trains():
+    from pathlib import Path
+
+    import dagnet
+    from dagnet.train.from_spec import build_model
+
+    ir = dagnet.load(Path(__file__).parents[1] / "specs" / "semimarkov_gestures.yaml", {"hidden": 8, "max_len": 4})
+    model, objective, _ = build_model(ir)
+    g = torch.Generator().manual_seed(0)
+    frames = torch.randn(3, 10, 8, generator=g)
+    mask = torch.arange(10) < torch.tensor([10, 8, 6])[:, None]
+    labels = (torch.arange(10) // 3 % 4).expand(3, 10).masked_fill(~mask, -1)  # segments of 3 frames
+    batch = {"frames": frames, "mask": mask, "labels": labels}
+    optim = torch.optim.Adam(model.parameters(), lr=0.02)
+    losses = []
+    for _ in range(8):
+        loss, _ = objective(model(frames=frames, mask=mask), batch)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    predicted, _ = model.segmenter.decode(model(frames=frames, mask=mask)["emissions"], mask)
+    assert bool(((predicted >= 0) == mask).all()) and int(predicted.max()) < 4
