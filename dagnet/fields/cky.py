@@ -56,15 +56,12 @@ def inside(lengths: Tensor) -> sr.DP:
 class _InsideOutside(torch.autograd.Function):
     """log Z (B,) of span scores (B, N, N, L) by the inside pass in plain tensors, and its
     gradient (the span-label marginals) by the outside pass: no autograd tape through the
-    charts, whose slice-by-slice backward costs a full chart per read. With ``best``, the
-    same passes in the max semiring: the best score, and as gradient the best tree's indicators."""
+    charts, whose slice-by-slice backward costs a full chart per read."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, lengths: Tensor, best: bool = False) -> Tensor:
+    def forward(ctx, x: Tensor, lengths: Tensor) -> Tensor:
         B, N = x.shape[:2]
-        ctx.best = best
-        reduce = (lambda a: a.amax(-1)) if best else (lambda a: torch.logsumexp(a, -1))
-        lab = reduce(x)  # (B, N, N)
+        lab = torch.logsumexp(x, -1)  # (B, N, N)
         start = x.new_full((B, N, N), NEG_INF)  # [i, w] = V over span [i, i + w]
         end = x.new_full((B, N, N), NEG_INF)  # [j, N - 1 - w] = V over span [j - w, j] (pre-flipped)
         split = x.new_zeros(B, N, N)  # [i, w]: log of the sum over the splits of span [i, i + w], 0 if -inf
@@ -72,7 +69,7 @@ class _InsideOutside(torch.autograd.Function):
         start[:, :, 0], end[:, :, N - 1] = leaves, leaves
         for w in range(1, N):
             m = N - w
-            inner = reduce(start[:, :m, :w] + end[:, w:, m:])
+            inner = torch.logsumexp(start[:, :m, :w] + end[:, w:, m:], -1)
             start[:, :m, w] = inner + lab.diagonal(w, -2, -1)
             end[:, w:, m - 1] = start[:, :m, w]
             split[:, :m, w] = inner.masked_fill(inner == NEG_INF, 0.0)
@@ -95,19 +92,12 @@ class _InsideOutside(torch.autograd.Function):
             m = N - w
             mass = g_start[:, :m, w] + g_end[:, w:, m - 1]  # (B, m)
             marg.diagonal(w, -2, -1).copy_(mass)
-            share = _share(start[:, :m, :w] + end[:, w:, m:], split[:, :m, w, None], ctx.best).mul_(mass[..., None])
+            share = (start[:, :m, :w] + end[:, w:, m:] - split[:, :m, w, None]).exp_().mul_(mass[..., None])
             g_start[:, :m, :w] += share
             g_end[:, w:, m:] += share
         marg.diagonal(0, -2, -1).copy_(g_start[:, :, 0] + g_end[:, :, N - 1])
-        label_share = _share(x, lab.masked_fill(lab == NEG_INF, 0.0)[..., None], ctx.best)
-        return marg[..., None] * label_share, None, None
-
-
-def _share(terms: Tensor, total: Tensor, best: bool) -> Tensor:
-    """Each term's share of its sum over the last axis: softmax (the total given), or one-hot of the max."""
-    if best:
-        return torch.nn.functional.one_hot(terms.argmax(-1), terms.shape[-1]).to(terms.dtype)
-    return (terms - total).exp_()
+        label_share = (x - lab.masked_fill(lab == NEG_INF, 0.0)[..., None]).exp_()
+        return marg[..., None] * label_share, None
 
 
 def cky_argmax(x: Tensor, lengths: Tensor) -> tuple:

@@ -91,14 +91,12 @@ def eisner(lengths: Tensor, multiroot: bool, labelled: bool) -> sr.DP:
     return dp
 
 
-def _reduce(a: Tensor, best: bool) -> Tensor:
-    return a.amax(-1) if best else torch.logsumexp(a, -1)
+def _reduce(a: Tensor) -> Tensor:
+    return torch.logsumexp(a, -1)
 
 
-def _share(terms: Tensor, total: Tensor, best: bool) -> Tensor:
-    """Each term's share of its sum over the last axis: softmax (given the total), or one-hot of the max."""
-    if best:
-        return torch.nn.functional.one_hot(terms.argmax(-1), terms.shape[-1]).to(terms.dtype)
+def _share(terms: Tensor, total: Tensor) -> Tensor:
+    """Each term's share of its log-sum over the last axis (given the total): a softmax."""
     return (terms - total).exp_()
 
 
@@ -107,14 +105,14 @@ def _finite(a: Tensor) -> Tensor:
 
 
 class _Eisner(torch.autograd.Function):
-    """Eisner's inside pass (module doc) in the log (or, with ``best``, max) semiring on plain
+    """Eisner's inside pass (module doc) in the log semiring on plain
     tensors, and its gradient by the outside pass written out: no autograd tape through the
     charts, whose slice-by-slice backward costs a whole chart per read. Charts are kept
     start-indexed [i, w] (span [i, i+w]) and end-indexed, pre-flipped [j, n-1-w] (span [j-w, j])."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, lengths: Tensor, multiroot: bool, labelled: bool, best: bool) -> Tensor:
-        lab = _reduce(x, best) if labelled else x
+    def forward(ctx, x: Tensor, lengths: Tensor, multiroot: bool, labelled: bool) -> Tensor:
+        lab = _reduce(x) if labelled else x
         arcs = with_root(lab)
         B, n = arcs.shape[:2]
         charts = {name: x.new_full((B, n, n), NEG_INF) for name in ("cr_s", "cr_e", "cl_s", "cl_e",
@@ -127,13 +125,13 @@ class _Eisner(torch.autograd.Function):
             c[name][:, :, n - 1] = 0.0
         for w in range(1, n):
             m = n - w
-            split = _reduce(c["cr_s"][:, :m, :w] + c["cl_e"][:, w:, m:], best)
+            split = _reduce(c["cr_s"][:, :m, :w] + c["cl_e"][:, w:, m:])
             inner["split"][:, :m, w] = _finite(split)
             ir, il = split + arcs.diagonal(w, -2, -1), split + arcs.diagonal(-w, -2, -1)
             c["ir_s"][:, :m, w], c["ir_e"][:, w:, m - 1] = ir, ir
             c["il_s"][:, :m, w], c["il_e"][:, w:, m - 1] = il, il
-            cr = _reduce(c["ir_s"][:, :m, 1:w + 1] + c["cr_e"][:, w:, m:], best)
-            cl = _reduce(c["cl_s"][:, :m, :w] + c["il_e"][:, w:, m - 1:n - 1], best)
+            cr = _reduce(c["ir_s"][:, :m, 1:w + 1] + c["cr_e"][:, w:, m:])
+            cl = _reduce(c["cl_s"][:, :m, :w] + c["il_e"][:, w:, m - 1:n - 1])
             inner["cr"][:, :m, w], inner["cl"][:, :m, w] = _finite(cr), _finite(cl)
             c["cr_s"][:, :m, w], c["cr_e"][:, w:, m - 1] = cr, cr
             c["cl_s"][:, :m, w], c["cl_e"][:, w:, m - 1] = cl, cl
@@ -142,9 +140,9 @@ class _Eisner(torch.autograd.Function):
             top = None
         else:
             top = _root_terms(arcs, c, lengths)
-            value = _reduce(top, best)
+            value = _reduce(top)
         value = torch.where(lengths == 0, torch.zeros_like(value), value)
-        ctx.flags = (multiroot, labelled, best)
+        ctx.flags = (multiroot, labelled)
         ctx.save_for_backward(x, lab, arcs, lengths, top if top is not None else x.new_zeros(0),
                               *c.values(), *inner.values())
         ctx.names = tuple(c) + tuple(inner)
@@ -153,7 +151,7 @@ class _Eisner(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):
-        multiroot, labelled, best = ctx.flags
+        multiroot, labelled = ctx.flags
         x, lab, arcs, lengths, top, *saved = ctx.saved_tensors
         t = dict(zip(ctx.names, saved))
         B, n = arcs.shape[:2]
@@ -165,7 +163,7 @@ class _Eisner(torch.autograd.Function):
             g["cr_s"][rows, 0, lengths] += grad
         else:
             N = n - 1
-            mass = _share(top, _finite(_reduce(top, best))[:, None], best) * grad[:, None]  # (B, N)
+            mass = _share(top, _finite(_reduce(top))[:, None]) * grad[:, None]  # (B, N)
             g_arcs[:, 0, 1:] += mass
             g["cl_s"][:, 1, :N] += mass
             word = torch.arange(1, n, device=x.device)
@@ -175,11 +173,11 @@ class _Eisner(torch.autograd.Function):
             m = n - w
             g_cr = g["cr_s"][:, :m, w] + g["cr_e"][:, w:, m - 1]
             g_cl = g["cl_s"][:, :m, w] + g["cl_e"][:, w:, m - 1]
-            share = _share(t["ir_s"][:, :m, 1:w + 1] + t["cr_e"][:, w:, m:], t["cr"][:, :m, w, None], best)
+            share = _share(t["ir_s"][:, :m, 1:w + 1] + t["cr_e"][:, w:, m:], t["cr"][:, :m, w, None])
             share.mul_(g_cr[..., None])
             g["ir_s"][:, :m, 1:w + 1] += share
             g["cr_e"][:, w:, m:] += share
-            share = _share(t["cl_s"][:, :m, :w] + t["il_e"][:, w:, m - 1:n - 1], t["cl"][:, :m, w, None], best)
+            share = _share(t["cl_s"][:, :m, :w] + t["il_e"][:, w:, m - 1:n - 1], t["cl"][:, :m, w, None])
             share.mul_(g_cl[..., None])
             g["cl_s"][:, :m, :w] += share
             g["il_e"][:, w:, m - 1:n - 1] += share
@@ -187,15 +185,15 @@ class _Eisner(torch.autograd.Function):
             g_il = g["il_s"][:, :m, w] + g["il_e"][:, w:, m - 1]
             g_arcs.diagonal(w, -2, -1).add_(g_ir)
             g_arcs.diagonal(-w, -2, -1).add_(g_il)
-            share = _share(t["cr_s"][:, :m, :w] + t["cl_e"][:, w:, m:], t["split"][:, :m, w, None], best)
+            share = _share(t["cr_s"][:, :m, :w] + t["cl_e"][:, w:, m:], t["split"][:, :m, w, None])
             share.mul_((g_ir + g_il)[..., None])
             g["cr_s"][:, :m, :w] += share
             g["cl_e"][:, w:, m:] += share
         g_lab = g_arcs[:, 1:, 1:].clone()  # back through with_root: [h+1, m+1] -> [h, m], [0, m+1] -> [m, m]
         g_lab.diagonal(0, -2, -1).copy_(g_arcs[:, 0, 1:])
         if labelled:
-            g_lab = g_lab[..., None] * _share(x, _finite(lab)[..., None], best)
-        return g_lab, None, None, None, None
+            g_lab = g_lab[..., None] * _share(x, _finite(lab)[..., None])
+        return g_lab, None, None, None
 
 
 def _root_terms(arcs: Tensor, c: dict, lengths: Tensor) -> Tensor:
@@ -460,7 +458,7 @@ class DependencyCRF(Field):
     def log_partition(self, potentials, mask=None, allowed=None) -> Tensor:
         x, lengths = self._check(potentials, mask, allowed)
         if self.projective:
-            return _Eisner.apply(x, lengths, self.multiroot, self.labelled, False)
+            return _Eisner.apply(x, lengths, self.multiroot, self.labelled)
         return sr.log_partition(self._dp(lengths), x)
 
     def marginals(self, potentials, mask=None, allowed=None) -> Tensor:
