@@ -9,14 +9,14 @@ alternately in one process, each timed run after an untimed one; the median of t
 repeats is reported, and the ratio dagnet / torch-struct (below 1: dagnet is faster).
 Results are checked to agree first (log Z, gradients, the decoded structure). Peak memory:
 each (structure, op, implementation) runs once in a fresh process, and its peak resident
-set size less the resident set just before the run is reported (Linux), with the ratio dagnet / torch-struct.
+set size (reset just before the run through /proc/self/clear_refs) less the resident set
+before the run is reported (Linux), with the ratio dagnet / torch-struct.
 torch-struct 0.5 predates torch 2: its ``Semiring.convert`` returns a view of a leaf that
 it then fills in place, which torch now refuses, so it is patched to copy.
 """
 import argparse
 import json
 import re
-import resource
 import statistics
 import subprocess
 import sys
@@ -155,10 +155,17 @@ def peak_mb(name, op, impl) -> float:
 def one_peak(name, op, impl) -> float:
     x, logz, decode, _ = jobs(torch_struct())[name]
     run = runner(op, (logz if op == "log Z fwd+bwd" else decode)[impl], x)
-    with open("/proc/self/statm") as f:  # resident pages now, not the peak of the set-up
-        before = int(f.read().split()[1]) * resource.getpagesize() / 2 ** 20
+    before = _status_mb("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:  # reset the peak (VmHWM) to the resident set now
+        f.write("5")
     run()
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
+    return _status_mb("VmHWM") - before
+
+
+def _status_mb(key: str) -> float:
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith(key + ":"))
+    return int(line.split()[1]) / 1024
 
 
 def main():

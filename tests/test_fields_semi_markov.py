@@ -116,6 +116,10 @@ def test_transition_constraints_and_allowed_labels():
     allowed[0, 1, 0] = False
     ok2 = ok & torch.tensor([all(not (k == 0 and t <= 1 <= t + l) for t, l, k in s) for s in segs])
     torch.testing.assert_close(crf.log_partition(pot[:1], allowed=allowed)[0], torch.logsumexp(scores[ok2], 0))
+    top, top_scores = crf.kbest(pot[:1], 3, allowed=allowed)
+    torch.testing.assert_close(top_scores[0], scores[ok2].sort(descending=True).values[:3])
+    drawn = crf.sample(pot[:1], 50, allowed=allowed, generator=torch.Generator().manual_seed(0))
+    assert not ((drawn[:, 0, 1] == 0) | (drawn[:, 0, 1] == 2)).any()  # label 0 never covers position 1
     labels, _ = crf.decode(pot[:1])
     segs_found = segments(labels, 2)[0]
     assert all(a[2] != b[2] for a, b in zip(segs_found, segs_found[1:]))

@@ -197,13 +197,13 @@ class SemiMarkovCRF(Field):
     def log_partition(self, potentials, mask=None, allowed=None) -> Tensor:
         return sr.log_partition(self._composed(potentials, mask, allowed), potentials)
 
-    def marginals(self, potentials, mask=None) -> Tensor:
+    def marginals(self, potentials, mask=None, allowed=None) -> Tensor:
         """Marginals laid out like the potentials: per-position label marginals (B, T, K) for
         emissions, segment marginals (B, T, L, K) for segment scores; differentiable."""
-        return sr.marginals(self._composed(potentials, mask), potentials)
+        return sr.marginals(self._composed(potentials, mask, allowed), potentials)
 
-    def entropy(self, potentials, mask=None) -> Tensor:
-        return sr.entropy(self._composed(potentials, mask), potentials)
+    def entropy(self, potentials, mask=None, allowed=None) -> Tensor:
+        return sr.entropy(self._composed(potentials, mask, allowed), potentials)
 
     def labels_allowed(self, labels: Tensor) -> Tensor:
         """(B, T, L, K) segments consistent with (partial) labels: per frame (targets="frames"),
@@ -254,25 +254,25 @@ class SemiMarkovCRF(Field):
         return labelled
 
     @torch.no_grad()
-    def decode(self, potentials, mask=None) -> tuple:
+    def decode(self, potentials, mask=None, allowed=None) -> tuple:
         """The best segmentation as labels (B, T) (-1 past each length) and its score (B,)."""
-        seg = self.segment_scores(potentials)
+        seg = self.segment_scores(potentials, allowed)
         score, chosen = sr.best(self._dp(potentials, mask), seg)
         return self._labels(chosen), score
 
     @torch.no_grad()
-    def kbest(self, potentials, k: int, mask=None) -> tuple:
+    def kbest(self, potentials, k: int, mask=None, allowed=None) -> tuple:
         """The k best segmentations (B, k, T) and scores (B, k), best first; missing ones -inf, labels -1."""
-        seg = self.segment_scores(potentials)
+        seg = self.segment_scores(potentials, allowed)
         scores, chosen = sr.kbest(self._dp(potentials, mask), seg, check_k(k))
         labels = torch.stack([self._labels(c) for c in chosen], 1)
         return labels.masked_fill((scores == NEG_INF)[..., None], -1), scores
 
     @torch.no_grad()
-    def sample(self, potentials, n: int = 1, mask=None, generator=None) -> Tensor:
+    def sample(self, potentials, n: int = 1, mask=None, generator=None, allowed=None) -> Tensor:
         """n exact samples (n, B, T) by forward filtering, backward sampling."""
         B, T = potentials.shape[:2]
-        seg = self.segment_scores(potentials).repeat(n, 1, 1, 1)
+        seg = self.segment_scores(potentials, allowed).repeat(n, 1, 1, 1)
         rep_mask = None if mask is None else mask.repeat(n, 1)
         logz, chosen = sr.samples(self._dp(seg, rep_mask), seg, generator)
         labels = self._labels(chosen).masked_fill(~torch.isfinite(logz)[:, None], -1)
