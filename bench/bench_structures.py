@@ -41,12 +41,12 @@ def torch_struct():
 
 def semi_markov_problem(B=16, T=200, L=16, K=10):
     """Our segment scores and transitions, and torch-struct's edges [b, n, length, label, previous label]
-    (its first segment's previous label is free: our start scores are its logsumexp)."""
+    (its first segment's previous label is free: we pin it to label 0, whose transitions are our start)."""
     g = torch.Generator().manual_seed(0)
     crf = SemiMarkovCRF(K, L, inputs="segments")
     with torch.no_grad():
         crf.transitions.copy_(torch.randn(K, K, generator=g))
-        crf.start.copy_(torch.logsumexp(crf.transitions, 0))
+        crf.start.copy_(crf.transitions[0])
     seg = torch.randn(B, T, L, K, generator=g)
     past = (torch.arange(T)[:, None] + torch.arange(1, L + 1)) > T  # segments running past the end
     seg = seg.masked_fill(past[None, :, :, None], float("-inf"))
@@ -54,7 +54,9 @@ def semi_markov_problem(B=16, T=200, L=16, K=10):
     def edges(s):
         e = s[..., None] + crf.transitions.t().detach()
         e = torch.cat([torch.full_like(e[:, :, :1], -1e5), e.clamp_min(-1e5)], 2)
-        return e
+        first = torch.zeros(K, dtype=torch.bool)
+        first[1:] = True
+        return torch.cat([e[:, :1].masked_fill(first, -1e5), e[:, 1:]], 1)
 
     return crf, seg, edges
 
