@@ -15,7 +15,9 @@ width over every span at once:
     value    = V[0, n - 1]                     at each example's length n
 
 so log Z, span marginals (its gradient), the best tree (CKY), the k best, exact samples
-and the entropy come from it; O(N^3 + N^2 L) per sentence. A span required by partial
+and the entropy come from it; O(N^3 + N^2 L) per sentence. log Z (with the outside pass
+written out as its backward) and decode (back-pointers, then a backtrack) run the same
+recursion on plain tensors. A span required by partial
 labels is enforced by banning every span that crosses it (a full binary bracketing is a
 maximal set of non-crossing spans, so it must then contain it).
 """

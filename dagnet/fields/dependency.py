@@ -17,7 +17,9 @@ a semiring (:mod:`dagnet.fields.semiring`), with a root token at position 0:
               = (+)_m arc[0 -> m] (x) C_l[1, m] (x) C_r[m, n]       (exactly one)
 
 so log Z, marginals, the best tree, the k best, exact samples and the entropy all come
-from it. Non-projective trees: the matrix-tree theorem (Koo et al. 2007; log Z as a log
+from it. Two hot paths run the same recursion on plain tensors instead: log Z with its
+outside pass written out as the backward (:class:`_Eisner`), and decode as a max-plus pass
+keeping back-pointers, then a backtrack (:func:`eisner_argmax`). Non-projective trees: the matrix-tree theorem (Koo et al. 2007; log Z as a log
 determinant, in float64, shifted per modifier; marginals as its gradient; entropy as
 log Z - E[score]), Chu-Liu-Edmonds for the best tree (one root child by the penalty trick:
 every root arc lowered by more than any two trees differ), Lawler's partitioning of the

@@ -19,6 +19,8 @@ The dynamic program, written once over a semiring ((+), (x)) (:mod:`dagnet.field
 
 The gradient of the value w.r.t. ``seg`` marks segments (marginals, the argmax, one k-best
 path, one sample), which :func:`tags` turns into labels. O(T L K + T K^2) per example.
+log Z itself (``log_partition``, ``nll``) runs the same recursion in plain tensors with its
+backward recursion written out (:class:`_ForwardBackward`): no autograd tape over T steps.
 
 Labels. ``targets="segments"`` (the structure itself): tags (B, T) in [0, 2K): ``k`` where
 a segment of label k starts, ``K + k`` where it continues; ``-1`` unknown (partial
@@ -72,10 +74,7 @@ def semi_markov_dp(start: Tensor, trans: Tensor, end: Tensor, lengths: Tensor) -
     """The segmentation dp (module doc) over segment scores (B, T, L, K): values (S, B)."""
     def dp(semiring: sr.Semiring, seg: Tensor) -> Tensor:
         B, T, L, K = seg.shape
-        # ending[:, t, l] = seg[:, t - l, l]: the segment of length l + 1 ending at position t (inclusive)
-        t_idx = torch.arange(T, device=seg.device)[:, None] - torch.arange(L, device=seg.device)
-        ending = seg[:, t_idx.clamp_min(0), torch.arange(L, device=seg.device)]  # (B, T, L, K)
-        ending = ending.masked_fill((t_idx < 0)[None, :, :, None], NEG_INF)
+        ending = ending_scores(seg)
         zero = semiring.convert(seg.new_full((B, K), NEG_INF))
         # history[:, :, l] = beta_{t - l}: the newest first
         history = torch.stack([semiring.mul_score(semiring.one((B, K), seg), start)]
@@ -91,6 +90,70 @@ def semi_markov_dp(start: Tensor, trans: Tensor, end: Tensor, lengths: Tensor) -
         index = lengths.view(1, 1, B).expand(stacked.shape[0], 1, B)
         return stacked.gather(1, index).squeeze(1)
     return dp
+
+
+def ending_scores(seg: Tensor) -> Tensor:
+    """(B, T, L, K): [t, l] = seg[t - l, l], the segment of length l + 1 ending at position t; -inf before 0."""
+    B, T, L, K = seg.shape
+    t_idx = torch.arange(T, device=seg.device)[:, None] - torch.arange(L, device=seg.device)
+    ending = seg[:, t_idx.clamp_min(0), torch.arange(L, device=seg.device)]
+    return ending.masked_fill((t_idx < 0)[None, :, :, None], NEG_INF)
+
+
+def _finite(a: Tensor) -> Tensor:
+    return a.masked_fill(a == NEG_INF, 0.0)
+
+
+class _ForwardBackward(torch.autograd.Function):
+    """log Z (B,) of the segmentation dp (module doc) on plain tensors, and its gradient (w.r.t. the
+    ending segment scores and the start, transition and end scores) by the backward recursion
+    written out: T steps with no autograd tape, whose per-step bookkeeping dominates otherwise."""
+
+    @staticmethod
+    def forward(ctx, ending, start, trans, end, lengths):
+        B, T, L, K = ending.shape
+        betas = [ending.new_full((B, K), NEG_INF)] * (L - 1) + [start.expand(B, K)]  # newest last
+        alphas, finals = [], [ending.new_zeros(B)]
+        for t in range(T):
+            history = torch.stack(betas[-1:-L - 1:-1], 1)  # (B, L, K): beta_{t - l}
+            alpha = torch.logsumexp(ending[:, t] + history, 1)
+            alphas.append(alpha)
+            finals.append(torch.logsumexp(alpha + end, -1))
+            betas.append(torch.logsumexp(alpha[:, :, None] + trans, 1))
+        ctx.save_for_backward(ending, trans, end, lengths, torch.stack(alphas, 1), torch.stack(betas[L - 1:], 1))
+        return torch.stack(finals, 1).gather(1, lengths[:, None]).squeeze(1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        ending, trans, end, lengths, alphas, betas = ctx.saved_tensors  # betas[:, t] = beta_t
+        B, T, L, K = ending.shape
+        g_ending = torch.zeros_like(ending)
+        g_beta = ending.new_zeros(B, T + 1, K)
+        g_trans, g_end = torch.zeros_like(trans), torch.zeros_like(end)
+        last = (lengths - 1).clamp_min(0)
+        rows = torch.arange(B, device=ending.device)
+        grad = torch.where(lengths > 0, grad, torch.zeros_like(grad))
+        at_end = alphas[rows, last] + end  # (B, K): d value / d (alpha_{len-1} + end)
+        share = (at_end - _finite(torch.logsumexp(at_end, -1))[:, None]).exp() * grad[:, None]
+        g_end += share.sum(0)
+        g_alpha_end = ending.new_zeros(B, T, K)
+        g_alpha_end[rows, last] = share
+        for t in range(T - 1, -1, -1):
+            alpha = alphas[:, t]
+            g_alpha = g_alpha_end[:, t]
+            if t + 1 < T:  # beta_{t+1}[k] = lse_j alpha_t[j] + trans[j, k]
+                pair = ((alpha[:, :, None] + trans - _finite(betas[:, t + 1])[:, None, :]).exp()
+                        * g_beta[:, t + 1, None, :])
+                g_trans += pair.sum(0)
+                g_alpha = g_alpha + pair.sum(2)
+            lo = max(t - L + 1, 0)
+            history = betas[:, lo:t + 1].flip(1)  # (B, l, K): beta_{t - l}
+            n = history.shape[1]
+            p = (ending[:, t, :n] + history - _finite(alpha)[:, None]).exp() * g_alpha[:, None]
+            g_ending[:, t, :n] = p
+            g_beta[:, lo:t + 1] += p.flip(1)
+        return g_ending, g_beta[:, 0].sum(0) if ctx.needs_input_grad[1] else None, g_trans, g_end, None
 
 
 def tags(indicators: Tensor, num_labels: int) -> Tensor:
@@ -176,13 +239,24 @@ class SemiMarkovCRF(Field):
             cols.append(run)
         return torch.stack(cols, 2)
 
-    def _dp(self, potentials: Tensor, mask) -> sr.DP:
-        B, T = potentials.shape[:2]
-        trans = self.transitions.to(potentials.dtype)
+    def _transitions(self, dtype) -> Tensor:
+        trans = self.transitions.to(dtype)
         if self.allowed_transitions is not None:
             trans = trans.masked_fill(~self.allowed_transitions, NEG_INF)
+        return trans
+
+    def _dp(self, potentials: Tensor, mask) -> sr.DP:
+        B, T = potentials.shape[:2]
         lengths = lengths_of(mask, B, T, potentials.device)
-        return semi_markov_dp(self.start.to(potentials.dtype), trans, self.end.to(potentials.dtype), lengths)
+        return semi_markov_dp(self.start.to(potentials.dtype), self._transitions(potentials.dtype),
+                              self.end.to(potentials.dtype), lengths)
+
+    def _log_z(self, seg: Tensor, mask) -> Tensor:
+        """log Z over segment scores (B, T, L, K), by the hand-written forward-backward."""
+        B, T = seg.shape[:2]
+        lengths = lengths_of(mask, B, T, seg.device)
+        return _ForwardBackward.apply(ending_scores(seg), self.start.to(seg.dtype), self._transitions(seg.dtype),
+                                      self.end.to(seg.dtype), lengths)
 
     def _composed(self, potentials, mask, allowed=None) -> sr.DP:
         """The dp over the potentials themselves (through the segment scores), for gradients w.r.t. them."""
@@ -195,7 +269,7 @@ class SemiMarkovCRF(Field):
     # -- the queries ---------------------------------------------------------------------------
 
     def log_partition(self, potentials, mask=None, allowed=None) -> Tensor:
-        return sr.log_partition(self._composed(potentials, mask, allowed), potentials)
+        return self._log_z(self.segment_scores(potentials, allowed), mask)
 
     def marginals(self, potentials, mask=None, allowed=None) -> Tensor:
         """Marginals laid out like the potentials: per-position label marginals (B, T, K) for
@@ -233,7 +307,7 @@ class SemiMarkovCRF(Field):
 
     def clamped_log_partition(self, potentials, labels, mask=None) -> Tensor:
         seg = self.segment_scores(potentials).masked_fill(~self.labels_allowed(self._absent(labels, mask)), NEG_INF)
-        return sr.log_partition(self._dp(potentials, mask), seg)
+        return self._log_z(seg, mask)
 
     def score(self, potentials, labels, mask=None) -> Tensor:
         """log of the summed weight of the segmentations the labels describe: one segmentation's
