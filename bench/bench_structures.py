@@ -63,7 +63,7 @@ def semi_markov_problem(B=16, T=200, L=16, K=10):
 
 def jobs(ts):
     out = {}
-    for B, T, L, K in ((16, 200, 16, 10), (16, 200, 8, 5)):
+    for B, T, L, K in ((16, 200, 16, 10), (16, 200, 4, 5)):  # the second: where torch-struct fits
         crf, seg, edges = semi_markov_problem(B, T, L, K)
         out[f"semi-Markov T={T} max_len={L} K={K} B={B}"] = (
             seg,
