@@ -1,6 +1,6 @@
 """Semi-Markov, dependency and CKY CRFs against torch-struct on CPU.
 
-    python bench/bench_structures.py [--repeats 5] [--threads 1] [--out FILE]
+    python bench/bench_structures.py [--repeats 5] [--threads 1] [--out FILE] [--only NAME]
 
 At the sizes users run (semi-Markov T=200, max_len=16, K=10, B=16; dependency N=40, B=32;
 CKY N=30, L=20, B=16), full lengths: log Z forward + backward, and decode (torch-struct:
@@ -78,15 +78,15 @@ def jobs(ts):
     dep = DependencyCRF(projective=True)
     out["dependency (projective) N=40 B=32"] = (
         arcs,
-        {"dagnet": lambda x: dep.log_partition(x), "torch-struct": lambda x: ts.DependencyCRF(x).partition},
-        {"dagnet": lambda x: dep.decode(x)[0], "torch-struct": lambda x: ts.DependencyCRF(x).argmax},
-        {"dagnet": lambda x: dep.decode(x)[1], "torch-struct": lambda x: _dot(ts.DependencyCRF(x).argmax, x)},
+        {"dagnet": lambda x: dep.log_partition(x), "torch-struct": lambda x: ts.DependencyCRF(x, multiroot=False).partition},
+        {"dagnet": lambda x: dep.decode(x)[0], "torch-struct": lambda x: ts.DependencyCRF(x, multiroot=False).argmax},
+        {"dagnet": lambda x: dep.decode(x)[1], "torch-struct": lambda x: _dot(ts.DependencyCRF(x, multiroot=False).argmax, x)},
     )
     nonproj = DependencyCRF(projective=False)
     out["dependency (non-projective) N=40 B=32"] = (
         arcs,
         {"dagnet": lambda x: nonproj.log_partition(x),
-         "torch-struct": lambda x: ts.NonProjectiveDependencyCRF(x).partition},
+         "torch-struct": lambda x: ts.NonProjectiveDependencyCRF(x, multiroot=False).partition},
         None, None,
     )
     spans = torch.randn(16, 30, 30, 20, generator=g)
@@ -175,12 +175,15 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out")
+    parser.add_argument("--only", help="run only the structures whose name contains this")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     ts = torch_struct()
     lines = ["| structure | op | dagnet ms | torch-struct ms | time ratio | dagnet peak MB | torch-struct peak MB "
              "| memory ratio |", "|---|---|---|---|---|---|---|---|"]
     for name, (x, logz, decode, best) in jobs(ts).items():
+        if args.only and args.only not in name:
+            continue
         failed = check(name, x, logz, best)
         for op, fns in (("log Z fwd+bwd", logz), ("decode", decode)):
             if fns is None:
