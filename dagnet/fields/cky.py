@@ -63,7 +63,10 @@ class _InsideOutside(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, lengths: Tensor) -> Tensor:
         B, N = x.shape[:2]
-        lab = torch.logsumexp(x, -1)  # (B, N, N)
+        i, j = torch.triu_indices(N, N, device=x.device)  # the spans; i > j holds nothing
+        spans = x[:, i, j]  # (B, N (N + 1) / 2, L)
+        lab = x.new_full((B, N, N), NEG_INF)
+        lab[:, i, j] = torch.logsumexp(spans, -1)
         start = x.new_full((B, N, N), NEG_INF)  # [i, w] = V over span [i, i + w]
         end = x.new_full((B, N, N), NEG_INF)  # [j, N - 1 - w] = V over span [j - w, j] (pre-flipped)
         split = x.new_zeros(B, N, N)  # [i, w]: log of the sum over the splits of span [i, i + w], 0 if -inf
@@ -98,8 +101,11 @@ class _InsideOutside(torch.autograd.Function):
             g_start[:, :m, :w] += share
             g_end[:, w:, m:] += share
         marg.diagonal(0, -2, -1).copy_(g_start[:, :, 0] + g_end[:, :, N - 1])
-        label_share = (x - lab.masked_fill(lab == NEG_INF, 0.0)[..., None]).exp_()
-        return marg[..., None] * label_share, None
+        i, j = torch.triu_indices(N, N, device=x.device)
+        total = lab[:, i, j]
+        grad_x = torch.zeros_like(x)
+        grad_x[:, i, j] = (x[:, i, j] - total.masked_fill(total == NEG_INF, 0.0)[..., None]).exp_() * marg[:, i, j, None]
+        return grad_x, None
 
 
 def cky_argmax(x: Tensor, lengths: Tensor) -> tuple:
