@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from . import semiring as sr
+from ._logspace import plain_logsumexp
 from .protocol import Field, check_k, check_reduction, reduce_loss
 from .semi_markov import lengths_of
 
@@ -66,18 +67,18 @@ class _InsideOutside(torch.autograd.Function):
         i, j = torch.triu_indices(N, N, device=x.device)  # the spans; i > j holds nothing
         spans = x[:, i, j]  # (B, N (N + 1) / 2, L)
         lab = x.new_full((B, N, N), NEG_INF)
-        lab[:, i, j] = torch.logsumexp(spans, -1)
+        lab[:, i, j] = plain_logsumexp(spans)
         start = x.new_full((B, N, N), NEG_INF)  # [i, w] = V over span [i, i + w]
         end = x.new_full((B, N, N), NEG_INF)  # [j, N - 1 - w] = V over span [j - w, j] (pre-flipped)
-        split = x.new_zeros(B, N, N)  # [i, w]: log of the sum over the splits of span [i, i + w], 0 if -inf
+        split = x.new_zeros(B, N, N)  # [i, w]: log of the sum over the splits of span [i, i + w]
         leaves = lab.diagonal(0, -2, -1)
         start[:, :, 0], end[:, :, N - 1] = leaves, leaves
         for w in range(1, N):
             m = N - w
-            inner = torch.logsumexp(start[:, :m, :w] + end[:, w:, m:], -1)
-            start[:, :m, w] = inner + lab.diagonal(w, -2, -1)
-            end[:, w:, m - 1] = start[:, :m, w]
-            split[:, :m, w] = inner.masked_fill(inner == NEG_INF, 0.0)
+            inner = plain_logsumexp(start[:, :m, :w] + end[:, w:, m:])
+            span = inner + lab.diagonal(w, -2, -1)
+            start[:, :m, w], end[:, w:, m - 1] = span, span
+            split[:, :m, w] = inner.clamp_min(torch.finfo(x.dtype).min)  # no -inf - -inf in the backward
         value = start[:, 0].gather(-1, (lengths - 1).clamp_min(0)[:, None]).squeeze(-1)
         value = torch.where(lengths == 0, torch.zeros_like(value), value)
         ctx.save_for_backward(x, lab, start, end, split, lengths)

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from . import semiring as sr
+from ._logspace import plain_logsumexp
 from .protocol import Field, check_k, check_reduction, reduce_loss
 from .semi_markov import lengths_of
 from .spanning_trees import best_tree, kbest_trees, matrix_tree_log_partition
@@ -92,7 +93,7 @@ def eisner(lengths: Tensor, multiroot: bool, labelled: bool) -> sr.DP:
 
 
 def _reduce(a: Tensor) -> Tensor:
-    return torch.logsumexp(a, -1)
+    return plain_logsumexp(a)
 
 
 def _share(terms: Tensor, total: Tensor) -> Tensor:
