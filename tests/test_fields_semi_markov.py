@@ -200,3 +200,22 @@ def _with(crf, transitions, start, end, pot, mask):
     finally:
         del crf.transitions, crf.start, crf.end
         crf.transitions, crf.start, crf.end = saved
+
+
+def test_agrees_with_torch_struct():
+    ts = pytest.importorskip("torch_struct")
+    from torch_struct.semirings import semirings
+    semirings.Semiring.convert = classmethod(lambda cls, p: p.unsqueeze(0).clone())  # torch >= 2 compat
+    crf, seg = make(K=3, L=3, T=6, B=2, inputs="segments", seed=4)
+    with torch.no_grad():
+        crf.length.zero_()
+        crf.end.zero_()
+        crf.start.copy_(crf.transitions[0])  # torch-struct's first segment follows a free label: pin it to 0
+    # torch-struct's edges [b, n, length, label, previous label], lengths from 1 (0 unused)
+    past = (torch.arange(6)[:, None] + torch.arange(1, 4)) > 6
+    edge = seg.masked_fill(past[None, :, :, None], -1e5)[..., None] + crf.transitions.t().detach()
+    edge = torch.cat([torch.full_like(edge[:, :, :1], -1e5), edge], 2)
+    edge[:, 0, :, :, 1:] = -1e5
+    theirs = ts.SemiMarkovCRF(edge)
+    torch.testing.assert_close(crf.log_partition(seg), theirs.partition)
+    torch.testing.assert_close(crf.decode(seg)[1], (theirs.argmax * edge).flatten(1).sum(1))
