@@ -19,6 +19,11 @@ CASES = {
                    {"e": (6, 4)}, (3,)),
     "latent_dynamic_crf": ("inputs:\n  e: {shape: [T, 6]}\nnodes:\n"
                            "  crf: {op: latent_dynamic_crf, in: e, num_labels: 3}\n", {"e": (6, 6)}, (6, 3)),
+    "semi_markov_crf": ("inputs:\n  e: {shape: [T, 3]}\nnodes:\n  crf: {op: semi_markov_crf, in: e, max_len: 4}\n",
+                        {"e": (7, 3)}, (7, 3)),
+    "dependency_crf": ("inputs:\n  e: {shape: [N, N]}\nnodes:\n  crf: {op: dependency_crf, in: e}\n",
+                       {"e": (5, 5)}, (5, 5)),
+    "cky_crf": ("inputs:\n  e: {shape: [N, N, 2]}\nnodes:\n  crf: {op: cky_crf, in: e}\n", {"e": (4, 4, 2)}, (4, 4, 2)),
 }
 
 
@@ -34,8 +39,12 @@ def test_value_shape_and_normalisation(name):
     inputs = {k: torch.rand(2, *s) * (255 if k == "image" else 1) for k, s in shapes.items()}
     value = model(**inputs)
     assert value.shape == (2, *out_shape)
-    if name in ("chain_crf", "tree_crf", "latent_dynamic_crf"):
+    if name in ("chain_crf", "tree_crf", "latent_dynamic_crf", "semi_markov_crf"):
         torch.testing.assert_close(value.sum(-1), torch.ones(value.shape[:-1]))
+    elif name == "dependency_crf":          # every word has one head (the root's arcs on the diagonal)
+        torch.testing.assert_close(value.sum(1), torch.ones(2, 5))
+    elif name == "cky_crf":                 # every one-word span is a constituent
+        torch.testing.assert_close(value.diagonal(0, 1, 2).sum(1), torch.ones(2, 4))
     elif name == "grid_crf":
         torch.testing.assert_close(value.sum(1), torch.ones(2, *out_shape[1:]))
     else:                                   # log-probabilities

@@ -333,3 +333,11 @@ def last(x: Tensor, lengths: Tensor) -> Tensor:
     """x[..., b, L_b - 1, :] for x (..., B, T, K); position 0 for empty sequences."""
     index = (lengths - 1).clamp_min(0).view(-1, 1, 1)
     return x.gather(-2, index.expand(x.shape[:-2] + (1, x.shape[-1]))).squeeze(-2)
+
+
+def plain_logsumexp(a: Tensor) -> Tensor:
+    """logsumexp over the last axis for the hand-written passes (no autograd): fewer kernels
+    than torch.logsumexp, and -inf where every term is -inf (the shift is clamped to the
+    lowest finite float, so no -inf - -inf)."""
+    shift = a.amax(-1, keepdim=True).clamp_min_(torch.finfo(a.dtype).min)
+    return (a - shift).exp_().sum(-1).log_().add_(shift.squeeze(-1))

@@ -212,3 +212,82 @@ register(OpDef(
     params=_chain_params,       # its parameters are a chain CRF's over the hidden states
     saves="inputs", title="latent-dynamic CRF", task="sequence", pgm="latent_dynamic",
     inferred=("hidden_per_label",)))
+
+
+def _semi_markov_shape(ins, a):
+    scores = ins[0]
+    if len(scores) not in (2, 3):
+        raise ShapeError(f"`semi_markov_crf`: expected [T, K] emissions or [T, max_len, K] segment scores, "
+                         f"found {fmt_shape(scores)}")
+    expect_known(scores[-1], "number of labels", "semi_markov_crf")
+    if len(scores) == 3 and isinstance(scores[1], int) and scores[1] != a["max_len"]:
+        raise ShapeError(f"`semi_markov_crf`: segment scores {fmt_shape(scores)} have {scores[1]} lengths "
+                         f"for max_len={a['max_len']}", "give [T, max_len, K] scores, or set max_len")
+    _mask_check("semi_markov_crf", ins)
+    return scores
+
+
+def _semi_markov_build(ins, a):
+    from dagnet.fields.semi_markov import SemiMarkovCRF
+    inputs = "emissions" if len(ins[0]) == 2 else "segments"
+    return ModuleCall(SemiMarkovCRF, {"num_labels": ins[0][-1], "max_len": a["max_len"], "inputs": inputs,
+                                      "targets": a["targets"]}, method="marginals")
+
+
+register(OpDef(
+    "semi_markov_crf", "field",
+    "Semi-Markov CRF over segments of up to `max_len` positions, from [T, K] emissions (+ a learned "
+    "length model) or [T, max_len, K] segment scores (+ optional [T] mask); labels per frame "
+    "(`targets=frames`, segmentation summed out) or begin/inside tags (`segments`); value: marginals "
+    "laid out like the scores.",
+    (Arg("max_len", "int", range=SIZE), Arg("targets", "str", "segments", ("segments", "frames"))),
+    _semi_markov_shape, _semi_markov_build, arity=(1, 2), stochastic=True,
+    # transitions [K, K], start and end [K], length model [max_len, K]
+    params=lambda ins, a: ins[0][-1] * (ins[0][-1] + 2 + a["max_len"]),
+    saves="inputs", title="semi-Markov CRF", task="sequence", pgm="chain", inferred=("num_labels", "inputs")))
+
+
+def _square_scores(op, ins, what):
+    scores = ins[0]
+    if len(scores) not in (2, 3) or not same(scores[0], scores[1]):
+        raise ShapeError(f"`{op}`: expected {what}, found {fmt_shape(scores)}")
+    _mask_check(op, ins)
+    return scores
+
+
+def _dependency_build(ins, a):
+    from dagnet.fields.dependency import DependencyCRF
+    relations = ins[0][2] if len(ins[0]) == 3 else 0
+    return ModuleCall(DependencyCRF, {"num_relations": relations, "projective": a["projective"],
+                                      "multiroot": a["multiroot"]}, method="marginals")
+
+
+register(OpDef(
+    "dependency_crf", "field",
+    "Dependency-tree CRF over [N, N] arc scores [head, modifier] (root arcs on the diagonal) or "
+    "[N, N, R] labelled arcs (+ optional [N] mask): projective (Eisner) or not (matrix-tree theorem, "
+    "Chu-Liu-Edmonds); value: arc marginals laid out like the scores.",
+    (Arg("projective", "bool", True), Arg("multiroot", "bool", False)),
+    lambda ins, a: _square_scores("dependency_crf", ins, "[N, N] or [N, N, R] arc scores"),
+    _dependency_build, arity=(1, 2), stochastic=True, params=lambda ins, a: 0,
+    saves="inputs", title="dependency CRF", task="sequence", pgm="tree", inferred=("num_relations",)))
+
+
+def _cky_shape(ins, a):
+    if len(ins[0]) != 3:
+        raise ShapeError(f"`cky_crf`: expected [N, N, L] span scores, found {fmt_shape(ins[0])}")
+    expect_known(ins[0][2], "number of span labels", "cky_crf")
+    return _square_scores("cky_crf", ins, "[N, N, L] span scores")
+
+
+def _cky_build(ins, a):
+    from dagnet.fields.cky import CKYCRF
+    return ModuleCall(CKYCRF, {"num_labels": ins[0][2]}, method="marginals")
+
+
+register(OpDef(
+    "cky_crf", "field",
+    "Constituency-tree CRF over [N, N, L] labelled span scores (+ optional [N] mask): inside-outside "
+    "marginals, CKY for the best binary tree; value: span-label marginals [N, N, L].",
+    (), _cky_shape, _cky_build, arity=(1, 2), stochastic=True, params=lambda ins, a: 0,
+    saves="inputs", title="CKY CRF", task="sequence", pgm="tree", inferred=("num_labels",)))

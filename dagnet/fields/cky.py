@@ -1,0 +1,242 @@
+"""CKY CRF: distributions over labelled binary constituency trees.
+
+Potentials are span scores (B, N, N, L) as in torch-struct's ``TreeCRF``: ``x[b, i, j, l]``
+scores the span of words i..j (inclusive) with label l. A tree is a full binary bracketing
+of the N words: the N one-word spans, the whole sentence and N - 2 spans between, each with
+one label; its score is the sum of its spans' scores. Trees are given as labels (B, N, N):
+``labels[i, j] = l`` for a constituent, ``NO_SPAN`` (-2) for a span not in the tree, -1
+unknown (partial labels: summed out) and for i > j or words past the length.
+
+The inside pass, written once over a semiring (:mod:`dagnet.fields.semiring`), width by
+width over every span at once:
+
+    V[i, i]  = (+)_l x[i, i, l]
+    V[i, j]  = ((+)_l x[i, j, l]) (x) (+)_{i<=k<j} V[i, k] (x) V[k+1, j]
+    value    = V[0, n - 1]                     at each example's length n
+
+so log Z, span marginals (its gradient), the best tree (CKY), the k best, exact samples
+and the entropy come from it; O(N^3 + N^2 L) per sentence. log Z (with the outside pass
+written out as its backward) and decode (back-pointers, then a backtrack) run the same
+recursion on plain tensors. A span required by partial
+labels is enforced by banning every span that crosses it (a full binary bracketing is a
+maximal set of non-crossing spans, so it must then contain it).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import semiring as sr
+from ._logspace import plain_logsumexp
+from .protocol import Field, check_k, check_reduction, reduce_loss
+from .semi_markov import lengths_of
+
+NEG_INF = float("-inf")
+NO_SPAN = -2
+
+
+def inside(lengths: Tensor) -> sr.DP:
+    """The inside pass (module doc) over span scores (B, N, N, L): values (S, B)."""
+    def dp(semiring: sr.Semiring, potentials: Tensor) -> Tensor:
+        B, N = potentials.shape[:2]
+        labelled = semiring.sum(semiring.convert(potentials), -1)  # (S, B, N, N): the label of each span
+        S = labelled.shape[0]
+        zero = semiring.convert(potentials.new_full((B, N, N), NEG_INF))
+        start, end = zero.clone(), zero.clone()  # [i, w] = span [i, i+w]; [j, w] = span [j-w, j]
+        leaves = labelled.diagonal(0, -2, -1)
+        start[..., 0], end[..., 0] = leaves, leaves
+        for w in range(1, N):
+            m = N - w
+            split = semiring.sum(semiring.times(start[:, :, :m, :w], end[:, :, w:, :w].flip(-1)), -1)
+            span = semiring.times(split, labelled.diagonal(w, -2, -1))
+            start[:, :, :m, w], end[:, :, w:, w] = span, span
+        value = start[:, :, 0].gather(-1, (lengths - 1).clamp_min(0).view(1, B, 1).expand(S, B, 1)).squeeze(-1)
+        return torch.where((lengths == 0).expand(S, B), semiring.one((B,), potentials), value)
+    return dp
+
+
+class _InsideOutside(torch.autograd.Function):
+    """log Z (B,) of span scores (B, N, N, L) by the inside pass in plain tensors, and its
+    gradient (the span-label marginals) by the outside pass: no autograd tape through the
+    charts, whose slice-by-slice backward costs a full chart per read."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, lengths: Tensor) -> Tensor:
+        B, N = x.shape[:2]
+        i, j = torch.triu_indices(N, N, device=x.device)  # the spans; i > j holds nothing
+        spans = x[:, i, j]  # (B, N (N + 1) / 2, L)
+        lab = x.new_full((B, N, N), NEG_INF)
+        lab[:, i, j] = plain_logsumexp(spans)
+        start = x.new_full((B, N, N), NEG_INF)  # [i, w] = V over span [i, i + w]
+        end = x.new_full((B, N, N), NEG_INF)  # [j, N - 1 - w] = V over span [j - w, j] (pre-flipped)
+        split = x.new_zeros(B, N, N)  # [i, w]: log of the sum over the splits of span [i, i + w]
+        leaves = lab.diagonal(0, -2, -1)
+        start[:, :, 0], end[:, :, N - 1] = leaves, leaves
+        for w in range(1, N):
+            m = N - w
+            inner = plain_logsumexp(start[:, :m, :w] + end[:, w:, m:])
+            span = inner + lab.diagonal(w, -2, -1)
+            start[:, :m, w], end[:, w:, m - 1] = span, span
+            split[:, :m, w] = inner.clamp_min(torch.finfo(x.dtype).min)  # no -inf - -inf in the backward
+        value = start[:, 0].gather(-1, (lengths - 1).clamp_min(0)[:, None]).squeeze(-1)
+        value = torch.where(lengths == 0, torch.zeros_like(value), value)
+        ctx.save_for_backward(x, lab, start, end, split, lengths)
+        return value
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        x, lab, start, end, split, lengths = ctx.saved_tensors
+        B, N = x.shape[:2]
+        g_start = x.new_zeros(B, N, N)  # d value / d V, gathered in both layouts
+        g_end = x.new_zeros(B, N, N)
+        top = (lengths - 1).clamp_min(0)
+        g_start[torch.arange(B), 0, top] = torch.where(lengths > 0, grad, torch.zeros_like(grad))
+        marg = x.new_zeros(B, N, N)  # d value / d lab[i, j]
+        for w in range(N - 1, 0, -1):
+            m = N - w
+            mass = g_start[:, :m, w] + g_end[:, w:, m - 1]  # (B, m)
+            marg.diagonal(w, -2, -1).copy_(mass)
+            share = (start[:, :m, :w] + end[:, w:, m:] - split[:, :m, w, None]).exp_().mul_(mass[..., None])
+            g_start[:, :m, :w] += share
+            g_end[:, w:, m:] += share
+        marg.diagonal(0, -2, -1).copy_(g_start[:, :, 0] + g_end[:, :, N - 1])
+        i, j = torch.triu_indices(N, N, device=x.device)
+        total = lab[:, i, j]
+        grad_x = torch.zeros_like(x)
+        grad_x[:, i, j] = (x[:, i, j] - total.masked_fill(total == NEG_INF, 0.0)[..., None]).exp_() * marg[:, i, j, None]
+        return grad_x, None
+
+
+def cky_argmax(x: Tensor, lengths: Tensor) -> tuple:
+    """The best trees (CKY): labels (B, N, N) and scores (B,), by a max-plus inside pass that keeps
+    back-pointers and a backtrack per sentence (cheaper than a backward pass)."""
+    B, N = x.shape[:2]
+    lab, best_label = x.max(-1)
+    start, end = x.new_full((B, N, N), NEG_INF), x.new_full((B, N, N), NEG_INF)
+    back = torch.zeros(B, N, N, dtype=torch.long, device=x.device)
+    leaves = lab.diagonal(0, -2, -1)
+    start[:, :, 0], end[:, :, N - 1] = leaves, leaves
+    for w in range(1, N):
+        m = N - w
+        inner, back[:, :m, w] = (start[:, :m, :w] + end[:, w:, m:]).max(-1)
+        start[:, :m, w] = inner + lab.diagonal(w, -2, -1)
+        end[:, w:, m - 1] = start[:, :m, w]
+    score = start[:, 0].gather(-1, (lengths - 1).clamp_min(0)[:, None]).squeeze(-1)
+    score = torch.where(lengths == 0, torch.zeros_like(score), score)
+    labels = np.full((B, N, N), -1, np.int64)
+    split, best_label = back.tolist(), best_label.tolist()  # lists: fast scalar access in the backtrack
+    for b, n in enumerate(lengths.tolist()):
+        if n == 0 or not np.isfinite(float(score[b])):
+            continue
+        labels[b][np.triu_indices(n)] = NO_SPAN
+        spans, stack, row, lab_b = [], [(0, n - 1)], split[b], best_label[b]
+        while stack:
+            i, j = stack.pop()
+            spans.append((i, j, lab_b[i][j]))
+            if i < j:
+                k = i + row[i][j - i]
+                stack += [(i, k), (k + 1, j)]
+        i, j, l = zip(*spans)
+        labels[b, list(i), list(j)] = l
+    return torch.as_tensor(labels, device=x.device), score
+
+
+def span_labels(indicators: Tensor, lengths: Tensor) -> Tensor:
+    """Labels (..., N, N) from span indicators (..., N, N, L): the label, NO_SPAN, -1 outside."""
+    N = indicators.shape[-2]
+    chosen = indicators.sum(-1) > 0.5
+    labels = indicators.argmax(-1).masked_fill(~chosen, NO_SPAN)
+    i = torch.arange(N, device=labels.device)
+    inside_ = (i[:, None] <= i[None, :]) & (i[None, :] < lengths.view(-1, *[1] * 2))
+    return labels.masked_fill(~inside_.view(*labels.shape[:-2], N, N) if labels.dim() == 3
+                              else ~inside_.unsqueeze(0), -1)
+
+
+class CKYCRF(Field):
+    """CRF over labelled binary constituency trees of span scores (B, N, N, L) (module doc).
+    No parameters; every query takes ``allowed`` (B, N, N, L) bool: hard constraints on
+    span labels (all False for a span bans it)."""
+
+    exact = frozenset({"log_partition", "marginals", "decode", "kbest", "sample", "entropy", "score", "nll"})
+    structure = "tree"
+
+    def __init__(self, num_labels: int):
+        super().__init__()
+        self.num_labels = num_labels
+
+    def _check(self, potentials, mask, allowed) -> tuple:
+        if potentials.dim() != 4 or potentials.shape[1] != potentials.shape[2]:
+            raise ValueError(f"span scores must be (B, N, N, L), got {tuple(potentials.shape)}")
+        if allowed is not None:
+            potentials = potentials.masked_fill(~allowed.bool(), NEG_INF)
+        return potentials, lengths_of(mask, potentials.shape[0], potentials.shape[1], potentials.device)
+
+    def log_partition(self, potentials, mask=None, allowed=None) -> Tensor:
+        x, lengths = self._check(potentials, mask, allowed)
+        return _InsideOutside.apply(x, lengths)
+
+    def marginals(self, potentials, mask=None, allowed=None) -> Tensor:
+        """Span-label marginals (B, N, N, L) (inside-outside, as the gradient of log Z); differentiable."""
+        x, lengths = self._check(potentials, mask, allowed)
+        return sr.marginals(inside(lengths), x)
+
+    def entropy(self, potentials, mask=None, allowed=None) -> Tensor:
+        x, lengths = self._check(potentials, mask, allowed)
+        return sr.entropy(inside(lengths), x)
+
+    def score(self, potentials, labels, mask=None) -> Tensor:
+        """The sum of the labelled spans' scores (B,) (not checked to be a tree)."""
+        picked = potentials.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+        return picked.masked_fill(labels < 0, 0.0).flatten(1).sum(1)
+
+    def labels_allowed(self, labels: Tensor) -> Tensor:
+        """(B, N, N, L) span labels consistent with (partial) labels (module doc)."""
+        B, N, _ = labels.shape
+        L = self.num_labels
+        ok = (labels[..., None] < 0) | (labels[..., None] == torch.arange(L, device=labels.device))
+        ok = ok & (labels != NO_SPAN)[..., None]
+        banned = torch.zeros(B, N, N, dtype=torch.bool, device=labels.device)
+        for b, i, j in (labels >= 0).nonzero().tolist():  # ban every span crossing a required one
+            if i < j:
+                banned[b, :i, i:j] = True
+                banned[b, i + 1:j + 1, j + 1:] = True
+        return ok & ~banned[..., None]
+
+    def clamped_log_partition(self, potentials, labels, mask=None) -> Tensor:
+        return self.log_partition(potentials, mask, self.labels_allowed(labels))
+
+    def nll(self, potentials, labels, mask=None, reduction="mean") -> Tensor:
+        check_reduction(reduction)
+        losses = self.log_partition(potentials, mask) - self.clamped_log_partition(potentials, labels, mask)
+        return reduce_loss(losses, reduction)
+
+    forward = nll
+
+    @torch.no_grad()
+    def decode(self, potentials, mask=None, allowed=None) -> tuple:
+        """The best tree (CKY): labels (B, N, N) and its score (B,)."""
+        x, lengths = self._check(potentials, mask, allowed)
+        return cky_argmax(x, lengths)
+
+    @torch.no_grad()
+    def kbest(self, potentials, k: int, mask=None, allowed=None) -> tuple:
+        """The k best trees (B, k, N, N) and scores (B, k), best first; missing ones -inf, labels -1."""
+        x, lengths = self._check(potentials, mask, allowed)
+        scores, chosen = sr.kbest(inside(lengths), x, check_k(k))
+        labels = torch.stack([span_labels(c, lengths) for c in chosen], 1)
+        return labels.masked_fill((scores == NEG_INF)[..., None, None], -1), scores
+
+    @torch.no_grad()
+    def sample(self, potentials, n: int = 1, mask=None, generator=None, allowed=None) -> Tensor:
+        """n exact samples (n, B, N, N), by sampling backward through the inside pass."""
+        x, lengths = self._check(potentials, mask, allowed)
+        B, N = x.shape[:2]
+        ls = lengths.repeat(n)
+        logz, chosen = sr.samples(inside(ls), x.repeat(n, 1, 1, 1), generator)
+        labels = span_labels(chosen, ls).masked_fill(~torch.isfinite(logz)[:, None, None], -1)
+        return labels.view(n, B, N, N)
+
+    def extra_repr(self) -> str:
+        return f"num_labels={self.num_labels}"
