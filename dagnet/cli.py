@@ -18,7 +18,7 @@ from dagnet.errors import SpecError
 
 # errors about the user's data, settings or files: printed as one line, no traceback
 USER_ERRORS = {"DataError", "ConfigError", "CheckpointError", "ObjectiveError", "FileNotFoundError",
-               "TrainingDiverged", "RunDirError", "ExportError", "PeerFailed"}
+               "TrainingDiverged", "RunDirError", "ExportError", "PeerFailed", "ImportModelError"}
 
 # optional packages, by the name they are imported as: (the name pip knows, the dagnet extra that brings it)
 EXTRAS = {"sklearn": ("scikit-learn", "train"), "matplotlib": ("matplotlib", "train"), "tqdm": ("tqdm", "train"),
@@ -315,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     from dagnet.spec.cli import add_commands as add_spec_commands
     add_spec_commands(sub)
     add_render_commands(sub)
+    from dagnet.importer.cli import add_import_command
+    add_import_command(sub)
 
     p = sub.add_parser("ops", help="List every op with its arguments.",
                        description="List every op with its arguments.")

@@ -1,0 +1,496 @@
+"""nn.Module -> :class:`Captured`: trace, run once on the example inputs, map each call.
+
+``torch.fx`` symbolic tracing keeps every ``torch.nn`` module dagnet has an op
+for as one call (its module path is the node's place in the block tree, its
+attributes are the op's arguments, its state dict the node's), and records
+the module stack of every function call. Running the traced graph once on the
+example inputs gives every value's real shape, so a ``view(n, -1)`` whose
+sizes are computed becomes a ``reshape`` to the shape it produced. A call with
+no dagnet form becomes an ``unsupported`` op that keeps the source op's name
+and place; it never aborts the capture.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from dagnet.importer import mapping
+from dagnet.importer.graph import Captured, ImportModelError, Op, legal, unique
+from dagnet.importer.opaque import Unsupported
+
+
+class _Tracer(fx.Tracer):
+    """Keeps every module dagnet maps (and every Unsupported) as one call."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, Unsupported) or mapping.module_entry(m) is not None or super().is_leaf_module(m, qualname)
+
+
+class _Recorder(fx.Interpreter):
+    """Runs the traced graph, keeping each node's value; an Unsupported leaf yields zeros of its stated shape."""
+
+    def __init__(self, gm, batch: int):
+        super().__init__(gm)
+        self.values, self.batch, self.ran_unsupported = {}, batch, False
+
+    def run_node(self, n):
+        value = super().run_node(n)
+        self.values[n] = value
+        return value
+
+    def call_module(self, target, args, kwargs):
+        module = self.fetch_attr(target)
+        if isinstance(module, Unsupported):
+            self.ran_unsupported = True
+            if not module.out_shapes:
+                raise ImportModelError(f"{module.source_op} at {module.location or target}: its output shape is "
+                                       "unknown, so nothing after it can be imported")
+            outs = [torch.zeros((self.batch, *s)) for s in module.out_shapes]
+            return outs[0] if len(outs) == 1 else tuple(outs)
+        return super().call_module(target, args, kwargs)
+
+
+def trace(model: nn.Module) -> fx.GraphModule:
+    try:
+        graph = _Tracer().trace(model)
+    except Exception as error:      # any trace failure is the model's, reported in one line
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ImportModelError(f"cannot trace {type(model).__name__} with torch.fx: {first[:300]}") from None
+    return fx.GraphModule(model, graph, type(model).__name__)
+
+
+def capture(model: nn.Module, example_inputs: tuple, name: str, input_names: list[str] | None = None,
+            gm: fx.GraphModule | None = None) -> Captured:
+    """The flat dagnet graph of ``model``, run on ``example_inputs`` (a batch of at least 2); its
+    inputs are named ``input_names`` where given, else as ``forward`` names them."""
+    gm = gm if gm is not None else trace(model)
+    batch = int(example_inputs[0].shape[0])
+    recorder = _Recorder(gm, batch)
+    with torch.no_grad():
+        recorder.run(*example_inputs)
+    return _Builder(gm, recorder.values, batch, name, input_names or []).build()
+
+
+def _scope_of(n: fx.Node) -> tuple[str, ...]:
+    stack = n.meta.get("nn_module_stack") or {}
+    if not stack:
+        return ()
+    path = list(stack.values())[-1][0]
+    return tuple(p for p in path.split(".") if p)
+
+
+def _tensors(values):
+    return [v for v in values if isinstance(v, fx.Node)]
+
+
+class _Builder:
+    def __init__(self, gm: fx.GraphModule, values: dict, batch: int, name: str, input_names: list[str]):
+        self.gm, self.values, self.batch, self.name, self.input_names = gm, values, batch, name, input_names
+        self.ops: list[Op] = []
+        self.refs: dict[fx.Node, object] = {}       # fx node -> op name, list of names (tuples) or None
+        self.names: set[str] = set()
+        self.locals: dict[tuple, set[str]] = {}
+        self.inputs: list[tuple[str, tuple, str]] = []
+
+    # -- the graph ------------------------------------------------------------------
+    def build(self) -> Captured:
+        outputs = []
+        for n in self.gm.graph.nodes:
+            if n.op == "placeholder":
+                self.placeholder(n)
+            elif n.op == "output":
+                outputs = self.output_refs(n.args[0])
+            elif n.op == "get_attr":
+                self.refs[n] = ("attr", n)
+            elif n.op == "call_module":
+                self.call_module(n)
+            else:
+                self.call_function(n)
+        if not outputs:
+            raise ImportModelError(f"{self.name}: the model returns no tensor")
+        return Captured(self.name, self.inputs, self.ops, outputs)
+
+    def output_refs(self, value) -> list[str]:
+        if isinstance(value, fx.Node):
+            ref = self.ref(value)
+            return [r for r in ref if r] if isinstance(ref, list) else ([ref] if ref else [])
+        if isinstance(value, (tuple, list)):
+            return [r for v in value for r in self.output_refs(v)]
+        if isinstance(value, dict):
+            return [r for v in value.values() for r in self.output_refs(v)]
+        return []
+
+    def placeholder(self, n):
+        value = self.values.get(n)
+        if not isinstance(value, torch.Tensor):
+            self.refs[n] = None
+            return
+        given = self.input_names[len(self.inputs)] if len(self.inputs) < len(self.input_names) else n.name
+        name = unique(legal(given), self.names)
+        self.inputs.append((name, tuple(value.shape[1:]), str(value.dtype).removeprefix("torch.")))
+        self.refs[n] = name
+
+    def ref(self, n):
+        """The dagnet value of fx node ``n``: an op name, a list of them, or None (not a tensor)."""
+        ref = self.refs.get(n)
+        if isinstance(ref, tuple) and ref and ref[0] == "attr":
+            ref = self.refs[n] = self.parameter(n)
+        return ref
+
+    def parameter(self, n) -> str | None:
+        """A model tensor read by ``get_attr``: a learned ``parameter`` node when it has a leading 1."""
+        value = self.values.get(n)
+        if not isinstance(value, torch.Tensor):
+            return None
+        scope = tuple(str(n.target).split("."))[:-1]
+        if value.dim() >= 2 and value.shape[0] == 1 and self.inputs:
+            return self.add(n, "parameter", {"shape": list(value.shape[1:])}, [self.inputs[0][0]], scope,
+                            str(n.target).split(".")[-1], state={"weight": value[0].detach().clone()},
+                            shape=tuple(value.shape[1:]))
+        return self.add(n, "unsupported", None, [], scope, "attr", source_op=f"get_attr {n.target}",
+                        shape=tuple(value.shape))
+
+    def add(self, n, op, args, inputs, scope, local, state=None, shape=None, source_op=None) -> str:
+        """Append one op; returns its name."""
+        taken = self.locals.setdefault(scope, set())
+        local = unique(legal(local), taken)
+        name = unique(legal("_".join([*scope, local])), self.names)
+        where = ".".join(scope + (local,)) if n.op != "call_module" else str(n.target)
+        if op == "unsupported":
+            value = self.values.get(n)
+            if shape is None:
+                shape = tuple(value.shape[1:]) if isinstance(value, torch.Tensor) else ()
+            args = {"source_op": source_op or str(n.target), "location": where, "shape": list(shape)}
+        elif shape is None:
+            value = self.values.get(n)
+            if isinstance(value, (tuple, list)):
+                value = value[0]
+            shape = tuple(value.shape[1:]) if isinstance(value, torch.Tensor) else ()
+        self.ops.append(Op(name, op, args, list(inputs), scope, local, where, tuple(shape), state or {}, source_op))
+        return name
+
+    def unsupported(self, n, source_op: str) -> None:
+        inputs = [r for r in (self.ref(a) for a in _tensors(n.all_input_nodes)) if isinstance(r, str)]
+        scope = _scope_of(n)
+        if n.op == "call_module":
+            scope = tuple(n.target.split("."))[:-1]
+        value = self.values.get(n)
+        if isinstance(value, torch.Tensor) or n.op == "call_module":
+            self.refs[n] = self.add(n, "unsupported", None, inputs, scope,
+                                    n.target.split(".")[-1] if n.op == "call_module" else _short(n), source_op=source_op)
+        else:
+            self.refs[n] = None
+
+    # -- module calls -----------------------------------------------------------------
+    def call_module(self, n):
+        module = self.gm.get_submodule(n.target)
+        path = tuple(n.target.split("."))
+        if isinstance(module, Unsupported):
+            inputs = [r for r in (self.ref(a) for a in _tensors(n.all_input_nodes)) if isinstance(r, str)]
+            shape = tuple(module.out_shapes[0]) if module.out_shapes else ()
+            self.refs[n] = self.add(n, "unsupported", None, inputs, path[:-1], path[-1], shape=shape,
+                                    source_op=module.source_op)
+            self.ops[-1].args["location"] = module.location or n.target
+            return
+        entry = mapping.module_entry(module)
+        args = entry[1](module) if entry else None
+        tensor_args = [self.ref(a) for a in n.args if isinstance(a, fx.Node)]
+        if args is None or not all(isinstance(r, str) for r in tensor_args) or not self.plain_call(n, module):
+            return self.unsupported(n, type(module).__module__ + "." + type(module).__qualname__)
+        state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        name = self.add(n, entry[0], args, tensor_args, path[:-1], path[-1], state=state)
+        self.refs[n] = [name, None] if isinstance(module, nn.MultiheadAttention) else name
+
+    def plain_call(self, n, module) -> bool:
+        """Whether the call uses only what the dagnet op computes (no masks, no extra outputs)."""
+        if isinstance(module, nn.MultiheadAttention):
+            extra = {k: v for k, v in n.kwargs.items() if k not in ("need_weights", "average_attn_weights")}
+            return len(n.args) == 3 and all(v is None or v is False for v in extra.values())
+        return len(n.args) == 1 and not n.kwargs
+
+    # -- function and method calls -------------------------------------------------------
+    def call_function(self, n):
+        value = self.values.get(n)
+        target = n.target
+        if n.op == "call_function" and target is operator.getitem:
+            return self.getitem(n)
+        inputs = _tensors(n.all_input_nodes)
+        if not isinstance(value, torch.Tensor) or not inputs or all(self.ref(a) is None for a in inputs):
+            # size arithmetic, asserts, shape reads: their values are folded into the shapes
+            self.refs[n] = None
+            return
+        if value.dim() == 0 or value.shape[0] != self.batch:
+            return self.unsupported(n, _source_name(n))
+        if n.op == "call_method":
+            kind = mapping.METHOD_NAMES.get(target) or mapping.METHOD_ACTIVATIONS.get(target)
+            if target in mapping.METHOD_ACTIVATIONS:
+                return self.simple(n, mapping.METHOD_ACTIVATIONS[target], {})
+        else:
+            if target in mapping.ACTIVATIONS:
+                args = {"approximate": n.kwargs.get("approximate", "none")} if target is torch.nn.functional.gelu else {}
+                return self.simple(n, mapping.ACTIVATIONS[target], args)
+            kind = mapping.FUNCTION_NAMES.get(target)
+        handler = getattr(self, f"fn_{kind}", None) if kind else None
+        if handler is None or handler(n, n.args, n.kwargs) is False:
+            self.unsupported(n, _source_name(n))
+
+    def simple(self, n, op, args, inputs=None) -> None:
+        first = inputs if inputs is not None else [self.ref(n.args[0])]
+        self.refs[n] = self.add(n, op, args, first, _scope_of(n), op)
+
+    def getitem(self, n):
+        source, index = n.args
+        ref = self.ref(source) if isinstance(source, fx.Node) else None
+        if isinstance(ref, list):
+            self.refs[n] = ref[index] if isinstance(index, int) and index < len(ref) else None
+            if self.refs[n] is None and isinstance(self.values.get(n), torch.Tensor):
+                self.unsupported(n, "getitem")
+            return
+        if not isinstance(ref, str) or not isinstance(self.values.get(n), torch.Tensor):
+            self.refs[n] = None
+            return
+        index = index if isinstance(index, tuple) else (index,)
+        if not index or index[0] != slice(None) or any(i is Ellipsis or i is None for i in index):
+            return self.unsupported(n, "getitem")
+        current, dim, shape = ref, 1, list(self.values[source].shape)
+        for i in index[1:]:
+            if isinstance(i, int):
+                current = self.add(n, "select", {"dim": dim, "index": i}, [current], _scope_of(n), "select",
+                                   shape=tuple(shape[1:dim] + shape[dim + 1:]))
+                shape.pop(dim)
+            elif isinstance(i, slice) and i.step in (None, 1):
+                start, stop, _ = i.indices(shape[dim])
+                if (start, stop) != (0, shape[dim]):
+                    shape[dim] = max(stop - start, 0)
+                    current = self.add(n, "narrow", {"dim": dim, "start": start, "length": shape[dim]}, [current],
+                                       _scope_of(n), "narrow", shape=tuple(shape[1:]))
+                dim += 1
+            else:
+                return self.unsupported(n, "getitem")
+        self.refs[n] = current
+
+    def _scalar_or_ref(self, value):
+        if isinstance(value, fx.Node):
+            ref = self.ref(value)
+            if isinstance(ref, str):
+                return ref
+            inner = self.values.get(value)
+            return float(inner) if isinstance(inner, (int, float)) else False
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else False
+
+    def fn_add(self, n, args, kwargs):
+        if len(args) != 2 or kwargs.get("alpha", 1) != 1:
+            return False
+        a, b = (self._scalar_or_ref(v) for v in args)
+        if a is False or b is False:
+            return False
+        if isinstance(a, str) and isinstance(b, str):
+            if self.values[args[0]].shape != self.values[args[1]].shape and not self._broadcast_ok(n, args):
+                return False
+            self.refs[n] = self.add(n, "add", {}, [a, b], _scope_of(n), "add")
+        else:
+            tensor, scalar = (a, b) if isinstance(a, str) else (b, a)
+            self.refs[n] = self.add(n, "add_scalar", {"value": scalar}, [tensor], _scope_of(n), "add")
+
+    def _broadcast_ok(self, n, args) -> bool:
+        """A parameter with a leading 1 becomes batch-sized in dagnet: equal shapes after that."""
+        shapes = [tuple(self.values[a].shape[1:]) for a in args]
+        return shapes[0] == shapes[1] and all(self.values[a].shape[0] in (1, self.batch) for a in args)
+
+    def fn_mul(self, n, args, kwargs):
+        if len(args) != 2:
+            return False
+        a, b = (self._scalar_or_ref(v) for v in args)
+        if a is False or b is False:
+            return False
+        if isinstance(a, str) and isinstance(b, str):
+            self.refs[n] = self.add(n, "mul", {}, [a, b], _scope_of(n), "mul")
+        else:
+            tensor, scalar = (a, b) if isinstance(a, str) else (b, a)
+            self.refs[n] = self.add(n, "scale", {"factor": scalar}, [tensor], _scope_of(n), "scale")
+
+    def fn_sub(self, n, args, kwargs):
+        if len(args) != 2 or kwargs.get("alpha", 1) != 1:
+            return False
+        a, b = (self._scalar_or_ref(v) for v in args)
+        if a is False or b is False or not isinstance(a, str):
+            return False
+        if isinstance(b, str):
+            if self.values[args[0]].shape != self.values[args[1]].shape:
+                return False
+            negated = self.add(n, "scale", {"factor": -1.0}, [b], _scope_of(n), "neg")
+            self.refs[n] = self.add(n, "add", {}, [a, negated], _scope_of(n), "sub")
+        else:
+            self.refs[n] = self.add(n, "add_scalar", {"value": -b}, [a], _scope_of(n), "sub")
+
+    def fn_div(self, n, args, kwargs):
+        if len(args) != 2 or kwargs.get("rounding_mode") is not None:
+            return False
+        a, b = (self._scalar_or_ref(v) for v in args)
+        if not isinstance(a, str) or isinstance(b, str) or b is False or b == 0:
+            return False
+        self.refs[n] = self.add(n, "scale", {"factor": 1.0 / b}, [a], _scope_of(n), "div")
+
+    def fn_cat(self, n, args, kwargs):
+        tensors = args[0]
+        dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+        refs = [self.ref(t) if isinstance(t, fx.Node) else None for t in tensors]
+        rank = self.values[n].dim()
+        if not all(isinstance(r, str) for r in refs) or dim % rank == 0:
+            return False
+        shapes = {tuple(self.values[t].shape[0:1]) for t in tensors}
+        if shapes != {(self.batch,)}:
+            if not all(self.values[t].shape[0] in (1, self.batch) for t in tensors):
+                return False
+        self.refs[n] = self.add(n, "concat", {"dim": dim}, refs, _scope_of(n), "cat")
+
+    def fn_flatten(self, n, args, kwargs):
+        start = _dim_at(args, kwargs, 1, "start_dim", 0)
+        end = _dim_at(args, kwargs, 2, "end_dim", -1)
+        if start == 0:
+            return self.fn_reshape(n, args, kwargs)
+        self.simple(n, "flatten", {"start_dim": start, "end_dim": end})
+
+    def fn_reshape(self, n, args, kwargs):
+        value = self.values[n]
+        if self.values[args[0]].shape[0] != self.batch or value.dim() <= 1:
+            return False
+        self.simple(n, "reshape", {"shape": list(value.shape[1:])})
+
+    def fn_identity(self, n, args, kwargs):
+        self.refs[n] = self.ref(args[0])
+
+    def fn_to(self, n, args, kwargs):
+        if self.values[n].dtype != self.values[args[0]].dtype:
+            return False
+        self.refs[n] = self.ref(args[0])
+
+    def fn_expand(self, n, args, kwargs):
+        """``token.expand(n, -1, -1)``: a learned parameter is batch-sized already."""
+        source = args[0]
+        if source.op != "get_attr" or tuple(self.values[n].shape[1:]) != tuple(self.values[source].shape[1:]):
+            return False
+        self.refs[n] = self.ref(source)
+
+    def fn_dropout(self, n, args, kwargs):
+        self.refs[n] = self.ref(args[0])        # captured in eval mode, where dropout is the identity
+
+    def fn_transpose(self, n, args, kwargs):
+        rank = self.values[n].dim()
+        d0, d1 = _dim_at(args, kwargs, 1, "dim0", None), _dim_at(args, kwargs, 2, "dim1", None)
+        if d0 is None or d1 is None or d0 % rank == 0 or d1 % rank == 0:
+            return False
+        self.simple(n, "transpose", {"dim0": d0, "dim1": d1})
+
+    def fn_permute(self, n, args, kwargs):
+        dims = list(args[1:]) if len(args) > 2 or not isinstance(args[1] if len(args) > 1 else None, (list, tuple)) \
+            else list(args[1])
+        dims = dims or list(kwargs.get("dims", []))
+        rank = self.values[n].dim()
+        dims = [d % rank for d in dims]
+        if not dims or dims[0] != 0:
+            return False
+        self.simple(n, "permute", {"dims": dims})
+
+    def fn_softmax(self, n, args, kwargs):
+        dim = _dim_at(args, kwargs, 1, "dim", None)
+        if dim is None or dim % self.values[n].dim() == 0 or kwargs.get("dtype") is not None:
+            return False
+        self.simple(n, "softmax", {"dim": dim})
+
+    def fn_log_softmax(self, n, args, kwargs):
+        dim = _dim_at(args, kwargs, 1, "dim", None)
+        if dim is None or dim % self.values[n].dim() == 0:
+            return False
+        self.simple(n, "log_softmax", {"dim": dim})
+
+    def _reduce(self, n, args, kwargs, op):
+        dim = _dim_at(args, kwargs, 1, "dim", None)
+        keepdim = bool(_dim_at(args, kwargs, 2, "keepdim", False))
+        rank = self.values[args[0]].dim()
+        dims = [dim] if isinstance(dim, int) else list(dim or [])
+        if not dims or any(d % rank == 0 for d in dims) or kwargs.get("dtype") is not None:
+            return False
+        self.simple(n, op, {"dim": dims[0] if len(dims) == 1 else dims, "keepdim": keepdim})
+
+    def fn_mean(self, n, args, kwargs):
+        return self._reduce(n, args, kwargs, "mean")
+
+    def fn_sum(self, n, args, kwargs):
+        return self._reduce(n, args, kwargs, "sum")
+
+    def fn_amax(self, n, args, kwargs):
+        return self._reduce(n, args, kwargs, "amax")
+
+    def fn_matmul(self, n, args, kwargs):
+        refs = [self.ref(a) if isinstance(a, fx.Node) else None for a in args[:2]]
+        if not all(isinstance(r, str) for r in refs) or any(self.values[a].shape[0] != self.batch for a in args[:2]):
+            return False
+        self.refs[n] = self.add(n, "matmul", {}, refs, _scope_of(n), "matmul")
+
+    def fn_adaptive_avg_pool2d(self, n, args, kwargs):
+        return self._adaptive(n, args, kwargs, "adaptive_avg_pool2d")
+
+    def fn_adaptive_avg_pool1d(self, n, args, kwargs):
+        return self._adaptive(n, args, kwargs, "adaptive_avg_pool1d")
+
+    def fn_adaptive_max_pool2d(self, n, args, kwargs):
+        if kwargs.get("return_indices") or (len(args) > 2 and args[2]):
+            return False
+        return self._adaptive(n, args, kwargs, "adaptive_max_pool2d")
+
+    def _adaptive(self, n, args, kwargs, op):
+        size = _dim_at(args, kwargs, 1, "output_size", None)
+        if size is None or (isinstance(size, (list, tuple)) and None in size):
+            return False
+        self.simple(n, op, {"output_size": mapping.single(size)})
+
+    def fn_max_pool2d(self, n, args, kwargs):
+        names = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+        call = dict(zip(names, args[1:]), **kwargs)
+        if call.pop("return_indices", False):
+            return False
+        call = {k: mapping.single(v) for k, v in call.items() if v is not None and not (k == "stride" and v == [])}
+        self.simple(n, "max_pool2d", call)
+
+    def fn_avg_pool2d(self, n, args, kwargs):
+        names = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override")
+        call = dict(zip(names, args[1:]), **kwargs)
+        if call.pop("divisor_override", None) is not None:
+            return False
+        call = {k: mapping.single(v) for k, v in call.items() if v is not None and not (k == "stride" and v == [])}
+        self.simple(n, "avg_pool2d", call)
+
+    def fn_leaky_relu(self, n, args, kwargs):
+        self.simple(n, "leaky_relu", {"negative_slope": float(_dim_at(args, kwargs, 1, "negative_slope", 0.01))})
+
+    def fn_sdpa(self, n, args, kwargs):
+        refs = [self.ref(a) for a in args[:3]]
+        extra = dict(zip(("attn_mask", "dropout_p", "is_causal", "scale"), args[3:]), **kwargs)
+        if not all(isinstance(r, str) for r in refs) or extra.get("attn_mask") is not None or extra.get("enable_gqa"):
+            return False
+        call = {"is_causal": bool(extra.get("is_causal", False))}
+        if extra.get("scale") is not None:
+            call["scale"] = float(extra["scale"])
+        self.refs[n] = self.add(n, "scaled_dot_product_attention", call, refs, _scope_of(n), "attention")
+
+
+def _dim_at(args, kwargs, index, name, default):
+    return args[index] if len(args) > index else kwargs.get(name, default)
+
+
+def _short(n: fx.Node) -> str:
+    target = n.target
+    return target if isinstance(target, str) else getattr(target, "__name__", "op")
+
+
+def _source_name(n: fx.Node) -> str:
+    if n.op == "call_method":
+        return f"Tensor.{n.target}"
+    target = n.target
+    module = getattr(target, "__module__", None) or ""
+    return f"{module}.{getattr(target, '__name__', str(target))}".lstrip(".")
