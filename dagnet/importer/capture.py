@@ -112,7 +112,14 @@ class _Builder:
                 self.call_function(n)
         if not outputs:
             raise ImportModelError(f"{self.name}: the model returns no tensor")
-        return Captured(self.name, self.inputs, self.ops, outputs)
+        classes = {}
+        for n in self.gm.graph.nodes:
+            for path, kind in (n.meta.get("nn_module_stack") or {}).values():
+                classes.setdefault(tuple(p for p in path.split(".") if p), getattr(kind, "__name__", str(kind)))
+        for name, module in self.gm.named_modules():
+            if name:
+                classes.setdefault(tuple(name.split(".")), type(module).__name__)
+        return Captured(self.name, self.inputs, self.ops, outputs, classes)
 
     def output_refs(self, value) -> list[str]:
         if isinstance(value, fx.Node):

@@ -46,6 +46,7 @@ class Captured:
     inputs: list[tuple[str, tuple, str]]          # (name, per-example shape, dtype)
     ops: list[Op]
     outputs: list[str]
+    classes: dict[tuple, str] = field(default_factory=dict)     # module path -> its class's name
 
     @property
     def unsupported(self) -> list[Op]:
