@@ -349,6 +349,9 @@ class _Builder:
         rank = self.values[n].dim()
         if not all(isinstance(r, str) for r in refs) or dim % rank == 0:
             return False
+        if len(refs) == 1:
+            self.refs[n] = refs[0]
+            return None
         shapes = {tuple(self.values[t].shape[0:1]) for t in tensors}
         if shapes != {(self.batch,)}:
             if not all(self.values[t].shape[0] in (1, self.batch) for t in tensors):

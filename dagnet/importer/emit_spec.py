@@ -70,7 +70,7 @@ class Writer:
             node = sub_nodes[0]
             renamed = _renamed(sub_map, node.name, n.name)
             return Entry(n.name, "node", node.target or "", list(n.inputs), when=when, members=[n.name],
-                         collapsed={"node": node, "map": renamed})
+                         collapsed={"node": node, "map": renamed}, template=child, pvalues=values)
         if child.id not in self.tmaps and child not in self.pending:
             self.pending.append(child)
         return Entry(n.name, "block", child.name, list(n.inputs), when=when, members=[n.name], template=child,
@@ -84,13 +84,19 @@ class Writer:
                 readers[i] = readers.get(i, 0) + 1
         out, k = [], 0
         while k < len(entries):
+            dense = self._dense(entries, k, readers, outputs)
+            if dense is not None:
+                out.append(dense[0])
+                k += dense[1]
+                continue
             run = self._run(entries, k, readers, outputs)
             for end in range(len(run), 1, -1):
                 args = self._repeat_args(run[:end])
                 if args is not None:
                     first = run[0]
-                    out.append(Entry(first.name, "block", first.target, first.inputs, args, first.when, end,
+                    out.append(Entry(first.name, "block", first.template.name, first.inputs, args, first.when, end,
                                      [e.name for e in run[:end]], first.template))
+                    self._need(first.template)
                     k += end
                     break
             else:
@@ -102,13 +108,47 @@ class Writer:
                 k += 1
         return out
 
+    def _dense(self, entries, k, readers, outputs):
+        """``u1 = v -> T; c2 = [v, u1] -> concat; u2 = c2 -> T; ...; cN+1 = [cN, uN] -> concat``:
+        one `T * N dense` (each use reads the concat of the input and every earlier output)."""
+        uses, value = [], None
+        j = k
+        while j + 1 < len(entries):
+            use, cat = entries[j], entries[j + 1]
+            source = use.inputs[0] if len(use.inputs) == 1 else None
+            if (use.template is None or use.when is not None or source is None or (uses and source != value)
+                    or (uses and use.template is not uses[0].template) or readers.get(use.name) != 1
+                    or cat.kind != "op" or cat.target != "concat" or cat.args.get("dim", 1) != 1
+                    or cat.when is not None or cat.inputs != [source, use.name] or use.name in outputs):
+                break
+            if uses and (readers.get(value) != 2 or value in outputs):
+                break
+            uses.append(use)
+            value = cat.name
+            j += 2
+        if len(uses) < 2:
+            return None
+        args = self._repeat_args(uses)
+        if args is None:
+            return None
+        first = uses[0]
+        self._need(first.template)
+        entry = Entry(value, "block", first.template.name, list(first.inputs), args, None, len(uses),
+                      [u.name for u in uses], first.template)
+        entry.connect = "dense"
+        return entry, j - k
+
+    def _need(self, template: Template) -> None:
+        if template.id not in self.tmaps and template not in self.pending:
+            self.pending.append(template)
+
     def _run(self, entries, k, readers, outputs) -> list[Entry]:
         run = [entries[k]]
-        if entries[k].kind != "block" or entries[k].when is not None:
+        if entries[k].template is None or entries[k].when is not None:
             return run
         for e in entries[k + 1:]:
             prev = run[-1]
-            if (e.kind != "block" or e.template is not prev.template or e.inputs != [prev.name] or e.when is not None
+            if (e.template is None or e.template is not prev.template or e.inputs != [prev.name] or e.when is not None
                     or readers.get(prev.name) != 1 or prev.name in outputs):
                 break
             run.append(e)
@@ -158,12 +198,13 @@ class Writer:
         if e.collapsed is not None:
             inner = e.collapsed["node"]
             node = NodeSpec(name, LOC, inner.kind, inner.target, [], dict(inner.args), posargs=list(inner.posargs),
-                            repeat=inner.repeat, when=e.when, items=inner.items)
+                            repeat=inner.repeat, when=e.when, items=inner.items, connect=inner.connect)
             return node
         if e.kind == "op":
             posargs, args = call_args(e.target, e.args)
             return NodeSpec(name, LOC, "op", e.target, [], args, posargs=posargs, when=e.when)
-        return NodeSpec(name, LOC, "block", e.target, [], dict(e.args), repeat=e.repeat, when=e.when)
+        return NodeSpec(name, LOC, "block", e.target, [], dict(e.args), repeat=e.repeat, when=e.when,
+                        connect=getattr(e, "connect", "sequential"))
 
     def map_entry(self, e: Entry, prefix: str, amap: dict) -> None:
         if e.collapsed is not None:
@@ -189,6 +230,8 @@ class Writer:
 
     def assign(self, body: Body, amap: dict, base: str, paths: dict) -> None:
         for n in body.nodes:
+            if n.name not in amap and n.kind == "op" and not n.op.state:
+                continue            # a concat a dense repeat writes for itself
             prefix, sub, collapsed = amap[n.name]
             if n.kind == "op":
                 paths[n.op.name] = _join(base, prefix)
@@ -214,7 +257,7 @@ def _join(base: str, prefix: str) -> str:
 
 
 def _chainable(e: Entry) -> bool:
-    if e.when is not None or e.repeat != 1:
+    if e.when is not None or e.repeat != 1 or getattr(e, "connect", "sequential") != "sequential":
         return False
     if e.collapsed is not None:
         return e.collapsed["node"].kind in ("op", "block") and e.collapsed["node"].repeat == 1

@@ -249,7 +249,35 @@ class Folder:
                 for k in members:
                     t.param_of[k] = name
             cls = self.c.classes.get(t.rep.scope, "block")
+            if cls in ("Sequential", "ModuleList", "ModuleDict") and t.rep.scope:
+                cls = t.rep.scope[-1] if not t.rep.scope[-1].isdigit() else "stage"
             t.name = unique(_block_name(cls), names.setdefault("taken", set()))
+
+
+def chain_concats(captured: Captured) -> None:
+    """Rewrite ``cat([a, b, c])`` as ``cat([cat([a, b]), c])`` where ``cat([a, b])`` is computed already.
+
+    The same values, and the dense pattern (DenseNet's layers each reading every
+    earlier output) becomes one concat per layer, moved to the module holding
+    both, so each layer is a one-input block and the run a `* N dense` repeat.
+    """
+    seen: dict[tuple, Op] = {}
+    for op in captured.ops:
+        if op.op != "concat" or op.args.get("dim", 1) != 1:
+            continue
+        flat = tuple(op.inputs)
+        prefix = seen.get(flat[:-1]) if len(flat) > 2 else None
+        if prefix is not None:
+            op.inputs = [prefix.name, flat[-1]]
+            op.scope = prefix.scope = _common(op.scope, prefix.scope)
+        seen[flat] = op
+
+
+def _common(a: tuple, b: tuple) -> tuple:
+    k = 0
+    while k < min(len(a), len(b)) and a[k] == b[k]:
+        k += 1
+    return a[:k]
 
 
 def _block_name(cls: str) -> str:
@@ -262,6 +290,7 @@ def _block_name(cls: str) -> str:
 def folded_spec(captured: Captured, doc: str = "") -> tuple[Spec, dict[str, str]]:
     """The spec with blocks and repeats, and each captured op's IR path."""
     from dagnet.importer.emit_spec import write_folded
+    chain_concats(captured)
     folder = Folder(captured)
     outputs = list(dict.fromkeys(captured.outputs))
     root = folder.build((), captured.ops, [name for name, _, _ in captured.inputs], outputs)
