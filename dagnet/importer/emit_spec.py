@@ -94,7 +94,7 @@ class Writer:
                 args = self._repeat_args(run[:end])
                 if args is not None:
                     first = run[0]
-                    out.append(Entry(first.name, "block", first.template.name, first.inputs, args, first.when, end,
+                    out.append(Entry(run[end - 1].name, "block", first.template.name, first.inputs, args, first.when, end,
                                      [e.name for e in run[:end]], first.template))
                     self._need(first.template)
                     k += end
