@@ -54,20 +54,43 @@ class _Recorder(fx.Interpreter):
         return super().call_module(target, args, kwargs)
 
 
-def trace(model: nn.Module) -> fx.GraphModule:
+def trace(model: nn.Module, n_inputs: int = 1) -> fx.GraphModule:
+    """``model`` traced by torch.fx, leaving the modules dagnet maps as calls; a Hugging Face model is
+    traced with transformers' own tracer (which knows its mask and shape code), its first ``n_inputs``
+    forward arguments as the inputs."""
     try:
+        if _is_transformers(model):
+            raise ImportModelError("a Hugging Face model: captured with torch.export")
         graph = _Tracer().trace(model)
+    except ImportModelError:
+        raise
     except Exception as error:      # any trace failure is the model's, reported in one line
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ImportModelError(f"cannot trace {type(model).__name__} with torch.fx: {first[:300]}") from None
     return fx.GraphModule(model, graph, type(model).__name__)
 
 
+def _is_transformers(model) -> bool:
+    import sys
+    if "transformers" not in sys.modules:
+        return False
+    from transformers import PreTrainedModel
+    return isinstance(model, PreTrainedModel)
+
+
 def capture(model: nn.Module, example_inputs: tuple, name: str, input_names: list[str] | None = None,
             gm: fx.GraphModule | None = None) -> Captured:
     """The flat dagnet graph of ``model``, run on ``example_inputs`` (a batch of at least 2); its
     inputs are named ``input_names`` where given, else as ``forward`` names them."""
-    gm = gm if gm is not None else trace(model)
+    if gm is None:
+        try:
+            gm = trace(model, len(example_inputs))
+        except ImportModelError as fx_error:
+            from dagnet.importer.export_capture import export_graph
+            try:
+                gm = export_graph(model, example_inputs)
+            except ImportModelError as export_error:
+                raise ImportModelError(f"{fx_error}; {export_error}") from None
     batch = int(example_inputs[0].shape[0])
     recorder = _Recorder(gm, batch)
     with torch.no_grad():
@@ -115,7 +138,8 @@ class _Builder:
         classes = {}
         for n in self.gm.graph.nodes:
             for path, kind in (n.meta.get("nn_module_stack") or {}).values():
-                classes.setdefault(tuple(p for p in path.split(".") if p), getattr(kind, "__name__", str(kind)))
+                cls = getattr(kind, "__name__", None) or str(kind).rsplit(".", 1)[-1].strip("'>")
+                classes.setdefault(tuple(p for p in path.split(".") if p), cls)
         for name, module in self.gm.named_modules():
             if name:
                 classes.setdefault(tuple(name.split(".")), type(module).__name__)
@@ -142,24 +166,12 @@ class _Builder:
         self.refs[n] = name
 
     def ref(self, n):
-        """The dagnet value of fx node ``n``: an op name, a list of them, or None (not a tensor)."""
+        """The dagnet value of fx node ``n``: an op name, a list of them, or None (not a tensor, or a
+        constant: a model tensor, or one computed from them alone, whose value is kept)."""
         ref = self.refs.get(n)
         if isinstance(ref, tuple) and ref and ref[0] == "attr":
-            ref = self.refs[n] = self.parameter(n)
+            ref = self.refs[n] = None
         return ref
-
-    def parameter(self, n) -> str | None:
-        """A model tensor read by ``get_attr``: a learned ``parameter`` node when it has a leading 1."""
-        value = self.values.get(n)
-        if not isinstance(value, torch.Tensor):
-            return None
-        scope = tuple(str(n.target).split("."))[:-1]
-        if value.dim() >= 2 and value.shape[0] == 1 and self.inputs:
-            return self.add(n, "parameter", {"shape": list(value.shape[1:])}, [self.inputs[0][0]], scope,
-                            str(n.target).split(".")[-1], state={"weight": value[0].detach().clone()},
-                            shape=tuple(value.shape[1:]))
-        return self.add(n, "unsupported", None, [], scope, "attr", source_op=f"get_attr {n.target}",
-                        shape=tuple(value.shape))
 
     def add(self, n, op, args, inputs, scope, local, state=None, shape=None, source_op=None) -> str:
         """Append one op; returns its name."""
@@ -196,6 +208,9 @@ class _Builder:
     def call_module(self, n):
         module = self.gm.get_submodule(n.target)
         path = tuple(n.target.split("."))
+        if not isinstance(self.values.get(n), (torch.Tensor, tuple, list)):
+            self.refs[n] = None         # torch.export's guard check, and other calls that give no tensor
+            return
         if isinstance(module, Unsupported):
             inputs = [r for r in (self.ref(a) for a in _tensors(n.all_input_nodes)) if isinstance(r, str)]
             shape = tuple(module.out_shapes[0]) if module.out_shapes else ()
@@ -206,6 +221,9 @@ class _Builder:
         entry = mapping.module_entry(module)
         args = entry[1](module) if entry else None
         tensor_args = [self.ref(a) for a in n.args if isinstance(a, fx.Node)]
+        if tensor_args and all(r is None for r in tensor_args):
+            self.refs[n] = None         # computed without the inputs: a constant, kept as its value
+            return
         if args is None or not all(isinstance(r, str) for r in tensor_args) or not self.plain_call(n, module):
             return self.unsupported(n, type(module).__module__ + "." + type(module).__qualname__)
         state = {k: v.detach().clone() for k, v in module.state_dict().items()}
@@ -236,6 +254,11 @@ class _Builder:
             kind = mapping.METHOD_NAMES.get(target) or mapping.METHOD_ACTIVATIONS.get(target)
             if target in mapping.METHOD_ACTIVATIONS:
                 return self.simple(n, mapping.METHOD_ACTIVATIONS[target], {})
+        elif target in _aten():
+            kind = _aten()[target]
+            if isinstance(kind, tuple):
+                args = {"approximate": n.kwargs.get("approximate", "none")} if kind[1] == "gelu" else {}
+                return self.simple(n, kind[1], args)
         else:
             if target in mapping.ACTIVATIONS:
                 args = {"approximate": n.kwargs.get("approximate", "none")} if target is torch.nn.functional.gelu else {}
@@ -280,12 +303,29 @@ class _Builder:
                 return self.unsupported(n, "getitem")
         self.refs[n] = current
 
+    def constant(self, n) -> str | None:
+        """A tensor computed without the inputs (a position table, a token-type row) as a learned
+        ``parameter``: the same for every example, so it holds the value of one."""
+        value = self.values.get(n)
+        if not isinstance(value, torch.Tensor) or value.dim() < 2 or not value.dtype.is_floating_point:
+            return None
+        if value.shape[0] == self.batch and self.batch > 1 and bool((value == value[:1]).all()):
+            value = value[:1]
+        if value.shape[0] != 1 or not self.inputs:
+            return None
+        name = self.add(n, "parameter", {"shape": list(value.shape[1:])}, [self.inputs[0][0]], _scope_of(n),
+                        _short(n), state={"weight": value[0].detach().clone()}, shape=tuple(value.shape[1:]))
+        self.refs[n] = name
+        return name
+
     def _scalar_or_ref(self, value):
         if isinstance(value, fx.Node):
             ref = self.ref(value)
             if isinstance(ref, str):
                 return ref
             inner = self.values.get(value)
+            if isinstance(inner, torch.Tensor) and inner.dim() > 0:
+                return self.constant(value) or False
             return float(inner) if isinstance(inner, (int, float)) else False
         return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else False
 
@@ -346,6 +386,7 @@ class _Builder:
         tensors = args[0]
         dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
         refs = [self.ref(t) if isinstance(t, fx.Node) else None for t in tensors]
+        refs = [r if r is not None or not isinstance(t, fx.Node) else self.constant(t) for r, t in zip(refs, tensors)]
         rank = self.values[n].dim()
         if not all(isinstance(r, str) for r in refs) or dim % rank == 0:
             return False
@@ -475,18 +516,48 @@ class _Builder:
         call = {k: mapping.single(v) for k, v in call.items() if v is not None and not (k == "stride" and v == [])}
         self.simple(n, "avg_pool2d", call)
 
+    def fn_getitem_select(self, n, args, kwargs):
+        dim, index = args[1], args[2]
+        if dim % self.values[args[0]].dim() == 0:
+            return False
+        self.simple(n, "select", {"dim": dim, "index": index})
+
+    def fn_getitem_slice(self, n, args, kwargs):
+        source = self.values[args[0]]
+        dim = args[1] if len(args) > 1 else 0
+        start, end, step = (list(args[2:5]) + [None, None, 1][len(args[2:5]):])[:3]
+        dim %= source.dim()
+        if dim == 0 or step not in (None, 1):
+            return False
+        start, stop, _ = slice(start, end).indices(source.shape[dim])
+        if (start, stop) == (0, source.shape[dim]):
+            self.refs[n] = self.ref(args[0])
+            return None
+        self.simple(n, "narrow", {"dim": dim, "start": start, "length": stop - start})
+
     def fn_leaky_relu(self, n, args, kwargs):
         self.simple(n, "leaky_relu", {"negative_slope": float(_dim_at(args, kwargs, 1, "negative_slope", 0.01))})
 
     def fn_sdpa(self, n, args, kwargs):
         refs = [self.ref(a) for a in args[:3]]
         extra = dict(zip(("attn_mask", "dropout_p", "is_causal", "scale"), args[3:]), **kwargs)
-        if not all(isinstance(r, str) for r in refs) or extra.get("attn_mask") is not None or extra.get("enable_gqa"):
+        mask = extra.get("attn_mask")
+        if isinstance(mask, fx.Node) and self.ref(mask) is None:
+            value = self.values.get(mask)     # a mask computed without the inputs: drop it if it masks nothing
+            if isinstance(value, torch.Tensor) and (bool(value.all()) if value.dtype == torch.bool
+                                                    else not bool(value.any())):
+                mask = None
+        if not all(isinstance(r, str) for r in refs) or mask is not None or extra.get("enable_gqa"):
             return False
         call = {"is_causal": bool(extra.get("is_causal", False))}
         if extra.get("scale") is not None:
             call["scale"] = float(extra["scale"])
         self.refs[n] = self.add(n, "scaled_dot_product_attention", call, refs, _scope_of(n), "attention")
+
+
+def _aten() -> dict:
+    from dagnet.importer.export_capture import _aten_tables
+    return _aten_tables()
 
 
 def _dim_at(args, kwargs, index, name, default):

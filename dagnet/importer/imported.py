@@ -162,8 +162,7 @@ def resolve_source(source, kwargs: dict | None = None) -> tuple[nn.Module, str]:
         raise ImportModelError(f"cannot import `{text}`: give package.module:callable (torchvision.models:resnet50), "
                                "an .onnx file or a Caffe .prototxt")
     module_name, attr = match.groups()
-    if module_name.split(".")[0] == "torchvision":
-        _torchvision_ready()
+    _torchvision_ready()        # transformers imports torchvision too
     try:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as error:
