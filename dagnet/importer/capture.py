@@ -303,36 +303,45 @@ class _Builder:
                 return self.unsupported(n, "getitem")
         self.refs[n] = current
 
-    def constant(self, n) -> str | None:
-        """A tensor computed without the inputs (a position table, a token-type row) as a learned
-        ``parameter``: the same for every example, so it holds the value of one."""
+    def constant(self, n, rank: int | None = None, like: str | None = None) -> str | None:
+        """A tensor computed without the inputs (a position table, a token-type row, a layer scale) as a
+        learned ``parameter``: the same for every example, so it holds the value of one. With ``rank``
+        (the per-example rank of what it broadcasts against) a tensor of at most that rank is one
+        example's value, padded with leading 1s."""
         value = self.values.get(n)
-        if not isinstance(value, torch.Tensor) or value.dim() < 2 or not value.dtype.is_floating_point:
+        if not isinstance(value, torch.Tensor) or not value.dtype.is_floating_point or not self.inputs:
+            return None
+        if rank is not None and 1 <= value.dim() <= rank:
+            value = value.reshape((1,) * (rank - value.dim() + 1) + tuple(value.shape))
+        if value.dim() < 2:
             return None
         if value.shape[0] == self.batch and self.batch > 1 and bool((value == value[:1]).all()):
             value = value[:1]
-        if value.shape[0] != 1 or not self.inputs:
+        if value.shape[0] != 1:
             return None
-        name = self.add(n, "parameter", {"shape": list(value.shape[1:])}, [self.inputs[0][0]], _scope_of(n),
+        # the batch it repeats over comes from ``like`` (what it meets), so a block holding it needs no other input
+        name = self.add(n, "parameter", {"shape": list(value.shape[1:])}, [like or self.inputs[0][0]], _scope_of(n),
                         _short(n), state={"weight": value[0].detach().clone()}, shape=tuple(value.shape[1:]))
         self.refs[n] = name
         return name
 
-    def _scalar_or_ref(self, value):
+    def _scalar_or_ref(self, value, rank: int | None = None, like: str | None = None):
         if isinstance(value, fx.Node):
             ref = self.ref(value)
             if isinstance(ref, str):
                 return ref
             inner = self.values.get(value)
             if isinstance(inner, torch.Tensor) and inner.dim() > 0:
-                return self.constant(value) or False
+                return self.constant(value, rank, like) or False
             return float(inner) if isinstance(inner, (int, float)) else False
         return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else False
 
     def fn_add(self, n, args, kwargs):
         if len(args) != 2 or kwargs.get("alpha", 1) != 1:
             return False
-        a, b = (self._scalar_or_ref(v) for v in args)
+        like = next((r for r in (self.ref(v) if isinstance(v, fx.Node) else None for v in args)
+                     if isinstance(r, str)), None)
+        a, b = (self._scalar_or_ref(v, None, like) for v in args)
         if a is False or b is False:
             return False
         if isinstance(a, str) and isinstance(b, str):
@@ -351,7 +360,10 @@ class _Builder:
     def fn_mul(self, n, args, kwargs):
         if len(args) != 2:
             return False
-        a, b = (self._scalar_or_ref(v) for v in args)
+        rank = self.values[n].dim() - 1       # mul broadcasts: a per-channel scale is one example's value
+        like = next((r for r in (self.ref(v) if isinstance(v, fx.Node) else None for v in args)
+                     if isinstance(r, str)), None)
+        a, b = (self._scalar_or_ref(v, rank, like) for v in args)
         if a is False or b is False:
             return False
         if isinstance(a, str) and isinstance(b, str):
@@ -386,7 +398,9 @@ class _Builder:
         tensors = args[0]
         dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
         refs = [self.ref(t) if isinstance(t, fx.Node) else None for t in tensors]
-        refs = [r if r is not None or not isinstance(t, fx.Node) else self.constant(t) for r, t in zip(refs, tensors)]
+        like = next((r for r in refs if isinstance(r, str)), None)
+        refs = [r if r is not None or not isinstance(t, fx.Node) else self.constant(t, None, like)
+                for r, t in zip(refs, tensors)]
         rank = self.values[n].dim()
         if not all(isinstance(r, str) for r in refs) or dim % rank == 0:
             return False
@@ -534,6 +548,21 @@ class _Builder:
             self.refs[n] = self.ref(args[0])
             return None
         self.simple(n, "narrow", {"dim": dim, "start": start, "length": stop - start})
+
+    def fn_layer_norm(self, n, args, kwargs):
+        """``F.layer_norm(x, shape, weight, bias, eps)`` over model tensors (torchvision's LayerNorm2d)."""
+        call = dict(zip(("input", "normalized_shape", "weight", "bias", "eps"), args), **kwargs)
+        weight, bias = call.get("weight"), call.get("bias")
+        if (weight is None) != (bias is None) or any(isinstance(t, fx.Node) and self.ref(t) is not None
+                                                     for t in (weight, bias)):
+            return False
+        state = {}
+        if weight is not None:
+            state = {"weight": self.values[weight].detach().clone(), "bias": self.values[bias].detach().clone()}
+        args_out = {"normalized_shape": mapping.single(list(call["normalized_shape"])),
+                    "eps": float(call.get("eps", 1e-5)), "elementwise_affine": weight is not None}
+        self.refs[n] = self.add(n, "layer_norm", args_out, [self.ref(call["input"])], _scope_of(n), "layer_norm",
+                                state=state)
 
     def fn_leaky_relu(self, n, args, kwargs):
         self.simple(n, "leaky_relu", {"negative_slope": float(_dim_at(args, kwargs, 1, "negative_slope", 0.01))})
