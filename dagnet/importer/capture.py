@@ -62,6 +62,7 @@ def trace(model: nn.Module, n_inputs: int = 1) -> fx.GraphModule:
         if _is_transformers(model):
             raise ImportModelError("a Hugging Face model: captured with torch.export")
         graph = _Tracer().trace(model)
+        return fx.GraphModule(model, graph, type(model).__name__)
     except ImportModelError:
         raise
     except Exception as error:      # any trace failure is the model's, reported in one line
@@ -594,6 +595,8 @@ def _dim_at(args, kwargs, index, name, default):
 
 
 def _short(n: fx.Node) -> str:
+    if n.op == "get_attr":
+        return str(n.target).split(".")[-1]
     target = n.target
     return target if isinstance(target, str) else getattr(target, "__name__", "op")
 

@@ -116,7 +116,7 @@ class Writer:
         while j + 1 < len(entries):
             use, cat = entries[j], entries[j + 1]
             source = use.inputs[0] if len(use.inputs) == 1 else None
-            if (use.template is None or use.when is not None or source is None or (uses and source != value)
+            if (not _repeatable(use) or use.when is not None or source is None or (uses and source != value)
                     or (uses and use.template is not uses[0].template) or readers.get(use.name) != 1
                     or cat.kind != "op" or cat.target != "concat" or cat.args.get("dim", 1) != 1
                     or cat.when is not None or cat.inputs != [source, use.name] or use.name in outputs):
@@ -144,11 +144,11 @@ class Writer:
 
     def _run(self, entries, k, readers, outputs) -> list[Entry]:
         run = [entries[k]]
-        if entries[k].template is None or entries[k].when is not None:
+        if not _repeatable(entries[k]):
             return run
         for e in entries[k + 1:]:
             prev = run[-1]
-            if (e.template is None or e.template is not prev.template or e.inputs != [prev.name] or e.when is not None
+            if (not _repeatable(e) or e.template is not prev.template or e.inputs != [prev.name] or e.when is not None
                     or readers.get(prev.name) != 1 or prev.name in outputs):
                 break
             run.append(e)
@@ -256,6 +256,14 @@ def _join(base: str, prefix: str) -> str:
     return f"{base}.{prefix}" if base else prefix
 
 
+def _repeatable(e: Entry) -> bool:
+    """A use that may join a repeat: not guarded, and not itself a repeat written in place (stages of
+    one shape but different widths read better as stages than as a repeat of repeats)."""
+    if e.template is None or e.when is not None:
+        return False
+    return e.collapsed is None or e.collapsed["node"].repeat == 1
+
+
 def _chainable(e: Entry) -> bool:
     if e.when is not None or e.repeat != 1 or getattr(e, "connect", "sequential") != "sequential":
         return False
@@ -285,6 +293,11 @@ def _as_function_of_i(values: list):
         step = values[1] - values[0]
         if all(values[k] == values[0] + step * k for k in range(len(values))):
             return Expr(f"{values[0]} + {step} * i")
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        # a float progression (stochastic depth rising block by block), equal to 1e-9 relative
+        step = (values[-1] - values[0]) / (len(values) - 1)
+        if all(abs(values[k] - (values[0] + step * k)) <= 1e-9 * max(1.0, abs(values[k])) for k in range(len(values))):
+            return Expr(f"{_lit(values[0])} + {_lit(step)} * i")
     return None
 
 

@@ -22,11 +22,11 @@ from dagnet.importer.opaque import Unsupported
 def export_graph(model: nn.Module, example_inputs: tuple) -> fx.GraphModule:
     try:
         program = torch.export.export(model, tuple(example_inputs), strict=False)
+        gm = program.module()
     except Exception as error:      # noqa: BLE001 - any export failure is the model's, in one line
         text = str(error).strip().splitlines()
         raise ImportModelError(f"cannot capture {type(model).__name__} with torch.export: "
                                f"{(text[0] if text else type(error).__name__)[:300]}") from None
-    gm = program.module()
     _regroup_module_calls(gm, model)
     return gm
 
