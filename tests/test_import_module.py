@@ -195,6 +195,17 @@ def test_unsupported_ops_become_opaque_nodes_and_one_error_lists_them(tmp_path):
     assert "unsupported" in dot.read_text()
 
 
+def test_the_unsupported_op_checks_and_renders_but_refuses_to_run(tmp_path):
+    spec = tmp_path / "opaque.dag"
+    spec.write_text('model opaque\n\ninput x[3, 8]\n\n'
+                    'y = x -> unsupported("torch.fft_rfft", location="body.fft", shape=[3, 5])\n\noutput y\n')
+    ir = dagnet.load(spec)
+    assert ir.node("y").shape == (3, 5)
+    model = dagnet.compile(spec)
+    with pytest.raises(NotImplementedError, match=r"torch.fft_rfft at body.fft has no dagnet equivalent"):
+        model(x=torch.randn(2, 3, 8))
+
+
 def test_a_wrong_weight_is_a_mismatch_error():
     imported = import_model(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()).eval(),
                             example_inputs=torch.randn(2, 3, 8, 8))

@@ -28,5 +28,5 @@ register(OpDef(
      Arg("shape", "ints", (), range=SIZE, doc="its per-example output shape")),
     lambda ins, a: tuple(a["shape"]),
     lambda ins, a: FunctionCall(unsupported_op, dict(a)),
-    arity=(0, None), params=no_params, saves="nothing", inferred=(),
+    arity=(0, None), params=no_params, saves="nothing", inferred=(), look="layer",
     title=lambda a: f"unsupported: {a.get('source_op', '?')}"))
