@@ -193,6 +193,16 @@ class _Builder:
         self.ops.append(Op(name, op, args, list(inputs), scope, local, where, tuple(shape), state or {}, source_op))
         return name
 
+    def unsupported_tuple(self, n) -> None:
+        """A call giving several tensors that has no dagnet form: one opaque node per piece."""
+        value = self.values.get(n)
+        inputs = [r for r in (self.ref(a) for a in _tensors(n.all_input_nodes)) if isinstance(r, str)]
+        refs = []
+        for k, piece in enumerate(value):
+            refs.append(self.add(n, "unsupported", None, inputs, _scope_of(n), f"{_short(n)}_{k}",
+                                 shape=tuple(piece.shape[1:]), source_op=_source_name(n)))
+        self.refs[n] = refs
+
     def unsupported(self, n, source_op: str) -> None:
         inputs = [r for r in (self.ref(a) for a in _tensors(n.all_input_nodes)) if isinstance(r, str)]
         scope = _scope_of(n)
@@ -245,6 +255,13 @@ class _Builder:
         if n.op == "call_function" and target is operator.getitem:
             return self.getitem(n)
         inputs = _tensors(n.all_input_nodes)
+        pieces = n.target in ("chunk", "split", torch.chunk, torch.split) or _aten().get(n.target) in ("chunk", "split")
+        if pieces and isinstance(value, (tuple, list)) and inputs and self.ref(inputs[0]) is not None:
+            kind = "chunk" if n.target in ("chunk", torch.chunk) or _aten().get(n.target) == "chunk" else "split"
+            if getattr(self, f"fn_{kind}")(n, n.args, n.kwargs) is False:
+                self.refs[n] = None
+                self.unsupported_tuple(n)
+            return
         if not isinstance(value, torch.Tensor) or not inputs or all(self.ref(a) is None for a in inputs):
             # size arithmetic, asserts, shape reads: their values are folded into the shapes
             self.refs[n] = None
@@ -564,6 +581,25 @@ class _Builder:
                     "eps": float(call.get("eps", 1e-5)), "elementwise_affine": weight is not None}
         self.refs[n] = self.add(n, "layer_norm", args_out, [self.ref(call["input"])], _scope_of(n), "layer_norm",
                                 state=state)
+
+    def fn_chunk(self, n, args, kwargs):
+        return self._pieces(n, args, kwargs, "chunk", "chunks")
+
+    def fn_split(self, n, args, kwargs):
+        return self._pieces(n, args, kwargs, "split", "split_size_or_sections")
+
+    def _pieces(self, n, args, kwargs, op, count):
+        """``chunk`` / ``split``: one node with outputs ``name.0``, ``name.1``, ... (a list of refs)."""
+        value = self.values.get(n)
+        size = _dim_at(args, kwargs, 1, count, None)
+        dim = _dim_at(args, kwargs, 2, "dim", 0)
+        source = self.ref(args[0]) if isinstance(args[0], fx.Node) else None
+        if not isinstance(source, str) or not isinstance(value, (tuple, list)) or size is None or \
+                dim % self.values[args[0]].dim() == 0:
+            return False
+        name = self.add(n, op, {count: mapping.single(size) if isinstance(size, (list, tuple)) else size, "dim": dim},
+                        [source], _scope_of(n), op, shape=tuple(value[0].shape[1:]))
+        self.refs[n] = [f"{name}.{k}" for k in range(len(value))]
 
     def fn_leaky_relu(self, n, args, kwargs):
         self.simple(n, "leaky_relu", {"negative_slope": float(_dim_at(args, kwargs, 1, "negative_slope", 0.01))})

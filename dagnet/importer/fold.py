@@ -82,7 +82,7 @@ class Folder:
         self.consumers: dict[str, set[str]] = {}
         for op in captured.ops:
             for i in op.inputs:
-                self.consumers.setdefault(i, set()).add(op.name)
+                self.consumers.setdefault(_base(i), set()).add(op.name)
 
     # -- 1. bodies ----------------------------------------------------------------------
     def find(self, tid: int) -> int:
@@ -101,23 +101,29 @@ class Folder:
         taken = set()
         inputs = [unique(legal(e) if not scope else ("x" if k == 0 else f"x{k + 1}"), taken) for k, e in enumerate(ext)]
         local = dict(zip(ext, inputs))
+
+        def loc(ref: str) -> str:        # `c.1`, a piece of a chunk, is local `c`'s piece 1
+            if ref in local:
+                return local[ref]
+            base, _, k = ref.partition(".")
+            return f"{local[base]}.{k}"
         nodes = []
         for key, members in units.items():
             if key[0] == "op":
                 op = members[0]
                 name = unique(legal("_".join([*op.scope[len(scope):], op.local])), taken)
-                nodes.append(BNode(name, "op", op.op, [local[i] for i in op.inputs], dict(op.args), op=op))
+                nodes.append(BNode(name, "op", op.op, [loc(i) for i in op.inputs], dict(op.args), op=op))
                 local[op.name] = name
             else:
                 path = key[1]
                 names = {o.name for o in members}
-                sub_ext = list(dict.fromkeys(i for o in members for i in o.inputs if i not in names))
+                sub_ext = list(dict.fromkeys(i for o in members for i in o.inputs if _base(i) not in names))
                 out = self._outputs_of(members, outputs)
                 child = self.build(path, members, sub_ext, out)
                 name = unique(legal("_".join(path[len(scope):])), taken)
-                nodes.append(BNode(name, "use", "", [local[i] for i in sub_ext], body=child))
+                nodes.append(BNode(name, "use", "", [loc(i) for i in sub_ext], body=child))
                 local[out[0]] = name
-        body = Body(scope, inputs, nodes, [local[o] for o in outputs])
+        body = Body(scope, inputs, nodes, [loc(o) for o in outputs])
         if scope:
             self.register(body)
         return body
@@ -147,10 +153,11 @@ class Folder:
             for o in members:
                 owner[o.name] = key
         for key, members in units.items():
-            if key[0] == "use" and len(self._outputs_of(members, outputs)) != 1:
+            out = self._outputs_of(members, outputs) if key[0] == "use" else []
+            if key[0] == "use" and (len(out) != 1 or self.producer[out[0]].op in ("chunk", "split")):
                 bad.add(key[1])
             for o in members:
-                for i in o.inputs:
+                for i in map(_base, o.inputs):
                     if i in owner and owner[i] != key:
                         graph.add_edge(owner[i], key)
         if not bad:
@@ -252,6 +259,11 @@ class Folder:
             if cls in ("Sequential", "ModuleList", "ModuleDict") and t.rep.scope:
                 cls = t.rep.scope[-1] if not t.rep.scope[-1].isdigit() else "stage"
             t.name = unique(_block_name(cls), names.setdefault("taken", set()))
+
+
+def _base(ref: str) -> str:
+    """The op a reference reads: ``c`` for ``c.1``, a piece of a chunk or split."""
+    return ref.partition(".")[0]
 
 
 def chain_concats(captured: Captured) -> None:

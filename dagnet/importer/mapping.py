@@ -145,8 +145,14 @@ def torchvision_modules() -> dict[type, tuple]:
     import sys
     if "torchvision" not in sys.modules:
         return {}
+    from torchvision.models.swin_transformer import PatchMerging, ShiftedWindowAttention
     from torchvision.ops import StochasticDepth
-    return {StochasticDepth: ("stochastic_depth", lambda m: {"p": m.p, "mode": m.mode})}
+    return {StochasticDepth: ("stochastic_depth", lambda m: {"p": m.p, "mode": m.mode}),
+            ShiftedWindowAttention: ("shifted_window_attention", lambda m: {
+                "window_size": list(m.window_size), "shift_size": list(m.shift_size), "num_heads": m.num_heads,
+                "qkv_bias": m.qkv.bias is not None, "proj_bias": m.proj.bias is not None,
+                "attention_dropout": float(m.attention_dropout), "dropout": float(m.dropout)}),
+            PatchMerging: ("patch_merging", lambda m: {"eps": m.norm.eps})}
 
 
 def module_entry(module: nn.Module):
