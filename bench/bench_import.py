@@ -26,11 +26,17 @@ from pathlib import Path
 TIMEOUT = 900
 
 
+# the largest (300 M - 650 M parameters) run last
+HEAVY = ("vit_h_14", "regnet_y_128gf", "vit_l_16", "vit_l_32", "regnet_y_32gf", "regnet_y_16gf", "vgg19_bn",
+         "vgg19", "vgg16_bn", "vgg16", "wide_resnet101_2", "efficientnet_b7", "resnext101_64x4d")
+
+
 def models() -> list[str]:
     from dagnet.importer.imported import _torchvision_ready
     _torchvision_ready()
     import torchvision
-    return sorted(torchvision.models.list_models(module=torchvision.models))
+    names = sorted(torchvision.models.list_models(module=torchvision.models))
+    return sorted(names, key=lambda n: (n in HEAVY, HEAVY.index(n) if n in HEAVY else 0, n)[::-1][::-1])
 
 
 def one(name: str) -> dict:

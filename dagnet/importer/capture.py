@@ -442,7 +442,13 @@ class _Builder:
         value = self.values[n]
         if self.values[args[0]].shape[0] != self.batch or value.dim() <= 1:
             return False
-        self.simple(n, "reshape", {"shape": list(value.shape[1:])})
+        if value.shape == self.values[args[0]].shape:
+            self.refs[n] = self.ref(args[0])     # a reshape to the same shape changes nothing
+            return None
+        shape = list(value.shape[1:])
+        if len(shape) > 1 and shape[0] == self.values[args[0]].shape[1]:
+            shape[0] = -1           # the same at this size, and it follows a sequence's length when edited symbolic
+        self.simple(n, "reshape", {"shape": shape})
 
     def fn_identity(self, n, args, kwargs):
         self.refs[n] = self.ref(args[0])
