@@ -54,6 +54,8 @@ def test_token_files_train_eval_and_predict_from_the_cli(tmp_path, capsys, spec,
     assert main(["predict", str(run), "--data", str(new), "--out", str(tmp_path / "pred")]) == 0
     rows = [json.loads(line) for line in (tmp_path / "pred" / "predictions.jsonl").read_text().splitlines()]
     assert [len(row["labels"]) for row in rows] == [3]
+    tags = ["ADV", "DET", "NOUN", "VERB"]               # the training file's tag set, sorted
+    assert rows[0]["classes"] == [tags[i] for i in rows[0]["labels"]]
 
 
 def test_the_vocabulary_is_learnt_on_the_training_split_and_reused_at_predict(tmp_path):

@@ -121,3 +121,16 @@ def test_malformed_metadata_json_is_one_line_naming_the_entry(tmp_path, capsys):
     assert main(["compile", str(SPECS / "mlp.yaml"), "-o", str(tmp_path / "m.onnx"), "--weights", str(bad)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "metadata `dagnet.standardize` is not valid JSON" in err
+
+
+@pytest.mark.parametrize("kind", ["state_dict", "safetensors", "checkpoint"])
+def test_compile_takes_weights_from_a_file(tmp_path, trained, kind):
+    path = tmp_path / ("w.safetensors" if kind == "safetensors" else "w.pt")
+    _save(kind, path, trained.state_dict())
+    _same(trained, dagnet.compile(SPEC, overrides={"width": 4}, weights=path).eval())
+
+
+def test_compile_takes_a_state_dict_and_names_a_misfit(trained):
+    _same(trained, dagnet.compile(SPEC, overrides={"width": 4}, weights=trained.state_dict()).eval())
+    with pytest.raises(CheckpointError, match="state dict given.*shape"):
+        dagnet.compile(SPEC, overrides={"width": 8}, weights=trained.state_dict())

@@ -231,5 +231,6 @@ def predict_run(run_or_checkpoint, data, out, data_options: dict | None = None, 
     if task is None:
         raise DataError("predict needs a classification, segmentation or sequence loss in the spec")
     dataset = _run_data(ir, losses, state, data, data_options, labelled=False)
-    names = (state.get("data_state") or {}).get("class_names", {}).get(task.target)
+    from dagnet.deploy import class_names
+    names = class_names(state, task)        # an image folder's classes, a sequence file's tag set
     return predict(model, dataset, task, out, class_names=names, device=device)
