@@ -256,3 +256,21 @@ def test_cli_lists_every_unsupported_op_in_one_error(tmp_path, capsys, monkeypat
                                    "--input", "x=3,8,8")
     assert code == 1 and (tmp_path / "s.dag").exists()
     assert stderr.count("\n") == 1 and "2 op(s) have no dagnet equivalent" in stderr
+
+
+def test_an_onnx_file_imports_through_its_front_end_with_blocks(tmp_path, capsys):
+    pytest.importorskip("onnx")
+    source = torchvision().models.resnet18(num_classes=10).eval()
+    path = tmp_path / "r18.onnx"
+    torch.onnx.export(source, (torch.randn(1, 3, 32, 32),), str(path), dynamo=False, input_names=["image"])
+    code, stdout, stderr = run_cli(capsys, str(path), "-o", str(tmp_path / "r18.dag"))
+    assert code == 0, stderr
+    assert "verified: max abs diff" in stdout
+    text = (tmp_path / "r18.dag").read_text()
+    assert "input image[3, 32, 32]" in text and len(repeats(text)) == 4
+    model = dagnet.compile(tmp_path / "r18.dag").eval()
+    imported = import_model(str(path))
+    model.load_state_dict(imported.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(image=x), source(x), rtol=1e-4, atol=1e-4)   # BN folded by the exporter

@@ -17,7 +17,10 @@ def add_import_command(sub) -> None:
                    help=".dag or .yaml (the spec), or .safetensors (the spec embedded, with the weights)")
     p.add_argument("--kwargs", metavar="JSON", help='arguments of the factory, e.g. \'{"num_classes": 10}\'')
     p.add_argument("--input", action="append", metavar="NAME=C,H,W",
-                   help="an example input's per-example shape, where the source does not fix it (repeatable)")
+                   help="an example input's per-example shape (and type: ids=16:int64), where the source does not fix "
+                        "it (repeatable)")
+    p.add_argument("--caffemodel", metavar="FILE", help="a Caffe net's weights (default: the .caffemodel beside "
+                                                          "the .prototxt, if there is one)")
     p.add_argument("--flat", action="store_true", help="one statement per op: no blocks, no repeats")
     p.add_argument("--name", help="the spec's model name (default: the factory's or file's)")
     p.add_argument("--no-verify", action="store_true", help="skip comparing outputs with the source")
@@ -35,7 +38,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     if kwargs is not None and not isinstance(kwargs, dict):
         raise ImportModelError("--kwargs must be a JSON object, e.g. '{\"num_classes\": 10}'")
     imported = import_model(args.source, name=args.name, flat=args.flat, kwargs=kwargs,
-                            input_shapes=parse_input_shapes(args.input))
+                            input_shapes=parse_input_shapes(args.input) or None, caffemodel=args.caffemodel)
     path = imported.save(args.output)
     ops = len(imported.captured.ops)
     print(f"wrote {path}: {imported.statements()} statements for {ops} ops")

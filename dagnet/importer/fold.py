@@ -256,8 +256,8 @@ class Folder:
                 for k in members:
                     t.param_of[k] = name
             cls = self.c.classes.get(t.rep.scope, "block")
-            if cls in ("Sequential", "ModuleList", "ModuleDict") and t.rep.scope:
-                cls = t.rep.scope[-1] if not t.rep.scope[-1].isdigit() else "stage"
+            if cls in ("Sequential", "ModuleList", "ModuleDict", "Module") and t.rep.scope:
+                cls = t.rep.scope[-1] if not t.rep.scope[-1].isdigit() else "block"
             t.name = unique(_block_name(cls), names.setdefault("taken", set()))
 
 

@@ -145,18 +145,26 @@ def _tensors(value) -> list[torch.Tensor]:
 
 
 # -- sources ------------------------------------------------------------------------------
-def resolve_source(source, kwargs: dict | None = None) -> tuple[nn.Module, str]:
-    """An nn.Module from an instance, a ``package.module:callable`` path, or an .onnx / .prototxt file."""
+def resolve_source(source, kwargs: dict | None = None, caffemodel=None) -> tuple[nn.Module, str, dict]:
+    """An nn.Module from an instance, a ``package.module:callable`` path, or an .onnx / .prototxt file;
+    with its name and, for a file, its inputs' declared shapes and types ({name: (shape, dtype)})."""
     if isinstance(source, nn.Module):
-        return source, type(source).__name__
+        return source, type(source).__name__, {}
     text = str(source)
     suffix = Path(text).suffix.lower()
-    if suffix == ".onnx":
-        from dagnet.importer import onnx_front
-        return onnx_front.load_onnx(text), Path(text).stem
-    if suffix in (".prototxt", ".caffemodel"):
-        from dagnet.importer import caffe_front
-        return caffe_front.load_caffe(text), Path(text).stem
+    if suffix in (".onnx", ".prototxt"):
+        if not Path(text).is_file():
+            raise ImportModelError(f"no such file: {text}")
+        if suffix == ".onnx":
+            from dagnet.importer.onnx_front import load_onnx
+            front = load_onnx(text)
+        else:
+            from dagnet.importer.caffe_front import load_caffe
+            sibling = Path(text).with_suffix(".caffemodel")
+            front = load_caffe(text, caffemodel or (sibling if sibling.is_file() else None))
+        dtypes = getattr(front, "dtypes", {}) or {}
+        declared = {k: (v, dtypes.get(k, torch.float32)) for k, v in front.inputs.items()}
+        return front.module, Path(text).stem, declared
     match = re.fullmatch(r"([A-Za-z_][\w.]*):([A-Za-z_]\w*)", text)
     if not match:
         raise ImportModelError(f"cannot import `{text}`: give package.module:callable (torchvision.models:resnet50), "
@@ -173,7 +181,7 @@ def resolve_source(source, kwargs: dict | None = None) -> tuple[nn.Module, str]:
         raise ImportModelError(f"calling `{text}` failed: {error}") from None
     if not isinstance(model, nn.Module):
         raise ImportModelError(f"`{text}` returned a {type(model).__name__}, not an nn.Module")
-    return model, attr
+    return model, attr, {}
 
 
 def _torchvision_ready() -> None:
@@ -188,40 +196,66 @@ def _torchvision_ready() -> None:
         _torchvision_ready.library = library
 
 
-def example_inputs_for(model: nn.Module, given=None, shapes: dict | None = None) -> tuple:
-    """The example inputs: those given, else random ones of the ``--input`` shapes, else a 3x224x224 image."""
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "int64": torch.int64, "int32": torch.int32,
+          "bool": torch.bool}
+
+
+def example_inputs_for(given=None, shapes: dict | None = None, declared: dict | None = None) -> tuple:
+    """The example inputs: those given; else random ones of the ``--input`` shapes, else of the shapes a
+    file declares (batch 2), else one 3x224x224 image. Integer inputs (token ids) are 0 or 1."""
     if given is not None:
         return tuple(given) if isinstance(given, (tuple, list)) else (given,)
     generator = torch.Generator().manual_seed(0)
-    if shapes:
-        return tuple(torch.randn((2, *shape), generator=generator) for shape in shapes.values())
-    return (torch.randn(2, 3, 224, 224, generator=generator),)
+    specs = {k: (v if len(v) == 2 and isinstance(v[0], tuple) else (tuple(v), "float32"))
+             for k, v in (shapes or {}).items()}
+    for name, (shape, dtype) in (declared or {}).items() if not specs else ():
+        if shape is None or any(d is None for d in shape[1:]):
+            raise ImportModelError(f"input `{name}` has no fixed shape in the file: give it with "
+                                   f"--input {name}=C,H,W")
+        specs[name] = (tuple(shape[1:]), dtype)
+    if not specs:
+        return (torch.randn(2, 3, 224, 224, generator=generator),)
+    out = []
+    for shape, dtype in specs.values():
+        dtype = DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
+        if dtype.is_floating_point:
+            out.append(torch.randn((2, *shape), generator=generator, dtype=dtype))
+        elif dtype == torch.bool:
+            out.append(torch.ones((2, *shape), dtype=torch.bool))
+        else:
+            out.append(torch.randint(0, 2, (2, *shape), generator=generator, dtype=dtype))
+    return tuple(out)
 
 
 def parse_input_shapes(values: list[str]) -> dict[str, tuple]:
-    """``--input image=3,224,224`` (repeatable) -> {name: shape}."""
+    """``--input image=3,224,224`` or ``--input ids=16:int64`` (repeatable) -> {name: (shape, dtype)}."""
     shapes = {}
     for value in values or []:
-        name, _, dims = value.partition("=")
+        name, _, rest = value.partition("=")
+        dims, _, dtype = rest.partition(":")
         try:
             shape = tuple(int(d) for d in dims.split(","))
         except ValueError:
             shape = ()
-        if not name or not shape or any(d < 1 for d in shape):
-            raise ImportModelError(f"--input {value!r}: expected NAME=C,H,W with positive sizes")
-        shapes[legal(name)] = shape
+        if not name or not shape or any(d < 1 for d in shape) or (dtype and dtype not in DTYPES):
+            raise ImportModelError(f"--input {value!r}: expected NAME=C,H,W (positive sizes), optionally "
+                                   f":{'|'.join(DTYPES)} after the sizes")
+        shapes[legal(name)] = (shape, dtype or "float32")
     return shapes
 
 
 def import_model(source, example_inputs=None, name: str | None = None, flat: bool = False,
-                 kwargs: dict | None = None, input_shapes: dict | None = None, verify: bool = False) -> Imported:
+                 kwargs: dict | None = None, input_shapes: dict | None = None, verify: bool = False,
+                 caffemodel=None) -> Imported:
     """Import ``source`` (an nn.Module, ``package.module:callable``, or a file): see docs/import.md."""
     from dagnet.importer.capture import capture
     from dagnet.importer.fold import folded_spec
     from dagnet.importer.write import flat_spec
-    model, default_name = resolve_source(source, kwargs)
+    model, default_name, declared = resolve_source(source, kwargs, caffemodel)
     model = model.eval()
-    inputs = example_inputs_for(model, example_inputs, input_shapes)
+    inputs = example_inputs_for(example_inputs, input_shapes, declared)
+    if input_shapes is None and declared:
+        input_shapes = {legal(k): v for k, v in declared.items()}
     captured = capture(model, inputs, legal(name or default_name, "model"), list(input_shapes or {}))
     doc = f"Imported by `dagnet import` from {type(model).__module__}.{type(model).__qualname__}."
     spec, paths = (flat_spec if flat else folded_spec)(captured, doc)
