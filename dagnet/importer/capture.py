@@ -321,7 +321,7 @@ class _Builder:
                 return self.unsupported(n, "getitem")
         self.refs[n] = current
 
-    def constant(self, n, rank: int | None = None, like: str | None = None) -> str | None:
+    def constant(self, n, rank: int | None = None, like: str | None = None, full: tuple | None = None) -> str | None:
         """A tensor computed without the inputs (a position table, a token-type row, a layer scale) as a
         learned ``parameter``: the same for every example, so it holds the value of one. With ``rank``
         (the per-example rank of what it broadcasts against) a tensor of at most that rank is one
@@ -331,6 +331,11 @@ class _Builder:
             return None
         if rank is not None and 1 <= value.dim() <= rank:
             value = value.reshape((1,) * (rank - value.dim() + 1) + tuple(value.shape))
+        if full is not None and tuple(value.shape[1:]) != tuple(full[1:]):
+            try:            # dagnet's add takes one shape: a broadcast bias is stored at the sum's shape
+                value = value.expand((value.shape[0] if value.dim() == len(full) else 1, *full[1:])).clone()
+            except RuntimeError:
+                return None
         if value.dim() < 2:
             return None
         if value.shape[0] == self.batch and self.batch > 1 and bool((value == value[:1]).all()):
@@ -343,14 +348,14 @@ class _Builder:
         self.refs[n] = name
         return name
 
-    def _scalar_or_ref(self, value, rank: int | None = None, like: str | None = None):
+    def _scalar_or_ref(self, value, rank: int | None = None, like: str | None = None, full: tuple | None = None):
         if isinstance(value, fx.Node):
             ref = self.ref(value)
             if isinstance(ref, str):
                 return ref
             inner = self.values.get(value)
             if isinstance(inner, torch.Tensor) and inner.dim() > 0:
-                return self.constant(value, rank, like) or False
+                return self.constant(value, rank, like, full) or False
             return float(inner) if isinstance(inner, (int, float)) else False
         return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else False
 
@@ -359,16 +364,22 @@ class _Builder:
             return False
         like = next((r for r in (self.ref(v) if isinstance(v, fx.Node) else None for v in args)
                      if isinstance(r, str)), None)
-        a, b = (self._scalar_or_ref(v, None, like) for v in args)
+        a, b = (self._scalar_or_ref(v, None, like, full=tuple(self.values[n].shape)) for v in args)
         if a is False or b is False:
             return False
         if isinstance(a, str) and isinstance(b, str):
-            if self.values[args[0]].shape != self.values[args[1]].shape and not self._broadcast_ok(n, args):
+            if self._shape_of(a) != self._shape_of(b):
                 return False
             self.refs[n] = self.add(n, "add", {}, [a, b], _scope_of(n), "add")
         else:
             tensor, scalar = (a, b) if isinstance(a, str) else (b, a)
             self.refs[n] = self.add(n, "add_scalar", {"value": scalar}, [tensor], _scope_of(n), "add")
+
+    def _shape_of(self, ref: str) -> tuple:
+        op = next((o for o in reversed(self.ops) if o.name == ref.partition(".")[0]), None)
+        if op is not None:
+            return tuple(op.shape)
+        return next((tuple(shape) for name, shape, _ in self.inputs if name == ref), ())
 
     def _broadcast_ok(self, n, args) -> bool:
         """A parameter with a leading 1 becomes batch-sized in dagnet: equal shapes after that."""
@@ -470,7 +481,8 @@ class _Builder:
 
     def fn_transpose(self, n, args, kwargs):
         rank = self.values[n].dim()
-        d0, d1 = _dim_at(args, kwargs, 1, "dim0", None), _dim_at(args, kwargs, 2, "dim1", None)
+        d0 = _dim_at(args, kwargs, 1, "dim0", kwargs.get("axis0"))
+        d1 = _dim_at(args, kwargs, 2, "dim1", kwargs.get("axis1"))
         if d0 is None or d1 is None or d0 % rank == 0 or d1 % rank == 0:
             return False
         self.simple(n, "transpose", {"dim0": d0, "dim1": d1})
@@ -587,6 +599,23 @@ class _Builder:
                     "eps": float(call.get("eps", 1e-5)), "elementwise_affine": weight is not None}
         self.refs[n] = self.add(n, "layer_norm", args_out, [self.ref(call["input"])], _scope_of(n), "layer_norm",
                                 state=state)
+
+    def fn_einsum(self, n, args, kwargs):
+        """``torch.einsum`` whose operands and result all lead with the batch letter, which dagnet adds."""
+        equation = args[0] if isinstance(args[0], str) else None
+        operands = list(args[1]) if len(args) == 2 and isinstance(args[1], (list, tuple)) else list(args[1:])
+        refs = [self.ref(o) if isinstance(o, fx.Node) else None for o in operands]
+        if equation is None or "->" not in equation or "." in equation or not all(isinstance(r, str) for r in refs):
+            return False
+        lhs, rhs = equation.replace(" ", "").split("->")
+        terms = lhs.split(",") + [rhs]
+        if len(terms) != len(refs) + 1 or not all(t and t[0] == terms[0][0] for t in terms):
+            return False
+        batch = terms[0][0]
+        if any(batch in t[1:] for t in terms) or any(self.values[o].shape[0] != self.batch for o in operands):
+            return False
+        stripped = ",".join(t[1:] for t in terms[:-1]) + "->" + terms[-1][1:]
+        self.refs[n] = self.add(n, "einsum", {"equation": stripped}, refs, _scope_of(n), "einsum")
 
     def fn_chunk(self, n, args, kwargs):
         return self._pieces(n, args, kwargs, "chunk", "chunks")

@@ -268,8 +268,9 @@ def _chainable(e: Entry) -> bool:
     if e.when is not None or e.repeat != 1 or getattr(e, "connect", "sequential") != "sequential":
         return False
     if e.collapsed is not None:
-        return e.collapsed["node"].kind in ("op", "block") and e.collapsed["node"].repeat == 1
-    return len(e.inputs) == 1
+        node = e.collapsed["node"]
+        return node.kind in ("op", "block") and node.repeat == 1 and node.target not in ("chunk", "split")
+    return len(e.inputs) == 1 and e.target not in ("chunk", "split")    # several outputs: a node of its own
 
 
 def _same(a, b) -> bool:

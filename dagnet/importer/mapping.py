@@ -186,11 +186,12 @@ FUNCTION_NAMES = {operator.add: "add", torch.add: "add", operator.iadd: "add", o
                   F.scaled_dot_product_attention: "sdpa", F.interpolate: "interpolate",
                   torch.squeeze: "reshape", torch.unsqueeze: "reshape", F.pad: "pad",
                   F.leaky_relu: "leaky_relu", torch.amax: "amax", F.normalize: "normalize",
-                  F.linear: "flinear", F.embedding: "fembedding"}
+                  F.linear: "flinear", F.embedding: "fembedding", torch.einsum: "einsum",
+                  torch.swapaxes: "transpose", torch.swapdims: "transpose"}
 METHOD_NAMES = {"add": "add", "add_": "add", "mul": "mul", "mul_": "mul", "sub": "sub", "div": "div",
                 "flatten": "flatten", "view": "reshape", "reshape": "reshape", "transpose": "transpose",
                 "permute": "permute", "softmax": "softmax", "mean": "mean", "sum": "sum", "chunk": "chunk",
                 "split": "split", "matmul": "matmul", "contiguous": "identity", "squeeze": "reshape",
                 "unsqueeze": "reshape", "expand": "expand", "clone": "identity", "type_as": "identity",
                 "float": "identity", "to": "to", "amax": "amax", "masked_fill": "masked_fill",
-                "repeat": "repeat"}
+                "repeat": "repeat", "swapaxes": "transpose", "swapdims": "transpose"}
