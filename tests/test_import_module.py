@@ -274,3 +274,22 @@ def test_an_onnx_file_imports_through_its_front_end_with_blocks(tmp_path, capsys
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(model(image=x), source(x), rtol=1e-4, atol=1e-4)   # BN folded by the exporter
+
+
+def test_a_flat_graph_gets_its_repeats_back(tmp_path):
+    """Without module paths (an ONNX file without scopes, a Caffe net), back-to-back repeated
+    runs of ops are found and written as repeated blocks."""
+    from dagnet.importer.capture import capture
+    from dagnet.importer.fold import folded_spec
+    from dagnet.importer.imported import Imported, _weights
+    source = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), *[m for _ in range(5) for m in
+                           (nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())], nn.Flatten()).eval()
+    x = torch.randn(2, 3, 8, 8)
+    captured = capture(randomise(source), (x,), "flat")
+    for op in captured.ops:
+        op.scope = ()
+    spec, paths = folded_spec(captured)
+    imported = Imported("flat", spec, _weights(captured, paths), captured, source, (x,), paths=paths)
+    assert [n for _, n, _ in repeats(imported.text())] == ["5"]
+    assert imported.statements() < len(captured.ops)
+    assert imported.verify() <= TOLERANCE

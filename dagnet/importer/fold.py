@@ -292,6 +292,93 @@ def _common(a: tuple, b: tuple) -> tuple:
     return a[:k]
 
 
+MAX_PERIOD = 60
+
+
+def find_flat_repeats(captured: Captured) -> None:
+    """Give a flat graph (an ONNX file without scopes, a Caffe net) the hierarchy it lacks.
+
+    Searches the model-level ops for back-to-back runs of one sub-sequence (equal ops and
+    non-scalar arguments, equal wiring, one value in and one out), takes the run that
+    shortens the spec most, and repeats on what is left. Each run becomes a module
+    ``repeat<k>`` with one child per period, so folding writes it as ``block * N``.
+    """
+    ops = [op for op in captured.ops if not op.scope]
+    index = {op.name: k for k, op in enumerate(ops)}
+    used_by: dict[str, set[int]] = {}
+    for k, op in enumerate(ops):
+        for i in op.inputs:
+            used_by.setdefault(_base(i), set()).add(k)
+    outputs = set(captured.outputs)
+    taken = [False] * len(ops)
+    group = 0
+    while True:
+        best = None
+        for period in range(1, min(MAX_PERIOD, len(ops) // 2) + 1):
+            start = 0
+            while start + 2 * period <= len(ops):
+                count = _periods(ops, index, used_by, outputs, taken, start, period)
+                gain = (count - 1) * period
+                if count >= 2 and (best is None or gain > best[0]):
+                    best = (gain, start, period, count)
+                start += 1
+        if best is None or best[0] < 2:
+            return
+        _, start, period, count = best
+        for j in range(count):
+            taken_names: set[str] = set()
+            for k in range(start + j * period, start + (j + 1) * period):
+                ops[k].scope = (f"repeat{group}", str(j))
+                ops[k].local = unique(legal(ops[k].op), taken_names)
+                taken[k] = True
+        group += 1
+
+
+def _signature_at(ops, index, used_by, outputs, start, period):
+    """The structure of ``ops[start:start+period]`` as one period, or None if it is not one."""
+    inside = range(start, start + period)
+    external, rows = None, []
+    for k in inside:
+        op = ops[k]
+        wiring = []
+        for i in op.inputs:
+            at = index.get(_base(i))
+            if at is not None and start <= at < start + period:
+                wiring.append(("rel", at - start, i.partition(".")[2]))
+            else:
+                if external is not None and external != i:
+                    return None, None
+                external = i
+                wiring.append(("in",))
+        args = tuple(sorted((a, "#" if isinstance(v, (int, float, bool)) else repr(v)) for a, v in op.args.items()))
+        rows.append((op.op, args, tuple(wiring)))
+    leaving = [k for k in inside if ops[k].name in outputs or any(u >= start + period for u in used_by.get(ops[k].name, ()))]
+    if len(leaving) != 1 or external is None:
+        return None, None
+    return (tuple(rows), leaving[0] - start), external
+
+
+def _periods(ops, index, used_by, outputs, taken, start, period) -> int:
+    """How many times the period at ``start`` repeats back to back, each reading the one before."""
+    if any(taken[start:start + period]):
+        return 0
+    first, _ = _signature_at(ops, index, used_by, outputs, start, period)
+    if first is None:
+        return 0
+    count = 1
+    while start + (count + 1) * period <= len(ops) and not any(taken[start + count * period:start + (count + 1) * period]):
+        at = start + count * period
+        sig, external = _signature_at(ops, index, used_by, outputs, at, period)
+        previous_out = ops[at - period + first[1]].name
+        if sig != first or external != previous_out:
+            break
+        # the earlier period's output is read only by this one
+        if any(u >= at + period or u < at for u in used_by.get(previous_out, ())):
+            break
+        count += 1
+    return count
+
+
 def _block_name(cls: str) -> str:
     from dagnet import ops
     snake = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", cls).lower()
@@ -303,6 +390,8 @@ def folded_spec(captured: Captured, doc: str = "") -> tuple[Spec, dict[str, str]
     """The spec with blocks and repeats, and each captured op's IR path."""
     from dagnet.importer.emit_spec import write_folded
     chain_concats(captured)
+    if sum(1 for op in captured.ops if not op.scope) > 0.8 * len(captured.ops):
+        find_flat_repeats(captured)
     folder = Folder(captured)
     outputs = list(dict.fromkeys(captured.outputs))
     root = folder.build((), captured.ops, [name for name, _, _ in captured.inputs], outputs)
