@@ -61,6 +61,8 @@ def test_resnet18_imports_folded_with_equal_outputs_and_the_compiled_specs_keys(
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(model(x=x), source(x), rtol=0, atol=0)
+    yaml_spec = imported.save(tmp_path / "resnet18.yaml")            # the same spec in YAML
+    assert list(dagnet.compile(yaml_spec).state_dict()) == list(imported.state_dict())
 
 
 def test_resnet50_is_short_with_its_stage_depths_as_repeats():
@@ -293,3 +295,12 @@ def test_a_flat_graph_gets_its_repeats_back(tmp_path):
     assert [n for _, n, _ in repeats(imported.text())] == ["5"]
     assert imported.statements() < len(captured.ops)
     assert imported.verify() <= TOLERANCE
+
+
+def test_a_caffe_prototxt_imports_and_verifies(tmp_path, capsys):
+    from test_import_caffe import LENET
+    (tmp_path / "lenet.prototxt").write_text(LENET)
+    code, stdout, stderr = run_cli(capsys, str(tmp_path / "lenet.prototxt"), "-o", str(tmp_path / "lenet.yaml"))
+    assert code == 0, stderr
+    assert "verified: max abs diff 0 " in stdout
+    assert "dagnet: 1" in (tmp_path / "lenet.yaml").read_text()

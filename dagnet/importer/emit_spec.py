@@ -195,6 +195,13 @@ class Writer:
         return nodes, amap
 
     def node_spec(self, e: Entry, name: str) -> NodeSpec:
+        node = self._node_spec(e, name)
+        node.args = {k: _plain(v) for k, v in node.args.items()}
+        node.posargs = [_plain(v) for v in node.posargs]
+        node.when = _plain(node.when)
+        return node
+
+    def _node_spec(self, e: Entry, name: str) -> NodeSpec:
         if e.collapsed is not None:
             inner = e.collapsed["node"]
             node = NodeSpec(name, LOC, inner.kind, inner.target, [], dict(inner.args), posargs=list(inner.posargs),
@@ -239,6 +246,11 @@ class Writer:
                 self.assign(n.body, sub, base, paths)
             else:
                 self.assign(n.body, self.tmaps[self.template(n.body).id], _join(base, prefix), paths)
+
+
+def _plain(value):
+    """An expression as the plain string the printers know (both print it as an expression)."""
+    return str(value) if isinstance(value, Expr) else value
 
 
 def _renamed(amap: dict, old: str, new: str) -> dict:
