@@ -83,10 +83,26 @@ def run_all(names: list[str], out: Path) -> list[dict]:
     return rows
 
 
+HEADLINE = {"resnet50": "stage depths 3, 4, 6, 3 as `bottleneck(...) * N`",
+            "densenet121": "one `dense_layer * N dense`, N = 6, 12, 24, 16",
+            "vit_b_16": "`encoder_block * 12`"}
+
+
 def markdown(rows: list[dict]) -> str:
     ok = [r for r in rows if r.get("ok")]
+    by_name = {r["model"]: r for r in rows}
     lines = [f"Imported with outputs equal to torchvision's: **{len(ok)} / {len(rows)}** "
-             f"({100 * len(ok) / max(len(rows), 1):.0f}%).", "",
+             f"({100 * len(ok) / max(len(rows), 1):.0f}%).", ""]
+    failed = [r for r in rows if not r.get("ok")]
+    if failed:
+        lines += ["Not imported:", ""]
+        lines += [f"* {r['model']}: {r.get('why', '')}" + (f" (unmapped: {', '.join(r['unsupported'])})"
+                                                         if r.get("unsupported") else "") for r in failed]
+        lines.append("")
+    lines += ["| model | statements | flat nodes | folded as |", "|---|---:|---:|---|"]
+    lines += [f"| {name} | {by_name[name].get('statements', '')} | {by_name[name].get('flat_nodes', '')} | {what} |"
+              for name, what in HEADLINE.items() if name in by_name]
+    lines += ["",
              "| model | params | statements | flat nodes | max abs diff | seconds | result |",
              "|---|---:|---:|---:|---:|---:|---|"]
     for r in sorted(rows, key=lambda r: r["model"]):
