@@ -46,6 +46,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         raise ImportModelError(unsupported_message(imported.unsupported))
     if not args.no_verify:
         diff = imported.verify()
-        print(f"verified: max abs diff {diff:.3g} over {len(imported.example_inputs)} example input(s) "
+        batch = int(imported.example_inputs[0].shape[0]) if imported.example_inputs else 0
+        print(f"verified: max abs diff {diff:.3g} against the source on a batch of {batch} "
               f"({time.perf_counter() - start:.1f} s)")
     return 0
