@@ -304,3 +304,21 @@ def test_a_caffe_prototxt_imports_and_verifies(tmp_path, capsys):
     assert code == 0, stderr
     assert "verified: max abs diff 0 " in stdout
     assert "dagnet: 1" in (tmp_path / "lenet.yaml").read_text()
+
+
+class TwoOut(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.split = Unsupported("caffe:Python", "net.prototxt:12", [(2, 4, 4), (1, 4, 4)])
+        self.conv = nn.Conv2d(2, 1, 1)
+
+    def forward(self, x):
+        a, b = self.split(x)
+        return self.conv(a) + b
+
+
+def test_an_unsupported_leaf_with_two_outputs_is_two_opaque_nodes(tmp_path):
+    imported = import_model(TwoOut().eval(), example_inputs=torch.randn(2, 3, 4, 4))
+    assert [op.shape for op in imported.unsupported] == [(2, 4, 4), (1, 4, 4)]
+    assert {op.args["location"] for op in imported.unsupported} == {"net.prototxt:12"}
+    dagnet.load(imported.save(tmp_path / "two.dag"))           # checks: every shape is known

@@ -213,10 +213,14 @@ class _Builder(FunctionCalls):
             return
         if isinstance(module, Unsupported):
             inputs = [r for r in (self.ref(a) for a in _tensors(n.all_input_nodes)) if isinstance(r, str)]
-            shape = tuple(module.out_shapes[0]) if module.out_shapes else ()
-            self.refs[n] = self.add(n, "unsupported", None, inputs, path[:-1], path[-1], shape=shape,
-                                    source_op=module.source_op)
-            self.ops[-1].args["location"] = module.location or n.target
+            shapes = [tuple(s) for s in module.out_shapes or [()]]
+            refs = []
+            for k, shape in enumerate(shapes):       # one opaque node per output
+                refs.append(self.add(n, "unsupported", None, inputs, path[:-1],
+                                     path[-1] if len(shapes) == 1 else f"{path[-1]}_{k}", shape=shape,
+                                     source_op=module.source_op))
+                self.ops[-1].args["location"] = module.location or n.target
+            self.refs[n] = refs[0] if len(refs) == 1 else refs
             return
         entry = mapping.module_entry(module)
         args = entry[1](module) if entry else None
