@@ -322,3 +322,21 @@ def test_an_unsupported_leaf_with_two_outputs_is_two_opaque_nodes(tmp_path):
     assert [op.shape for op in imported.unsupported] == [(2, 4, 4), (1, 4, 4)]
     assert {op.args["location"] for op in imported.unsupported} == {"net.prototxt:12"}
     dagnet.load(imported.save(tmp_path / "two.dag"))           # checks: every shape is known
+
+
+def test_gpt2_its_transposed_conv1d_weights_and_causal_mask():
+    """GPT-2 keeps its projections as Conv1D ([in, out] weights, converted for dagnet's linear), masks
+    attention causally (written `is_causal=true`) and returns a key/value cache (left out)."""
+    torchvision()
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GPT2Config(n_embd=16, n_layer=2, n_head=2, vocab_size=40, n_positions=16,
+                                     bos_token_id=0, eos_token_id=0)
+    source = transformers.GPT2Model(config).eval()
+    ids = torch.randint(0, 40, (2, 10), generator=torch.Generator().manual_seed(0))
+    imported = import_model(source, example_inputs=(ids,), name="gpt2")
+    text = imported.text()
+    assert "is_causal=true" in text and [n for _, n, _ in repeats(text)] == ["2"]
+    conv1d = source.h[0].attn.c_attn
+    ours = next(v for k, v in imported.state_dict().items() if v.shape == conv1d.weight.t().shape)
+    assert torch.equal(ours, conv1d.weight.t())
+    assert imported.verify() <= TOLERANCE

@@ -276,6 +276,17 @@ class FunctionCalls:
         stripped = ",".join(t[1:] for t in terms[:-1]) + "->" + terms[-1][1:]
         self.refs[n] = self.add(n, "einsum", {"equation": stripped}, refs, _scope_of(n), "einsum")
 
+    def fn_pow(self, n, args, kwargs):
+        """``x ** 2``, ``x ** 3`` (GELU's tanh approximation written out) as products."""
+        exponent = args[1] if len(args) > 1 else kwargs.get("exponent")
+        source = self.ref(args[0]) if isinstance(args[0], fx.Node) else None
+        if not isinstance(source, str) or exponent not in (2, 3, 2.0, 3.0):
+            return False
+        product = self.add(n, "mul", {}, [source, source], _scope_of(n), "square")
+        if exponent in (3, 3.0):
+            product = self.add(n, "mul", {}, [product, source], _scope_of(n), "cube")
+        self.refs[n] = product
+
     def fn_chunk(self, n, args, kwargs):
         return self._pieces(n, args, kwargs, "chunk", "chunks")
 
@@ -302,14 +313,20 @@ class FunctionCalls:
         refs = [self.ref(a) for a in args[:3]]
         extra = dict(zip(("attn_mask", "dropout_p", "is_causal", "scale"), args[3:]), **kwargs)
         mask = extra.get("attn_mask")
+        causal = bool(extra.get("is_causal", False))
         if isinstance(mask, fx.Node) and self.ref(mask) is None:
-            value = self.values.get(mask)     # a mask computed without the inputs: drop it if it masks nothing
-            if isinstance(value, torch.Tensor) and (bool(value.all()) if value.dtype == torch.bool
-                                                    else not bool(value.any())):
+            value = self.values.get(mask)     # a mask computed without the inputs: what it says, as arguments
+            if isinstance(value, torch.Tensor) and value.dtype == torch.bool and value.dim() >= 2:
+                t, s = value.shape[-2:]
+                if bool(value.all()):
+                    mask = None
+                elif t == s and bool((value == torch.ones(t, s, dtype=torch.bool).tril()).all()):
+                    mask, causal = None, True
+            elif isinstance(value, torch.Tensor) and not bool(value.any()):
                 mask = None
         if not all(isinstance(r, str) for r in refs) or mask is not None or extra.get("enable_gqa"):
             return False
-        call = {"is_causal": bool(extra.get("is_causal", False))}
+        call = {"is_causal": causal}
         if extra.get("scale") is not None:
             call["scale"] = float(extra["scale"])
         self.refs[n] = self.add(n, "scaled_dot_product_attention", call, refs, _scope_of(n), "attention")

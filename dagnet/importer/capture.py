@@ -231,6 +231,8 @@ class _Builder(FunctionCalls):
         if args is None or not all(isinstance(r, str) for r in tensor_args) or not self.plain_call(n, module):
             return self.unsupported(n, type(module).__module__ + "." + type(module).__qualname__)
         state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        if len(entry) > 2:
+            state = entry[2](state)      # the source keeps its weights in another layout than dagnet's module
         name = self.add(n, entry[0], args, tensor_args, path[:-1], path[-1], state=state)
         self.refs[n] = [name, None] if isinstance(module, nn.MultiheadAttention) else name
 

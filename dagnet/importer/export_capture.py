@@ -125,7 +125,7 @@ def _aten_tables():
                                                                                "clone.default", "alias.default"],
         "flatten": ["flatten.using_ints"], "mean": ["mean.dim"], "sum": ["sum.dim_IntList"],
         "sdpa": ["scaled_dot_product_attention.default"], "getitem_select": ["select.int"],
-        "getitem_slice": ["slice.Tensor"], "chunk": ["chunk.default"], "split": ["split.Tensor", "split_with_sizes.default"], "adaptive_avg_pool2d": ["adaptive_avg_pool2d.default"],
+        "getitem_slice": ["slice.Tensor"], "chunk": ["chunk.default"], "pow": ["pow.Tensor_Scalar"], "split": ["split.Tensor", "split_with_sizes.default"], "adaptive_avg_pool2d": ["adaptive_avg_pool2d.default"],
     }
     for kind, names in pairs.items():
         for name in names:

@@ -253,6 +253,9 @@ def import_model(source, example_inputs=None, name: str | None = None, flat: boo
     from dagnet.importer.write import flat_spec
     model, default_name, declared = resolve_source(source, kwargs, caffemodel)
     model = model.eval()
+    config = getattr(model, "config", None)
+    if getattr(config, "use_cache", None):
+        config.use_cache = False       # a Hugging Face decoder returns its key/value cache too: not a model output
     inputs = example_inputs_for(example_inputs, input_shapes, declared)
     if input_shapes is None and declared:
         input_shapes = {legal(k): v for k, v in declared.items()}

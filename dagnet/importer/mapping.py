@@ -155,10 +155,27 @@ def torchvision_modules() -> dict[type, tuple]:
             PatchMerging: ("patch_merging", lambda m: {"eps": m.norm.eps})}
 
 
+def transformers_modules() -> dict[type, tuple]:
+    """Hugging Face's own leaf modules, when transformers is already imported. GPT-2's ``Conv1D`` is
+    ``nn.Linear`` with its weight stored transposed ([in, out]): the third entry converts the state."""
+    import sys
+    if "transformers" not in sys.modules:
+        return {}
+    try:
+        from transformers.pytorch_utils import Conv1D
+    except ImportError:
+        return {}
+    return {Conv1D: ("linear", lambda m: {"out_features": m.nf, "bias": m.bias is not None},
+                     lambda state: {**state, "weight": state["weight"].t().contiguous()})}
+
+
 def module_entry(module: nn.Module):
+    """(dagnet op, args from the module[, state conversion]) for a module dagnet maps, else None."""
     entry = MODULES.get(type(module))
     if entry is None:
         entry = torchvision_modules().get(type(module))
+    if entry is None:
+        entry = transformers_modules().get(type(module))
     return entry
 
 
@@ -187,11 +204,12 @@ FUNCTION_NAMES = {operator.add: "add", torch.add: "add", operator.iadd: "add", o
                   torch.squeeze: "reshape", torch.unsqueeze: "reshape", F.pad: "pad",
                   F.leaky_relu: "leaky_relu", torch.amax: "amax", F.normalize: "normalize",
                   F.linear: "flinear", F.embedding: "fembedding", torch.einsum: "einsum",
-                  torch.swapaxes: "transpose", torch.swapdims: "transpose"}
+                  torch.swapaxes: "transpose", torch.swapdims: "transpose", torch.pow: "pow",
+                  operator.pow: "pow"}
 METHOD_NAMES = {"add": "add", "add_": "add", "mul": "mul", "mul_": "mul", "sub": "sub", "div": "div",
                 "flatten": "flatten", "view": "reshape", "reshape": "reshape", "transpose": "transpose",
                 "permute": "permute", "softmax": "softmax", "mean": "mean", "sum": "sum", "chunk": "chunk",
                 "split": "split", "matmul": "matmul", "contiguous": "identity", "squeeze": "reshape",
                 "unsqueeze": "reshape", "expand": "expand", "clone": "identity", "type_as": "identity",
                 "float": "identity", "to": "to", "amax": "amax", "masked_fill": "masked_fill",
-                "repeat": "repeat", "swapaxes": "transpose", "swapdims": "transpose"}
+                "repeat": "repeat", "swapaxes": "transpose", "swapdims": "transpose", "pow": "pow"}
