@@ -10,7 +10,7 @@ dagnet form; the call then becomes an ``unsupported`` op.
 from __future__ import annotations
 
 import torch
-import torch.fx as fx
+from torch import fx
 
 from dagnet.importer import mapping
 
@@ -95,10 +95,8 @@ class FunctionCalls:
         if len(refs) == 1:
             self.refs[n] = refs[0]
             return None
-        shapes = {tuple(self.values[t].shape[0:1]) for t in tensors}
-        if shapes != {(self.batch,)}:
-            if not all(self.values[t].shape[0] in (1, self.batch) for t in tensors):
-                return False
+        if not all(self.values[t].shape[0] in (1, self.batch) for t in tensors):
+            return False
         self.refs[n] = self.add(n, "concat", {"dim": dim}, refs, _scope_of(n), "cat")
 
     def fn_flatten(self, n, args, kwargs):

@@ -15,11 +15,17 @@ from __future__ import annotations
 import operator
 
 import torch
-import torch.fx as fx
-from torch import nn
+from torch import fx, nn
 
 from dagnet.importer import mapping
-from dagnet.importer.calls import FunctionCalls, _aten, _scope_of, _short, _source_name, _tensors
+from dagnet.importer.calls import (
+    FunctionCalls,
+    _aten,
+    _scope_of,
+    _short,
+    _source_name,
+    _tensors,
+)
 from dagnet.importer.graph import Captured, ImportModelError, Op, legal, unique
 from dagnet.importer.opaque import Unsupported
 
@@ -66,7 +72,7 @@ def trace(model: nn.Module, n_inputs: int = 1) -> fx.GraphModule:
         return fx.GraphModule(model, graph, type(model).__name__)
     except ImportModelError:
         raise
-    except Exception as error:      # any trace failure is the model's, reported in one line
+    except Exception as error:      # noqa: BLE001 - any trace failure is the model's, reported in one line
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ImportModelError(f"cannot trace {type(model).__name__} with torch.fx: {first[:300]}") from None
     return fx.GraphModule(model, graph, type(model).__name__)

@@ -29,7 +29,11 @@ def add_import_command(sub) -> None:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from dagnet.importer.graph import ImportModelError
-    from dagnet.importer.imported import import_model, parse_input_shapes, unsupported_message
+    from dagnet.importer.imported import (
+        import_model,
+        parse_input_shapes,
+        unsupported_message,
+    )
     start = time.perf_counter()
     try:
         kwargs = json.loads(args.kwargs) if args.kwargs else None

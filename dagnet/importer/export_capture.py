@@ -11,8 +11,7 @@ path; the remaining ATen ops map through the same function table.
 from __future__ import annotations
 
 import torch
-import torch.fx as fx
-from torch import nn
+from torch import fx, nn
 
 from dagnet.importer import mapping
 from dagnet.importer.graph import ImportModelError

@@ -39,7 +39,7 @@ class BNode:
     inputs: list[str]
     args: dict = field(default_factory=dict)
     op: Op | None = None
-    body: "Body | None" = None
+    body: Body | None = None
 
 
 @dataclass

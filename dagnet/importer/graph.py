@@ -14,7 +14,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from dagnet.spec.dsl_lexer import CONSTANTS, MODIFIER_KEYWORDS, OPERATOR_KEYWORDS, STATEMENT_KEYWORDS
+from dagnet.spec.dsl_lexer import (
+    CONSTANTS,
+    MODIFIER_KEYWORDS,
+    OPERATOR_KEYWORDS,
+    STATEMENT_KEYWORDS,
+)
 from dagnet.spec.names import MODULE_ATTRIBUTES
 
 MAX_NAME = 64

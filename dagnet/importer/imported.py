@@ -188,7 +188,7 @@ def _torchvision_ready() -> None:
     """torchvision's wheel for this torch registers fake kernels of `nms`/`qnms` on import, which fails on a
     CPU build where the ops are missing; defining their schemas first lets every model be built."""
     try:
-        torch.ops.torchvision.nms
+        _ = torch.ops.torchvision.nms
     except (AttributeError, RuntimeError):
         library = torch.library.Library("torchvision", "DEF")
         for op in ("nms", "qnms"):
