@@ -8,7 +8,7 @@
 from dagnet.errors import Loc, SpecError, SpecErrors
 
 __version__ = "0.1.0"
-__all__ = ["compile", "load", "parse", "Loc", "SpecError", "SpecErrors", "__version__"]
+__all__ = ["compile", "import_model", "load", "parse", "Loc", "SpecError", "SpecErrors", "__version__"]
 
 
 def __getattr__(name: str):
@@ -21,4 +21,7 @@ def __getattr__(name: str):
     if name == "compile":
         from dagnet import api
         return api.compile
+    if name == "import_model":
+        from dagnet.importer.imported import import_model
+        return import_model
     raise AttributeError(f"module 'dagnet' has no attribute {name!r}")

@@ -18,7 +18,7 @@ from dagnet.errors import SpecError
 
 # errors about the user's data, settings or files: printed as one line, no traceback
 USER_ERRORS = {"DataError", "ConfigError", "CheckpointError", "ObjectiveError", "FileNotFoundError",
-               "TrainingDiverged", "RunDirError", "ExportError", "PeerFailed"}
+               "TrainingDiverged", "RunDirError", "ExportError", "PeerFailed", "ImportModelError"}
 
 # optional packages, by the name they are imported as: (the name pip knows, the dagnet extra that brings it)
 EXTRAS = {"sklearn": ("scikit-learn", "train"), "matplotlib": ("matplotlib", "train"), "tqdm": ("tqdm", "train"),
@@ -317,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_render_commands(sub)
     from dagnet.view.cli import add_commands as add_view_commands
     add_view_commands(sub)
+    from dagnet.importer.cli import add_import_command
+    add_import_command(sub)
 
     p = sub.add_parser("ops", help="List every op with its arguments.",
                        description="List every op with its arguments.")

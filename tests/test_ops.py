@@ -63,7 +63,8 @@ SIZES = [{"H": 9, "W": 12, "T": 7, "F": 5, "D": 6}, {"H": 16, "W": 17, "T": 10, 
 
 
 def test_every_op_has_cases():
-    deterministic = {name for name, op in ops.OPS.items() if not op.stochastic}
+    # `unsupported` (dagnet import's placeholder) cannot run: tests/test_import_module.py covers it
+    deterministic = {name for name, op in ops.OPS.items() if not op.stochastic and op.family != "opaque"}
     assert deterministic == set(CASES)
 
 

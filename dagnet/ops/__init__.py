@@ -2,7 +2,7 @@
 
 from dagnet.ops.registry import OPS, REQUIRED, Arg, FunctionCall, ModuleCall, OpDef, ShapeError, get, register
 from dagnet.ops import (activation, attention, conv, dense, fields, learned, merge, norm,  # noqa: F401  (registration)
-                        recurrent, shape, tensor, window)
+                        opaque, recurrent, shape, tensor, window)
 
 __all__ = ["OPS", "REQUIRED", "Arg", "FunctionCall", "ModuleCall", "OpDef", "ShapeError", "get", "register",
            "build_call", "count_params", "module_params"]
