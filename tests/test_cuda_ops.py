@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import dagnet
-from test_ops import CASES, SIZES, _output, _spec, _tensors
+from test_ops import CASES, SIZES, _spec, _tensors
 
 pytestmark = pytest.mark.cuda
 DEVICE = torch.device(os.environ.get("DAGNET_CUDA_TEST_DEVICE", "cuda"))

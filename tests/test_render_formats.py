@@ -17,7 +17,7 @@ from dagnet.errors import SpecError
 from dagnet.render import RenderError, render
 from dagnet.render import layout as layout_mod
 from dagnet.render.cli import add_commands
-from dagnet.render.layout import find_engine, find_latex
+from dagnet.render.layout import find_engine
 from dagnet.render.png import dpi_of
 from tests.test_render_fixtures import TINY, field_ir
 

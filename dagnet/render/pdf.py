@@ -272,7 +272,7 @@ def write_pdf(width: float, height: float, content: str, chars: dict[str, set[st
     page = add(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {num(width)} {num(height)}] "
                f"/Resources << /Font << {font_dict} >> >> /Contents {content_id} 0 R >>")
     objects[pages - 1] = f"<< /Type /Pages /Kids [{page} 0 R] /Count 1 >>".encode()
-    info = f"<< /Producer (dagnet render) /Creator (dagnet render)"
+    info = "<< /Producer (dagnet render) /Creator (dagnet render)"
     if title:
         info += f" /Title {_pdf_string(title)}"
     date = _date()
