@@ -202,28 +202,31 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64, "int64": torch.int
 
 def example_inputs_for(given=None, shapes: dict | None = None, declared: dict | None = None) -> tuple:
     """The example inputs: those given; else random ones of the ``--input`` shapes, else of the shapes a
-    file declares (batch 2), else one 3x224x224 image. Integer inputs (token ids) are 0 or 1."""
+    file declares (with its batch size where it fixes one, else 2), else one 3x224x224 image. Integer inputs (token ids) are 0 or 1."""
     if given is not None:
         return tuple(given) if isinstance(given, (tuple, list)) else (given,)
     generator = torch.Generator().manual_seed(0)
     specs = {k: (v if len(v) == 2 and isinstance(v[0], tuple) else (tuple(v), "float32"))
              for k, v in (shapes or {}).items()}
+    batch = 2
     for name, (shape, dtype) in (declared or {}).items() if not specs else ():
         if shape is None or any(d is None for d in shape[1:]):
             raise ImportModelError(f"input `{name}` has no fixed shape in the file: give it with "
                                    f"--input {name}=C,H,W")
         specs[name] = (tuple(shape[1:]), dtype)
+        if isinstance(shape[0], int):       # an export with a fixed batch (torch.onnx.export's default)
+            batch = shape[0]                # may have baked it into reshapes: capture with that batch
     if not specs:
         return (torch.randn(2, 3, 224, 224, generator=generator),)
     out = []
     for shape, dtype in specs.values():
         dtype = DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
         if dtype.is_floating_point:
-            out.append(torch.randn((2, *shape), generator=generator, dtype=dtype))
+            out.append(torch.randn((batch, *shape), generator=generator, dtype=dtype))
         elif dtype == torch.bool:
-            out.append(torch.ones((2, *shape), dtype=torch.bool))
+            out.append(torch.ones((batch, *shape), dtype=torch.bool))
         else:
-            out.append(torch.randint(0, 2, (2, *shape), generator=generator, dtype=dtype))
+            out.append(torch.randint(0, 2, (batch, *shape), generator=generator, dtype=dtype))
     return tuple(out)
 
 
