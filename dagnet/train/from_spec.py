@@ -233,4 +233,6 @@ def predict_run(run_or_checkpoint, data, out, data_options: dict | None = None, 
     dataset = _run_data(ir, losses, state, data, data_options, labelled=False)
     from dagnet.deploy import class_names
     names = class_names(state, task)        # an image folder's classes, a sequence file's tag set
+    if task.kind == "parse":                # a parse names its relations (a treebank's DEPREL set)
+        names = ((state.get("data_state") or {}).get("tags") or {}).get("relations")
     return predict(model, dataset, task, out, class_names=names, device=device)
