@@ -95,6 +95,22 @@ class DependencyDataset(SequenceDataset):
     index), "relations" (T,) relation ids, "mask" (T,), and "arcs" (T, 2) = heads and relations
     together: the target of a labelled dependency CRF (an unlabelled one takes "heads")."""
 
+    def learn(self, indices=None) -> dict:
+        """As SequenceDataset.learn (the word vocabulary from the training split), but the relation set
+        is every relation in the file(s): it is the annotation scheme's inventory, not something
+        learnt, and a rare relation (`dislocated`) that only the validation split holds is no error."""
+        self._learning = True
+        try:
+            return super().learn(indices)
+        finally:
+            self._learning = False
+
+    def _encode(self, preprocessing: dict) -> None:
+        if getattr(self, "_learning", False):
+            relations = sorted({r for example in self.examples for r in example["relations"]})
+            preprocessing = {**preprocessing, "tags": {**preprocessing["tags"], "relations": relations}}
+        super()._encode(preprocessing)
+
     def __getitem__(self, index: int) -> dict:
         item = super().__getitem__(index)
         if "relations" in item and "heads" in item:
