@@ -137,3 +137,12 @@ def test_parser_trains_evaluates_and_predicts_from_the_cli(tmp_path, capsys):
     assert len(rows) == 1 and len(rows[0]["heads"]) == 3 and rows[0]["heads"].count(0) == 1   # one root
     assert all(0 <= h <= 3 for h in rows[0]["heads"])                                           # CoNLL-U numbering
     assert set(rows[0]["relations"]) <= {"advmod", "det", "nsubj", "root"}
+
+
+def test_more_relations_in_the_data_than_the_parser_scores_is_one_error(tmp_path, capsys):
+    data = write_conllu(tmp_path / "train.conllu", toy_sentences(8))
+    args = ["train", str(SPECS / "biaffine_parser.yaml"), "--data", str(data), "--out", str(tmp_path / "run"),
+            "--epochs", "1", *(a.replace("relations=4", "relations=2") for a in PARSER)]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'relations' holds labels" in err[0] and "`parser` scores 2 relations" in err[0]
