@@ -64,6 +64,10 @@ ENTRIES = [
     Entry("conll_softmax_tagger", "BiLSTM + per-token softmax (POS)", "turkish_pos",
           ["val_accuracy", "val_macro_f1"]),
     Entry("conll_tagger", "BiLSTM-CRF (POS)", "turkish_pos", ["val_accuracy", "val_macro_f1"]),
+    Entry("semimarkov_gestures", "semi-Markov CNF (same CNN + segment CRF, frame targets)", "gestures",
+          ["val_accuracy", "val_macro_f1"]),
+    Entry("biaffine_parser", "BiLSTM + bilinear scorer + non-projective dependency CRF", "turkish_deps",
+          ["val_uas", "val_las"]),
     Entry("fcn32s_shapes", "FCN-32s (no skips)", "shapes 64px", ["val_pixel_accuracy", "val_miou"]),
     Entry("fcn16s_shapes", "FCN-16s (pool4 skip)", "shapes 64px", ["val_pixel_accuracy", "val_miou"]),
     Entry("fcn8s_shapes", "FCN-8s (pool4 + pool3 skips)", "shapes 64px", ["val_pixel_accuracy", "val_miou"]),
@@ -81,7 +85,7 @@ ENTRIES = [
 ]
 LABELS = {"val_accuracy": "accuracy", "val_macro_f1": "macro F1", "val_pixel_accuracy": "pixel acc.",
           "val_miou": "mIoU", "miou_crf": "mIoU after CRF", "box_iou": "mean box IoU",
-          "val_loss": "MSE", "val_mse": "MSE", "psnr": "PSNR dB", "psnr_grey": "PSNR of grey input dB"}
+          "val_uas": "UAS", "val_las": "LAS", "val_loss": "MSE", "val_mse": "MSE", "psnr": "PSNR dB", "psnr_grey": "PSNR of grey input dB"}
 
 
 def train(entry: Entry, seed: int) -> dict:

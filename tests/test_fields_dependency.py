@@ -174,14 +174,16 @@ def test_biaffine_parser_spec_compiles_and_trains():
     import dagnet
     from dagnet.train.from_spec import build_model
 
-    ir = dagnet.load(Path(__file__).parents[1] / "specs" / "biaffine_parser.yaml", {"vocab": 50, "hidden": 16, "arc": 16})
+    ir = dagnet.load(Path(__file__).parents[1] / "specs" / "biaffine_parser.yaml", {"vocab": 50, "hidden": 16, "arc": 16,
+                                                                                       "relations": 3})
     model, objective, _ = build_model(ir)
     g = torch.Generator().manual_seed(0)
     tokens = torch.randint(1, 50, (4, 7), generator=g)
     mask = torch.arange(7) < torch.tensor([7, 5, 6, 3])[:, None]
     heads = torch.arange(7).sub(1).clamp_min(0).expand(4, 7).clone()  # a chain: word 0 under the root
     heads = heads.masked_fill(~mask, -1)
-    batch = {"tokens": tokens, "mask": mask, "heads": heads}
+    relations = torch.randint(0, 3, (4, 7), generator=g).masked_fill(~mask, -1)
+    batch = {"tokens": tokens, "mask": mask, "arcs": torch.stack([heads, relations], -1)}   # labelled
     optim = torch.optim.Adam(model.parameters(), lr=0.02)
     losses = []
     for _ in range(8):
@@ -192,6 +194,6 @@ def test_biaffine_parser_spec_compiles_and_trains():
         losses.append(loss.item())
     assert losses[-1] < losses[0]
     field = model.parser
-    arcs = model(tokens=tokens, mask=mask)["arcs"]
-    predicted, _ = field.decode(arcs, mask)
-    assert predicted.shape == (4, 7) and bool(((predicted >= 0) == mask).all())
+    scores = model(tokens=tokens, mask=mask)["scores"]
+    predicted, _ = field.decode(scores, mask)
+    assert predicted.shape == (4, 7, 2) and bool(((predicted[..., 0] >= 0) == mask).all())

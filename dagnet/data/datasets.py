@@ -18,7 +18,7 @@ from dagnet.data.sequences import load_conll, load_jsonl
 from dagnet.data.synthetic import gestures, shapes
 from dagnet.data.tables import load_table
 from dagnet.data.transforms import AugmentConfig, Augmented, Standardized, channel_stats
-from dagnet.data.treebank import turkish_pos
+from dagnet.data.treebank import load_conllu, turkish_deps, turkish_pos
 
 
 def digits(onehot: bool = False) -> ArrayDataset:
@@ -71,7 +71,8 @@ def _colour_clusters(color: torch.Tensor, k: int, seed: int) -> torch.Tensor:
     return torch.from_numpy(labels.astype(np.int64)).view(color.shape[0], *color.shape[2:])
 
 
-BUILTIN = {"digits": digits, "shapes": shapes, "gestures": gestures, "photos": photos, "turkish_pos": turkish_pos}
+BUILTIN = {"digits": digits, "shapes": shapes, "gestures": gestures, "photos": photos, "turkish_pos": turkish_pos,
+           "turkish_deps": turkish_deps}
 
 # User data: the loader for a file suffix, or "folder" for a directory. A loader is called as
 # loader(path, *, inputs=..., targets=..., preprocessing=..., **options): `inputs` maps the
@@ -89,6 +90,7 @@ SOURCES = {
     ".conll": load_conll,
     ".bio": load_conll,
     ".iob": load_conll,
+    ".conllu": load_conllu,     # dependency trees: heads, relations (and arcs, both)
     "folder": load_image_folder,
 }
 CONTEXT = ("inputs", "targets", "preprocessing")     # what dagnet passes; not user options

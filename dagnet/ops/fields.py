@@ -270,7 +270,7 @@ register(OpDef(
     (Arg("projective", "bool", True), Arg("multiroot", "bool", False)),
     lambda ins, a: _square_scores("dependency_crf", ins, "[N, N] or [N, N, R] arc scores"),
     _dependency_build, arity=(1, 2), stochastic=True, params=lambda ins, a: 0,
-    saves="inputs", title="dependency CRF", task="sequence", pgm="tree", inferred=("num_relations",)))
+    saves="inputs", title="dependency CRF", task="parse", pgm="tree", inferred=("num_relations",)))
 
 
 def _cky_shape(ins, a):

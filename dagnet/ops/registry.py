@@ -132,7 +132,7 @@ class FunctionCall:
 
 
 SAVES = ("inputs", "output", "nothing")
-TASKS = ("sequence", "classification", "segmentation")
+TASKS = ("sequence", "classification", "segmentation", "parse")
 # how the graphical-model view draws a structured op: a chain of labels, a chain of hidden
 # states under one label (hidden) or under one label each (latent_dynamic), a lattice, a
 # binary tree, a fully connected clique

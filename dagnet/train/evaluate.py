@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from dagnet.data import DataError, collate
 from dagnet.settings import DEVICES, ConfigError
 from dagnet.train.distributed import all_reduce_sum, local_rank
-from dagnet.train.metrics import ConfusionMatrix, Task
+from dagnet.train.metrics import Task, scorer_for
 from dagnet.train.objective import Objective
 
 
@@ -105,13 +105,18 @@ def run_evaluation(
         if task is not None:
             scores, target = outputs[task.output], batch[task.target]
             kind = kind or task.resolve_kind(scores, target)
-            confusion = confusion or ConfusionMatrix(task.num_classes(outputs, batch, scorer), device)
-            confusion.update(task.predict(scorer, outputs, batch), target, task.valid(batch))
+            confusion = confusion or scorer_for(task, kind, outputs, batch, scorer, device)
+            if kind == "parse":     # a tree per sentence: attachment scores over the mask
+                confusion.update(task.predict(scorer, outputs, batch), target, batch.get(task.mask))
+            else:
+                confusion.update(task.predict(scorer, outputs, batch), target, task.valid(batch))
     totals = all_reduce_sum(torch.tensor([*sums.values(), count], dtype=torch.float64, device=device)).tolist()
     result = {key: total / max(totals[-1], 1) for key, total in zip(sums, totals)}
     if confusion is not None:
         all_reduce_sum(confusion.counts)
-        result |= confusion.summary(kind) | {"confusion": confusion.counts.tolist()}
+        result |= confusion.summary(kind)
+        if kind != "parse":
+            result["confusion"] = confusion.counts.tolist()
     return result
 
 
@@ -150,7 +155,8 @@ def predict(
 
     classification: predictions.csv (index, label, p_0 .. p_{C-1}); segmentation:
     masks/<index>.png holding class ids; sequence: predictions.jsonl, one
-    {"index", "labels"} per line, cut to the mask. Targets need not be present.
+    {"index", "labels"} per line, cut to the mask; parse: predictions.jsonl, one {"index", "heads",
+    "relations"} per line (heads as in CoNLL-U: 0 the root). Targets need not be present.
     class_names (the names of the class ids, from the data's preprocessing) add a
     `class` column to predictions.csv and a "classes" list to each JSON line.
     """
@@ -201,6 +207,28 @@ class _CsvWriter:
         self.file.close()
 
 
+class _TreeWriter:
+    """A parse a line: {"index", "heads", "relations"?} cut to the mask, heads numbered as in CoNLL-U
+    (0 the root, else the head word's 1-based position), relations named when the data named them."""
+
+    def __init__(self, out_dir: Path, class_names: list[str] | None):
+        self.path = out_dir / "predictions.jsonl"
+        self.file = self.path.open("w")
+        self.names = class_names
+
+    def write(self, index: int, label: Tensor, probabilities: Tensor, mask) -> None:
+        length = int(mask.sum()) if mask is not None else len(label)
+        heads = (label[:length, 0] if label.dim() == 2 else label[:length]).tolist()
+        line = {"index": index, "heads": [0 if h == i else h + 1 for i, h in enumerate(heads)]}
+        if label.dim() == 2:
+            relations = label[:length, 1].tolist()
+            line["relations"] = [self.names[r] for r in relations] if self.names else relations
+        self.file.write(json.dumps(line) + "\n")
+
+    def close(self) -> None:
+        self.file.close()
+
+
 class _MaskWriter:
     def __init__(self, out_dir: Path, class_names: list[str] | None):
         self.path = out_dir / "masks"
@@ -234,4 +262,5 @@ class _JsonLinesWriter:
         self.file.close()
 
 
-_WRITERS = {"classification": _CsvWriter, "segmentation": _MaskWriter, "sequence": _JsonLinesWriter}
+_WRITERS = {"classification": _CsvWriter, "segmentation": _MaskWriter, "sequence": _JsonLinesWriter,
+            "parse": _TreeWriter}

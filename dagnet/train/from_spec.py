@@ -92,12 +92,27 @@ def check_data(dataset, ir: IR, losses: list[dict], limit: int = 256) -> None:
                 raise DataError(f"{error}: `{node.name}` has {rows} rows; raise its num_embeddings to the "
                                 "vocabulary's size, or the data's min_count to shrink it") from None
     for loss in losses:
+        if loss.get("op") == "crf_nll" and ir.node(loss["node"]).op == "dependency_crf":
+            _check_relations(dataset, ir, loss)
         if loss.get("op") != "cross_entropy":
             continue
         shape = ir.node(ir.outputs.get(loss["output"], loss["output"])).shape
         classes = shape[-1] if len(shape) == 2 else shape[0]      # [T, K] sequences, else [K, ...]
         if known(classes):
             check_labels(dataset, loss["target"], (0, int(classes) - 1), loss.get("ignore_index", -100))
+
+
+def _check_relations(dataset, ir: IR, loss: dict) -> None:
+    """A labelled parser's relation ids (a parsing data set's `relations`, read with its `arcs`) within
+    the relations its scores hold: an id beyond them would give the gold tree no probability."""
+    scores = ir.node(ir.node(loss["node"]).inputs[0]).shape
+    if loss["target"] != "arcs" or len(scores) != 3 or not known(scores[-1]) or "relations" not in dataset[0]:
+        return
+    try:
+        check_labels(dataset, "relations", (0, int(scores[-1]) - 1))
+    except DataError as error:
+        raise DataError(f"{error}: `{loss['node']}` scores {scores[-1]} relations; raise them to the data's "
+                        "relation count (e.g. --set relations=N)") from None
 
 
 def build_model(ir: IR, checkpoint: str | None = None):
@@ -233,4 +248,6 @@ def predict_run(run_or_checkpoint, data, out, data_options: dict | None = None, 
     dataset = _run_data(ir, losses, state, data, data_options, labelled=False)
     from dagnet.deploy import class_names
     names = class_names(state, task)        # an image folder's classes, a sequence file's tag set
+    if task.kind == "parse":                # a parse names its relations (a treebank's DEPREL set)
+        names = ((state.get("data_state") or {}).get("tags") or {}).get("relations")
     return predict(model, dataset, task, out, class_names=names, device=device)

@@ -1,4 +1,5 @@
-"""Task metrics from one confusion matrix: accuracy, per-class IoU and mIoU, macro F1."""
+"""Task metrics from one confusion matrix: accuracy, per-class IoU and mIoU, macro F1; and attachment
+scores (UAS, LAS) for dependency parsing."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ class Task:
     """What to score: an output of class scores (or a CRF node's potentials) against target labels.
 
     kind is classification (one label per example), segmentation (per pixel),
-    sequence (per position) or auto (from the target's dims: 1, 3+, 2). With a
+    sequence (per position), parse (a head, and a relation if labelled, per word: scored by
+    AttachmentScores) or auto (from the target's dims: 1, 3+, 2). With a
     structured `node` (a dagnet.fields.Field), predictions are its decode rather than an argmax.
     """
 
@@ -67,6 +69,14 @@ class Task:
         return scores.shape[self.class_dim(scores, batch.get(self.target))]
 
 
+def scorer_for(task: Task, kind: str, outputs: dict[str, Tensor], batch: dict[str, Tensor], model: nn.Module,
+               device) -> "ConfusionMatrix | AttachmentScores":
+    """What accumulates the task's metrics over batches: attachment scores for a parse, else a confusion matrix."""
+    if kind == "parse":
+        return AttachmentScores(device)
+    return ConfusionMatrix(task.num_classes(outputs, batch, model), device)
+
+
 def field_node(model: nn.Module, name: str) -> Field:
     node = model.get_submodule(name)
     if not isinstance(node, Field):
@@ -111,6 +121,44 @@ class ConfusionMatrix:
             return {"pixel_accuracy": accuracy, "miou": _nanmean(iou), "iou": _nan_to_none(iou)}
         f1 = 2 * hits / (true + predicted)
         return {"accuracy": accuracy, "macro_f1": _nanmean(f1)}
+
+
+class AttachmentScores:
+    """Attachment scores of predicted dependency trees over the words inside the mask (punctuation
+    included; a word whose gold head is unknown, -1, does not count).
+
+    Predictions and targets are heads (B, N), or heads and relations (B, N, 2) in a labelled parse.
+    UAS: the share of words given their gold head; LAS: of words given both their gold head and
+    relation (only with relations on both sides). `counts` holds (words, head right, both right)
+    so that processes can sum it.
+    """
+
+    def __init__(self, device: torch.device | str = "cpu"):
+        self.counts = torch.zeros(3, dtype=torch.long, device=device)
+        self.labelled = None
+
+    def update(self, predicted: Tensor, target: Tensor, mask: Tensor | None) -> None:
+        predicted = predicted.to(target.device)
+        labelled = target.dim() == 3 and predicted.dim() == 3
+        self.labelled = labelled if self.labelled is None else self.labelled and labelled
+        gold_heads = target[..., 0] if target.dim() == 3 else target
+        heads = predicted[..., 0] if predicted.dim() == 3 else predicted
+        if heads.shape != gold_heads.shape:
+            raise DataError(f"parse: predicted heads {tuple(heads.shape)} do not match the target's "
+                            f"{tuple(gold_heads.shape)}")
+        valid = gold_heads >= 0
+        if mask is not None:
+            valid &= mask.to(valid.device).bool().view_as(valid)
+        right = (heads == gold_heads) & valid
+        both = right & (predicted[..., 1] == target[..., 1]) if labelled else right
+        self.counts += torch.stack([valid.sum(), right.sum(), both.sum()])
+
+    def summary(self, kind: str = "parse") -> dict:
+        words, right, both = self.counts.double().cpu().tolist()
+        scores = {"uas": right / max(words, 1)}
+        if self.labelled:
+            scores["las"] = both / max(words, 1)
+        return scores
 
 
 def _nanmean(values: Tensor) -> float | None:
