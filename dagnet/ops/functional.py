@@ -55,12 +55,19 @@ class Recurrent:
         if not torch.jit.is_scripting():
             if torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export():
                 return self.scanned(x)
-            if x.device.type == "cpu" and _cpu_autocast():
+            if x.device.type == "cpu" and self.cpu_autocast():
                 # oneDNN has no bf16/fp16 recurrent kernel: the recurrence runs in float32
                 # and the layers around it keep autocast's precision
                 with torch.autocast("cpu", enabled=False):
                     return self.fused(x.float())
         return self.fused(x)
+
+    @staticmethod
+    def cpu_autocast() -> bool:
+        try:
+            return torch.is_autocast_enabled("cpu")
+        except TypeError:               # torch < 2.4 takes no device type
+            return torch.is_autocast_cpu_enabled()
 
     def scanned(self, x: torch.Tensor) -> torch.Tensor:
         from torch._higher_order_ops.scan import scan
@@ -82,13 +89,6 @@ class Recurrent:
                 outs.append(ys.flip(1) if d else ys)
             x = torch.cat(outs, -1) if dirs == 2 else outs[0]
         return x
-
-
-def _cpu_autocast() -> bool:
-    try:
-        return torch.is_autocast_enabled("cpu")
-    except TypeError:               # torch < 2.4 takes no device type
-        return torch.is_autocast_cpu_enabled()
 
 
 class LSTM(Recurrent, nn.LSTM):
