@@ -222,4 +222,5 @@ def test_matrix_tree_backward_written_out_matches_autograd(multiroot):
     matrix_tree_fast(f32, lengths, multiroot)[:2].sum().backward()
     matrix_tree_log_partition(c, lengths, multiroot)[:2].sum().backward()
     assert f32.grad.dtype == torch.float32
-    torch.testing.assert_close(f32.grad.double(), c.grad, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(f32.grad[:2].double(), c.grad[:2], atol=1e-5, rtol=1e-4)
+    assert not f32.grad[2:].any()
