@@ -59,54 +59,62 @@ def inside(lengths: Tensor) -> sr.DP:
 class _InsideOutside(torch.autograd.Function):
     """log Z (B,) of span scores (B, N, N, L) by the inside pass in plain tensors, and its
     gradient (the span-label marginals) by the outside pass: no autograd tape through the
-    charts, whose slice-by-slice backward costs a full chart per read."""
+    charts, whose slice-by-slice backward costs a full chart per read.
+
+    The loop over widths is what costs at the sizes parsers use (N = 30: interpreter and
+    kernel-launch overhead, not arithmetic), so each width does as few tensor operations as
+    it can: the forward keeps each width's split weights exp(V[i, k] + V[k+1, j] - shift) and
+    their sums (O(N^3) numbers, the size of one chart per label), and the outside pass then
+    shares a span's gradient among its splits with one multiply. The label sums and the
+    label posteriors run once over the whole (B, N, N, L) block, not gathered span by span."""
 
     @staticmethod
     def forward(ctx, x: Tensor, lengths: Tensor) -> Tensor:
         B, N = x.shape[:2]
-        i, j = torch.triu_indices(N, N, device=x.device)  # the spans; i > j holds nothing
-        spans = x[:, i, j]  # (B, N (N + 1) / 2, L)
-        lab = x.new_full((B, N, N), NEG_INF)
-        lab[:, i, j] = plain_logsumexp(spans)
+        low = torch.finfo(x.dtype).min
+        lab = torch.logsumexp(x, -1)  # (B, N, N); i > j holds junk that nothing reads
         start = x.new_full((B, N, N), NEG_INF)  # [i, w] = V over span [i, i + w]
         end = x.new_full((B, N, N), NEG_INF)  # [j, N - 1 - w] = V over span [j - w, j] (pre-flipped)
-        split = x.new_zeros(B, N, N)  # [i, w]: log of the sum over the splits of span [i, i + w]
         leaves = lab.diagonal(0, -2, -1)
         start[:, :, 0], end[:, :, N - 1] = leaves, leaves
+        weights, totals = [], []
         for w in range(1, N):
             m = N - w
-            inner = plain_logsumexp(start[:, :m, :w] + end[:, w:, m:])
-            span = inner + lab.diagonal(w, -2, -1)
+            a = start[:, :m, :w] + end[:, w:, m:]  # (B, m, w): V[i, k] + V[k + 1, i + w] per split
+            shift = a.amax(-1, keepdim=True).clamp_min_(low)
+            p = a.sub_(shift).exp_()
+            total = p.sum(-1)
+            span = total.log().add_(shift.squeeze(-1)).add_(lab.diagonal(w, -2, -1))
             start[:, :m, w], end[:, w:, m - 1] = span, span
-            split[:, :m, w] = inner.clamp_min(torch.finfo(x.dtype).min)  # no -inf - -inf in the backward
+            weights.append(p)
+            totals.append(total.clamp_min_(torch.finfo(x.dtype).tiny))   # 0/0 where no split is possible
         value = start[:, 0].gather(-1, (lengths - 1).clamp_min(0)[:, None]).squeeze(-1)
         value = torch.where(lengths == 0, torch.zeros_like(value), value)
-        ctx.save_for_backward(x, lab, start, end, split, lengths)
+        ctx.weights, ctx.totals = weights, totals
+        ctx.save_for_backward(x, lab, lengths)
         return value
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):
-        x, lab, start, end, split, lengths = ctx.saved_tensors
+        x, lab, lengths = ctx.saved_tensors
+        weights, totals = ctx.weights, ctx.totals
         B, N = x.shape[:2]
         g_start = x.new_zeros(B, N, N)  # d value / d V, gathered in both layouts
         g_end = x.new_zeros(B, N, N)
         top = (lengths - 1).clamp_min(0)
         g_start[torch.arange(B), 0, top] = torch.where(lengths > 0, grad, torch.zeros_like(grad))
-        marg = x.new_zeros(B, N, N)  # d value / d lab[i, j]
         for w in range(N - 1, 0, -1):
             m = N - w
-            mass = g_start[:, :m, w] + g_end[:, w:, m - 1]  # (B, m)
-            marg.diagonal(w, -2, -1).copy_(mass)
-            share = (start[:, :m, :w] + end[:, w:, m:] - split[:, :m, w, None]).exp_().mul_(mass[..., None])
+            mass = (g_start[:, :m, w] + g_end[:, w:, m - 1]).div_(totals[w - 1])  # (B, m)
+            share = weights[w - 1] * mass[..., None]   # not in place: a retained graph runs this again
             g_start[:, :m, :w] += share
             g_end[:, w:, m:] += share
-        marg.diagonal(0, -2, -1).copy_(g_start[:, :, 0] + g_end[:, :, N - 1])
+        # d value / d lab[i, i + w] = g_start[i, w] + g_end[i + w, N - 1 - w]: both layouts to [i, j]
         i, j = torch.triu_indices(N, N, device=x.device)
-        total = lab[:, i, j]
-        grad_x = torch.zeros_like(x)
-        grad_x[:, i, j] = (x[:, i, j] - total.masked_fill(total == NEG_INF, 0.0)[..., None]).exp_() * marg[:, i, j, None]
-        return grad_x, None
+        marg = x.new_zeros(B, N, N)
+        marg[:, i, j] = g_start[:, i, j - i] + g_end[:, j, N - 1 - (j - i)]
+        return (x - lab.clamp_min(torch.finfo(x.dtype).min)[..., None]).exp_().mul_(marg[..., None]), None
 
 
 def cky_argmax(x: Tensor, lengths: Tensor) -> tuple:
