@@ -43,25 +43,26 @@ def matrix_tree_log_partition(arcs: Tensor, lengths: Tensor, multiroot: bool) ->
 
 
 def _laplacian(x: Tensor, lengths: Tensor, multiroot: bool) -> tuple:
-    """(Laplacian (B, N, N), weights (B, N, N), per-modifier shift (B, N)) of arc scores x in
-    x's dtype: weights exp(x - shift) with the shift each modifier's largest arc score, so the
-    largest weight in each column is 1 and det(L) = det(L(w)) exp(sum shift)."""
+    """(Laplacian (B, N, N), weights (B, N, N), per-modifier shift (B, N)) of arc scores x
+    (no autograd: built in place): weights exp(x - shift) with the shift each modifier's
+    largest arc score, so the largest weight in each column is 1 and
+    det(L) = det(L(w)) exp(sum shift); absent words are an identity block."""
     B, N, _ = x.shape
     present = torch.arange(N, device=x.device)[None] < lengths[:, None]
-    both = present[:, :, None] & present[:, None, :]
-    x = x.masked_fill(~both, NEG_INF)
+    x = x.masked_fill(~(present[:, :, None] & present[:, None, :]), NEG_INF)
     shift = x.amax(1)
-    shift = shift.masked_fill(~torch.isfinite(shift), 0.0)
-    weights = (x - shift[:, None, :]).exp()
-    eye = torch.eye(N, dtype=torch.bool, device=x.device)
-    root = weights.diagonal(0, 1, 2)
-    off = weights.masked_fill(eye, 0.0)
-    lap = torch.diag_embed(off.sum(1)) - off  # L[m, m] = sum_h w[h, m], L[h, m] = -w[h, m]
+    shift.masked_fill_(~torch.isfinite(shift), 0.0)
+    weights = x.sub_(shift[:, None, :]).exp_()
+    root = weights.diagonal(0, 1, 2).clone()
+    lap = weights.neg()                       # L[h, m] = -w[h, m]
+    diag = lap.diagonal(0, 1, 2)
+    diag.zero_()
+    diag.sub_(lap.sum(1))                     # L[m, m] = sum_{h != m} w[h, m]
     if multiroot:
-        lap = lap + torch.diag_embed(root)
+        diag.add_(root)
     else:
-        lap = torch.cat([root.unsqueeze(1), lap[:, 1:]], 1)  # Koo et al.: row 0 <- root weights
-    lap = lap + torch.diag_embed((~present).to(x.dtype))
+        lap[:, 0] = root                      # Koo et al.: row 0 <- root weights
+    diag.add_((~present).to(x.dtype))
     return lap, weights, shift
 
 
