@@ -61,33 +61,33 @@ class _InsideOutside(torch.autograd.Function):
     gradient (the span-label marginals) by the outside pass: no autograd tape through the
     charts, whose slice-by-slice backward costs a full chart per read.
 
-    The loop over widths is what costs at the sizes parsers use (N = 30: interpreter and
-    kernel-launch overhead, not arithmetic), so each width does as few tensor operations as
-    it can: the forward keeps each width's split weights exp(V[i, k] + V[k+1, j] - shift) and
-    their sums (O(N^3) numbers, the size of one chart per label), and the outside pass then
-    shares a span's gradient among its splits with one multiply. The label sums and the
-    label posteriors run once over the whole (B, N, N, L) block, not gathered span by span."""
+    At the sizes parsers use (N = 30) the loop over widths costs in tensor operations (launch
+    and interpreter overhead), not arithmetic, so each width does few: one chart, read in two
+    layouts through a strided view instead of kept twice; the forward keeps each width's split
+    weights exp(V[i, k] + V[k+1, j] - shift) and their sums (O(B N^3 / 6) numbers), so the
+    outside pass shares a span's gradient among its splits with one multiply; the label sums
+    and label posteriors run once over the whole (B, N, N, L) block."""
 
     @staticmethod
     def forward(ctx, x: Tensor, lengths: Tensor) -> Tensor:
         B, N = x.shape[:2]
-        low = torch.finfo(x.dtype).min
+        low, tiny = torch.finfo(x.dtype).min, torch.finfo(x.dtype).tiny
         lab = torch.logsumexp(x, -1)  # (B, N, N); i > j holds junk that nothing reads
         start = x.new_full((B, N, N), NEG_INF)  # [i, w] = V over span [i, i + w]
-        end = x.new_full((B, N, N), NEG_INF)  # [j, N - 1 - w] = V over span [j - w, j] (pre-flipped)
-        leaves = lab.diagonal(0, -2, -1)
-        start[:, :, 0], end[:, :, N - 1] = leaves, leaves
+        start[:, :, 0] = lab.diagonal(0, -2, -1)
         weights, totals = [], []
         for w in range(1, N):
             m = N - w
-            a = start[:, :m, :w] + end[:, w:, m:]  # (B, m, w): V[i, k] + V[k + 1, i + w] per split
+            # split k of span [i, i + w]: V[i, i + k] = start[i, k] and V[i + k + 1, i + w] =
+            # start[i + k + 1, w - 1 - k], a strided view of the same chart (torch-struct's trick)
+            right = start.as_strided((B, m, w), (N * N, N, N - 1), N + w - 1)
+            a = start[:, :m, :w] + right
             shift = a.amax(-1, keepdim=True).clamp_min_(low)
             p = a.sub_(shift).exp_()
             total = p.sum(-1)
-            span = total.log().add_(shift.squeeze(-1)).add_(lab.diagonal(w, -2, -1))
-            start[:, :m, w], end[:, w:, m - 1] = span, span
+            start[:, :m, w] = total.log().add_(shift.squeeze(-1)).add_(lab.diagonal(w, -2, -1))
             weights.append(p)
-            totals.append(total.clamp_min_(torch.finfo(x.dtype).tiny))   # 0/0 where no split is possible
+            totals.append(total.clamp_min_(tiny))       # no 0/0 where no split is possible
         value = start[:, 0].gather(-1, (lengths - 1).clamp_min(0)[:, None]).squeeze(-1)
         value = torch.where(lengths == 0, torch.zeros_like(value), value)
         ctx.weights, ctx.totals = weights, totals
@@ -98,22 +98,20 @@ class _InsideOutside(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):
         x, lab, lengths = ctx.saved_tensors
-        weights, totals = ctx.weights, ctx.totals
         B, N = x.shape[:2]
-        g_start = x.new_zeros(B, N, N)  # d value / d V, gathered in both layouts
-        g_end = x.new_zeros(B, N, N)
+        g = x.new_zeros(B, N, N)  # [i, w] = d value / d V over span [i, i + w]
         top = (lengths - 1).clamp_min(0)
-        g_start[torch.arange(B), 0, top] = torch.where(lengths > 0, grad, torch.zeros_like(grad))
+        g[torch.arange(B), 0, top] = torch.where(lengths > 0, grad, torch.zeros_like(grad))
         for w in range(N - 1, 0, -1):
             m = N - w
-            mass = (g_start[:, :m, w] + g_end[:, w:, m - 1]).div_(totals[w - 1])  # (B, m)
-            share = weights[w - 1] * mass[..., None]   # not in place: a retained graph runs this again
-            g_start[:, :m, :w] += share
-            g_end[:, w:, m:] += share
-        # d value / d lab[i, i + w] = g_start[i, w] + g_end[i + w, N - 1 - w]: both layouts to [i, j]
+            # a span's mass shared among its splits by their weights, to both halves (not in
+            # place on the weights: a retained graph runs this again)
+            share = ctx.weights[w - 1] * (g[:, :m, w] / ctx.totals[w - 1])[..., None]
+            g[:, :m, :w] += share
+            g.as_strided((B, m, w), (N * N, N, N - 1), N + w - 1).add_(share)
         i, j = torch.triu_indices(N, N, device=x.device)
-        marg = x.new_zeros(B, N, N)
-        marg[:, i, j] = g_start[:, i, j - i] + g_end[:, j, N - 1 - (j - i)]
+        marg = x.new_zeros(B, N, N)  # d value / d lab[i, j]
+        marg[:, i, j] = g[:, i, j - i]
         return (x - lab.clamp_min(torch.finfo(x.dtype).min)[..., None]).exp_().mul_(marg[..., None]), None
 
 
