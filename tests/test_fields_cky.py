@@ -117,3 +117,31 @@ def test_agrees_with_torch_struct():
     torch.testing.assert_close(ours.marginals(x), theirs.marginals, rtol=1e-4, atol=1e-4)
     labels, _ = ours.decode(x)
     assert torch.equal((labels >= 0), theirs.argmax.sum(-1) > 0.5)
+
+
+def test_outside_pass_written_out_matches_autograd_through_the_inside_pass():
+    """log Z's hand-written backward (split weights kept from the forward) against autograd
+    through the semiring inside pass: ragged lengths, banned spans (some with no label left,
+    so whole chart cells are -inf) and a retained graph run twice."""
+    from dagnet.fields import semiring as sr
+    from dagnet.fields.cky import inside
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 6, 6, 3, generator=g, dtype=torch.float64) * 2
+    allowed = torch.ones_like(x, dtype=torch.bool)
+    allowed[0, 1, 3] = False                  # span (1, 3): no label at all
+    allowed[1, 0, 2, :2] = False
+    x = x.masked_fill(~allowed, float("-inf"))
+    mask = torch.arange(6)[None] < torch.tensor([6, 4, 1])[:, None]
+    crf = CKYCRF(3)
+    a = x.clone().requires_grad_()
+    logz = crf.log_partition(a, mask)
+    (logz * torch.tensor([1.0, 2.0, -1.0], dtype=torch.float64)).sum().backward(retain_graph=True)
+    lengths = mask.sum(1)
+    ref_logz = inside(lengths)(sr.LOG, x)[0]
+    ref = sr.marginals(inside(lengths), x)
+    torch.testing.assert_close(logz, ref_logz)
+    weights = torch.tensor([1.0, 2.0, -1.0], dtype=torch.float64)[:, None, None, None]
+    torch.testing.assert_close(a.grad, (ref * weights).nan_to_num(0.0))
+    first = a.grad.clone()
+    (logz * torch.tensor([1.0, 2.0, -1.0], dtype=torch.float64)).sum().backward()
+    torch.testing.assert_close(a.grad, 2 * first)

@@ -34,9 +34,10 @@ DPI = 200
 RED = "#ff0000"
 INSET = 0.5                 # points: text must keep this far inside its box
 
-# the figures the issue names; model views for the two sequence CRFs
+# the figures the issue names; model views for the sequence CRFs, the parser and the segmenter
 FIGURES = [("resnet50", {}), ("densenet121", {}), ("unet", {}), ("fcn8s", {}), ("deeplab_shapes", {}),
-           ("cnf_tagger", {"view": "model"}), ("ldcrf_gestures", {"view": "model"})]
+           ("cnf_tagger", {"view": "model"}), ("ldcrf_gestures", {"view": "model"}),
+           ("biaffine_parser", {"view": "model"}), ("semimarkov_gestures", {"view": "model"})]
 
 
 def _pdfium():

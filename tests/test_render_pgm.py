@@ -77,3 +77,121 @@ def test_example_crf_spec_if_present():
         pytest.skip("no CRF example spec")
     fig = figure(dagnet.load(path))
     assert fig.view == "model" and kinds(fig)["label"] == 4
+
+
+# -- structures with a drawing of their own: segments, arcs, spans ------------------------------
+
+def _square_ir(op, args=None, labels=True):
+    """field_ir with [T, T(, L)] scores, as a parser's arc or span scores are laid out."""
+    import sympy
+    ir = field_ir(op, args)
+    T = sympy.Symbol("T", integer=True, positive=True)
+    ir.node("crf").shape = ir.node("scores").shape = (T, T, 5) if labels else (T, T)
+    return ir
+
+
+def test_semi_markov_draws_segments_over_runs_of_frames():
+    fig = figure(dagnet.load(SPECS / "semimarkov_gestures.yaml"))
+    k = kinds(fig)
+    assert k["segment"] == 3 and k["label"] == 3 and k["hidden"] == 3      # y_j, d_j, a bracket each
+    assert k["factor"] == 3 + 3                                             # transitions, segment factors
+    assert fig.nodes["seg.1"].lines[0].text == "\u03c61 \u03c62 \u03c63"     # a run of three frames
+    assert fig.nodes["seg.1"].size[0] > fig.nodes["seg.2"].size[0]          # longer run, wider bracket
+    links = {(e.tail, e.head) for e in fig.edges}
+    for j in ("1", "2", "J"):     # one factor joins the label, the length and the frames' potentials
+        assert {(f"y.{j}", f"seg.{j}.factor"), (f"d.{j}", f"seg.{j}.factor"),
+                (f"seg.{j}", f"seg.{j}.factor")} <= links
+        assert ("f", f"seg.{j}") in links
+        assert fig.nodes[f"y.{j}"].pos[0] == fig.nodes[f"seg.{j}"].pos[0]   # the label over its run
+    assert "segments of up to 16 frames" in fig.caption.text
+    assert "segment" in {n.kind for n in fig.nodes.values() if n.id.startswith("legend.")}
+
+
+def _arcs(fig):
+    """(head, dependent) of each drawn arc, from the arrow that ends at the dependent."""
+    out = set()
+    for e in fig.edges:
+        if e.tail.startswith("arc.") and e.kind == "arrow":
+            _, h, m = e.tail.split(".")
+            assert e.head == f"w.{m}" and e.points is not None
+            out.add((int(h), int(m)))
+    return out
+
+
+def _is_tree(arcs, n):
+    heads = {m: h for h, m in arcs}
+    if sorted(heads) != list(range(1, n + 1)) or sum(1 for h in heads.values() if h == 0) != 1:
+        return False
+    for m in heads:                         # every word reaches ROOT
+        seen, k = set(), m
+        while k != 0:
+            if k in seen:
+                return False
+            seen.add(k)
+            k = heads[k]
+    return True
+
+
+def _crossing(arcs):
+    spans = [tuple(sorted(a)) for a in arcs]
+    return any(a < c < b < d for a, b in spans for c, d in spans)
+
+
+def test_dependency_draws_a_tree_of_curved_arcs_from_root():
+    fig = figure(dagnet.load(SPECS / "biaffine_parser.yaml"))
+    words = [n for n in fig.nodes if n.startswith("w.")]
+    arcs = _arcs(fig)
+    assert _is_tree(arcs, len(words)) and not _crossing(arcs)             # projective: no crossing
+    assert fig.nodes["root"].lines[0].text == "ROOT"
+    for h, m in arcs:                      # the factor on each arc's apex, above both ends, fed by f_θ
+        f = fig.nodes[f"arc.{h}.{m}"]
+        assert f.kind == "factor" and f.pos[1] > fig.nodes[f"w.{m}"].pos[1] + 10
+        curves = [e for e in fig.edges if f.id in (e.tail, e.head) and e.points]
+        assert len(curves) == 2 and curves[0].points[-1] == curves[1].points[0] == f.pos
+        assert ("f", f.id) in {(e.tail, e.head) for e in fig.edges}
+    higher = {abs(h - m): fig.nodes[f"arc.{h}.{m}"].pos[1] for h, m in arcs}
+    assert higher[2] > higher[1]                                            # longer arcs rise higher
+    assert "projective (Eisner)" in fig.caption.text
+    loose = figure(_square_ir("dependency_crf", {"projective": False}, labels=False))
+    assert _is_tree(_arcs(loose), 5) and _crossing(_arcs(loose))            # an arc that crosses
+    assert "non-projective (matrix-tree)" in loose.caption.text
+
+
+def test_dependency_arcs_are_curves_in_every_route():
+    from dagnet.render import dot_source
+    dot = dot_source(dagnet.load(SPECS / "biaffine_parser.yaml"), view="model")
+    assert dot.count('pos="e,') == 5                                        # five arrowed curves
+    tex = tikz_source(dagnet.load(SPECS / "biaffine_parser.yaml"), view="model", engine="graphviz-pure")
+    assert tex.count(".. controls") >= 10 and "\\textsc{root}" in tex
+
+
+def test_cky_draws_a_binary_bracketing_over_the_words():
+    fig = figure(_square_ir("cky_crf"))
+    k = kinds(fig)
+    assert k["label"] == 7 and k["observed"] == 4 + 1                       # 2n - 1 spans over 4 words
+    spans = {tuple(int(c) for c in n.split(".")[1]) for n in fig.nodes
+             if n.startswith("y.") and fig.nodes[n].kind == "label"}
+    links = {(e.tail, e.head) for e in fig.edges}
+    for i, j in spans:
+        if i < j:                          # a span splits into two that tile it
+            kids = [(a, b) for a, b in spans if (f"y.{i}{j}", f"y.{a}{b}") in links]
+            assert len(kids) == 2 and sorted(kids)[0][0] == i and sorted(kids)[1][1] == j
+            assert sorted(kids)[0][1] + 1 == sorted(kids)[1][0]
+        else:
+            assert (f"y.{i}{i}", f"w.{i}") in links
+        assert (f"y.{i}{j}", f"y.{i}{j}.span") in links                     # its own score factor
+        assert fig.nodes[f"y.{i}{j}"].pos[1] > fig.nodes["w.1"].pos[1]
+    assert "binary trees" in fig.caption.text and "5 span labels" in fig.caption.text
+
+
+def test_cky_figure_text_fits_in_the_direct_pdf():
+    from dagnet.render.layout import find_engine
+    from dagnet.render.pdf import layout_to_pdf
+    from dagnet.render.pipeline import _theme, fit
+    from tests.test_figures_fit import DPI, RED, check_pixels, rasterise
+    done = fit(_square_ir("cky_crf"), _theme("paper", False), find_engine("graphviz-pure"), view="model")
+    image = rasterise(layout_to_pdf(done.layout, done.theme.font, text_color=RED))
+    if image is None:
+        pytest.skip("neither pypdfium2 nor pdftoppm to rasterise PDF")
+    assert image.size[0] / DPI * 72 <= done.limit + 1
+    check_pixels(image, done.layout, DPI / 72, "cky.pdf")

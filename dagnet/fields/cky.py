@@ -59,54 +59,60 @@ def inside(lengths: Tensor) -> sr.DP:
 class _InsideOutside(torch.autograd.Function):
     """log Z (B,) of span scores (B, N, N, L) by the inside pass in plain tensors, and its
     gradient (the span-label marginals) by the outside pass: no autograd tape through the
-    charts, whose slice-by-slice backward costs a full chart per read."""
+    charts, whose slice-by-slice backward costs a full chart per read.
+
+    At the sizes parsers use (N = 30) the loop over widths costs in tensor operations (launch
+    and interpreter overhead), not arithmetic, so each width does few: one chart, read in two
+    layouts through a strided view instead of kept twice; the forward keeps each width's split
+    weights exp(V[i, k] + V[k+1, j] - shift) and their sums (O(B N^3 / 6) numbers), so the
+    outside pass shares a span's gradient among its splits with one multiply; the label sums
+    and label posteriors run once over the whole (B, N, N, L) block."""
 
     @staticmethod
     def forward(ctx, x: Tensor, lengths: Tensor) -> Tensor:
         B, N = x.shape[:2]
-        i, j = torch.triu_indices(N, N, device=x.device)  # the spans; i > j holds nothing
-        spans = x[:, i, j]  # (B, N (N + 1) / 2, L)
-        lab = x.new_full((B, N, N), NEG_INF)
-        lab[:, i, j] = plain_logsumexp(spans)
+        low, tiny = torch.finfo(x.dtype).min, torch.finfo(x.dtype).tiny
+        lab = torch.logsumexp(x, -1)  # (B, N, N); i > j holds junk that nothing reads
         start = x.new_full((B, N, N), NEG_INF)  # [i, w] = V over span [i, i + w]
-        end = x.new_full((B, N, N), NEG_INF)  # [j, N - 1 - w] = V over span [j - w, j] (pre-flipped)
-        split = x.new_zeros(B, N, N)  # [i, w]: log of the sum over the splits of span [i, i + w]
-        leaves = lab.diagonal(0, -2, -1)
-        start[:, :, 0], end[:, :, N - 1] = leaves, leaves
+        start[:, :, 0] = lab.diagonal(0, -2, -1)
+        weights, totals = [], []
         for w in range(1, N):
             m = N - w
-            inner = plain_logsumexp(start[:, :m, :w] + end[:, w:, m:])
-            span = inner + lab.diagonal(w, -2, -1)
-            start[:, :m, w], end[:, w:, m - 1] = span, span
-            split[:, :m, w] = inner.clamp_min(torch.finfo(x.dtype).min)  # no -inf - -inf in the backward
+            # split k of span [i, i + w]: V[i, i + k] = start[i, k] and V[i + k + 1, i + w] =
+            # start[i + k + 1, w - 1 - k], a strided view of the same chart (torch-struct's trick)
+            right = start.as_strided((B, m, w), (N * N, N, N - 1), N + w - 1)
+            a = start[:, :m, :w] + right
+            shift = a.amax(-1, keepdim=True).clamp_min_(low)
+            p = a.sub_(shift).exp_()
+            total = p.sum(-1)
+            start[:, :m, w] = total.log().add_(shift.squeeze(-1)).add_(lab.diagonal(w, -2, -1))
+            weights.append(p)
+            totals.append(total.clamp_min_(tiny))       # no 0/0 where no split is possible
         value = start[:, 0].gather(-1, (lengths - 1).clamp_min(0)[:, None]).squeeze(-1)
         value = torch.where(lengths == 0, torch.zeros_like(value), value)
-        ctx.save_for_backward(x, lab, start, end, split, lengths)
+        ctx.weights, ctx.totals = weights, totals
+        ctx.save_for_backward(x, lab, lengths)
         return value
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):
-        x, lab, start, end, split, lengths = ctx.saved_tensors
+        x, lab, lengths = ctx.saved_tensors
         B, N = x.shape[:2]
-        g_start = x.new_zeros(B, N, N)  # d value / d V, gathered in both layouts
-        g_end = x.new_zeros(B, N, N)
+        g = x.new_zeros(B, N, N)  # [i, w] = d value / d V over span [i, i + w]
         top = (lengths - 1).clamp_min(0)
-        g_start[torch.arange(B), 0, top] = torch.where(lengths > 0, grad, torch.zeros_like(grad))
-        marg = x.new_zeros(B, N, N)  # d value / d lab[i, j]
+        g[torch.arange(B), 0, top] = torch.where(lengths > 0, grad, torch.zeros_like(grad))
         for w in range(N - 1, 0, -1):
             m = N - w
-            mass = g_start[:, :m, w] + g_end[:, w:, m - 1]  # (B, m)
-            marg.diagonal(w, -2, -1).copy_(mass)
-            share = (start[:, :m, :w] + end[:, w:, m:] - split[:, :m, w, None]).exp_().mul_(mass[..., None])
-            g_start[:, :m, :w] += share
-            g_end[:, w:, m:] += share
-        marg.diagonal(0, -2, -1).copy_(g_start[:, :, 0] + g_end[:, :, N - 1])
+            # a span's mass shared among its splits by their weights, to both halves (not in
+            # place on the weights: a retained graph runs this again)
+            share = ctx.weights[w - 1] * (g[:, :m, w] / ctx.totals[w - 1])[..., None]
+            g[:, :m, :w] += share
+            g.as_strided((B, m, w), (N * N, N, N - 1), N + w - 1).add_(share)
         i, j = torch.triu_indices(N, N, device=x.device)
-        total = lab[:, i, j]
-        grad_x = torch.zeros_like(x)
-        grad_x[:, i, j] = (x[:, i, j] - total.masked_fill(total == NEG_INF, 0.0)[..., None]).exp_() * marg[:, i, j, None]
-        return grad_x, None
+        marg = x.new_zeros(B, N, N)  # d value / d lab[i, j]
+        marg[:, i, j] = g[:, i, j - i]
+        return (x - lab.clamp_min(torch.finfo(x.dtype).min)[..., None]).exp_().mul_(marg[..., None]), None
 
 
 def cky_argmax(x: Tensor, lengths: Tensor) -> tuple:

@@ -36,7 +36,7 @@ from . import semiring as sr
 from ._logspace import plain_logsumexp
 from .protocol import Field, check_k, check_reduction, reduce_loss
 from .semi_markov import lengths_of
-from .spanning_trees import best_tree, kbest_trees, matrix_tree_log_partition
+from .spanning_trees import best_tree, kbest_trees, matrix_tree_fast, matrix_tree_log_partition
 
 NEG_INF = float("-inf")
 
@@ -322,7 +322,8 @@ class DependencyCRF(Field):
         x, lengths = self._check(potentials, mask, allowed)
         if self.projective:
             return _Eisner.apply(x, lengths, self.multiroot, self.labelled)
-        return sr.log_partition(self._dp(lengths), x)
+        arcs = torch.logsumexp(x, -1) if self.labelled else x
+        return matrix_tree_fast(arcs, lengths, self.multiroot)
 
     def marginals(self, potentials, mask=None, allowed=None) -> Tensor:
         """Arc (and relation) marginals laid out like the potentials; differentiable."""

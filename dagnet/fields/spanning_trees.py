@@ -42,6 +42,78 @@ def matrix_tree_log_partition(arcs: Tensor, lengths: Tensor, multiroot: bool) ->
     return torch.where(lengths == 0, torch.zeros_like(logz), logz).to(arcs.dtype)
 
 
+def _laplacian(x: Tensor, lengths: Tensor, multiroot: bool) -> tuple:
+    """(Laplacian (B, N, N), weights (B, N, N), per-modifier shift (B, N)) of arc scores x
+    (no autograd: built in place): weights exp(x - shift) with the shift each modifier's
+    largest arc score, so the largest weight in each column is 1 and
+    det(L) = det(L(w)) exp(sum shift); absent words are an identity block."""
+    B, N, _ = x.shape
+    present = torch.arange(N, device=x.device)[None] < lengths[:, None]
+    x = x.masked_fill(~(present[:, :, None] & present[:, None, :]), NEG_INF)
+    shift = x.amax(1)
+    shift.masked_fill_(~torch.isfinite(shift), 0.0)
+    weights = x.sub_(shift[:, None, :]).exp_()
+    root = weights.diagonal(0, 1, 2).clone()
+    lap = weights.neg()                       # L[h, m] = -w[h, m]
+    diag = lap.diagonal(0, 1, 2)
+    diag.zero_()
+    diag.sub_(lap.sum(1))                     # L[m, m] = sum_{h != m} w[h, m]
+    if multiroot:
+        diag.add_(root)
+    else:
+        lap[:, 0] = root                      # Koo et al.: row 0 <- root weights
+    diag.add_((~present).to(x.dtype))
+    return lap, weights, shift
+
+
+class _MatrixTree(torch.autograd.Function):
+    """log Z (B,) of non-projective trees by one LU factorisation of the shifted Laplacian,
+    its gradient from the Laplacian's inverse (d log det L / d L = L^-T, chained through the
+    Laplacian's assembly by hand): one factorisation and one solve, where autograd through
+    ``slogdet`` factorises twice. In float64 whatever the input: on CPU LAPACK's float64 LU
+    and solve run as fast as float32's at these sizes (N <= 100; bench/bench_structures.py),
+    and float32 inputs at N = 100 keep marginals that sum to one."""
+
+    @staticmethod
+    def forward(ctx, arcs: Tensor, lengths: Tensor, multiroot: bool) -> Tensor:
+        lap, weights, shift = _laplacian(arcs.double(), lengths, multiroot)
+        lu, piv, _ = torch.linalg.lu_factor_ex(lap)
+        pivots = lu.diagonal(0, 1, 2)
+        N = arcs.shape[1]
+        swaps = (piv != torch.arange(1, N + 1, device=arcs.device, dtype=piv.dtype)).sum(-1)
+        negative = ((pivots < 0).sum(-1) + swaps) % 2 == 1       # no tree: det <= 0 in exact arithmetic
+        logdet = pivots.abs().log().sum(-1)
+        logz = torch.where(negative, torch.full_like(logdet, NEG_INF), logdet) + shift.sum(-1)
+        logz = torch.where(lengths == 0, torch.zeros_like(logz), logz)
+        ctx.multiroot = multiroot
+        ctx.save_for_backward(weights, lu, piv)
+        return logz.to(arcs.dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        weights, lu, piv = ctx.saved_tensors
+        eye = torch.eye(lu.shape[-1], dtype=lu.dtype, device=lu.device).expand_as(lu)
+        inverse = torch.linalg.lu_solve(lu, piv, eye)
+        diag = inverse.diagonal(0, 1, 2)  # (B, N): [m, m]
+        d = inverse.transpose(1, 2).neg()  # [h, m] = -inverse[m, h]: w[h, m] takes from L[h, m]
+        d += diag[:, None, :]              # ... and adds to L[m, m]
+        if ctx.multiroot:                  # a root weight adds to L[m, m]
+            d.diagonal(0, 1, 2).copy_(diag)
+        else:                              # row 0 holds the root weights instead of word 0's column
+            d[:, :, 0] -= diag[:, None, 0]                   # no column sum for word 0
+            d[:, 0, :] += inverse[:, :, 0]                  # no -w[0, m] in row 0
+            d.diagonal(0, 1, 2).copy_(inverse[:, :, 0])     # root -> m: L[0, m]
+        d = (d * weights).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+        return (d * grad.to(d.dtype)[:, None, None]).to(grad.dtype), None, None
+
+
+def matrix_tree_fast(arcs: Tensor, lengths: Tensor, multiroot: bool) -> Tensor:
+    """log Z (B,) as :func:`matrix_tree_log_partition`, its backward written out
+    (:class:`_MatrixTree`): first-order differentiable only."""
+    return _MatrixTree.apply(arcs, lengths, multiroot)
+
+
 def chu_liu_edmonds(scores: np.ndarray) -> np.ndarray:
     """The maximum spanning arborescence rooted at 0 of scores (n, n) [head, modifier]:
     heads (n,), heads[0] = -1. -inf arcs are absent (the result then uses one if it must)."""

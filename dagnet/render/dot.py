@@ -208,6 +208,16 @@ class DotWriter:
                 attrs.update(color=t.skip_color, weight="1")
             elif e.kind == "data":
                 attrs["weight"] = "4"
+            if e.points and fig.pinned:         # a curve drawn as given (neato -n2 keeps an edge's pos)
+                pts = " ".join(f"{fmt(x)},{fmt(y)}" for x, y in e.points)
+                if attrs.get("dir") == "forward":   # the arrowhead: from the last control point to its tip
+                    tip = e.points[-1]
+                    (ax, ay), (bx, by) = e.points[-2], tip
+                    d = math.hypot(bx - ax, by - ay) or 1.0
+                    back = (bx - (bx - ax) / d * 5, by - (by - ay) / d * 5)
+                    pts = (f"e,{fmt(tip[0])},{fmt(tip[1])} "
+                           + " ".join(f"{fmt(x)},{fmt(y)}" for x, y in (*e.points[:-1], back)))
+                attrs["pos"] = pts
             out.append(f"  {q(e.tail)} {arrow} {q(e.head)}" + (f" [{self.attrs(attrs)}]" if attrs else "") + ";")
         out.append("}")
         return "\n".join(out) + "\n"

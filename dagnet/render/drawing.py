@@ -31,6 +31,8 @@ class FEdge:
     tail: str
     head: str
     kind: str = "data"          # data | skip (residual/dense) | link (undirected, model view)
+    points: tuple | None = None  # a pinned Bézier (the model view's curved arcs): control points in
+                                 # points, 3k+1 of them, tail to head
 
 
 @dataclass
@@ -57,5 +59,5 @@ class Figure:
         self.nodes[node.id] = node
         return node
 
-    def link(self, tail: str, head: str, kind: str = "data") -> None:
-        self.edges.append(FEdge(tail, head, kind))
+    def link(self, tail: str, head: str, kind: str = "data", points: tuple | None = None) -> None:
+        self.edges.append(FEdge(tail, head, kind, points))

@@ -40,6 +40,9 @@ FIGURES = [
     ("conll_tagger", "conll_tagger.svg", {}),
     ("conll_tagger", "conll_tagger_arch.svg", {"view": "arch", "depth": 1}),
     ("conll_softmax_tagger", "conll_softmax_tagger.svg", {}),
+    # structures with a drawing of their own: segments over frames, arcs over a sentence
+    ("semimarkov_gestures", "semimarkov_gestures.svg", {}),
+    ("biaffine_parser", "biaffine_parser.svg", {}),
     # torchvision's families and the Transformers (docs/models.md)
     # the model zoo (docs/models.md)
     *[(spec, f"{spec}.svg", {}) for spec in (

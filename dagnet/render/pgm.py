@@ -5,7 +5,9 @@ ones shaded (or bold in black-and-white line art), deterministic nodes are
 diamonds (the network f_θ) and double circles (the potentials φ it computes),
 factors are small black squares, and the model sits in a plate over the N
 examples. Each CRF is drawn as its structure, unrolled a few steps: a chain
-(y₁ y₂ y₃ … y_T), a 3×3 lattice, a binary tree, a clique of five pixels. The
+(y₁ y₂ y₃ … y_T), a 3×3 lattice, a binary tree, a clique of five pixels; segments
+bracketing runs of frames, a sentence with a dependency tree's arcs curving above it,
+a binary bracketing of spans (``OWN_DRAWING``). The
 geometry is fixed here (points) and Graphviz only draws it (neato -n2), so the
 figures are as regular as a hand-drawn one.
 """
@@ -36,10 +38,34 @@ def is_field(node: Node) -> bool:
     return opdef is not None and (opdef.family == "field" or opdef.stochastic)
 
 
+# Structures whose registry facet names a near relative (a segment chain is a chain, a parse a
+# tree) but whose drawing is their own: segments over runs of frames, arcs over a sentence, a
+# bracketing over spans. Kept here, in the renderer, not as new registry values.
+OWN_DRAWING = {"semi_markov_crf": "segments", "dependency_crf": "arcs", "cky_crf": "spans"}
+PLANAR = ("grid", "tree", "clique", "segments", "arcs", "spans")    # never narrowed (curves, boxes)
+
+
 def drawing(node: Node) -> str | None:
-    """How a structured node is drawn: its op's ``pgm`` facet (None: undeclared)."""
+    """How a structured node is drawn: its own drawing (``OWN_DRAWING``), else its op's ``pgm``
+    facet (None: undeclared)."""
+    if node.op in OWN_DRAWING:
+        return OWN_DRAWING[node.op]
     opdef = ops.get(node.op)
     return opdef.pgm if opdef else None
+
+
+def arc_curve(a: tuple, b: tuple, height: float) -> tuple[tuple, tuple]:
+    """An arc from ``a`` to ``b`` bulging ``height`` above the higher end, as two cubic Béziers
+    meeting at its apex (where the arc's factor sits): de Casteljau's split at t = 1/2."""
+    top = max(a[1], b[1]) + height * 4 / 3
+    p0, p1, p2, p3 = a, (a[0], top), (b[0], top), b
+
+    def mid(p, q):
+        return ((p[0] + q[0]) / 2, (p[1] + q[1]) / 2)
+    q0, q1, q2 = mid(p0, p1), mid(p1, p2), mid(p2, p3)
+    r0, r1 = mid(q0, q1), mid(q1, q2)
+    apex = mid(r0, r1)
+    return (p0, q0, r0, apex), (apex, r1, q2, p3)
 
 
 def var_line(name: str, index: str = "") -> Line:
@@ -134,6 +160,12 @@ class ModelBuilder:
             self.tree(node, prefix)
         elif kind == "clique":
             self.clique(prefix)
+        elif kind == "segments":
+            self.segments(prefix)
+        elif kind == "arcs":
+            self.arcs(node, prefix)
+        elif kind == "spans":
+            self.spans(prefix)
         else:                       # a chain; an undeclared drawing is drawn as latent-dynamic
             self.sequence(node, prefix)
 
@@ -222,6 +254,96 @@ class ModelBuilder:
             self.attach_potential(v, 17 * math.cos(a), 17 * math.sin(a))
         self.inset(prefix, -radius - 88, 0)
 
+    def segments(self, prefix: str) -> None:
+        """Semi-Markov: segment labels y₁ ■ y₂ ■ … ■ y_J in a chain; under each, one factor that
+        scores the label with the segment's length d_j (hidden: summed out) and the frame
+        potentials φ_t of its run, drawn as a bracket over those frames; f_θ gives the φ_t."""
+        runs = [("1", "2", "3"), ("4", "5"), None, ("T",)]      # a run per segment (None: more)
+        indices = ("1", "2", "\u2026", "J")
+        step, top, mid, low = 58.0, 0.0, -32.0, -64.0
+        ys: list[str] = []
+        for k, (run, index) in enumerate(zip(runs, indices)):
+            x = k * step
+            if run is None:
+                ys.append(self.text(f"{prefix}y.dots", Line("\u2026", "$\\cdots$", "var"), x, top))
+                self.text(f"{prefix}seg.dots", Line("\u2026", "$\\cdots$", "var"), x, low)
+                continue
+            y = self.var(f"{prefix}y.{index}", "label", var_line("y", index), x, top)
+            ys.append(y)
+            d = self.var(f"{prefix}d.{index}", "hidden", var_line("d", index), x + 22, mid)
+            text = " ".join("\u03c6" + t for t in run)
+            tex = "$" + "\\,".join(f"\\phi_{{{t}}}" for t in run) + "$"
+            html = "&#160;".join("<I>\u03c6</I>" + _sub(t) for t in run)
+            width = 6 + 12.5 * len(run)
+            box = f"{prefix}seg.{index}"
+            self.fig.add(FNode(box, "segment", [Line(text, tex, "var", html)], pos=(x, low),
+                               size=(width, 18), tooltip=f"segment {index}: frames " + ", ".join(run)))
+            self.factor(f"{prefix}seg.{index}.factor", x, mid, y, d, box)
+        for i in range(len(ys) - 1):
+            self.factor(f"{prefix}y.pair.{i}", (i + 0.5) * step, top, ys[i], ys[i + 1])
+        boxes = [n for n in self.fig.nodes if n.startswith(f"{prefix}seg.") and self.fig.nodes[n].kind == "segment"]
+        self.network(prefix, 1.5 * step, low - 48, boxes)
+
+    # an example tree over five words (heads; 0 is ROOT): projective, and one with a crossing arc
+    PROJECTIVE = (2, 0, 4, 2, 4)
+    CROSSING = (2, 0, 4, 2, 3)
+
+    def arcs(self, node: Node, prefix: str) -> None:
+        """Dependency CRF: the words in a row after ROOT, an example tree's arcs drawn above them
+        from head to dependent, one factor (the arc's score, from f_θ) on each arc's apex."""
+        heads = self.PROJECTIVE if node.args.get("projective", True) else self.CROSSING
+        step, rise = 34.0, 13.0
+        root = self.text(f"{prefix}root", Line("ROOT", "\\textsc{root}", "op"), 0, 0,
+                         w=self.measure_title("ROOT") + 6, h=14)
+        words = [root]
+        for m in range(1, len(heads) + 1):
+            words.append(self.var(f"{prefix}w.{m}", "observed", var_line("w", str(m)), m * step, 0))
+        factors = []
+        for m, h in enumerate(heads, start=1):
+            (xh, y0), (xm, _) = self.fig.nodes[words[h]].pos, self.fig.nodes[words[m]].pos
+            side = 1 if xm > xh else -1
+            start = (xh + side * 3, y0 + R - 1) if h else (xh, y0 + 7)
+            end = (xm - side * 3, y0 + R - 1)
+            first, second = arc_curve(start, end, 6 + rise * abs(m - h))
+            f = f"{prefix}arc.{h}.{m}"
+            self.fig.add(FNode(f, "factor", [Line("", "", "mark")], pos=second[0], size=(FACTOR, FACTOR),
+                               tooltip=f"arc {h} \u2192 {m}"))
+            self.fig.link(words[h], f, "link", first)
+            self.fig.link(f, words[m], "arrow", second)
+            factors.append(f)
+        x0 = (len(heads) + 1) * step / 2
+        top = max(self.fig.nodes[f].pos[1] for f in factors)
+        fid = self.var(f"{prefix}f", "network", Line("f\u03b8", "$f_\\theta$", "var", "<I>f</I>" + _sub("\u03b8")),
+                       x0, top + 36, r=13)
+        xid = self.var(f"{prefix}x", "observed", var_line("x"), x0 - 44, top + 36)
+        self.fig.link(xid, fid, "arrow")
+        for f in factors:
+            self.fig.link(fid, f, "feed")
+
+    def spans(self, prefix: str) -> None:
+        """CKY CRF: a binary bracketing of four words, a variable y_{i,j} (the span's label) per
+        span, each with its factor (the span's score, from f_θ); the words observed below."""
+        tree = {(1, 4): ((1, 2), (3, 4)), (1, 2): ((1, 1), (2, 2)), (3, 4): ((3, 3), (4, 4))}
+        step, level = 50.0, 46.0
+        ids = {}
+        for (i, j) in [(1, 4), (1, 2), (3, 4), (1, 1), (2, 2), (3, 3), (4, 4)]:
+            x = (i + j) / 2 * step
+            ids[i, j] = self.var(f"{prefix}y.{i}{j}", "label", var_line("y", f"{i},{j}"), x, (j - i + 1) * level)
+        for parent, kids in tree.items():
+            for k in kids:
+                self.fig.link(ids[parent], ids[k], "link")
+        for i in range(1, 5):
+            w = self.var(f"{prefix}w.{i}", "observed", var_line("w", str(i)), i * step, 0)
+            self.fig.link(ids[i, i], w, "link")
+        factors = []
+        for (i, j), v in ids.items():
+            x, y = self.fig.nodes[v].pos
+            factors.append(self.factor(f"{v}.span", x + 17, y, v))
+        self.network(prefix, -6, 3 * level, factors)
+
+    def measure_title(self, text: str) -> float:
+        return text_width(text, self.font, 9) * self.text_scale
+
     def inset(self, prefix: str, x: float, y: float) -> None:
         """Where the potentials come from: x -> f_θ -> every φ of the structure beside it."""
         phis = [n for n in self.fig.nodes if n.startswith(prefix) and n.endswith(".phi")]
@@ -229,8 +351,7 @@ class ModelBuilder:
 
     # -- the figure ------------------------------------------------------------------------
     def build(self, fields: list[Node]) -> Figure:
-        self.sequences = all(drawing(n) in SEQUENCES or drawing(n) not in ("grid", "tree", "clique")
-                             for n in fields)
+        self.sequences = all(drawing(n) in SEQUENCES or drawing(n) not in PLANAR for n in fields)
         offset = 0.0
         for k, node in enumerate(fields):
             prefix = f"{node.name}:" if len(fields) > 1 else ""
@@ -241,6 +362,9 @@ class ModelBuilder:
                 for n in new:
                     x, y = self.fig.nodes[n].pos
                     self.fig.nodes[n].pos = (x + offset, y)
+                for e in self.fig.edges:
+                    if e.points and e.tail in new:
+                        e.points = tuple((x + offset, y) for x, y in e.points)
             xs = [self.fig.nodes[n].pos[0] for n in new]
             offset = max(xs) + 90
         self.narrow()
@@ -288,6 +412,9 @@ class ModelBuilder:
         x0, y0, _, _ = self.bounds()
         for n in self.fig.nodes.values():
             n.pos = (round(n.pos[0] - x0 + 14, 2), round(n.pos[1] - y0 + below, 2))
+        for e in self.fig.edges:
+            if e.points:
+                e.points = tuple((round(x - x0 + 14, 2), round(y - y0 + below, 2)) for x, y in e.points)
 
     def plate(self) -> None:
         x0, y0, x1, y1 = self.bounds()
@@ -306,7 +433,17 @@ class ModelBuilder:
             shape = pot.shape if pot is not None and pot.shape else ()
             sizes = [nominal_dim(d)[0] for d in shape]
             count = "hidden states" if kind in HIDDEN else "labels"
-            if kind in SEQUENCES and len(sizes) == 2:
+            if kind == "segments" and len(sizes) in (2, 3):
+                length = sizes[0] if sizes[0] == "T" else f"T = {sizes[0]}"
+                longest = node.args.get("max_len")
+                what += f" over {length} frames, {sizes[-1]} labels, segments of up to {longest} frames"
+            elif kind == "arcs" and len(sizes) in (2, 3):
+                what += (f" over {sizes[0]} words" + (f", {sizes[2]} relations" if len(sizes) == 3 else "")
+                         + (", projective (Eisner)" if node.args.get("projective", True)
+                            else ", non-projective (matrix-tree)"))
+            elif kind == "spans" and len(sizes) == 3:
+                what += f" over {sizes[0]} words, {sizes[2]} span labels, binary trees"
+            elif kind in SEQUENCES and len(sizes) == 2:
                 length = sizes[0] if sizes[0] == "T" else f"T = {sizes[0]}"
                 what += f" over {length} positions, {sizes[1]} {count}"
             elif kind == "tree" and len(sizes) == 2:
@@ -324,7 +461,8 @@ class ModelBuilder:
         self.fig.caption = Line(text, tex, "detail")
 
     LEGEND = (("observed", "observed"), ("label", "label"), ("hidden", "hidden state"),
-              ("deterministic", "deterministic"), ("network", "network"), ("factor", "factor"))
+              ("deterministic", "deterministic"), ("network", "network"), ("factor", "factor"),
+              ("segment", "segment"))
 
     def legend_rows(self) -> list[list[tuple[str, str, float]]]:
         """The legend's entries (kind, words, text width) in rows no wider than the figure."""

@@ -100,6 +100,7 @@ MODEL_LOOKS = {
     "text": Look("none", shape="plaintext"),            # unfilled: never hides a line it sits on
     "legend-text": Look("none", shape="plaintext"),
     "plate": Look("none", shape="box", style="rounded", legend="plate"),
+    "segment": Look("none", shape="box", style="rounded", legend="segment"),
 }
 PAPER_LOOKS.update(MODEL_LOOKS, observed=Look("#c8c8c8", shape="circle", legend="observed"))
 SLIDES_LOOKS.update(MODEL_LOOKS, observed=Look("#b9c7d6", shape="circle", legend="observed"))
