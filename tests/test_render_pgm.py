@@ -138,10 +138,15 @@ def _crossing(arcs):
 
 
 def test_dependency_draws_a_tree_of_curved_arcs_from_root():
-    fig = figure(dagnet.load(SPECS / "biaffine_parser.yaml"))
+    ir = dagnet.load(SPECS / "biaffine_parser.yaml")
+    fig = figure(ir)
     words = [n for n in fig.nodes if n.startswith("w.")]
     arcs = _arcs(fig)
-    assert _is_tree(arcs, len(words)) and not _crossing(arcs)             # projective: no crossing
+    assert _is_tree(arcs, len(words))
+    assert ir.node("parser").args["projective"] is False and _crossing(arcs)   # non-projective: a crossing arc
+    text = (SPECS / "biaffine_parser.yaml").read_text().replace("projective: false", "projective: true")
+    projective = figure(dagnet.load(text))
+    assert not _crossing(_arcs(projective))
     assert fig.nodes["root"].lines[0].text == "ROOT"
     for h, m in arcs:                      # the factor on each arc's apex, above both ends, fed by f_θ
         f = fig.nodes[f"arc.{h}.{m}"]
@@ -151,7 +156,8 @@ def test_dependency_draws_a_tree_of_curved_arcs_from_root():
         assert ("f", f.id) in {(e.tail, e.head) for e in fig.edges}
     higher = {abs(h - m): fig.nodes[f"arc.{h}.{m}"].pos[1] for h, m in arcs}
     assert higher[2] > higher[1]                                            # longer arcs rise higher
-    assert "projective (Eisner)" in fig.caption.text
+    assert "non-projective (matrix-tree)" in fig.caption.text
+    assert "projective (Eisner)" in projective.caption.text and "non-" not in projective.caption.text
     loose = figure(_square_ir("dependency_crf", {"projective": False}, labels=False))
     assert _is_tree(_arcs(loose), 5) and _crossing(_arcs(loose))            # an arc that crosses
     assert "non-projective (matrix-tree)" in loose.caption.text

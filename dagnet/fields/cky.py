@@ -28,7 +28,6 @@ import torch
 from torch import Tensor
 
 from . import semiring as sr
-from ._logspace import plain_logsumexp
 from .protocol import Field, check_k, check_reduction, reduce_loss
 from .semi_markov import lengths_of
 

@@ -343,8 +343,8 @@ class DependencyCRF(Field):
         B, N = potentials.shape[:2]
         present = torch.ones(B, N, dtype=torch.bool, device=potentials.device) if mask is None else mask.bool()
         heads = (labels[..., 0] if self.labelled else labels).clamp_min(0)
-        picked = potentials.gather(1, heads[:, None, :, *([None] if self.labelled else [])].expand(
-            B, 1, N, *potentials.shape[3:])).squeeze(1)  # (B, N[, R])
+        index = heads[:, None, :, None] if self.labelled else heads[:, None, :]
+        picked = potentials.gather(1, index.expand(B, 1, N, *potentials.shape[3:])).squeeze(1)  # (B, N[, R])
         if self.labelled:
             picked = picked.gather(-1, labels[..., 1].clamp_min(0)[..., None]).squeeze(-1)
         return picked.masked_fill(~present, 0.0).sum(1)
