@@ -258,6 +258,8 @@ class Folder:
             cls = self.c.classes.get(t.rep.scope, "block")
             if cls in ("Sequential", "ModuleList", "ModuleDict", "Module") and t.rep.scope:
                 cls = t.rep.scope[-1] if not t.rep.scope[-1].isdigit() else "block"
+                if cls == "block" and len(t.rep.scope) > 1 and self.c.classes.get(t.rep.scope) == "Module":
+                    cls = f"{t.rep.scope[-2]}_block"     # a file that names no classes: `layer1.0` is a layer1_block
             t.name = unique(_block_name(cls), names.setdefault("taken", set()))
 
 
