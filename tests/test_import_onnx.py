@@ -394,11 +394,13 @@ def test_an_exported_resnet18_folds_into_the_blocks_of_its_module_import(tmp_pat
 
 
 def test_an_exported_mobilenet_v3_folds_about_as_its_module_import(tmp_path):
+    """The dynamo exporter's MobileNetV3 (flat, 117 statements for 122 ops, before its scopes were
+    followed) folds to about the statements of its nn.Module import (47)."""
     import dagnet
     tv = torchvision()
     source = tv.models.mobilenet_v3_small().eval()
-    path = export(source, (torch.randn(1, 3, 64, 64),), tmp_path / "mnv3.onnx", dynamo=False)
+    path = export(source, (torch.randn(1, 3, 64, 64),), tmp_path / "mnv3.onnx", dynamo=True)
     imported = dagnet.import_model(path, verify=True)
     assert imported.statements() <= _module_route_statements(source, 64) + 3
     assert imported.statements() < len(imported.captured.ops) // 2        # not the flat graph
-    assert "* 2" in imported.text()
+    assert "* 2" in imported.text() and "block squeeze_excitation(" in imported.text()    # classes from the file
