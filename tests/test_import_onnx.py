@@ -404,3 +404,27 @@ def test_an_exported_mobilenet_v3_folds_about_as_its_module_import(tmp_path):
     assert imported.statements() <= _module_route_statements(source, 64) + 3
     assert imported.statements() < len(imported.captured.ops) // 2        # not the flat graph
     assert "* 2" in imported.text() and "block squeeze_excitation(" in imported.text()    # classes from the file
+
+
+def test_weight_free_ops_of_one_kind_in_one_scope_stay_apart(tmp_path):
+    """The exporter's `mul` and `mul_1` in one block are both named `mul` there, but they scale by
+    different constants: each keeps its own module (sharing one would compute the first twice)."""
+    import dagnet
+
+    class Scales(nn.Module):
+        def forward(self, x):
+            return torch.relu(x * 2.0) * 3.0
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.scales = nn.Conv2d(3, 4, 3), Scales()
+
+        def forward(self, x):
+            return self.scales(self.conv(x))
+
+    x = torch.randn(1, 3, 8, 8)
+    path = export(Net(), (x,), tmp_path / "scales.onnx", dynamo=True)
+    imported = load_onnx(path)
+    assert_matches_onnxruntime(path, {"x": x.numpy()}, imported)
+    assert dagnet.import_model(path, verify=True).max_abs_diff <= 1e-5

@@ -444,12 +444,13 @@ def _assign_paths(units: list[_Unit]) -> list[tuple[str, ...]]:
                 for i in indices:
                     paths[i] = (_unique(leaf, used[scope]),)
                 continue
-            if len(group) == 1 or _stateless_twins(group):
+            same_name = len({u.leaf or u.label for u in group}) == 1      # one source module called again
+            if len(group) == 1 or (same_name and _stateless_twins(group)):
                 shared = _unique(leaf, used[scope])
                 for i in indices:
                     paths[i] = scope + (shared,)
                 continue
-            if all(_stateless(u) for u in group):
+            if all(_stateless(u) for u in group):     # distinct ops (their constants may differ): one name each
                 for i in indices:
                     paths[i] = scope + (_unique(leaf, used[scope]),)
                 continue
