@@ -363,6 +363,8 @@ class _Builder(FunctionCalls):
             if isinstance(ref, str):
                 return ref
             inner = self.values.get(value)
+            if isinstance(inner, torch.Tensor) and inner.dim() == 0 and inner.dtype.is_floating_point:
+                return float(inner)         # an ONNX file's scalar constant (Mul by 2.0)
             if isinstance(inner, torch.Tensor) and inner.dim() > 0:
                 return self.constant(value, rank, like, full) or False
             return float(inner) if isinstance(inner, (int, float)) else False
