@@ -429,3 +429,21 @@ def test_weight_free_ops_of_one_kind_in_one_scope_stay_apart(tmp_path):
     assert_matches_onnxruntime(path, {"x": x.numpy()}, imported)
     modules = dict(imported.module.named_modules())
     assert {"picks.select", "picks.select_1", "picks.select_2"} <= set(modules)
+
+
+def test_a_scalar_constant_of_the_file_is_a_scalar_argument(tmp_path):
+    """The dynamo exporter writes `x * 2.0` as Mul by a 0-dim initializer: it imports as `scale`."""
+    import dagnet
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            return torch.relu(self.conv(x) * 2.0) * 3.0
+
+    path = export(Net(), (torch.randn(1, 3, 8, 8),), tmp_path / "scales.onnx", dynamo=True)
+    imported = dagnet.import_model(path, verify=True)
+    assert imported.unsupported == [] and imported.max_abs_diff <= 1e-5
+    assert "scale(" in imported.text() or "mul" not in imported.text()
