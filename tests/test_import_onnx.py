@@ -357,3 +357,93 @@ def test_more_ops_match_onnxruntime(tmp_path):
     assert {nn.Conv2d, nn.ConvTranspose2d, nn.PReLU, nn.ELU, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Linear} <= kinds
     assert_matches_onnxruntime(path, {"x": f32(1, 3, 9, 7)}, imported)
     traced_targets(imported.module)
+
+
+# -- the ONNX route folds as the nn.Module route does ------------------------------------------------
+def _module_route_statements(source: nn.Module, size: int) -> int:
+    import dagnet
+    return dagnet.import_model(source, example_inputs=(torch.randn(2, 3, size, size),), verify=True).statements()
+
+
+@pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "torchscript"])
+def test_an_exported_resnet18_folds_into_the_blocks_of_its_module_import(tmp_path, dynamo):
+    """Both exporters' scopes give back the module tree: ops with no weights (the residual add, a
+    reshape) sit in their block under one name whatever the exporter numbered them, so the eight
+    basic blocks share one template and each stage is a repeat; the doc names the file."""
+    import dagnet
+    tv = torchvision()
+    source = tv.models.resnet18(num_classes=10).eval()
+    path = export(source, (torch.randn(1, 3, 64, 64),), tmp_path / "r18.onnx", dynamo=dynamo)
+    imported = dagnet.import_model(path)
+    assert imported.example_inputs[0].shape[0] == 1             # a static batch of 1, as exported
+    assert imported.verify() <= dagnet.importer.imported.TOLERANCE
+    text = imported.text()
+    assert imported.statements() <= _module_route_statements(source, 64) + 3
+    stages = [line for line in text.splitlines() if line.startswith("layer") and line.rstrip().endswith("* 2")]
+    assert len(stages) == 4, text
+    assert text.count("\nblock ") == 1, text                    # one block: layer1.0 and layer1.1 merged
+    # the dynamo exporter records the source classes; the TorchScript one only the paths
+    assert ("block basic_block(" if dynamo else "block layer_block(") in text
+    assert "Imported by `dagnet import` from r18.onnx." in text
+    assert "GraphModule" not in text
+    # the weights land where the compiled spec wants them, and the spec computes the source
+    model = imported.compile()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), source(x), rtol=1e-4, atol=1e-4)
+
+
+def test_an_exported_mobilenet_v3_folds_about_as_its_module_import(tmp_path):
+    """The dynamo exporter's MobileNetV3 (flat, 117 statements for 122 ops, before its scopes were
+    followed) folds to about the statements of its nn.Module import (47)."""
+    import dagnet
+    tv = torchvision()
+    source = tv.models.mobilenet_v3_small().eval()
+    path = export(source, (torch.randn(1, 3, 64, 64),), tmp_path / "mnv3.onnx", dynamo=True)
+    imported = dagnet.import_model(path, verify=True)
+    assert imported.statements() <= _module_route_statements(source, 64) + 3
+    assert imported.statements() < len(imported.captured.ops) // 2        # not the flat graph
+    assert "* 2" in imported.text() and "block squeeze_excitation(" in imported.text()    # classes from the file
+
+
+def test_weight_free_ops_of_one_kind_in_one_scope_stay_apart(tmp_path):
+    """The exporter's `select` and `select_1` in one block are both named `select` there, but they pick
+    different channels (a constant the module holds): each keeps its own module (one shared module
+    would pick the first channel twice)."""
+
+    class Picks(nn.Module):
+        def forward(self, x):
+            return torch.relu(x[:, 0]) * x[:, 1] + x[:, 2]
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.picks = nn.Conv2d(3, 4, 3), Picks()
+
+        def forward(self, x):
+            return self.picks(self.conv(x))
+
+    x = torch.randn(1, 3, 8, 8)
+    path = export(Net(), (x,), tmp_path / "picks.onnx", dynamo=True)
+    imported = load_onnx(path)
+    assert_matches_onnxruntime(path, {"x": x.numpy()}, imported)
+    modules = dict(imported.module.named_modules())
+    assert {"picks.select", "picks.select_1", "picks.select_2"} <= set(modules)
+
+
+def test_a_scalar_constant_of_the_file_is_a_scalar_argument(tmp_path):
+    """The dynamo exporter writes `x * 2.0` as Mul by a 0-dim initializer: it imports as `scale`."""
+    import dagnet
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            return torch.relu(self.conv(x) * 2.0) * 3.0
+
+    path = export(Net(), (torch.randn(1, 3, 8, 8),), tmp_path / "scales.onnx", dynamo=True)
+    imported = dagnet.import_model(path, verify=True)
+    assert imported.unsupported == [] and imported.max_abs_diff <= 1e-5
+    assert "scale(" in imported.text() or "mul" not in imported.text()

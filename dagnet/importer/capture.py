@@ -103,7 +103,9 @@ def capture(model: nn.Module, example_inputs: tuple, name: str, input_names: lis
     recorder = _Recorder(gm, batch)
     with torch.no_grad():
         recorder.run(*example_inputs)
-    return _Builder(gm, recorder.values, batch, name, input_names or []).build()
+    builder = _Builder(gm, recorder.values, batch, name, input_names or [])
+    builder.source = model
+    return builder.build()
 
 
 class _Builder(FunctionCalls):
@@ -136,6 +138,12 @@ class _Builder(FunctionCalls):
             for path, kind in (n.meta.get("nn_module_stack") or {}).values():
                 cls = getattr(kind, "__name__", None) or str(kind).rsplit(".", 1)[-1].strip("'>")
                 classes.setdefault(tuple(p for p in path.split(".") if p), cls)
+        # the source's own modules first: tracing rebuilds a container that is never called (an ONNX
+        # file's BasicBlock, which holds only leaves) as a plain Module
+        for root in (getattr(self, "source", None), self.gm):
+            for name, module in root.named_modules() if isinstance(root, torch.nn.Module) else ():
+                if name and type(module) is not torch.nn.Module:
+                    classes.setdefault(tuple(name.split(".")), type(module).__name__)
         for name, module in self.gm.named_modules():
             if name:
                 classes.setdefault(tuple(name.split(".")), type(module).__name__)
@@ -355,6 +363,8 @@ class _Builder(FunctionCalls):
             if isinstance(ref, str):
                 return ref
             inner = self.values.get(value)
+            if isinstance(inner, torch.Tensor) and inner.dim() == 0 and inner.dtype.is_floating_point:
+                return float(inner)         # an ONNX file's scalar constant (Mul by 2.0)
             if isinstance(inner, torch.Tensor) and inner.dim() > 0:
                 return self.constant(value, rank, like, full) or False
             return float(inner) if isinstance(inner, (int, float)) else False

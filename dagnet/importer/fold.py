@@ -258,6 +258,10 @@ class Folder:
             cls = self.c.classes.get(t.rep.scope, "block")
             if cls in ("Sequential", "ModuleList", "ModuleDict", "Module") and t.rep.scope:
                 cls = t.rep.scope[-1] if not t.rep.scope[-1].isdigit() else "block"
+                parents = {re.sub(r"\d+$", "", b.scope[-2]) if len(b.scope) > 1 else "" for b in t.instances}
+                stem = re.sub(r"\W", "", next(iter(parents))) if len(parents) == 1 else ""
+                if cls == "block" and self.c.classes.get(t.rep.scope) == "Module" and stem.strip("_"):
+                    cls = f"{stem}_block"       # a file that names no classes: layer1.0 .. layer4.1 are layer_blocks
             t.name = unique(_block_name(cls), names.setdefault("taken", set()))
 
 

@@ -263,7 +263,11 @@ def import_model(source, example_inputs=None, name: str | None = None, flat: boo
     if input_shapes is None and declared:
         input_shapes = {legal(k): v for k, v in declared.items()}
     captured = capture(model, inputs, legal(name or default_name, "model"), list(input_shapes or {}))
-    doc = f"Imported by `dagnet import` from {type(model).__module__}.{type(model).__qualname__}."
+    if not isinstance(source, nn.Module) and Path(str(source)).suffix.lower() in (".onnx", ".prototxt"):
+        origin = Path(str(source)).name          # a file: the GraphModule built from it says nothing
+    else:
+        origin = f"{type(model).__module__}.{type(model).__qualname__}"
+    doc = f"Imported by `dagnet import` from {origin}."
     spec, paths = (flat_spec if flat else folded_spec)(captured, doc)
     weights = _weights(captured, paths)
     imported = Imported(captured.name, spec, weights, captured, model, inputs, paths=paths)

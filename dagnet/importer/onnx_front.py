@@ -95,7 +95,8 @@ def load_onnx(path: str | Path, *, name: str | None = None) -> OnnxImport:
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
     consts = {t.name: _tensor(t) for t in graph.initializer}
     graph_inputs = [vi for vi in graph.input if vi.name not in consts]
-    units = _units(graph, consts, shapes, integer, opset)
+    classes: dict[tuple[str, ...], str] = {}
+    units = _units(graph, consts, shapes, integer, opset, classes)
     paths = _assign_paths(units)
 
     root, fx_graph, env, used = nn.Module(), fx.Graph(), {}, set()
@@ -127,6 +128,7 @@ def load_onnx(path: str | Path, *, name: str | None = None) -> OnnxImport:
         results.append(env[vi.name])
     fx_graph.output(results[0] if len(results) == 1 else tuple(results))
     module = fx.GraphModule(root, fx_graph, class_name=identifier(name or Path(path).stem)).eval()
+    _name_containers(module, classes)
     placeholders = list(zip(fx_graph.find_nodes(op="placeholder"), graph_inputs))
     inputs = {n.target: shapes.get(vi.name) for n, vi in placeholders}
     dtypes = {n.target: _dtype(vi) for n, vi in placeholders}
@@ -193,8 +195,9 @@ def _constant(node, attrs: dict) -> torch.Tensor:
     return torch.tensor(value, dtype=dtype)
 
 
-def _units(graph, consts: dict, shapes: dict, integer: dict, opset: int) -> list[_Unit]:
-    """Fold constant nodes into ``consts`` and turn every other node into a module call."""
+def _units(graph, consts: dict, shapes: dict, integer: dict, opset: int, classes: dict) -> list[_Unit]:
+    """Fold constant nodes into ``consts`` and turn every other node into a module call; ``classes``
+    gets the source class of each scope the file names one for (the dynamo exporter's metadata)."""
     consumers: dict[str, list] = defaultdict(list)
     for node in graph.node:
         for name in node.input:
@@ -231,7 +234,7 @@ def _units(graph, consts: dict, shapes: dict, integer: dict, opset: int) -> list
             outputs = _live_outputs(node, lambda o: o in graph_outputs or bool(consumers.get(o)))
             module, args, label = _module(node, attrs, ins, shapes, integer, opset, location, default_domain,
                                           len(outputs))
-        scope, leaf = _scope(node, consts)
+        scope, leaf = _scope(node, consts, classes)
         units.append(_Unit(module, args, outputs, scope, leaf, label, location))
     return units
 
@@ -349,15 +352,19 @@ def _scope_of_weight(node, consts, scope):
     return None
 
 
-def _scope(node, consts) -> tuple[tuple[str, ...] | None, str | None]:
-    """The module path a node was exported from, and its op's own name there."""
+def _scope(node, consts, classes: dict | None = None) -> tuple[tuple[str, ...] | None, str | None]:
+    """The module path a node was exported from, and its op's own name there; the class of each
+    scope on the way, where the file records it, goes into ``classes`` (path -> class name)."""
     meta = {p.key: p.value for p in node.metadata_props}
     parts: list[str] | None = None
+    hierarchy: list[str] = []
     if "pkg.torch.onnx.name_scopes" in meta:
         try:
             parts = [str(p) for p in ast.literal_eval(meta["pkg.torch.onnx.name_scopes"])][1:]
+            hierarchy = [str(c) for c in ast.literal_eval(meta.get("pkg.torch.onnx.class_hierarchy", "[]"))][1:]
         except (ValueError, SyntaxError):
-            parts = None
+            parts = None if not hierarchy else parts
+            hierarchy = []
     if parts is None and meta.get("namespace", "").startswith(":"):
         parts = [segment.split(": ")[0] for segment in meta["namespace"].split("/")[1:]]
     if parts is None and node.name.startswith("/"):
@@ -365,15 +372,21 @@ def _scope(node, consts) -> tuple[tuple[str, ...] | None, str | None]:
     if not parts:
         return None, node.name or None
     scope: tuple[str, ...] = ()
-    for part in parts[:-1]:
+    for k, part in enumerate(parts[:-1]):
         # A part repeats some tail of the path so far ("layer1.0.bn1" after
         # layer1/0, "downsample.0" after .../downsample) or is a new child.
         names = tuple(part.split("."))
         tail = next((k for k in range(len(scope)) if names[: len(scope) - k] == scope[k:]
                      and len(names) > len(scope) - k), len(scope))
         scope = scope + names[len(scope) - tail :]
+        if classes is not None and k < len(hierarchy) and len(hierarchy) == len(parts):
+            classes.setdefault(tuple(_name(c) for c in scope), hierarchy[k].rsplit(".", 1)[-1])
     from_weight = _scope_of_weight(node, consts, scope)
     return (from_weight, None) if from_weight else (scope, parts[-1])
+
+
+def _stateless(unit: _Unit) -> bool:
+    return not list(unit.module.parameters()) and not list(unit.module.buffers())
 
 
 def _stateless_twins(units: list[_Unit]) -> bool:
@@ -420,22 +433,45 @@ def _assign_paths(units: list[_Unit]) -> list[tuple[str, ...]]:
         by_leaf: dict[str, list[int]] = defaultdict(list)
         for i in members:
             u = units[i]
-            by_leaf[_name(u.leaf) if u.leaf else _name(u.label)].append(i)
+            leaf = _name(u.leaf) if u.leaf else _name(u.label)
+            if scope and _stateless(u):
+                # the exporters number ops over the whole graph (add_3, Add_1): equal blocks get equal names
+                leaf = re.sub(r"_\d+$", "", leaf) or leaf
+            by_leaf[leaf].append(i)
         for leaf, indices in by_leaf.items():
             group = [units[i] for i in indices]
             if not scope:  # no source hierarchy: flat, one module per node
                 for i in indices:
                     paths[i] = (_unique(leaf, used[scope]),)
                 continue
-            if len(group) == 1 or _stateless_twins(group):
+            same_name = len({u.leaf or u.label for u in group}) == 1      # one source module called again
+            if len(group) == 1 or (same_name and _stateless_twins(group)):
                 shared = _unique(leaf, used[scope])
                 for i in indices:
                     paths[i] = scope + (shared,)
+                continue
+            if all(_stateless(u) for u in group):     # distinct ops (their constants may differ): one name each
+                for i in indices:
+                    paths[i] = scope + (_unique(leaf, used[scope]),)
                 continue
             container = _unique(leaf, used[scope])
             for i in indices:
                 paths[i] = scope + (container, _unique(_name(units[i].label), used[scope + (container,)]))
     return paths
+
+
+_CONTAINERS: dict[str, type] = {}
+
+
+def _name_containers(module: nn.Module, classes: dict) -> None:
+    """Give each empty module standing for a source scope a class named as the source's (``BasicBlock``),
+    so the folded spec names its block as an nn.Module import would (fx rebuilds them as plain modules)."""
+    for path, m in module.named_modules():
+        cls = classes.get(tuple(path.split("."))) if path else None
+        if type(m) is nn.Module and cls and cls.isidentifier():
+            if cls not in _CONTAINERS:
+                _CONTAINERS[cls] = type(cls, (nn.Module,), {"__module__": __name__})
+            m.__class__ = _CONTAINERS[cls]
 
 
 def _place(root: nn.Module, path: tuple[str, ...], module: nn.Module) -> str:
