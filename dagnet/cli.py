@@ -139,6 +139,8 @@ def cmd_train(args) -> int:
         raise SystemExit("dagnet train: give a SPEC, or --resume RUN_DIR")
     if args.resume and args.out and Path(args.out) != Path(args.resume):
         raise SystemExit("dagnet train: --resume RUN_DIR continues that run in place; leave out --out")
+    if args.resume and args.weights:
+        raise SystemExit("dagnet train: --resume continues from the run's own weights; leave out --weights")
     if args.resume and args.new_version:
         raise SystemExit("dagnet train: --new-version starts a new run; --resume continues one: give one of them")
     out = _run_dir(args)
@@ -154,7 +156,7 @@ def cmd_train(args) -> int:
         raise SystemExit("dagnet train: --nproc starts processes itself; under torchrun, leave it out "
                          "(torchrun's --nproc-per-node says how many)")
     worker_args = (args.spec, out, args.data, _data_options(args.data_option), args.epochs, args.config, flags,
-                   _overrides(args.set), bool(args.resume))
+                   _overrides(args.set), bool(args.resume), args.weights)
     if args.nproc > 1:
         launch(args.nproc, _train_worker, *worker_args)
         print(f"run written to {out}")
@@ -179,10 +181,10 @@ def _run_dir(args) -> str:
     return out
 
 
-def _train_worker(spec, out, data, data_options, epochs, config, flags, params, resume) -> dict:
+def _train_worker(spec, out, data, data_options, epochs, config, flags, params, resume, weights=None) -> dict:
     from dagnet.train.from_spec import train
     return train(spec, out, data=data, data_options=data_options, epochs=epochs, config_file=config, flags=flags,
-          params=params, resume=resume)
+          params=params, resume=resume, weights=weights)
 
 
 def _fmt(values: dict) -> str:
@@ -265,6 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--new-version", action="store_true",
                    help="train into RUN_DIR/version_N, N the next free number (RUN_DIR may hold earlier versions)")
     p.add_argument("--config", metavar="FILE", help="training settings (YAML), overriding the spec's")
+    p.add_argument("--weights", metavar="FILE",
+                   help="start from these weights (a dagnet checkpoint, .safetensors, a state dict; e.g. "
+                        "`dagnet import`'s): tensors of the same name and shape are loaded, the others "
+                        "(a new or resized head) start fresh; fine-tuning")
     p.add_argument("--lr", type=float)
     p.add_argument("--batch-size", dest="batch_size", type=int)
     p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])

@@ -131,7 +131,7 @@ def build_model(ir: IR, checkpoint: str | None = None):
 
 
 def train(spec, out, *, data=None, data_options=None, epochs=None, config_file=None, flags=(), params=None,
-          resume: bool = False, progress: bool = True) -> dict:
+          resume: bool = False, progress: bool = True, weights=None) -> dict:
     """Train a spec; ``flags`` are ``key=value`` training overrides. Returns the run summary.
 
     ``data`` (a built-in name or a path) replaces the spec's data source, keeping its options
@@ -139,6 +139,9 @@ def train(spec, out, *, data=None, data_options=None, epochs=None, config_file=N
     What the loader derived from the data (``dataset.preprocessing``: class names,
     vocabularies, ...) is saved in the checkpoints (``data_state``) and as data.json, so
     that eval and predict read new data the same way.
+
+    ``weights`` (a weights file of any kind ``--weights`` reads) start a new run from trained
+    weights: see :func:`start_from`.
 
     With ``resume`` the run's stored spec is trained; a ``spec`` or ``params`` given too
     must match it. Nothing is written into ``out`` until every check has passed; in a
@@ -156,6 +159,10 @@ def train(spec, out, *, data=None, data_options=None, epochs=None, config_file=N
         config = resolve_config(ir.train, config_file, flags)
     seed_everything(config.seed)        # before the weights are initialised
     model, objective, losses = build_model(ir, None if config.checkpoint == "none" else config.checkpoint)
+    if weights is not None and not resume:
+        loaded = start_from(model, weights)
+        if progress:
+            print(loaded)
     if data is None and not config.data:
         raise SpecError("no data to train on", Loc(ir.file, 1, 1),
                         "give --data NAME|FILE or `train: {data: {name: digits}}` in the spec")
@@ -176,6 +183,31 @@ def train(spec, out, *, data=None, data_options=None, epochs=None, config_file=N
     return fit(model, objective, split.train, split.val, config, out, metrics=task_of(ir, losses),
                resume=resume, data_stats=split.stats, data_state=split.preprocessing, progress=progress,
                run_files=files)
+
+
+def start_from(model: torch.nn.Module, path) -> str:
+    """Load the tensors of a weights file that fit ``model`` by name and shape (fine-tuning: a new
+    or resized head keeps its fresh initialisation); return a line saying what was loaded. A file
+    none of whose tensors fits is a one-line CheckpointError."""
+    from dagnet.train.checkpoint import CheckpointError
+    from dagnet.weights import read_weights
+    state, own = read_weights(path).state, model.state_dict()
+    fits = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    if not fits:
+        raise CheckpointError(f"{path}: none of its {len(state)} tensors fits the model by name and shape "
+                              f"(the model has e.g. `{next(iter(own))}`); is it another model's?")
+    model.load_state_dict(fits, strict=False)
+    fresh = [k for k in own if k not in fits]
+    resized = [k for k in fresh if k in state]
+    line = f"started from {path}: {len(fits)} of {len(own)} tensors"
+    if fresh:
+        line += f"; fresh: {_some(fresh)}" + (f" (resized: {_some(resized)})" if resized else "")
+    unused = [k for k in state if k not in own]
+    return line + (f"; not in the model: {_some(unused)}" if unused else "")
+
+
+def _some(names: list[str], n: int = 4) -> str:
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
 
 
 def _resumed_config(path: Path, flags: list[str]) -> TrainConfig:
