@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from . import semiring as sr
-from .protocol import Field, check_k, check_reduction, reduce_loss
+from .protocol import Field, check_k
 from .semi_markov import lengths_of
 
 NEG_INF = float("-inf")
@@ -211,13 +211,6 @@ class CKYCRF(Field):
 
     def clamped_log_partition(self, potentials, labels, mask=None) -> Tensor:
         return self.log_partition(potentials, mask, self.labels_allowed(labels))
-
-    def nll(self, potentials, labels, mask=None, reduction="mean") -> Tensor:
-        check_reduction(reduction)
-        losses = self.log_partition(potentials, mask) - self.clamped_log_partition(potentials, labels, mask)
-        return reduce_loss(losses, reduction)
-
-    forward = nll
 
     @torch.no_grad()
     def decode(self, potentials, mask=None, allowed=None) -> tuple:

@@ -34,7 +34,7 @@ from torch import Tensor
 
 from . import semiring as sr
 from ._logspace import plain_logsumexp
-from .protocol import Field, check_k, check_reduction, reduce_loss
+from .protocol import Field, check_k
 from .semi_markov import lengths_of
 from .spanning_trees import best_tree, kbest_trees, matrix_tree_fast, matrix_tree_log_partition
 
@@ -363,13 +363,6 @@ class DependencyCRF(Field):
 
     def clamped_log_partition(self, potentials, labels, mask=None) -> Tensor:
         return self.log_partition(potentials, mask, self.labels_allowed(labels))
-
-    def nll(self, potentials, labels, mask=None, reduction="mean") -> Tensor:
-        check_reduction(reduction)
-        losses = self.log_partition(potentials, mask) - self.clamped_log_partition(potentials, labels, mask)
-        return reduce_loss(losses, reduction)
-
-    forward = nll
 
     def _absent(self, labels: Tensor, lengths: Tensor) -> Tensor:
         N = labels.shape[-2] if self.labelled else labels.shape[-1]

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from . import semiring as sr
-from .protocol import Field, check_k, check_reduction, reduce_loss
+from .protocol import Field, check_k
 
 NEG_INF = float("-inf")
 INPUTS = ("emissions", "segments")
@@ -313,13 +313,6 @@ class SemiMarkovCRF(Field):
         """log of the summed weight of the segmentations the labels describe: one segmentation's
         score for complete tags, a sum over segmentations for frame labels."""
         return self.clamped_log_partition(potentials, labels, mask)
-
-    def nll(self, potentials, labels, mask=None, reduction="mean") -> Tensor:
-        check_reduction(reduction)
-        return reduce_loss(self.log_partition(potentials, mask) - self.clamped_log_partition(potentials, labels, mask),
-                           reduction)
-
-    forward = nll
 
     def _labels(self, indicators: Tensor) -> Tensor:
         labelled = tags(indicators, self.num_labels)
