@@ -114,7 +114,7 @@ def match(node, producer: dict, consumers: dict, consts: dict, shapes: dict, gra
     kt, fk = scaled(mm.input[1])
     scale *= fq * fk
     k, k_perm = _keys(kt, producer, shapes, sole, attr, absorbed)
-    if any(len(shapes.get(x) or ()) != 4 for x in (q, v)) or q in consts or k in consts:
+    if any(len(shapes.get(x) or ()) != 4 for x in (q, k, v)) or q in consts or k in consts:
         return None
     mask_tensor = consts.get(mask) if mask is not None else None
     if mask_tensor is not None and mask_tensor.is_floating_point() and not bool(mask_tensor.any()):
@@ -143,8 +143,13 @@ def _keys(kt: str, producer: dict, shapes: dict, sole, attr, absorbed: list):
         and list(attr(t, "perm", [])) == [0, 2, 1] else None
     if r1 is not None and r1.op_type == "Reshape" and sole(r1.output[0]):
         x, out, mid = shapes.get(r1.input[0]), shapes.get(kt), shapes.get(r1.output[0])
-        if x and out and mid and None not in x and len(x) == 4 and out == (*x[:2], x[3], x[2]) \
-                and mid == (x[0] * x[1], x[2], x[3]):
+        if x and out and mid and len(x) == len(out) == 4 and len(mid) == 3 and _agree(
+                out + mid, (*x[:2], x[3], x[2], None if None in x[:2] else x[0] * x[1], x[2], x[3])):
             absorbed += [r2, t, r1]
             return r1.input[0], None
     return kt, [0, 1, 3, 2]
+
+
+def _agree(sizes: tuple, expected: tuple) -> bool:
+    """Sizes equal where both are known (a dynamic dim, ``None``, agrees with any)."""
+    return all(a is None or b is None or a == b for a, b in zip(sizes, expected))

@@ -240,7 +240,8 @@ def _units(graph, consts: dict, shapes: dict, integer: dict, opset: int, classes
             if module.k_perm is not None:     # the keys as [B, H, T, d]: a permute of their own
                 keys = f"{args[1]}::keys"
                 permute = OnnxOp("Transpose", {"perm": module.k_perm, "_op": "Transpose"}, ["arg"], {})
-                units.append(_Unit(permute, [args[1]], [keys], _scope(node, consts, classes)[0], "keys", "transpose", location))
+                scope = _scope(node, consts, classes)[0]
+                units.append(_Unit(permute, [args[1]], [keys], scope, "keys", "transpose", location))
                 module.k_perm, args = None, [args[0], keys, *args[2:]]
         elif fused is not None:
             module, args, outputs, label, absorbed_node = fused
