@@ -447,3 +447,71 @@ def test_a_scalar_constant_of_the_file_is_a_scalar_argument(tmp_path):
     imported = dagnet.import_model(path, verify=True)
     assert imported.unsupported == [] and imported.max_abs_diff <= 1e-5
     assert "scale(" in imported.text() or "mul" not in imported.text()
+
+
+# -- attention: the exporters' decomposition comes back as one scaled_dot_product_attention ---------------
+@pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "torchscript"])
+def test_an_exported_bert_encoder_imports_with_one_attention_op_per_layer(tmp_path, dynamo):
+    """The dynamo exporter's aten SDPA scope folds the batch into the heads (Reshape [B*H, T, d],
+    IsNaN/Where), the TorchScript one writes MatMul/Mul/Softmax/MatMul: both come back as one
+    scaled_dot_product_attention, so the encoder layers fold into a repeat and the spec computes
+    what onnxruntime does."""
+    import dagnet
+    torchvision()  # transformers imports torchvision, which needs its op schemas first
+    transformers = pytest.importorskip("transformers")
+    config = transformers.BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=64, vocab_size=100)
+    torch.manual_seed(0)
+    bert = transformers.BertModel(config, add_pooling_layer=False).eval()
+
+    class Encoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, ids):
+            return self.bert(input_ids=ids).last_hidden_state
+
+    path = export(Encoder(), (torch.randint(0, 100, (1, 16)),), tmp_path / "bert.onnx", dynamo=dynamo,
+                  input_names=["ids"])
+    imported = dagnet.import_model(path)
+    assert imported.unsupported == []
+    text = imported.text()
+    assert "* 2" in text, text
+    assert text.count("scaled_dot_product_attention(scale=0.3535") == 1, text     # 1/sqrt(8), in the one layer block
+    assert "isnan" not in text and "where" not in text
+    ids = np.random.default_rng(0).integers(0, 100, (1, 16))
+    want = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"ids": ids})[0]
+    with torch.no_grad():
+        got = imported.compile()(torch.from_numpy(ids)).numpy()
+    assert float(np.abs(got - want).max()) <= 1e-4 * max(1.0, float(np.abs(want).max()))
+
+
+def test_attention_with_a_divided_scale_and_a_run_time_mask_is_one_call(tmp_path):
+    """MatMul -> Div -> Add(mask) -> Softmax -> MatMul, keys transposed by their own Transpose: one
+    Attention module whose scale is 1/divisor and whose mask is its fourth argument."""
+    from dagnet.importer._onnx_attention import Attention
+    f32 = TensorProto.FLOAT
+    nodes = [
+        helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 2, 3, 1]),    # k is [B, T, H, d]
+        helper.make_node("MatMul", ["q", "kt"], ["s"]),
+        helper.make_node("Div", ["s", "d"], ["sd"]),
+        helper.make_node("Add", ["sd", "mask"], ["sm"]),
+        helper.make_node("Softmax", ["sm"], ["p"], axis=-1),
+        helper.make_node("MatMul", ["p", "v"], ["y"]),
+    ]
+    shapes = {"q": [2, 3, 5, 4], "k": [2, 5, 3, 4], "v": [2, 3, 5, 4], "mask": [2, 1, 5, 5]}
+    inputs = [helper.make_tensor_value_info(name, f32, shape) for name, shape in shapes.items()]
+    model = _model(nodes, inputs, [helper.make_tensor_value_info("y", f32, [2, 3, 5, 4])],
+                   [numpy_helper.from_array(np.array(3.0, dtype=np.float32), "d")])
+    path = str(tmp_path / "attention.onnx")
+    onnx.save(model, path)
+    imported = load_onnx(path)
+    attention = [m for m in imported.module.modules() if isinstance(m, Attention)]
+    assert len(attention) == 1 and attention[0].scale == pytest.approx(1 / 3)
+    rng = np.random.default_rng(0)
+    feeds = {name: rng.standard_normal(shape).astype(np.float32) for name, shape in shapes.items()}
+    assert_matches_onnxruntime(path, feeds, imported)
+    graph = imported.module.graph
+    ops = [type(imported.module.get_submodule(n.target)).__name__ for n in graph.nodes if n.op == "call_module"]
+    assert ops == ["OnnxOp", "Attention"]       # the keys' permute, then the one call

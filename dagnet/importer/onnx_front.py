@@ -29,6 +29,7 @@ from torch import fx, nn
 
 from dagnet.importer import _onnx_leaves as leaves
 from dagnet.importer import _onnx_symbolic as symbolic
+from dagnet.importer._onnx_attention import match as attention_match
 from dagnet.importer._onnx_ops import FOLDABLE, FUNCTIONS, OnnxOp, resize_mode
 from dagnet.importer.opaque import Unsupported
 
@@ -203,6 +204,7 @@ def _units(graph, consts: dict, shapes: dict, integer: dict, opset: int, classes
         for name in node.input:
             consumers[name].append(node)
     graph_outputs = {vi.name for vi in graph.output}
+    producer = {out: node for node in graph.node for out in node.output if out}
     absorbed: set[int] = set()
     syms: dict[str, symbolic.Sym] = {}  # shape vectors with sizes known only at run time
     units = []
@@ -226,8 +228,22 @@ def _units(graph, consts: dict, shapes: dict, integer: dict, opset: int, classes
                 return None
             return users[0]
 
-        fused = _fuse(node, ins, consts, sole_consumer) if default_domain else None
-        if fused is not None:
+        attention = attention_match(node, producer, consumers, consts, shapes, graph_outputs, opset) \
+            if default_domain and node.op_type == "MatMul" and RUNTIME in ins else None
+        fused = _fuse(node, ins, consts, sole_consumer) if default_domain and attention is None else None
+        if attention is not None:
+            # the nodes before it in the pattern are units already: they go, the one call replaces them
+            module, args, nodes = attention
+            gone = {out for n in nodes for out in n.output}
+            units[:] = [u for u in units if not set(u.outputs) <= gone]
+            outputs, label = list(node.output), "attention"
+            if module.k_perm is not None:     # the keys as [B, H, T, d]: a permute of their own
+                keys = f"{args[1]}::keys"
+                permute = OnnxOp("Transpose", {"perm": module.k_perm, "_op": "Transpose"}, ["arg"], {})
+                scope = _scope(node, consts, classes)[0]
+                units.append(_Unit(permute, [args[1]], [keys], scope, "keys", "transpose", location))
+                module.k_perm, args = None, [args[0], keys, *args[2:]]
+        elif fused is not None:
             module, args, outputs, label, absorbed_node = fused
             absorbed.add(id(absorbed_node))
         else:
