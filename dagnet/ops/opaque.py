@@ -25,7 +25,7 @@ register(OpDef(
     "shape. It checks and renders; running it is an error.",
     (Arg("source_op", "str", doc="the source's name for the op"),
      Arg("location", "str", "", doc="where it sat in the source model"),
-     Arg("shape", "ints", (), range=SIZE, doc="its per-example output shape")),
+     Arg("shape", "ints", [], range=SIZE, doc="its per-example output shape")),
     lambda ins, a: tuple(a["shape"]),
     lambda ins, a: FunctionCall(unsupported_op, dict(a)),
     arity=(0, None), params=no_params, saves="nothing", inferred=(), look="layer",
