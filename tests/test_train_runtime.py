@@ -63,6 +63,21 @@ def test_step_flops_counts_forward_and_backward():
     assert model.training      # left as it was
 
 
+def test_step_flops_of_a_model_with_a_parameter_layer():
+    """The `parameter` op returns a view of its weight (expanded over the batch); under no_grad the
+    FLOP counter's module tracker cannot hook such an output's gradient unless nothing requires grad."""
+    from dagnet.ops.functional import LearnedTensor
+    model = nn.Sequential()
+    model.head, model.weights = nn.Linear(10, 4), LearnedTensor([4, 5], init="normal")
+
+    def run():
+        x = torch.randn(1, 10)
+        return model.head(x)[:, None] @ model.weights(x)
+
+    assert step_flops(model, run, 2) == 3 * (2 * 10 * 4 + 2 * 4 * 5) * 2
+    assert all(p.requires_grad for p in model.parameters())    # left as they were
+
+
 class ThreadSpy(nn.Module):
     def __init__(self):
         super().__init__()

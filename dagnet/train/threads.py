@@ -33,10 +33,17 @@ def step_flops(model: nn.Module, run_forward, batch_size: int) -> float:
     counter = FlopCounterMode(display=False)
     was_training = model.training
     model.eval()           # batch norm on one example, and no dropout draws from the generator
+    # no parameter requires grad while counting: the counter's module tracker hooks the gradient of
+    # every output that does, which fails under no_grad for a layer that returns a parameter itself
+    frozen = [p for p in model.parameters() if p.requires_grad]
     try:
+        for p in frozen:
+            p.requires_grad_(False)
         with torch.no_grad(), counter:
             run_forward()
     finally:
+        for p in frozen:
+            p.requires_grad_(True)
         model.train(was_training)
     return 3.0 * counter.get_total_flops() * batch_size
 
