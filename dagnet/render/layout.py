@@ -31,6 +31,34 @@ INSTALL_PDF = ("PDF needs one of: Graphviz's own dot (`apt-get install graphviz`
                "(`apt-get install librsvg2-bin`, `brew install librsvg`); or write .svg or .tex instead")
 
 
+# The drawing state xdot's operations set, as the PDF and TikZ writers replay a laid-out figure.
+XDOT_STATE = {"pen": "#000000", "fill": "#000000", "width": 1.0, "dash": None, "size": 14.0,
+              "bold": False, "italic": False, "sub": False, "sup": False}
+
+
+def set_state(state: dict, op: dict, style) -> bool:
+    """Apply one xdot operation that changes the drawing state (pen and fill colour, line style
+    through ``style(state, name)``, font, font flags) to ``state``; False for an operation that
+    draws, which is the caller's."""
+    kind = op["op"]
+    if kind == "c":
+        state["pen"] = op["color"]
+    elif kind == "C":
+        state["fill"] = op["color"]
+    elif kind == "S":
+        style(state, op["style"])
+    elif kind == "F":
+        state["size"] = float(op["size"])
+        state["bold"] = "Bold" in op["face"]
+        state["italic"] = "Italic" in op["face"]
+    elif kind == "t":
+        flags = int(op["fontchar"])
+        state.update(bold=bool(flags & 1), italic=bool(flags & 2), sup=bool(flags & 8), sub=bool(flags & 16))
+    else:
+        return False
+    return True
+
+
 class RenderError(Exception):
     """A figure could not be written: a tool is missing or failed. Says what to install."""
 

@@ -18,6 +18,7 @@ import os
 import time
 import zlib
 
+from dagnet.render.layout import XDOT_STATE, set_state
 from dagnet.render.typeface import face, face_name, subset_tag
 
 KAPPA = 0.5522847498        # Bézier handle length of a quarter circle
@@ -62,25 +63,12 @@ class PdfPainter:
         return f"{num(float(p[0]) + self.dx)} {num(float(p[1]) + self.dy)}"
 
     def replay(self, ops: list[dict] | None) -> None:
-        state = {"pen": "#000000", "fill": "#000000", "width": 1.0, "dash": None, "size": 14.0,
-                 "bold": False, "italic": False, "sub": False, "sup": False}
+        state = dict(XDOT_STATE)
         for op in ops or []:
             kind = op["op"]
-            if kind == "c":
-                state["pen"] = op["color"]
-            elif kind == "C":
-                state["fill"] = op["color"]
-            elif kind == "S":
-                self.style(state, op["style"])
-            elif kind == "F":
-                state["size"] = float(op["size"])
-                state["bold"] = "Bold" in op["face"]
-                state["italic"] = "Italic" in op["face"]
-            elif kind == "t":
-                flags = int(op["fontchar"])
-                state.update(bold=bool(flags & 1), italic=bool(flags & 2), sup=bool(flags & 8),
-                             sub=bool(flags & 16))
-            elif kind in ("p", "P", "b", "B", "L"):
+            if set_state(state, op, self.style):
+                continue
+            if kind in ("p", "P", "b", "B", "L"):
                 self.path(kind, op["points"], state)
             elif kind in ("e", "E"):
                 self.ellipse(kind, op["rect"], state)

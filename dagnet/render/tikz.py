@@ -17,12 +17,9 @@ from __future__ import annotations
 
 from dagnet.render.dot import PAD_X
 from dagnet.render.labels import tex_escape
+from dagnet.render.layout import XDOT_STATE, set_state
 
 TEX_TEXT_SCALE = 1.2
-
-DEFAULT_STATE = {"pen": "#000000", "fill": "#000000", "width": 1.0, "dash": None,
-                 "size": 14.0, "bold": False, "italic": False}
-
 
 def num(x: float) -> str:
     return f"{x:.2f}".rstrip("0").rstrip(".").replace("-0", "-0") if x else "0"
@@ -66,23 +63,12 @@ class TikzWriter:
     # -- xdot operations --------------------------------------------------------
     def replay(self, ops: list[dict] | None, node_text: bool = False, room: float | None = None) -> None:
         """Replay one object's drawing operations, in order."""
-        state = dict(DEFAULT_STATE)
+        state = dict(XDOT_STATE)
         for op in ops or []:
             kind = op["op"]
-            if kind == "c":
-                state["pen"] = op["color"]
-            elif kind == "C":
-                state["fill"] = op["color"]
-            elif kind == "S":
-                self.style(state, op["style"])
-            elif kind == "F":
-                state["size"] = float(op["size"])
-                state["bold"] = "Bold" in op["face"]
-                state["italic"] = "Italic" in op["face"]
-            elif kind == "t":
-                state["bold"] = bool(int(op["fontchar"]) & 1)
-                state["italic"] = bool(int(op["fontchar"]) & 2)
-            elif kind in ("p", "P", "b", "B", "L"):
+            if set_state(state, op, self.style):
+                continue
+            if kind in ("p", "P", "b", "B", "L"):
                 self.path(kind, op["points"], state)
             elif kind in ("e", "E"):
                 self.ellipse(kind, op["rect"], state)
