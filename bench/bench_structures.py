@@ -5,8 +5,8 @@
 At the sizes users run (semi-Markov T=200, max_len=16, K=10, B=16; dependency N=40, B=32;
 CKY N=30, L=20, B=16), full lengths: log Z forward + backward, and decode (torch-struct:
 its ``argmax`` one-hots, without turning them into labels). Implementations run
-alternately in one process, each timed run after an untimed one; the median of the
-repeats is reported, and the ratio dagnet / torch-struct (below 1: dagnet is faster).
+alternately in one process, each block of timed runs (about 50 ms) after an untimed run;
+the median of the repeats is reported, and the ratio dagnet / torch-struct (below 1: dagnet is faster).
 Results are checked to agree first (log Z, gradients, the decoded structure). Peak memory:
 each (structure, op, implementation) runs once in a fresh process, and its peak resident
 set size (reset just before the run through /proc/self/clear_refs) less the resident set
@@ -135,14 +135,24 @@ def check(name, x, logz, best):
     return None
 
 
-def median_ms(fns, repeats):
+def median_ms(fns, repeats, block_s=0.05):
+    """The median over repeats of the mean time of one call, in ms: each repeat runs every
+    implementation in turn, one untimed call and then a block of calls lasting about block_s
+    (so that a 2 ms call is not timed alone, within the timer's and the scheduler's noise)."""
+    calls = {}
+    for impl, run in fns.items():
+        run()
+        t0 = time.perf_counter()
+        run()
+        calls[impl] = max(1, round(block_s / max(time.perf_counter() - t0, 1e-6)))
     times = {impl: [] for impl in fns}
     for _ in range(repeats):
         for impl, run in fns.items():
             run()
             t0 = time.perf_counter()
-            run()
-            times[impl].append(time.perf_counter() - t0)
+            for _ in range(calls[impl]):
+                run()
+            times[impl].append((time.perf_counter() - t0) / calls[impl])
     return {impl: 1e3 * statistics.median(t) for impl, t in times.items()}
 
 
