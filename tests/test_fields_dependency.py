@@ -199,11 +199,15 @@ def test_biaffine_parser_spec_compiles_and_trains():
     assert predicted.shape == (4, 7, 2) and bool(((predicted[..., 0] >= 0) == mask).all())
 
 
+@pytest.mark.parametrize("by_lapack", [True, False], ids=["lapack", "torch-lu"])
 @pytest.mark.parametrize("multiroot", [True, False])
-def test_matrix_tree_backward_written_out_matches_autograd(multiroot):
+def test_matrix_tree_backward_written_out_matches_autograd(multiroot, by_lapack, monkeypatch):
     """The hand-written gradient of the matrix-tree log Z (one LU, one solve) against autograd
-    through slogdet, with ragged lengths, banned arcs and float32 inputs."""
+    through slogdet, with ragged lengths, banned arcs and float32 inputs; by LAPACK matrix by
+    matrix (CPU) and by torch's batched LU (other devices, here forced on CPU)."""
+    from dagnet.fields import spanning_trees
     from dagnet.fields.spanning_trees import matrix_tree_fast, matrix_tree_log_partition
+    monkeypatch.setattr(spanning_trees, "_by_lapack", lambda lap: by_lapack)
     g = torch.Generator().manual_seed(3)
     x = torch.randn(4, 7, 7, generator=g, dtype=torch.float64) * 3
     x[1, 2, 4] = float("-inf")
@@ -215,6 +219,8 @@ def test_matrix_tree_backward_written_out_matches_autograd(multiroot):
     ref = matrix_tree_log_partition(b, lengths, multiroot)
     torch.testing.assert_close(ours, ref)
     assert ours[2] == float("-inf") and ours[3] == 0
+    with torch.no_grad():                   # factors only, no inverse
+        torch.testing.assert_close(matrix_tree_fast(x, lengths, multiroot), ref.detach())
     weights = torch.tensor([1.0, -0.5, 0.0, 2.0], dtype=torch.float64)   # the no-tree example: no gradient
     (ours * weights).sum().backward()
     (ref * weights).masked_fill(~torch.isfinite(ref), 0).sum().backward()

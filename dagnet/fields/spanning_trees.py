@@ -12,6 +12,7 @@ from typing import Optional
 
 import numpy as np
 import torch
+from scipy.linalg import lapack
 from torch import Tensor
 
 NEG_INF = float("-inf")
@@ -43,69 +44,108 @@ def matrix_tree_log_partition(arcs: Tensor, lengths: Tensor, multiroot: bool) ->
 
 
 def _laplacian(x: Tensor, lengths: Tensor, multiroot: bool) -> tuple:
-    """(Laplacian (B, N, N), weights (B, N, N), per-modifier shift (B, N)) of arc scores x
-    (no autograd: built in place): weights exp(x - shift) with the shift each modifier's
-    largest arc score, so the largest weight in each column is 1 and
-    det(L) = det(L(w)) exp(sum shift); absent words are an identity block."""
+    """(Laplacian (B, N, N) float64, weights (B, N, N), per-modifier shift (B, N)) of arc scores
+    x (no autograd): weights exp(x - shift) in x's dtype, with the shift each modifier's largest
+    arc score, so the largest weight in each column is 1 and det(L) = det(L(w)) exp(sum shift);
+    the diagonal is summed in float64, so L stays the exact Laplacian of the rounded weights.
+    Absent words are an identity block."""
     B, N, _ = x.shape
-    present = torch.arange(N, device=x.device)[None] < lengths[:, None]
-    x = x.masked_fill(~(present[:, :, None] & present[:, None, :]), NEG_INF)
-    shift = x.amax(1)
-    shift.masked_fill_(~torch.isfinite(shift), 0.0)
-    weights = x.sub_(shift[:, None, :]).exp_()
-    root = weights.diagonal(0, 1, 2).clone()
-    lap = weights.neg()                       # L[h, m] = -w[h, m]
+    present = None
+    if bool((lengths < N).any()):
+        present = torch.arange(N, device=x.device)[None] < lengths[:, None]
+        x = x.masked_fill(~(present[:, :, None] & present[:, None, :]), NEG_INF)
+    shift = x.amax(1, keepdim=True).nan_to_num_(neginf=0.0)  # a word with no head: its column is 0
+    weights = torch.exp(x - shift)
+    root = weights.diagonal(0, 1, 2)
+    lap = weights.to(torch.float64, copy=True).neg_()  # L[h, m] = -w[h, m]
     diag = lap.diagonal(0, 1, 2)
-    diag.zero_()
-    diag.sub_(lap.sum(1))                     # L[m, m] = sum_{h != m} w[h, m]
-    if multiroot:
-        diag.add_(root)
-    else:
+    diag.copy_(weights.sum(1, dtype=torch.float64))
+    if not multiroot:                         # L[m, m] = sum_{h != m} w[h, m]
+        diag.sub_(root)
         lap[:, 0] = root                      # Koo et al.: row 0 <- root weights
-    diag.add_((~present).to(x.dtype))
-    return lap, weights, shift
+    if present is not None:
+        diag.add_(~present)
+    return lap, weights, shift.squeeze(1)
+
+
+def _lapack_lu(lap: Tensor, inverse: bool) -> tuple:
+    """LAPACK on each CPU matrix of lap (B, N, N) float64, factored in place: (row swaps (B,),
+    the inverses (B, N, N) or None). One dgesv (or dgetrf) call per matrix: at the sizes parsers
+    see (N <= 100) LAPACK's own time per matrix is below what a batched torch call spends on
+    it (bench/bench_structures.py)."""
+    a = lap.numpy()
+    B, N, _ = a.shape
+    pivots = np.empty((B, N), dtype=np.int32)
+    inv = None
+    if inverse:
+        inv = np.empty_like(a)
+        inv[:] = np.eye(N)
+        for i in range(B):  # a[i].T is L^T in Fortran order: L^T X = I in place, so inv[i] = L^-1
+            _, pivots[i], _, _ = lapack.dgesv(a[i].T, inv[i].T, overwrite_a=True, overwrite_b=True)
+    else:
+        for i in range(B):  # the same factors of L^T (the same determinant), without the inverse
+            _, pivots[i], _ = lapack.dgetrf(a[i].T, overwrite_a=True)
+    swaps = np.count_nonzero(pivots != np.arange(N, dtype=np.int32), axis=1)
+    return torch.from_numpy(swaps), None if inv is None else torch.from_numpy(inv)
+
+
+def _by_lapack(lap: Tensor) -> bool:
+    """Whether lap is factored by LAPACK matrix by matrix (CPU) or by torch's batched LU."""
+    return lap.device.type == "cpu"
+
+
+def _log_det(lu: Tensor, swaps: Tensor) -> Tensor:
+    """log det (B,) from LU factors (B, N, N) and the number of row swaps (B,); -inf where the
+    determinant is not positive (a sum of tree weights: no tree, up to rounding)."""
+    pivots = lu.diagonal(0, 1, 2)
+    negative = ((pivots < 0).sum(-1) + swaps) % 2 == 1
+    return pivots.abs().log().sum(-1).masked_fill_(negative, NEG_INF)
 
 
 class _MatrixTree(torch.autograd.Function):
     """log Z (B,) of non-projective trees by one LU factorisation of the shifted Laplacian,
     its gradient from the Laplacian's inverse (d log det L / d L = L^-T, chained through the
-    Laplacian's assembly by hand): one factorisation and one solve, where autograd through
-    ``slogdet`` factorises twice. In float64 whatever the input: on CPU LAPACK's float64 LU
-    and solve run as fast as float32's at these sizes (N <= 100; bench/bench_structures.py),
-    and float32 inputs at N = 100 keep marginals that sum to one."""
+    Laplacian's assembly by hand). In float64 whatever the input: float32 loses whole digits
+    of the marginals where a word's root weights are far below its arcs (the Laplacian is then
+    nearly singular). On CPU one LAPACK call per matrix gives the factors and the inverse
+    together; elsewhere the factors come from ``lu_factor_ex`` and the inverse from one
+    ``lu_solve`` in the backward (autograd through ``slogdet`` would factorise twice)."""
 
     @staticmethod
     def forward(ctx, arcs: Tensor, lengths: Tensor, multiroot: bool) -> Tensor:
-        lap, weights, shift = _laplacian(arcs.double(), lengths, multiroot)
-        lu, piv, _ = torch.linalg.lu_factor_ex(lap)
-        pivots = lu.diagonal(0, 1, 2)
-        N = arcs.shape[1]
-        swaps = (piv != torch.arange(1, N + 1, device=arcs.device, dtype=piv.dtype)).sum(-1)
-        negative = ((pivots < 0).sum(-1) + swaps) % 2 == 1       # no tree: det <= 0 in exact arithmetic
-        logdet = pivots.abs().log().sum(-1)
-        logz = torch.where(negative, torch.full_like(logdet, NEG_INF), logdet) + shift.sum(-1)
-        logz = torch.where(lengths == 0, torch.zeros_like(logz), logz)
+        lap, weights, shift = _laplacian(arcs.detach(), lengths, multiroot)
+        if _by_lapack(lap):
+            swaps, inverse = _lapack_lu(lap, inverse=ctx.needs_input_grad[0])
+            logz = _log_det(lap, swaps)
+            ctx.save_for_backward(weights, inverse)
+        else:
+            lu, piv, _ = torch.linalg.lu_factor_ex(lap)
+            logz = _log_det(lu, (piv != torch.arange(1, lap.shape[-1] + 1, device=piv.device)).sum(-1))
+            ctx.save_for_backward(weights, lu, piv)
+        logz = logz.add_(shift.sum(-1)).masked_fill_(lengths == 0, 0.0)
         ctx.multiroot = multiroot
-        ctx.save_for_backward(weights, lu, piv)
         return logz.to(arcs.dtype)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):
-        weights, lu, piv = ctx.saved_tensors
-        eye = torch.eye(lu.shape[-1], dtype=lu.dtype, device=lu.device).expand_as(lu)
-        inverse = torch.linalg.lu_solve(lu, piv, eye)
-        diag = inverse.diagonal(0, 1, 2)  # (B, N): [m, m]
-        d = inverse.transpose(1, 2).neg()  # [h, m] = -inverse[m, h]: w[h, m] takes from L[h, m]
-        d += diag[:, None, :]              # ... and adds to L[m, m]
+        weights, *inverse_or_lu = ctx.saved_tensors
+        if len(inverse_or_lu) == 1:
+            inverse, = inverse_or_lu
+        else:
+            lu, piv = inverse_or_lu
+            eye = torch.eye(lu.shape[-1], dtype=lu.dtype, device=lu.device).expand_as(lu)
+            inverse = torch.linalg.lu_solve(lu, piv, eye)
+        diag = inverse.diagonal(0, 1, 2)   # (B, N): [m, m]
+        d = torch.sub(diag[:, None, :], inverse.mT)  # w[h, m] adds to L[m, m], takes from L[h, m]
         if ctx.multiroot:                  # a root weight adds to L[m, m]
             d.diagonal(0, 1, 2).copy_(diag)
         else:                              # row 0 holds the root weights instead of word 0's column
             d[:, :, 0] -= diag[:, None, 0]                   # no column sum for word 0
             d[:, 0, :] += inverse[:, :, 0]                  # no -w[0, m] in row 0
             d.diagonal(0, 1, 2).copy_(inverse[:, :, 0])     # root -> m: L[0, m]
-        d = (d * weights).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
-        return (d * grad.to(d.dtype)[:, None, None]).to(grad.dtype), None, None
+        d = d.to(weights.dtype).mul_(weights).mul_(grad.to(weights.dtype)[:, None, None])
+        return d.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0).to(grad.dtype), None, None
 
 
 def matrix_tree_fast(arcs: Tensor, lengths: Tensor, multiroot: bool) -> Tensor:
