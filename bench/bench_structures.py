@@ -1,16 +1,19 @@
-"""Semi-Markov, dependency and CKY CRFs against torch-struct on CPU.
+"""Semi-Markov, dependency and CKY CRFs against torch-struct and supar on CPU.
 
     python bench/bench_structures.py [--repeats 5] [--threads 1] [--out FILE] [--only NAME]
 
 At the sizes users run (semi-Markov T=200, max_len=16, K=10, B=16; dependency N=40, B=32;
 CKY N=30, L=20, B=16), full lengths: log Z forward + backward, and decode (torch-struct:
-its ``argmax`` one-hots, without turning them into labels). Implementations run
-alternately in one process, each block of timed runs (about 50 ms) after an untimed run;
-the median of the repeats is reported, and the ratio dagnet / torch-struct (below 1: dagnet is faster).
-Results are checked to agree first (log Z, gradients, the decoded structure). Peak memory:
-each (structure, op, implementation) runs once in a fresh process, and its peak resident
-set size (reset just before the run through /proc/self/clear_refs) less the resident set
-before the run is reported (Linux), with the ratio dagnet / torch-struct.
+its ``argmax`` one-hots, without turning them into labels; supar: its ``argmax`` heads or
+span lists). supar 1.1.4 has no semi-Markov CRF and scores unlabelled spans, so its CKY
+gets each span's labels reduced first (logsumexp for log Z, max for decode) inside its
+timed call. dagnet and one reference run alternately in one process, each block of timed
+runs (about 50 ms) after an untimed run; the median of the repeats is reported, and the
+ratio dagnet / reference (below 1: dagnet is faster). Results are checked to agree first
+(log Z gradients, the best structures' scores). Peak memory: each (structure, op,
+implementation) runs once in a fresh process, and its peak resident set size (reset just
+before the run through /proc/self/clear_refs) less the resident set before the run is
+reported (Linux), with the ratio dagnet / reference.
 torch-struct 0.5 predates torch 2: its ``Semiring.convert`` returns a view of a leaf that
 it then fills in place, which torch now refuses, so it is patched to copy.
 """
@@ -30,6 +33,10 @@ from dagnet.fields.dependency import DependencyCRF
 from dagnet.fields.semi_markov import SemiMarkovCRF
 
 warnings.filterwarnings("ignore", message=".*arg_constraints.*")
+warnings.filterwarnings("ignore", message=".*non-tuple sequence.*")  # supar 1.1.4 on torch 2
+
+
+REFERENCES = ("torch-struct", "supar")
 
 
 def torch_struct():
@@ -37,6 +44,21 @@ def torch_struct():
     from torch_struct.semirings import semirings
     semirings.Semiring.convert = classmethod(lambda cls, p: p.unsqueeze(0).clone())
     return ts
+
+
+def supar_arcs(x):
+    """Arc scores x[b, h, m] (root -> m on the diagonal) as supar's [b, dependent, head] over
+    the sentence with its root prepended at position 0 (self-loops and arcs into the root -1e5:
+    supar's Eisner backward turns -inf into NaN)."""
+    B, N, _ = x.shape
+    words = x.transpose(1, 2).masked_fill(torch.eye(N, dtype=torch.bool), -1e5)
+    body = torch.cat([x.diagonal(0, 1, 2)[:, :, None], words], 2)
+    return torch.cat([x.new_full((B, 1, N + 1), -1e5), body], 1)
+
+
+def supar_spans(x):
+    """Span scores x[b, i, j] (words i..j) as supar's over fenceposts: [b, i, j + 1]."""
+    return torch.nn.functional.pad(x, (1, 0, 0, 1))
 
 
 def semi_markov_problem(B=16, T=200, L=16, K=10):
@@ -61,7 +83,9 @@ def semi_markov_problem(B=16, T=200, L=16, K=10):
     return crf, seg, edges
 
 
-def jobs(ts):
+def jobs(ts, sp=None):
+    """{structure: (input, log Z fns, decode fns, best-score fns)}, each {implementation: fn};
+    sp (supar.structs) None leaves supar out."""
     out = {}
     for B, T, L, K in ((16, 200, 16, 10), (16, 200, 4, 5)):  # the second: where torch-struct fits
         crf, seg, edges = semi_markov_problem(B, T, L, K)
@@ -87,7 +111,8 @@ def jobs(ts):
         arcs,
         {"dagnet": lambda x: nonproj.log_partition(x),
          "torch-struct": lambda x: ts.NonProjectiveDependencyCRF(x, multiroot=False).partition},
-        None, None,
+        {"dagnet": lambda x: nonproj.decode(x)[0]},
+        {"dagnet": lambda x: nonproj.decode(x)[1]},
     )
     spans = torch.randn(16, 30, 30, 20, generator=g)
     cky = CKYCRF(20)
@@ -97,7 +122,27 @@ def jobs(ts):
         {"dagnet": lambda x: cky.decode(x)[0], "torch-struct": lambda x: ts.TreeCRF(x).argmax},
         {"dagnet": lambda x: cky.decode(x)[1], "torch-struct": lambda x: _dot(ts.TreeCRF(x).argmax, x)},
     )
+    if sp is not None:
+        for name, cls in (("dependency (projective) N=40 B=32", sp.DependencyCRF),
+                          ("dependency (non-projective) N=40 B=32", sp.MatrixTree)):
+            logz, decode, best = out[name][1:]
+            logz["supar"] = lambda x, c=cls: c(supar_arcs(x), multiroot=False).log_partition
+            decode["supar"] = lambda x, c=cls: c(supar_arcs(x), multiroot=False).argmax
+            best["supar"] = lambda x, c=cls: c(supar_arcs(x), multiroot=False).max
+        logz, decode, best = out["CKY N=30 L=20 B=16"][1:]
+        logz["supar"] = lambda x: sp.ConstituencyCRF(supar_spans(x.logsumexp(-1))).log_partition
+        decode["supar"] = lambda x: sp.ConstituencyCRF(supar_spans(x.amax(-1))).argmax
+        best["supar"] = lambda x: sp.ConstituencyCRF(supar_spans(x.amax(-1))).max
     return out
+
+
+def supar():
+    """supar.structs, or None where supar does not install."""
+    try:
+        import supar.structs
+    except ImportError:
+        return None
+    return supar.structs
 
 
 def _dot(one_hots, potentials):
@@ -115,23 +160,24 @@ def runner(op, fn, x):
     return lambda: fn(x.detach())
 
 
-def check(name, x, logz, best):
-    """Gradients of log Z (the marginals) and the best structures' scores must agree before timing;
-    None if they do, else why torch-struct cannot run here (it ran out of memory)."""
+def check(name, x, logz, best, ref):
+    """The reference's log Z gradients (the marginals) and best structures' scores must agree with
+    dagnet's before timing; None if they do, else why the reference cannot run here."""
+    pair = {impl: logz[impl] for impl in ("dagnet", ref)}
     try:
-        grads = {impl: runner("log Z fwd+bwd", fn, x)() for impl, fn in logz.items()}
+        grads = {impl: runner("log Z fwd+bwd", fn, x)() for impl, fn in pair.items()}
     except RuntimeError as exc:  # torch-struct's log-depth scan: (B, T/2, L K, L K, L K) products
         if "alloc" not in str(exc):
             raise
         asked = re.search(r"allocate (\d+) bytes", str(exc))
         return f"out of memory (asked for {int(asked.group(1)) / 1e9:.1f} GB)" if asked else "out of memory"
-    a, b = grads["dagnet"], grads["torch-struct"]
+    a, b = grads["dagnet"], grads[ref]
     if not torch.allclose(a, b, atol=2e-3, rtol=0):
-        raise SystemExit(f"{name}: log Z gradients disagree (max diff {float((a - b).abs().max()):.2e})")
-    if best is not None:
-        ours, theirs = (best[impl](x.detach()) for impl in ("dagnet", "torch-struct"))
-        if not torch.allclose(ours, theirs, atol=1e-3, rtol=1e-5):
-            raise SystemExit(f"{name}: best scores disagree (max diff {float((ours - theirs).abs().max()):.2e})")
+        raise SystemExit(f"{name}: log Z gradients disagree with {ref} (max diff {float((a - b).abs().max()):.2e})")
+    if ref in best:
+        ours, theirs = (best[impl](x.detach()) for impl in ("dagnet", ref))
+        if not torch.allclose(ours, theirs.to(ours.dtype), atol=1e-3, rtol=1e-5):
+            raise SystemExit(f"{name}: best scores disagree with {ref} (max diff {float((ours - theirs).abs().max()):.2e})")
     return None
 
 
@@ -165,7 +211,7 @@ def peak_mb(name, op, impl) -> float:
 
 
 def one_peak(name, op, impl) -> float:
-    x, logz, decode, _ = jobs(torch_struct())[name]
+    x, logz, decode, _ = jobs(torch_struct(), supar())[name]
     run = runner(op, (logz if op == "log Z fwd+bwd" else decode)[impl], x)
     before = _status_mb("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:  # reset the peak (VmHWM) to the resident set now
@@ -188,27 +234,30 @@ def main():
     parser.add_argument("--only", help="run only the structures whose name contains this")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    ts = torch_struct()
-    lines = ["| structure | op | dagnet ms | torch-struct ms | time ratio | dagnet peak MB | torch-struct peak MB "
-             "| memory ratio |", "|---|---|---|---|---|---|---|---|"]
-    for name, (x, logz, decode, best) in jobs(ts).items():
+    sp = supar()
+    lines = ["| structure | op | reference | dagnet ms | reference ms | time ratio | dagnet peak MB "
+             "| reference peak MB | memory ratio |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, (x, logz, decode, best) in jobs(torch_struct(), sp).items():
         if args.only and args.only not in name:
             continue
-        failed = check(name, x, logz, best)
-        for op, fns in (("log Z fwd+bwd", logz), ("decode", decode)):
-            if fns is None:
+        for ref in REFERENCES:
+            if ref not in logz and ref not in decode:
                 continue
-            if failed:
-                ms = median_ms({"dagnet": runner(op, fns["dagnet"], x)}, args.repeats)
-                mb = peak_mb(name, op, "dagnet")
-                lines.append(f"| {name} | {op} | {ms['dagnet']:.1f} | {failed} | - | {mb:.0f} | - | - |")
-            else:
-                ms = median_ms({impl: runner(op, fn, x) for impl, fn in fns.items()}, args.repeats)
-                mb = {impl: peak_mb(name, op, impl) for impl in fns}
-                lines.append(f"| {name} | {op} | {ms['dagnet']:.1f} | {ms['torch-struct']:.1f} | "
-                             f"{ms['dagnet'] / ms['torch-struct']:.2f} | {mb['dagnet']:.0f} | "
-                             f"{mb['torch-struct']:.0f} | {mb['dagnet'] / max(mb['torch-struct'], 1):.2f} |")
-            print(lines[-1], flush=True)
+            failed = check(name, x, logz, best, ref) if ref in logz else None
+            for op, fns in (("log Z fwd+bwd", logz), ("decode", decode)):
+                if ref not in fns:
+                    continue
+                row = f"| {name} | {op} | {ref} |"
+                if failed:
+                    ms = median_ms({"dagnet": runner(op, fns["dagnet"], x)}, args.repeats)
+                    row += f" {ms['dagnet']:.1f} | {failed} | - | {peak_mb(name, op, 'dagnet'):.0f} | - | - |"
+                else:
+                    ms = median_ms({impl: runner(op, fns[impl], x) for impl in ("dagnet", ref)}, args.repeats)
+                    mb = {impl: peak_mb(name, op, impl) for impl in ("dagnet", ref)}
+                    row += (f" {ms['dagnet']:.1f} | {ms[ref]:.1f} | {ms['dagnet'] / ms[ref]:.2f} | {mb['dagnet']:.0f} "
+                            f"| {mb[ref]:.0f} | {mb['dagnet'] / max(mb[ref], 1):.2f} |")
+                lines.append(row)
+                print(row, flush=True)
     text = "\n".join(lines)
     print(json.dumps({"threads": args.threads, "repeats": args.repeats}))
     if args.out:
