@@ -145,3 +145,21 @@ def test_outside_pass_written_out_matches_autograd_through_the_inside_pass():
     first = a.grad.clone()
     (logz * torch.tensor([1.0, 2.0, -1.0], dtype=torch.float64)).sum().backward()
     torch.testing.assert_close(a.grad, 2 * first)
+
+
+def test_float32_spans_far_below_the_top_score():
+    """log Z's label sums are shifted by each sentence's top score: spans whose labels all lie
+    far below it (underflow in float32) and spans with no label allowed are summed exactly."""
+    x = make(B=2, N=5, L=3, seed=3)
+    x[0, 1, 3] += 300.0     # one span far above the rest: every other label sum underflows
+    x[1, 0, 1] -= 200.0
+    x[1, 2, 2, :] = float("-inf")  # a word with no label: no tree
+    crf = CKYCRF(3)
+    ref = x.clone().requires_grad_()
+    crf.log_partition(ref).sum().backward()
+    a = x.float().requires_grad_()
+    logz = crf.log_partition(a)
+    logz.sum().backward()
+    torch.testing.assert_close(logz, crf.log_partition(x).float())
+    assert logz[1] == float("-inf")
+    torch.testing.assert_close(a.grad[0], ref.grad[0].float(), rtol=1e-4, atol=1e-5)

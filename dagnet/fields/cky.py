@@ -23,8 +23,8 @@ maximal set of non-crossing spans, so it must then contain it).
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from . import semiring as sr
@@ -55,97 +55,127 @@ def inside(lengths: Tensor) -> sr.DP:
     return dp
 
 
+def by_width(t: Tensor) -> Tensor:
+    """(B, N, N) indexed [i, j] -> a contiguous copy indexed [i, w] = [i, i + w] (span start and
+    width), so that each width's spans are one column and their splits two strided views
+    (:class:`_InsideOutside`); 0 where i + w >= N."""
+    B, N = t.shape[:2]
+    return F.pad(t, (0, N)).as_strided((B, N, N), (2 * N * N, 2 * N + 1, 1)).clone()
+
+
+def by_span(t: Tensor) -> Tensor:
+    """The inverse of :func:`by_width`: [i, w] -> [i, j]; 0 where i > j."""
+    B, N = t.shape[:2]
+    out = t.new_zeros(B, N, 2 * N)
+    out.as_strided((B, N, N), (2 * N * N, 2 * N + 1, 1)).copy_(t)
+    return out[..., :N]
+
+
+def splits(chart: Tensor, w: int) -> Tensor:
+    """The split scores (B, N - w, w) of every span of width w in a chart [i, w] (:func:`by_width`):
+    [i, k] = V[i, i + k] + V[i + k + 1, i + w], the right half read through a strided view of
+    the same chart (torch-struct's trick)."""
+    B, N = chart.shape[:2]
+    m = N - w
+    return chart.as_strided((B, m, w), (N * N, N, 1)) + chart.as_strided((B, m, w), (N * N, N, N - 1), N + w - 1)
+
+
 class _InsideOutside(torch.autograd.Function):
     """log Z (B,) of span scores (B, N, N, L) by the inside pass in plain tensors, and its
     gradient (the span-label marginals) by the outside pass: no autograd tape through the
     charts, whose slice-by-slice backward costs a full chart per read.
 
     At the sizes parsers use (N = 30) the loop over widths costs in tensor operations (launch
-    and interpreter overhead), not arithmetic, so each width does few: one chart, read in two
-    layouts through a strided view instead of kept twice; the forward keeps each width's split
-    weights exp(V[i, k] + V[k+1, j] - shift) and their sums (O(B N^3 / 6) numbers), so the
-    outside pass shares a span's gradient among its splits with one multiply; the label sums
-    and label posteriors run once over the whole (B, N, N, L) block."""
+    and interpreter overhead), not arithmetic, so each width does few: the chart is indexed
+    by span start and width (:func:`by_width`), so a width's spans are one column, starts as
+    the label sums and gets the split sums added in place; the forward keeps each width's
+    split weights exp(V[i, k] + V[k+1, j] - shift) and their sums (O(B N^3 / 6) numbers), so
+    the outside pass shares a span's gradient among its splits with one multiply.
+
+    The label sums over the whole (B, N, N, L) block (half the time at these sizes) take one
+    exp, shifted by each sentence's top score instead of each span's (a max over L is a slow
+    reduction); the few spans whose sum falls below tiny^(3/4) (precision lost to underflow,
+    or no label allowed) are summed again exactly. Their exp, kept, gives the label posteriors."""
 
     @staticmethod
     def forward(ctx, x: Tensor, lengths: Tensor) -> Tensor:
         B, N = x.shape[:2]
         low, tiny = torch.finfo(x.dtype).min, torch.finfo(x.dtype).tiny
-        lab = torch.logsumexp(x, -1)  # (B, N, N); i > j holds junk that nothing reads
-        start = x.new_full((B, N, N), NEG_INF)  # [i, w] = V over span [i, i + w]
-        start[:, :, 0] = lab.diagonal(0, -2, -1)
-        weights, totals = [], []
+        top = x.flatten(1).amax(1).clamp_min_(low).view(B, 1, 1, 1)
+        posterior = (x - top).exp_()  # (B, N, N, L), unnormalized; i > j: junk, whose gradient is 0
+        label_sum = posterior.sum(-1)
+        lab = label_sum.log().add_(top.view(B, 1, 1))
+        far = label_sum < tiny ** 0.75
+        if far.any():
+            x_far = x[far]
+            exact = torch.logsumexp(x_far, -1)
+            lab[far] = exact
+            posterior[far] = (x_far - exact.clamp_min(low)[:, None]).exp_()
+            label_sum[far] = 1.0
+        chart = by_width(lab)  # [i, w] = V over span [i, i + w]
+        weights, sums = [], []
         for w in range(1, N):
-            m = N - w
-            # split k of span [i, i + w]: V[i, i + k] = start[i, k] and V[i + k + 1, i + w] =
-            # start[i + k + 1, w - 1 - k], a strided view of the same chart (torch-struct's trick)
-            right = start.as_strided((B, m, w), (N * N, N, N - 1), N + w - 1)
-            a = start[:, :m, :w] + right
+            a = splits(chart, w)
             shift = a.amax(-1, keepdim=True).clamp_min_(low)
             p = a.sub_(shift).exp_()
-            total = p.sum(-1)
-            start[:, :m, w] = total.log().add_(shift.squeeze(-1)).add_(lab.diagonal(w, -2, -1))
+            total = p.sum(-1, keepdim=True)
+            chart.as_strided((B, N - w, 1), (N * N, N, 1), w).add_(shift).add_(total.log())
             weights.append(p)
-            totals.append(total.clamp_min_(tiny))       # no 0/0 where no split is possible
-        value = start[:, 0].gather(-1, (lengths - 1).clamp_min(0)[:, None]).squeeze(-1)
+            sums.append(total.clamp_min_(tiny))  # no 0/0 where no split is possible
+        value = chart[:, 0].gather(-1, (lengths - 1).clamp_min(0)[:, None]).squeeze(-1)
         value = torch.where(lengths == 0, torch.zeros_like(value), value)
-        ctx.weights, ctx.totals = weights, totals
-        ctx.save_for_backward(x, lab, lengths)
+        ctx.weights, ctx.sums = weights, sums
+        ctx.save_for_backward(posterior, label_sum, lengths)
         return value
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):
-        x, lab, lengths = ctx.saved_tensors
-        B, N = x.shape[:2]
-        g = x.new_zeros(B, N, N)  # [i, w] = d value / d V over span [i, i + w]
-        top = (lengths - 1).clamp_min(0)
-        g[torch.arange(B), 0, top] = torch.where(lengths > 0, grad, torch.zeros_like(grad))
+        posterior, label_sum, lengths = ctx.saved_tensors
+        B, N = posterior.shape[:2]
+        g = posterior.new_zeros(B, N, N)  # [i, w] = d value / d V over span [i, i + w]
+        g[torch.arange(B), 0, (lengths - 1).clamp_min(0)] = torch.where(lengths > 0, grad, torch.zeros_like(grad))
         for w in range(N - 1, 0, -1):
             m = N - w
             # a span's mass shared among its splits by their weights, to both halves (not in
             # place on the weights: a retained graph runs this again)
-            share = ctx.weights[w - 1] * (g[:, :m, w] / ctx.totals[w - 1])[..., None]
-            g[:, :m, :w] += share
+            share = ctx.weights[w - 1] * (g.as_strided((B, m, 1), (N * N, N, 1), w) / ctx.sums[w - 1])
+            g.as_strided((B, m, w), (N * N, N, 1)).add_(share)
             g.as_strided((B, m, w), (N * N, N, N - 1), N + w - 1).add_(share)
-        i, j = torch.triu_indices(N, N, device=x.device)
-        marg = x.new_zeros(B, N, N)  # d value / d lab[i, j]
-        marg[:, i, j] = g[:, i, j - i]
-        return (x - lab.clamp_min(torch.finfo(x.dtype).min)[..., None]).exp_().mul_(marg[..., None]), None
+        marg = by_span(g) / label_sum  # d value / d lab, per unit of unnormalized posterior
+        return posterior * marg[..., None], None
 
 
 def cky_argmax(x: Tensor, lengths: Tensor) -> tuple:
     """The best trees (CKY): labels (B, N, N) and scores (B,), by a max-plus inside pass that keeps
-    back-pointers and a backtrack per sentence (cheaper than a backward pass)."""
+    each span's best split and a backtrack per sentence (cheaper than a backward pass); only
+    the spans of the best trees look up their label."""
     B, N = x.shape[:2]
-    lab, best_label = x.max(-1)
-    start, end = x.new_full((B, N, N), NEG_INF), x.new_full((B, N, N), NEG_INF)
-    back = torch.zeros(B, N, N, dtype=torch.long, device=x.device)
-    leaves = lab.diagonal(0, -2, -1)
-    start[:, :, 0], end[:, :, N - 1] = leaves, leaves
+    chart = by_width(x.amax(-1))
+    best_split = []  # [w - 1][b][i]: k of span [i, i + w]'s best split (i, i + k), (i + k + 1, i + w)
     for w in range(1, N):
-        m = N - w
-        inner, back[:, :m, w] = (start[:, :m, :w] + end[:, w:, m:]).max(-1)
-        start[:, :m, w] = inner + lab.diagonal(w, -2, -1)
-        end[:, w:, m - 1] = start[:, :m, w]
-    score = start[:, 0].gather(-1, (lengths - 1).clamp_min(0)[:, None]).squeeze(-1)
+        best, k = splits(chart, w).max(-1)
+        chart.as_strided((B, N - w), (N * N, N), w).add_(best)
+        best_split.append(k.tolist())
+    score = chart[:, 0].gather(-1, (lengths - 1).clamp_min(0)[:, None]).squeeze(-1)
     score = torch.where(lengths == 0, torch.zeros_like(score), score)
-    labels = np.full((B, N, N), -1, np.int64)
-    split, best_label = back.tolist(), best_label.tolist()  # lists: fast scalar access in the backtrack
-    for b, n in enumerate(lengths.tolist()):
-        if n == 0 or not np.isfinite(float(score[b])):
-            continue
-        labels[b][np.triu_indices(n)] = NO_SPAN
-        spans, stack, row, lab_b = [], [(0, n - 1)], split[b], best_label[b]
+    found = lengths.masked_fill(~torch.isfinite(score), 0)  # a sentence with no tree: labels -1
+    spans = []  # (b, i, j) of the best trees
+    for b, n in enumerate(found.tolist()):
+        stack = [(0, n - 1)] if n else []
         while stack:
             i, j = stack.pop()
-            spans.append((i, j, lab_b[i][j]))
+            spans.append((b, i, j))
             if i < j:
-                k = i + row[i][j - i]
+                k = i + best_split[j - i - 1][b][i]
                 stack += [(i, k), (k + 1, j)]
-        i, j, l = zip(*spans)
-        labels[b, list(i), list(j)] = l
-    return torch.as_tensor(labels, device=x.device), score
+    word = torch.arange(N, device=x.device)
+    inside_ = (word[:, None] <= word) & (word < found[:, None, None])
+    labels = torch.full((B, N, N), -1, dtype=torch.long, device=x.device).masked_fill_(inside_, NO_SPAN)
+    if spans:
+        b, i, j = torch.tensor(spans, device=x.device).unbind(1)
+        labels[b, i, j] = x[b, i, j].argmax(-1)
+    return labels, score
 
 
 def span_labels(indicators: Tensor, lengths: Tensor) -> Tensor:
