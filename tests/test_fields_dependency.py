@@ -221,7 +221,7 @@ def test_matrix_tree_backward_written_out_matches_autograd(multiroot, by_lapack,
     assert ours[2] == float("-inf") and ours[3] == 0
     with torch.no_grad():                   # factors only, no inverse
         torch.testing.assert_close(matrix_tree_fast(x, lengths, multiroot), ref.detach())
-    weights = torch.tensor([1.0, -0.5, 0.0, 2.0], dtype=torch.float64)   # the no-tree example: no gradient
+    weights = torch.tensor([1.0, -0.5, 3.0, 2.0], dtype=torch.float64)   # the no-tree example: no gradient
     (ours * weights).sum().backward()
     (ref * weights).masked_fill(~torch.isfinite(ref), 0).sum().backward()
     torch.testing.assert_close(a.grad, b.grad.nan_to_num(0.0))

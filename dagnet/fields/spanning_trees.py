@@ -68,11 +68,11 @@ def _laplacian(x: Tensor, lengths: Tensor, multiroot: bool) -> tuple:
     return lap, weights, shift.squeeze(1)
 
 
-def _lapack_lu(lap: Tensor, inverse: bool) -> tuple:
-    """LAPACK on each CPU matrix of lap (B, N, N) float64, factored in place: (row swaps (B,),
-    the inverses (B, N, N) or None). One dgesv (or dgetrf) call per matrix: at the sizes parsers
-    see (N <= 100) LAPACK's own time per matrix is below what a batched torch call spends on
-    it (bench/bench_structures.py)."""
+def _lapack_log_det(lap: Tensor, inverse: bool) -> tuple:
+    """LAPACK on each CPU matrix of lap (B, N, N) float64, factored in place: (log det (B,) as
+    :func:`_log_det`, the inverses (B, N, N) or None). One dgesv (or dgetrf) call per matrix:
+    at the sizes parsers see (N <= 100) LAPACK's own time per matrix is below what a batched
+    torch call spends on it, and the bookkeeping runs in numpy (bench/bench_structures.py)."""
     a = lap.numpy()
     B, N, _ = a.shape
     pivots = np.empty((B, N), dtype=np.int32)
@@ -85,8 +85,13 @@ def _lapack_lu(lap: Tensor, inverse: bool) -> tuple:
     else:
         for i in range(B):  # the same factors of L^T (the same determinant), without the inverse
             _, pivots[i], _ = lapack.dgetrf(a[i].T, overwrite_a=True)
+    u = np.einsum("bii->bi", a)
     swaps = np.count_nonzero(pivots != np.arange(N, dtype=np.int32), axis=1)
-    return torch.from_numpy(swaps), None if inv is None else torch.from_numpy(inv)
+    negative = (np.count_nonzero(u < 0, axis=1) + swaps) % 2 == 1
+    with np.errstate(divide="ignore"):
+        log_det = np.log(np.abs(u)).sum(1)
+    log_det[negative] = NEG_INF
+    return torch.from_numpy(log_det), None if inv is None else torch.from_numpy(inv)
 
 
 def _by_lapack(lap: Tensor) -> bool:
@@ -115,13 +120,13 @@ class _MatrixTree(torch.autograd.Function):
     def forward(ctx, arcs: Tensor, lengths: Tensor, multiroot: bool) -> Tensor:
         lap, weights, shift = _laplacian(arcs.detach(), lengths, multiroot)
         if _by_lapack(lap):
-            swaps, inverse = _lapack_lu(lap, inverse=ctx.needs_input_grad[0])
-            logz = _log_det(lap, swaps)
+            logz, inverse = _lapack_log_det(lap, inverse=ctx.needs_input_grad[0])
             ctx.save_for_backward(weights, inverse)
         else:
             lu, piv, _ = torch.linalg.lu_factor_ex(lap)
             logz = _log_det(lu, (piv != torch.arange(1, lap.shape[-1] + 1, device=piv.device)).sum(-1))
             ctx.save_for_backward(weights, lu, piv)
+        ctx.no_tree = ~torch.isfinite(logz)   # no gradient: not the inverse of a singular matrix
         logz = logz.add_(shift.sum(-1)).masked_fill_(lengths == 0, 0.0)
         ctx.multiroot = multiroot
         return logz.to(arcs.dtype)
@@ -144,7 +149,8 @@ class _MatrixTree(torch.autograd.Function):
             d[:, :, 0] -= diag[:, None, 0]                   # no column sum for word 0
             d[:, 0, :] += inverse[:, :, 0]                  # no -w[0, m] in row 0
             d.diagonal(0, 1, 2).copy_(inverse[:, :, 0])     # root -> m: L[0, m]
-        d = d.to(weights.dtype).mul_(weights).mul_(grad.to(weights.dtype)[:, None, None])
+        grad = grad.masked_fill(ctx.no_tree, 0.0).to(weights.dtype)
+        d = d.to(weights.dtype).mul_(weights).mul_(grad[:, None, None])
         return d.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0).to(grad.dtype), None, None
 
 
