@@ -191,13 +191,13 @@ class _Eisner(torch.autograd.Function):
             split_share, comp_share = ctx.shares[w]
             g_comp = gS[1:3, :m, w] + gE[0:2, w:, m - 1]
             share = comp_share * g_comp.unsqueeze(-2)
-            gS[0::2, :m, :w] += share
-            gE[0::2, w:, m:] += share
+            gS[0::2, :m, :w].add_(share)
+            gE[0::2, w:, m:].add_(share)
             g_inc = torch.stack((gS[0, :m, w - 1], gE[2, w:, m]))
             g_pair.diagonal(w, 1, 2).mT.add_(g_inc)
             share = split_share * g_inc.sum(0).unsqueeze(-2)
-            gS[1, :m, :w] += share
-            gE[1, w:, m:] += share
+            gS[1, :m, :w].add_(share)
+            gE[1, w:, m:].add_(share)
         g_arcs = (g_pair[0] + g_pair[1].transpose(0, 1)).permute(2, 0, 1)
         g_lab = g_arcs[:, 1:, 1:].clone()  # back through with_root: [h+1, m+1] -> [h, m], [0, m+1] -> [m, m]
         g_lab.diagonal(0, -2, -1).copy_(g_arcs[:, 0, 1:])
