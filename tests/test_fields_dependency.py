@@ -232,3 +232,36 @@ def test_matrix_tree_backward_written_out_matches_autograd(multiroot, by_lapack,
     assert f32.grad.dtype == torch.float32
     torch.testing.assert_close(f32.grad[:2].double(), c.grad[:2], atol=1e-5, rtol=1e-4)
     assert not f32.grad[2:].any()
+
+
+@pytest.mark.parametrize("labelled", [False, True])
+@pytest.mark.parametrize("multiroot", [True, False])
+def test_eisner_backward_written_out_matches_autograd(multiroot, labelled):
+    """The hand-written outside pass of the projective log Z against autograd through the semiring
+    dp, with ragged lengths (one empty), banned arcs, a sentence with no tree, labelled arcs and
+    float32 inputs."""
+    from dagnet.fields import semiring as sr
+    from dagnet.fields.dependency import _Eisner, eisner
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(5, 8, 8, *((3,) if labelled else ()), generator=g, dtype=torch.float64) * 3
+    x[1, 2, 4] = float("-inf")
+    x[2, :, 3] = float("-inf")              # word 3 has no head at all: no tree
+    x[4, 0] = float("-inf")                 # word 0 heads nothing
+    lengths = torch.tensor([8, 5, 6, 0, 7])
+    a = x.clone().requires_grad_()
+    b = x.clone().requires_grad_()
+    ours = _Eisner.apply(a, lengths, multiroot, labelled)
+    ref = eisner(lengths, multiroot, labelled)(sr.LOG, b)[0]
+    torch.testing.assert_close(ours, ref)
+    assert ours[2] == float("-inf") and ours[3] == 0
+    weights = torch.tensor([1.0, -0.5, 0.7, 2.0, 1.5], dtype=torch.float64)   # the no-tree example: no gradient
+    (ours * weights).sum().backward()
+    (ref * weights).masked_fill(~torch.isfinite(ref), 0).sum().backward()
+    torch.testing.assert_close(a.grad, b.grad.nan_to_num(0.0))
+    assert not a.grad[2:4].any()
+    f32 = x.float().requires_grad_()        # float32 gradients, those of float64 to rounding
+    c = x.clone().requires_grad_()
+    _Eisner.apply(f32, lengths, multiroot, labelled).sum().backward()
+    _Eisner.apply(c, lengths, multiroot, labelled).sum().backward()
+    assert f32.grad.dtype == torch.float32
+    torch.testing.assert_close(f32.grad.double(), c.grad, atol=1e-5, rtol=1e-4)

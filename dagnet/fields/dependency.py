@@ -96,6 +96,16 @@ def _reduce(a: Tensor) -> Tensor:
     return plain_logsumexp(a)
 
 
+def _lse_share(a: Tensor) -> tuple:
+    """log-sum-exp over the next-to-last axis and each term's share of it (a softmax, written over
+    ``a``): one exp per term. A column of -inf sums to -inf with shares 0 (the shift is clamped to
+    the lowest finite float, and the sum, 0 there and at least 1 elsewhere, to 1 before dividing)."""
+    shift = a.amax(-2, keepdim=True).clamp_min_(torch.finfo(a.dtype).min)
+    mass = a.sub_(shift).exp_().sum(-2)
+    total = mass.log().add_(shift.squeeze(-2))
+    return total, a.div_(mass.clamp_min_(1.0).unsqueeze(-2))
+
+
 def _share(terms: Tensor, total: Tensor) -> Tensor:
     """Each term's share of its log-sum over the last axis (given the total): a softmax."""
     return (terms - total).exp_()
@@ -106,90 +116,89 @@ def _finite(a: Tensor) -> Tensor:
 
 
 class _Eisner(torch.autograd.Function):
-    """Eisner's inside pass (module doc) in the log semiring on plain
-    tensors, and its gradient by the outside pass written out: no autograd tape through the
-    charts, whose slice-by-slice backward costs a whole chart per read. Charts are kept
-    start-indexed [i, w] (span [i, i+w]) and end-indexed, pre-flipped [j, n-1-w] (span [j-w, j])."""
+    """Eisner's inside pass (module doc) in the log semiring on plain tensors, and its gradient
+    by the outside pass written out: no autograd tape through the charts, whose slice-by-slice
+    backward costs a whole chart per read.
+
+    At sentence sizes the cost is the number of tensor ops and their short rows, so the charts
+    keep the batch as their last, contiguous axis (every op runs over rows of w * B floats and
+    reduces across rows), and are stacked for the steps to share them: start-indexed
+    ``S = [I_r, C_r, C_l]`` ([i, w] = span [i, i+w], I_r one column left, at w-1) and end-indexed,
+    pre-flipped ``E = [C_r, C_l, I_l]`` ([j, n-1-w] = span [j-w, j], I_l one column right, at
+    n-w). Per width w, with m = n - w spans,
+
+        split      = lse(S[1, :m, :w]    + E[1, w:, m:])         (C_r[i, k] with C_l[k+1, j])
+        (I_r, I_l) = split + (arc[i -> i+w], arc[i+w -> i])       one add, two writes
+        (C_r, C_l) = lse(S[0::2, :m, :w] + E[0::2, w:, m:])      one add and lse for both
+
+    and the two results land in S[1:3] and E[0:2] with one write each. The forward keeps each
+    reduction's softmax shares (about B N^3 / 2 floats), so the backward is a product and two
+    scatter-adds per reduction."""
 
     @staticmethod
     def forward(ctx, x: Tensor, lengths: Tensor, multiroot: bool, labelled: bool) -> Tensor:
         lab = _reduce(x) if labelled else x
         arcs = with_root(lab)
         B, n = arcs.shape[:2]
-        charts = {name: x.new_full((B, n, n), NEG_INF) for name in ("cr_s", "cr_e", "cl_s", "cl_e",
-                                                                    "ir_s", "ir_e", "il_s", "il_e")}
-        inner = {name: x.new_zeros(B, n, n) for name in ("split", "cr", "cl")}  # [i, w], -inf as 0
-        c = charts
-        for name in ("cr_s", "cl_s"):
-            c[name][:, :, 0] = 0.0
-        for name in ("cr_e", "cl_e"):
-            c[name][:, :, n - 1] = 0.0
+        # [., h, m, b]; diagonal w: (arc[i -> i+w], arc[i+w -> i]) as (2, m, B)
+        pair = torch.stack((arcs, arcs.mT)).permute(0, 2, 3, 1).contiguous()
+        S, E = x.new_full((3, n, n, B), NEG_INF), x.new_full((3, n, n, B), NEG_INF)
+        S[1:3, :, 0] = 0.0
+        E[0:2, :, n - 1] = 0.0
+        shares = [None]  # shares[w]: (split's, (C_r, C_l)'s)
         for w in range(1, n):
             m = n - w
-            split = _reduce(c["cr_s"][:, :m, :w] + c["cl_e"][:, w:, m:])
-            inner["split"][:, :m, w] = _finite(split)
-            ir, il = split + arcs.diagonal(w, -2, -1), split + arcs.diagonal(-w, -2, -1)
-            c["ir_s"][:, :m, w], c["ir_e"][:, w:, m - 1] = ir, ir
-            c["il_s"][:, :m, w], c["il_e"][:, w:, m - 1] = il, il
-            cr = _reduce(c["ir_s"][:, :m, 1:w + 1] + c["cr_e"][:, w:, m:])
-            cl = _reduce(c["cl_s"][:, :m, :w] + c["il_e"][:, w:, m - 1:n - 1])
-            inner["cr"][:, :m, w], inner["cl"][:, :m, w] = _finite(cr), _finite(cl)
-            c["cr_s"][:, :m, w], c["cr_e"][:, w:, m - 1] = cr, cr
-            c["cl_s"][:, :m, w], c["cl_e"][:, w:, m - 1] = cl, cl
+            split, split_share = _lse_share(S[1, :m, :w] + E[1, w:, m:])
+            inc = split + pair.diagonal(w, 1, 2).mT
+            S[0, :m, w - 1], E[2, w:, m] = inc[0], inc[1]
+            comp, comp_share = _lse_share(S[0::2, :m, :w] + E[0::2, w:, m:])
+            S[1:3, :m, w], E[0:2, w:, m - 1] = comp, comp
+            shares.append((split_share, comp_share))
+        cr_s, cl_s = S[1].permute(2, 0, 1), S[2].permute(2, 0, 1)  # (B, n, n) views
         if multiroot:
-            value = c["cr_s"][:, 0].gather(-1, lengths[:, None]).squeeze(-1)
+            value = cr_s[:, 0].gather(-1, lengths[:, None]).squeeze(-1)
             top = None
         else:
-            top = _root_terms(arcs, c, lengths)
+            top = _root_terms(arcs, cr_s, cl_s, lengths)
             value = _reduce(top)
         value = torch.where(lengths == 0, torch.zeros_like(value), value)
         ctx.flags = (multiroot, labelled)
-        ctx.save_for_backward(x, lab, arcs, lengths, top if top is not None else x.new_zeros(0),
-                              *c.values(), *inner.values())
-        ctx.names = tuple(c) + tuple(inner)
+        ctx.shares = shares
+        ctx.save_for_backward(x, lab, lengths, top if top is not None else x.new_zeros(0))
         return value
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):
         multiroot, labelled = ctx.flags
-        x, lab, arcs, lengths, top, *saved = ctx.saved_tensors
-        t = dict(zip(ctx.names, saved))
-        B, n = arcs.shape[:2]
+        x, lab, lengths, top = ctx.saved_tensors
+        B, n = x.shape[0], x.shape[1] + 1
         grad = torch.where(lengths > 0, grad, torch.zeros_like(grad))
-        g = {name: x.new_zeros(B, n, n) for name in ("cr_s", "cr_e", "cl_s", "cl_e", "ir_s", "ir_e", "il_s", "il_e")}
-        g_arcs = x.new_zeros(B, n, n)
-        rows = torch.arange(B, device=x.device)
+        gS, gE = x.new_zeros(3, n, n, B), x.new_zeros(3, n, n, B)  # gradients of the charts S, E
+        g_pair = x.new_zeros(2, n, n, B)  # of pair
+        g_cr_s, g_cl_s, g_arcs = gS[1].permute(2, 0, 1), gS[2].permute(2, 0, 1), g_pair[0].permute(2, 0, 1)
         if multiroot:
-            g["cr_s"][rows, 0, lengths] += grad
+            g_cr_s[torch.arange(B, device=x.device), 0, lengths] += grad
         else:
             N = n - 1
             mass = _share(top, _finite(_reduce(top))[:, None]) * grad[:, None]  # (B, N)
             g_arcs[:, 0, 1:] += mass
-            g["cl_s"][:, 1, :N] += mass
-            word = torch.arange(1, n, device=x.device)
-            width = (lengths[:, None] - word).clamp_min(0)
-            g["cr_s"][:, 1:].scatter_add_(-1, width[..., None], mass[..., None])
+            g_cl_s[:, 1, :N] += mass
+            width = (lengths[:, None] - torch.arange(1, n, device=x.device)).clamp_min(0)
+            g_cr_s[:, 1:].scatter_add_(-1, width[..., None], mass[..., None])
         for w in range(n - 1, 0, -1):
             m = n - w
-            g_cr = g["cr_s"][:, :m, w] + g["cr_e"][:, w:, m - 1]
-            g_cl = g["cl_s"][:, :m, w] + g["cl_e"][:, w:, m - 1]
-            share = _share(t["ir_s"][:, :m, 1:w + 1] + t["cr_e"][:, w:, m:], t["cr"][:, :m, w, None])
-            share.mul_(g_cr[..., None])
-            g["ir_s"][:, :m, 1:w + 1] += share
-            g["cr_e"][:, w:, m:] += share
-            share = _share(t["cl_s"][:, :m, :w] + t["il_e"][:, w:, m - 1:n - 1], t["cl"][:, :m, w, None])
-            share.mul_(g_cl[..., None])
-            g["cl_s"][:, :m, :w] += share
-            g["il_e"][:, w:, m - 1:n - 1] += share
-            g_ir = g["ir_s"][:, :m, w] + g["ir_e"][:, w:, m - 1]
-            g_il = g["il_s"][:, :m, w] + g["il_e"][:, w:, m - 1]
-            g_arcs.diagonal(w, -2, -1).add_(g_ir)
-            g_arcs.diagonal(-w, -2, -1).add_(g_il)
-            share = _share(t["cr_s"][:, :m, :w] + t["cl_e"][:, w:, m:], t["split"][:, :m, w, None])
-            share.mul_((g_ir + g_il)[..., None])
-            g["cr_s"][:, :m, :w] += share
-            g["cl_e"][:, w:, m:] += share
+            split_share, comp_share = ctx.shares[w]
+            g_comp = gS[1:3, :m, w] + gE[0:2, w:, m - 1]
+            share = comp_share * g_comp.unsqueeze(-2)
+            gS[0::2, :m, :w].add_(share)
+            gE[0::2, w:, m:].add_(share)
+            g_inc = torch.stack((gS[0, :m, w - 1], gE[2, w:, m]))
+            g_pair.diagonal(w, 1, 2).mT.add_(g_inc)
+            share = split_share * g_inc.sum(0).unsqueeze(-2)
+            gS[1, :m, :w].add_(share)
+            gE[1, w:, m:].add_(share)
+        g_arcs = (g_pair[0] + g_pair[1].transpose(0, 1)).permute(2, 0, 1)
         g_lab = g_arcs[:, 1:, 1:].clone()  # back through with_root: [h+1, m+1] -> [h, m], [0, m+1] -> [m, m]
         g_lab.diagonal(0, -2, -1).copy_(g_arcs[:, 0, 1:])
         if labelled:
@@ -197,13 +206,14 @@ class _Eisner(torch.autograd.Function):
         return g_lab, None, None, None
 
 
-def _root_terms(arcs: Tensor, c: dict, lengths: Tensor) -> Tensor:
-    """arc[0 -> m] + C_l[1, m] + C_r[m, len] for each word m (B, N); -inf past the length."""
+def _root_terms(arcs: Tensor, cr_s: Tensor, cl_s: Tensor, lengths: Tensor) -> Tensor:
+    """arc[0 -> m] + C_l[1, m] + C_r[m, len] for each word m (B, N) from the start-indexed charts
+    C_r, C_l; -inf past the length."""
     B, n = arcs.shape[:2]
     word = torch.arange(1, n, device=arcs.device)
     width = (lengths[:, None] - word).clamp_min(0)
-    right = c["cr_s"][:, 1:].gather(-1, width[..., None]).squeeze(-1)
-    terms = arcs[:, 0, 1:] + c["cl_s"][:, 1, :n - 1] + right
+    right = cr_s[:, 1:].gather(-1, width[..., None]).squeeze(-1)
+    terms = arcs[:, 0, 1:] + cl_s[:, 1, :n - 1] + right
     return terms.masked_fill(word[None] > lengths[:, None], NEG_INF)
 
 
@@ -228,7 +238,7 @@ def eisner_argmax(x: Tensor, lengths: Tensor, multiroot: bool) -> tuple:
     if multiroot:
         score, first = cr_s[:, 0].gather(-1, lengths[:, None]).squeeze(-1), None
     else:
-        score, first = _root_terms(arcs, {"cr_s": cr_s, "cl_s": cl_s}, lengths).max(-1)
+        score, first = _root_terms(arcs, cr_s, cl_s, lengths).max(-1)
         first = first.tolist()
     score = torch.where(lengths == 0, torch.zeros_like(score), score)
     split, bcr, bcl = (back[k].tolist() for k in ("split", "cr", "cl"))  # lists: fast scalar access
