@@ -132,6 +132,27 @@ def test_gradcheck(projective, multiroot):
     assert torch.autograd.gradcheck(lambda a: crf.log_partition(a), (x,))
 
 
+@pytest.mark.parametrize("multiroot,scale,root", [(True, 3.0, -10.0), (False, 10.0, 0.0)])
+def test_matrix_tree_float32_inputs_keep_float64_marginals(multiroot, scale, root):
+    """Root arcs far below the word arcs (multi-root: every column sum of the Laplacian is a
+    tiny root weight) or peaked scores make the Laplacian nearly singular: a float32
+    determinant loses digits of the marginals there (0.009 and 1e-5 here, measured with
+    LAPACK's sgesv), so the float32 input's gradient must match the float64 one to float32's
+    own precision."""
+    from dagnet.fields.spanning_trees import matrix_tree_fast, matrix_tree_log_partition
+    x = make(B=4, N=40, scale=scale)
+    x.diagonal(0, 1, 2).add_(root)
+    x = x.float().double()                  # the same numbers in both precisions
+    lengths = torch.full((4,), 40)
+    a, b = x.float().requires_grad_(), x.clone().requires_grad_()
+    logz = matrix_tree_fast(a, lengths, multiroot)
+    ref = matrix_tree_log_partition(b, lengths, multiroot)
+    logz.sum().backward()
+    ref.sum().backward()
+    torch.testing.assert_close(logz.double(), ref.detach(), rtol=1e-6, atol=1e-4)
+    torch.testing.assert_close(a.grad.double(), b.grad, rtol=0, atol=1e-6)
+
+
 def test_float32_long_sentences_and_mst():
     x = make(B=2, N=100, scale=10.0).float()
     for projective in (True, False):
