@@ -87,7 +87,8 @@ def jobs(ts, sp=None):
     """{structure: (input, log Z fns, decode fns, best-score fns)}, each {implementation: fn};
     sp (supar.structs) None leaves supar out."""
     out = {}
-    for B, T, L, K in ((16, 200, 16, 10), (16, 200, 4, 5)):  # the second: where torch-struct fits
+    # the issue's size, then two where torch-struct fits: one sentence, or shorter segments
+    for B, T, L, K in ((16, 200, 16, 10), (1, 200, 16, 10), (16, 200, 4, 5)):
         crf, seg, edges = semi_markov_problem(B, T, L, K)
         out[f"semi-Markov T={T} max_len={L} K={K} B={B}"] = (
             seg,
