@@ -30,6 +30,7 @@ TWINS = {
     "TreeCRF": ("tree", "TreeCRF"),
     "GridCRF": ("grid", "GridCRF"),
     "DenseCRF": ("dense", "DenseCRF"),
+    "SemiMarkovCRF": ("semi_markov", "SemiMarkovCRF"),
 }
 
 
