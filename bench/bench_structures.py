@@ -227,6 +227,10 @@ def _status_mb(key: str) -> float:
     return int(line.split()[1]) / 1024
 
 
+def _ratio(r: float) -> str:
+    return f"{r:.2f}" if r >= 0.1 else f"{r:.2g}"
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=5)
@@ -255,8 +259,8 @@ def main():
                 else:
                     ms = median_ms({impl: runner(op, fns[impl], x) for impl in ("dagnet", ref)}, args.repeats)
                     mb = {impl: peak_mb(name, op, impl) for impl in ("dagnet", ref)}
-                    row += (f" {ms['dagnet']:.1f} | {ms[ref]:.1f} | {ms['dagnet'] / ms[ref]:.2f} | {mb['dagnet']:.0f} "
-                            f"| {mb[ref]:.0f} | {mb['dagnet'] / max(mb[ref], 1):.2f} |")
+                    row += (f" {ms['dagnet']:.1f} | {ms[ref]:.1f} | {_ratio(ms['dagnet'] / ms[ref])} | {mb['dagnet']:.0f} "
+                            f"| {mb[ref]:.0f} | {_ratio(mb['dagnet'] / max(mb[ref], 1))} |")
                 lines.append(row)
                 print(row, flush=True)
     text = "\n".join(lines)
