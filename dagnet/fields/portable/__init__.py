@@ -7,6 +7,8 @@ field's parameter and buffer names (state dicts load 1:1), the methods a compile
 model calls (``marginals``, ``log_prob``) and the queries ``log_partition``, ``decode``
 and ``nll``, written in torch alone with no Python decision on tensor values or
 sizes: plain loops in eager and TorchScript, traced loops under ``torch.export``.
+A twin that covers only some settings of its field says why it refuses the others in
+a classmethod ``refusal(field)`` (the non-projective DependencyCRF).
 
 Each twin file imports only torch (and typing) and prefixes its private names with
 its own name, so that a standalone model file (``dagnet compile -o model.py``) holds
@@ -31,6 +33,8 @@ TWINS = {
     "GridCRF": ("grid", "GridCRF"),
     "DenseCRF": ("dense", "DenseCRF"),
     "SemiMarkovCRF": ("semi_markov", "SemiMarkovCRF"),
+    "CKYCRF": ("cky", "CKYCRF"),
+    "DependencyCRF": ("dependency", "DependencyCRF"),
 }
 
 
@@ -41,13 +45,21 @@ def _entry(field: nn.Module | type) -> tuple[str, str]:
     if entry is None:
         raise ExportError(f"the structured node {name} has no portable twin yet, so it cannot be deployed "
                           f"(.py, .pt, .pt2, .onnx); fields that can: {', '.join(TWINS)}")
+    refusal = getattr(_twin_class(entry), "refusal", None)  # a twin may cover only some settings
+    reason = refusal(field) if refusal is not None and not isinstance(field, type) else ""
+    if reason:
+        raise ExportError(f"the structured node {name} cannot be deployed (.py, .pt, .pt2, .onnx): {reason}")
     return entry
+
+
+def _twin_class(entry: tuple[str, str]) -> type:
+    module, name = entry
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
 
 
 def twin_class(field: nn.Module | type) -> type:
     """The twin class of a field (or field class); an ExportError if it has none."""
-    module, name = _entry(field)
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    return _twin_class(_entry(field))
 
 
 def twin(field: nn.Module) -> nn.Module:
