@@ -150,6 +150,21 @@ def test_the_export_of_a_field_without_a_twin_is_one_line(tmp_path):
         standalone_source(model)
 
 
+def test_the_export_of_a_tree_crf_without_a_fixed_tree_is_one_line(tmp_path):
+    """A twin that covers some settings of its field refuses the others before writing."""
+    from dagnet.export import ExportError
+    from dagnet.fields.tree import TreeCRF
+
+    model = dagnet.compile(SPECS / "mlp.yaml").eval()
+    model.add_module("tree", TreeCRF(3))          # its tree comes with every call
+    for suffix in (".pt", ".pt2", ".onnx"):
+        with pytest.raises(ExportError, match="TreeCRF cannot be deployed .* fixed tree") as info:
+            export(model, tmp_path / f"m{suffix}")
+        assert "\n" not in str(info.value) and not (tmp_path / f"m{suffix}").exists()
+    with pytest.raises(ExportError, match="fixed tree"):
+        standalone_source(model)
+
+
 # -- recurrent layers and attention: TorchScript, torch.export, ONNX, standalone .py ----------------
 
 RECURRENT = """

@@ -55,9 +55,15 @@ class TreeCRF(nn.Module):
         self.bounds = bounds
 
     @classmethod
+    def refusal(cls, field) -> str:
+        """Why ``field`` has no twin, or "" (dagnet.fields.portable refuses to export it)."""
+        return "" if field.parents is not None else ("only a tree CRF with a fixed tree (parents=...) has a "
+                                                     "portable twin; this one takes its tree with every call")
+
+    @classmethod
     def from_field(cls, field: nn.Module) -> "TreeCRF":
         if field.parents is None:
-            raise ValueError("only a TreeCRF with a fixed tree (parents=...) has a portable twin")
+            raise ValueError(cls.refusal(field))
         twin = cls(field.num_tags, field.parents.tolist()).to(field.pairwise.device)
         twin.load_state_dict(field.state_dict(), assign=True)   # the field's dtype and device
         return twin
