@@ -20,41 +20,26 @@ NEG_INF = float("-inf")
 
 def matrix_tree_log_partition(arcs: Tensor, lengths: Tensor, multiroot: bool) -> Tensor:
     """log Z (B,) of non-projective trees over arc scores (B, N, N) (root on the diagonal),
-    as a log determinant in float64; absent words are an identity block."""
-    B, N, _ = arcs.shape
-    x = arcs.double()
-    present = torch.arange(N, device=arcs.device)[None] < lengths[:, None]
-    both = present[:, :, None] & present[:, None, :]
-    x = x.masked_fill(~both, NEG_INF)
-    shift = x.amax(1, keepdim=True)  # per modifier: det scales by exp(shift_m)
-    shift = shift.masked_fill(~torch.isfinite(shift), 0.0)
-    weights = (x - shift).exp()
-    eye = torch.eye(N, dtype=torch.bool, device=arcs.device)
-    root = weights.diagonal(0, 1, 2)
-    off = weights.masked_fill(eye, 0.0)
-    lap = torch.diag_embed(off.sum(1)) - off  # L[m, m] = sum_h w[h, m], L[h, m] = -w[h, m]
-    if multiroot:
-        lap = lap + torch.diag_embed(root)
-    else:
-        lap = torch.cat([root.unsqueeze(1), lap[:, 1:]], 1)  # Koo et al.: row 0 <- root weights
-    lap = lap + torch.diag_embed((~present).double())
+    as a log determinant in float64 (differentiable any number of times, through ``slogdet``);
+    absent words are an identity block."""
+    lap, _, shift = _laplacian(arcs.double(), lengths, multiroot)
     sign, logdet = torch.linalg.slogdet(lap)
-    logz = torch.where(sign > 0, logdet, torch.full_like(logdet, NEG_INF)) + shift.squeeze(1).sum(-1)
+    logz = torch.where(sign > 0, logdet, torch.full_like(logdet, NEG_INF)) + shift.sum(-1)
     return torch.where(lengths == 0, torch.zeros_like(logz), logz).to(arcs.dtype)
 
 
 def _laplacian(x: Tensor, lengths: Tensor, multiroot: bool) -> tuple:
     """(Laplacian (B, N, N) float64, weights (B, N, N), per-modifier shift (B, N)) of arc scores
-    x (no autograd): weights exp(x - shift) in x's dtype, with the shift each modifier's largest
-    arc score, so the largest weight in each column is 1 and det(L) = det(L(w)) exp(sum shift);
-    the diagonal is summed in float64, so L stays the exact Laplacian of the rounded weights.
-    Absent words are an identity block."""
+    x: weights exp(x - shift) in x's dtype, with the shift each modifier's largest arc score
+    (a constant: log det L + sum shift does not depend on it), so the largest weight in each
+    column is 1 and det(L) = det(L(w)) exp(sum shift); the diagonal is summed in float64, so L
+    stays the exact Laplacian of the rounded weights. Absent words are an identity block."""
     B, N, _ = x.shape
     present = None
     if bool((lengths < N).any()):
         present = torch.arange(N, device=x.device)[None] < lengths[:, None]
         x = x.masked_fill(~(present[:, :, None] & present[:, None, :]), NEG_INF)
-    shift = x.amax(1, keepdim=True).nan_to_num_(neginf=0.0)  # a word with no head: its column is 0
+    shift = x.detach().amax(1, keepdim=True).nan_to_num_(neginf=0.0)  # a word with no head: column 0
     weights = torch.exp(x - shift)
     root = weights.diagonal(0, 1, 2)
     lap = weights.to(torch.float64, copy=True).neg_()  # L[h, m] = -w[h, m]
