@@ -29,7 +29,7 @@ import warnings
 import torch
 
 from dagnet.fields.cky import CKYCRF
-from dagnet.fields.dependency import DependencyCRF
+from dagnet.fields.dependency import DependencyCRF, with_root
 from dagnet.fields.semi_markov import SemiMarkovCRF
 
 warnings.filterwarnings("ignore", message=".*arg_constraints.*")
@@ -47,13 +47,10 @@ def torch_struct():
 
 
 def supar_arcs(x):
-    """Arc scores x[b, h, m] (root -> m on the diagonal) as supar's [b, dependent, head] over
-    the sentence with its root prepended at position 0 (self-loops and arcs into the root -1e5:
-    supar's Eisner backward turns -inf into NaN)."""
-    B, N, _ = x.shape
-    words = x.transpose(1, 2).masked_fill(torch.eye(N, dtype=torch.bool), -1e5)
-    body = torch.cat([x.diagonal(0, 1, 2)[:, :, None], words], 2)
-    return torch.cat([x.new_full((B, 1, N + 1), -1e5), body], 1)
+    """Arc scores x[b, h, m] (root -> m on the diagonal) as supar's [b, dependent, head]: our
+    root-token layout (:func:`with_root`) transposed, its -inf (self-loops, arcs into the root)
+    raised to -1e5, since supar's Eisner backward turns -inf into NaN."""
+    return with_root(x).mT.clamp_min(-1e5)
 
 
 def supar_spans(x):
